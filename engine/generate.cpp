@@ -1,0 +1,62 @@
+#include "engine/generate.h"
+
+#include <algorithm>
+#include <chrono>
+#include <numeric>
+#include <stdexcept>
+
+namespace saker {
+
+std::int32_t argmax(std::span<const float> logits) {
+  return static_cast<std::int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+}
+
+GenerateResult generate_greedy(FalconModel& model, KvCache& cache,
+                               std::span<const std::int32_t> prompt, const GenerateOptions& opt,
+                               const std::function<void(std::int32_t)>& on_token) {
+  if (prompt.empty()) throw std::invalid_argument("the prompt is empty");
+  if (opt.max_new_tokens < 0) throw std::invalid_argument("max_new_tokens must be >= 0");
+  const std::int64_t total = static_cast<std::int64_t>(prompt.size()) + opt.max_new_tokens;
+  const std::int64_t limit = std::min(model.options().max_context, cache.capacity_tokens());
+  if (total > limit)
+    throw std::length_error("prompt of " + std::to_string(prompt.size()) + " tokens + " +
+                            std::to_string(opt.max_new_tokens) +
+                            " new tokens exceeds the context of " + std::to_string(limit) +
+                            " tokens");
+  std::vector<std::int32_t> table(static_cast<std::size_t>(cache.blocks_for(total)));
+  std::iota(table.begin(), table.end(), 0);
+
+  GenerateResult res;
+  res.finish_reason = "length";
+  if (opt.max_new_tokens == 0) return res;
+  const auto t0 = std::chrono::steady_clock::now();
+  // Prefill in chunks of at most max_tokens; only the last chunk's last logits matter.
+  std::span<const float> logits;
+  const auto chunk = static_cast<std::size_t>(model.options().max_tokens);
+  for (std::size_t pos = 0; pos < prompt.size(); pos += chunk) {
+    const SequenceStep step{prompt.subspan(pos, std::min(chunk, prompt.size() - pos)),
+                            static_cast<std::int32_t>(pos), table, false};
+    logits = model.forward({&step, 1}, cache);
+  }
+  auto t1 = std::chrono::steady_clock::now();
+  res.prefill_seconds = std::chrono::duration<double>(t1 - t0).count();
+
+  std::int32_t pos = static_cast<std::int32_t>(prompt.size());
+  for (;;) {
+    const std::int32_t next = argmax(logits);
+    res.tokens.push_back(next);
+    if (on_token) on_token(next);
+    if (!opt.ignore_eos && std::find(opt.eos_token_ids.begin(), opt.eos_token_ids.end(), next) !=
+                               opt.eos_token_ids.end()) {
+      res.finish_reason = "eos";
+      break;
+    }
+    if (static_cast<std::int64_t>(res.tokens.size()) >= opt.max_new_tokens) break;
+    const SequenceStep step{{&res.tokens.back(), 1}, pos++, table, false};
+    logits = model.forward({&step, 1}, cache);
+  }
+  res.decode_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+  return res;
+}
+
+}  // namespace saker

@@ -1,0 +1,285 @@
+#include "engine/model/config.h"
+
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+namespace saker {
+namespace {
+
+using nlohmann::json;
+
+// Reads the first key of `names` that is present; names the file and key in errors.
+class Reader {
+ public:
+  Reader(const json& j, const std::string& source) : j_(j), source_(source) {}
+
+  const json* find(std::initializer_list<const char*> names) const {
+    for (const char* n : names) {
+      auto it = j_.find(n);
+      if (it != j_.end() && !it->is_null()) return &*it;
+    }
+    return nullptr;
+  }
+
+  std::int64_t positive_int(std::initializer_list<const char*> names) const {
+    const json* v = find(names);
+    if (!v) throw ConfigError(source_ + ": missing field \"" + *names.begin() + "\"");
+    return check_positive(*v, *names.begin());
+  }
+
+  std::optional<std::int64_t> optional_positive_int(
+      std::initializer_list<const char*> names) const {
+    const json* v = find(names);
+    if (!v) return std::nullopt;
+    return check_positive(*v, *names.begin());
+  }
+
+  bool boolean(std::initializer_list<const char*> names, bool fallback) const {
+    const json* v = find(names);
+    if (!v) return fallback;
+    if (!v->is_boolean())
+      throw ConfigError(source_ + ": field \"" + *names.begin() + "\" must be true or false, got " +
+                        v->dump());
+    return v->get<bool>();
+  }
+
+  double number(const json& v, const char* name) const {
+    if (!v.is_number()) error(name, "must be a number", v);
+    return v.get<double>();
+  }
+
+  [[noreturn]] void error(const char* name, const std::string& what, const json& v) const {
+    throw ConfigError(source_ + ": field \"" + name + "\" " + what + ", got " + v.dump());
+  }
+
+ private:
+  std::int64_t check_positive(const json& v, const char* name) const {
+    if (!v.is_number_integer() || v.get<std::int64_t>() <= 0)
+      error(name, "must be a positive integer", v);
+    return v.get<std::int64_t>();
+  }
+
+  const json& j_;
+  const std::string& source_;
+};
+
+std::vector<std::int64_t> token_ids(const json& v) {
+  std::vector<std::int64_t> out;
+  if (v.is_number_integer()) out.push_back(v.get<std::int64_t>());
+  if (v.is_array())
+    for (const auto& e : v)
+      if (e.is_number_integer()) out.push_back(e.get<std::int64_t>());
+  return out;
+}
+
+json read_json(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw ConfigError("cannot read " + path.string());
+  try {
+    return json::parse(in);
+  } catch (const json::exception& e) {
+    throw ConfigError(path.string() + ": invalid JSON: " + e.what());
+  }
+}
+
+std::string shape_str(std::int64_t a) {
+  return std::to_string(a);
+}
+
+}  // namespace
+
+std::string layer_prefix(std::int64_t layer) {
+  return "transformer.h." + std::to_string(layer) + ".";
+}
+
+std::string FalconConfig::variant() const {
+  std::ostringstream s;
+  if (alibi)
+    s << "falcon-rw style";
+  else if (new_arch && block == BlockKind::kParallelTwoNorm)
+    s << "falcon-40b/180b style";
+  else if (new_arch)
+    s << "falcon-11b style";
+  else
+    s << "falcon-7b style";
+  s << " (";
+  if (kv_heads == 1)
+    s << "multi-query";
+  else if (kv_heads == heads)
+    s << "multi-head";
+  else
+    s << "grouped KV, " << group_size() << " query heads per KV head";
+  switch (block) {
+    case BlockKind::kParallelOneNorm:
+      s << ", parallel block, 1 LayerNorm";
+      break;
+    case BlockKind::kParallelTwoNorm:
+      s << ", parallel block, ln_attn + ln_mlp";
+      break;
+    case BlockKind::kSequential:
+      s << ", sequential block";
+      break;
+  }
+  s << (alibi ? ", ALiBi" : ", rotary") << (bias ? ", biases" : "")
+    << (tied_embeddings ? ", tied lm_head" : ", untied lm_head") << ")";
+  return s.str();
+}
+
+FalconConfig parse_config(const json& j, const std::string& source) {
+  if (!j.is_object()) throw ConfigError(source + ": expected a JSON object");
+  Reader r(j, source);
+  FalconConfig c;
+  c.model_type = j.value("model_type", std::string());
+  const bool rw_new = c.model_type == "RefinedWeb";
+  const bool rw_old = c.model_type == "RefinedWebModel";
+  if (!rw_new && !rw_old && c.model_type != "falcon")
+    throw ConfigError(source + ": model_type \"" + c.model_type +
+                      "\" is not a Falcon model (expected falcon, RefinedWeb or RefinedWebModel)");
+
+  c.vocab_size = r.positive_int({"vocab_size"});
+  c.hidden = r.positive_int({"hidden_size", "n_embed"});
+  c.layers = r.positive_int({"num_hidden_layers", "n_layer"});
+  c.heads = r.positive_int({"num_attention_heads", "n_head"});
+  if (c.hidden % c.heads != 0)
+    throw ConfigError(source + ": hidden_size " + shape_str(c.hidden) +
+                      " is not a multiple of num_attention_heads " + shape_str(c.heads));
+  c.head_dim = c.hidden / c.heads;
+  if (c.head_dim % 2 != 0)
+    throw ConfigError(source + ": head_dim " + shape_str(c.head_dim) + " must be even for rotary");
+
+  c.new_arch = rw_new || r.boolean({"new_decoder_architecture"}, false);
+  // RW-era configs default multi_query to false, current ones to true.
+  const bool multi_query = r.boolean({"multi_query"}, !(rw_new || rw_old));
+  const auto kv = r.optional_positive_int({"num_kv_heads", "n_head_kv"});
+  if (c.new_arch)
+    c.kv_heads = kv.value_or(c.heads);
+  else
+    c.kv_heads = multi_query ? 1 : c.heads;
+  if (c.heads % c.kv_heads != 0)
+    throw ConfigError(source + ": num_attention_heads " + shape_str(c.heads) +
+                      " is not a multiple of num_kv_heads " + shape_str(c.kv_heads));
+
+  c.ffn = r.optional_positive_int({"ffn_hidden_size"}).value_or(4 * c.hidden);
+  c.bias = r.boolean({"bias"}, false);
+  c.alibi = r.boolean({"alibi"}, false);
+  c.tied_embeddings = r.boolean({"tie_word_embeddings"}, true);
+  const bool parallel = r.boolean({"parallel_attn"}, true);
+  if (r.boolean({"apply_residual_connection_post_layernorm"}, false))
+    throw ConfigError(source + ": apply_residual_connection_post_layernorm=true is not supported");
+  if (const json* act = r.find({"activation"}); act && *act != "gelu")
+    r.error("activation", "must be \"gelu\" (the only activation Falcon uses)", *act);
+
+  if (c.new_arch) {
+    if (!parallel)
+      throw ConfigError(source + ": new_decoder_architecture requires parallel_attn=true");
+    const auto n_ln = r.optional_positive_int({"num_ln_in_parallel_attn"}).value_or(2);
+    if (n_ln != 1 && n_ln != 2) r.error("num_ln_in_parallel_attn", "must be 1 or 2", n_ln);
+    c.block = n_ln == 2 ? BlockKind::kParallelTwoNorm : BlockKind::kParallelOneNorm;
+  } else {
+    c.block = parallel ? BlockKind::kParallelOneNorm : BlockKind::kSequential;
+  }
+
+  if (const json* eps = r.find({"layer_norm_epsilon"})) {
+    c.layer_norm_eps = static_cast<float>(r.number(*eps, "layer_norm_epsilon"));
+    if (!(c.layer_norm_eps > 0)) r.error("layer_norm_epsilon", "must be positive", *eps);
+  }
+  // transformers 5 writes rope_parameters {rope_theta, rope_type}; older configs rope_theta.
+  const json* theta = r.find({"rope_theta"});
+  if (const json* rp = r.find({"rope_parameters"})) {
+    if (!rp->is_object()) r.error("rope_parameters", "must be an object", *rp);
+    const std::string type = rp->value("rope_type", std::string("default"));
+    if (type != "default")
+      r.error("rope_parameters", "has rope_type \"" + type + "\"; only default rotary is supported",
+              *rp);
+    if (auto it = rp->find("rope_theta"); it != rp->end()) theta = &*it;
+  }
+  if (const json* rs = r.find({"rope_scaling"}))
+    r.error("rope_scaling", "is not supported (only unscaled rotary)", *rs);
+  if (theta) {
+    c.rope_theta = static_cast<float>(r.number(*theta, "rope_theta"));
+    if (!(c.rope_theta > 0)) r.error("rope_theta", "must be positive", *theta);
+  }
+  c.max_positions = r.optional_positive_int({"max_position_embeddings"}).value_or(2048);
+  c.torch_dtype = j.value("torch_dtype", j.value("dtype", std::string()));
+
+  if (const json* b = r.find({"bos_token_id"}); b && b->is_number_integer()) c.bos_token_id = *b;
+  if (const json* e = r.find({"eos_token_id"})) c.eos_token_ids = token_ids(*e);
+  // The RW-era configs of the 65024-vocabulary models carry placeholder ids 1/2; the tokenizer's
+  // <|endoftext|> is 11 (falcon.md section 1).
+  if ((rw_new || rw_old) && c.vocab_size == 65024) {
+    c.bos_token_id = 11;
+    c.eos_token_ids = {11};
+  }
+  return c;
+}
+
+FalconConfig load_config(const std::filesystem::path& model_dir) {
+  const auto path = model_dir / "config.json";
+  if (!std::filesystem::exists(path)) {
+    if (!std::filesystem::is_directory(model_dir))
+      throw ConfigError("model directory " + model_dir.string() + " does not exist");
+    throw ConfigError("no config.json in model directory " + model_dir.string());
+  }
+  FalconConfig c = parse_config(read_json(path), path.string());
+  const auto gen_path = model_dir / "generation_config.json";
+  const bool rw = c.model_type != "falcon";
+  if (!rw && std::filesystem::exists(gen_path)) {
+    const json g = read_json(gen_path);
+    if (g.is_object() && g.contains("eos_token_id")) {
+      auto ids = token_ids(g["eos_token_id"]);
+      if (!ids.empty()) c.eos_token_ids = std::move(ids);
+    }
+  }
+  return c;
+}
+
+std::vector<ExpectedTensor> expected_tensors(const FalconConfig& c, bool with_lm_head) {
+  const std::int64_t H = c.hidden;
+  std::vector<ExpectedTensor> out;
+  out.push_back({"transformer.word_embeddings.weight", {c.vocab_size, H}});
+  auto add_norm = [&](const std::string& name) {
+    out.push_back({name + ".weight", {H}});
+    out.push_back({name + ".bias", {H}});
+  };
+  auto add_linear = [&](const std::string& name, std::int64_t rows, std::int64_t cols) {
+    out.push_back({name + ".weight", {rows, cols}});
+    if (c.bias) out.push_back({name + ".bias", {rows}});
+  };
+  for (std::int64_t l = 0; l < c.layers; ++l) {
+    const std::string p = layer_prefix(l);
+    switch (c.block) {
+      case BlockKind::kParallelOneNorm:
+        add_norm(p + "input_layernorm");
+        break;
+      case BlockKind::kParallelTwoNorm:
+        add_norm(p + "ln_attn");
+        add_norm(p + "ln_mlp");
+        break;
+      case BlockKind::kSequential:
+        add_norm(p + "input_layernorm");
+        add_norm(p + "post_attention_layernorm");
+        break;
+    }
+    add_linear(p + "self_attention.query_key_value", c.qkv_rows(), H);
+    add_linear(p + "self_attention.dense", H, c.heads * c.head_dim);
+    add_linear(p + "mlp.dense_h_to_4h", c.ffn, H);
+    add_linear(p + "mlp.dense_4h_to_h", H, c.ffn);
+  }
+  add_norm("transformer.ln_f");
+  if (with_lm_head || !c.tied_embeddings) out.push_back({"lm_head.weight", {c.vocab_size, H}});
+  return out;
+}
+
+std::int64_t parameter_count(const FalconConfig& c, bool with_lm_head) {
+  std::int64_t n = 0;
+  for (const auto& t : expected_tensors(c, with_lm_head)) {
+    std::int64_t e = 1;
+    for (auto d : t.shape) e *= d;
+    n += e;
+  }
+  return n;
+}
+
+}  // namespace saker

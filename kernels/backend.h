@@ -1,0 +1,94 @@
+// The operations the model is written against. The CPU backend (kernels/cpu) implements them and
+// is the reference; the CUDA backend implements the same interface. Pointers to activations
+// belong to the backend's memory (host memory for the CPU backend).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+
+#include "kernels/dtype.h"
+
+namespace saker {
+
+// A row-major [rows, cols] matrix in its stored precision (e.g. a Linear weight [out, in]).
+struct Weight {
+  DType dtype = DType::F32;
+  const void* data = nullptr;
+  std::int64_t rows = 0;
+  std::int64_t cols = 0;
+};
+
+// One layer's KV storage: [slots][kv_heads][head_dim] for K and for V, where slot =
+// block_table[pos / block_size] * block_size + pos % block_size.
+struct KvLayer {
+  float* k = nullptr;
+  float* v = nullptr;
+  std::int64_t kv_heads = 0;
+  std::int64_t head_dim = 0;
+  std::int64_t block_size = 0;
+};
+
+// Where each token of a step sits: its absolute position and its sequence's block table.
+struct TokenPlace {
+  std::int32_t pos = 0;
+  const std::int32_t* block_table = nullptr;
+};
+
+// Fused query_key_value rows hold kv groups, each [group_size query heads, 1 key, 1 value]
+// (falcon.md section 3); this covers multi-query, grouped and per-head (rw) layouts alike.
+struct AttentionShape {
+  std::int64_t heads = 0;
+  std::int64_t kv_heads = 0;
+  std::int64_t head_dim = 0;
+  const float* alibi_slopes = nullptr;  // [heads], bf16-rounded; null for rotary models
+};
+
+class Buffer {
+ public:
+  virtual ~Buffer() = default;
+  virtual float* data() = 0;
+  virtual std::size_t size() const = 0;  // in floats
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual std::unique_ptr<Buffer> allocate(std::size_t floats) = 0;
+  // A copy of host data in backend memory (small fp32 tensors: norms, biases, tables).
+  virtual std::unique_ptr<Buffer> upload(std::span<const float> host) = 0;
+  // Makes a stored-precision weight usable by the kernels (the CPU backend reads the mapping in
+  // place; a device backend copies it once).
+  virtual Weight upload_weight(const Weight& host) = 0;
+
+  // y[t, r] = sum_k x[t, k] * w[r, k] (+ bias[r]); x [n, w.cols], y [n, w.rows].
+  // Each output is computed the same way whatever n is (batch invariance).
+  virtual void linear(const float* x, std::int64_t n, const Weight& w, const float* bias,
+                      float* y) = 0;
+  // y[t] = embedding row ids[t] as fp32.
+  virtual void embedding(std::span<const std::int32_t> ids, const Weight& table, float* y) = 0;
+  // y = (x - mean) / sqrt(var + eps) * gamma + beta over rows of `dim`.
+  virtual void layer_norm(const float* x, std::int64_t n, std::int64_t dim, const float* gamma,
+                          const float* beta, float eps, float* y) = 0;
+  // x = gelu(x) (exact erf form), in place.
+  virtual void gelu(float* x, std::int64_t count) = 0;
+  // dst[i] = src[rows[i]] for rows of `dim` floats.
+  virtual void gather_rows(const float* src, std::span<const std::int64_t> rows, std::int64_t dim,
+                           float* dst) = 0;
+  // y += x.
+  virtual void add(const float* x, std::int64_t count, float* y) = 0;
+  // Rotates the query and key heads of the fused qkv rows [n, qkv_stride] in place.
+  // cos_sin: [positions][head_dim / 2] pairs (cos, sin).
+  virtual void rotary(float* qkv, std::span<const TokenPlace> places, const AttentionShape& s,
+                      const float* cos_sin) = 0;
+  // Copies each token's keys and values from qkv into its KV slot.
+  virtual void kv_write(const float* qkv, std::span<const TokenPlace> places,
+                        const AttentionShape& s, const KvLayer& kv) = 0;
+  // Causal attention: token t attends to positions 0..places[t].pos of its own sequence, read
+  // from the KV cache (written first). out [n, heads * head_dim].
+  virtual void attention(const float* qkv, std::span<const TokenPlace> places,
+                         const AttentionShape& s, const KvLayer& kv, float* out) = 0;
+};
+
+}  // namespace saker

@@ -1,0 +1,47 @@
+// The CPU backend: the kernels of kernels/cpu spread over a thread pool.
+#pragma once
+
+#include <vector>
+
+#include "kernels/backend.h"
+#include "kernels/cpu/linear.h"
+#include "kernels/cpu/thread_pool.h"
+
+namespace saker {
+
+class CpuBackend final : public Backend {
+ public:
+  // threads == 0: one per available processor. max_context bounds attention scratch.
+  CpuBackend(unsigned threads, std::int64_t max_context);
+
+  ThreadPool& pool() { return pool_; }
+  cpu::Isa isa() const { return isa_; }
+  void force_isa(cpu::Isa isa) { isa_ = isa; }  // tests compare kernels on one machine
+
+  std::unique_ptr<Buffer> allocate(std::size_t floats) override;
+  std::unique_ptr<Buffer> upload(std::span<const float> host) override;
+  Weight upload_weight(const Weight& host) override { return host; }
+  void linear(const float* x, std::int64_t n, const Weight& w, const float* bias,
+              float* y) override;
+  void embedding(std::span<const std::int32_t> ids, const Weight& table, float* y) override;
+  void layer_norm(const float* x, std::int64_t n, std::int64_t dim, const float* gamma,
+                  const float* beta, float eps, float* y) override;
+  void gelu(float* x, std::int64_t count) override;
+  void add(const float* x, std::int64_t count, float* y) override;
+  void gather_rows(const float* src, std::span<const std::int64_t> rows, std::int64_t dim,
+                   float* dst) override;
+  void rotary(float* qkv, std::span<const TokenPlace> places, const AttentionShape& s,
+              const float* cos_sin) override;
+  void kv_write(const float* qkv, std::span<const TokenPlace> places, const AttentionShape& s,
+                const KvLayer& kv) override;
+  void attention(const float* qkv, std::span<const TokenPlace> places, const AttentionShape& s,
+                 const KvLayer& kv, float* out) override;
+
+ private:
+  ThreadPool pool_;
+  cpu::Isa isa_;
+  std::int64_t max_context_;
+  std::vector<std::vector<float>> scores_;  // per worker, max_context floats
+};
+
+}  // namespace saker

@@ -1,0 +1,126 @@
+#include "kernels/cpu/ops.h"
+
+#include <cmath>
+#include <cstring>
+
+namespace saker::cpu {
+
+void layer_norm_rows(const float* x, std::int64_t dim, const float* gamma, const float* beta,
+                     float eps, float* y, std::int64_t row_begin, std::int64_t row_end) {
+  for (std::int64_t r = row_begin; r < row_end; ++r) {
+    const float* xr = x + r * dim;
+    float* yr = y + r * dim;
+    // Moments in double: exact enough that the order of the sum does not matter.
+    double sum = 0.0;
+    for (std::int64_t i = 0; i < dim; ++i) sum += xr[i];
+    const double mean = sum / static_cast<double>(dim);
+    double sq = 0.0;
+    for (std::int64_t i = 0; i < dim; ++i) {
+      const double d = xr[i] - mean;
+      sq += d * d;
+    }
+    const float rstd = static_cast<float>(1.0 / std::sqrt(sq / static_cast<double>(dim) + eps));
+    const float m = static_cast<float>(mean);
+    for (std::int64_t i = 0; i < dim; ++i) yr[i] = (xr[i] - m) * rstd * gamma[i] + beta[i];
+  }
+}
+
+void gelu_range(float* x, std::int64_t begin, std::int64_t end) {
+  constexpr float kInvSqrt2 = 0.70710678118654752440f;
+  for (std::int64_t i = begin; i < end; ++i)
+    x[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * kInvSqrt2));
+}
+
+void embedding_rows(std::span<const std::int32_t> ids, const Weight& table, float* y,
+                    std::int64_t row_begin, std::int64_t row_end) {
+  const std::int64_t H = table.cols;
+  for (std::int64_t t = row_begin; t < row_end; ++t) {
+    float* out = y + t * H;
+    const std::int64_t id = ids[t];
+    switch (table.dtype) {
+      case DType::F32:
+        std::memcpy(out, static_cast<const float*>(table.data) + id * H, H * sizeof(float));
+        break;
+      case DType::BF16: {
+        const auto* row = static_cast<const std::uint16_t*>(table.data) + id * H;
+        for (std::int64_t i = 0; i < H; ++i) out[i] = bf16_to_f32(row[i]);
+        break;
+      }
+      case DType::F16: {
+        const auto* row = static_cast<const std::uint16_t*>(table.data) + id * H;
+        for (std::int64_t i = 0; i < H; ++i) out[i] = f16_to_f32(row[i]);
+        break;
+      }
+    }
+  }
+}
+
+namespace {
+// GPT-NeoX "rotate half": the two halves of the head rotate as (re, im) pairs.
+void rotate(float* head, const float* cs, std::int64_t half) {
+  for (std::int64_t d = 0; d < half; ++d) {
+    const float c = cs[2 * d], s = cs[2 * d + 1];
+    const float a = head[d], b = head[d + half];
+    head[d] = a * c - b * s;
+    head[d + half] = b * c + a * s;
+  }
+}
+}  // namespace
+
+void rotary_rows(float* qkv, std::span<const TokenPlace> places, const AttentionShape& s,
+                 const float* cos_sin, std::int64_t row_begin, std::int64_t row_end) {
+  const QkvLayout L(s);
+  const std::int64_t half = s.head_dim / 2;
+  const std::int64_t stride = s.kv_heads * L.group_stride;
+  for (std::int64_t t = row_begin; t < row_end; ++t) {
+    float* row = qkv + t * stride;
+    const float* cs = cos_sin + static_cast<std::int64_t>(places[t].pos) * half * 2;
+    for (std::int64_t h = 0; h < s.heads; ++h) rotate(row + L.q(h), cs, half);
+    for (std::int64_t g = 0; g < s.kv_heads; ++g) rotate(row + L.k(g), cs, half);
+  }
+}
+
+void kv_write_rows(const float* qkv, std::span<const TokenPlace> places, const AttentionShape& s,
+                   const KvLayer& kv, std::int64_t row_begin, std::int64_t row_end) {
+  const QkvLayout L(s);
+  const std::int64_t stride = s.kv_heads * L.group_stride;
+  const std::size_t bytes = s.head_dim * sizeof(float);
+  for (std::int64_t t = row_begin; t < row_end; ++t) {
+    const float* row = qkv + t * stride;
+    const std::int64_t slot = kv_slot(places[t], places[t].pos, kv.block_size);
+    for (std::int64_t g = 0; g < s.kv_heads; ++g) {
+      const std::int64_t off = (slot * kv.kv_heads + g) * kv.head_dim;
+      std::memcpy(kv.k + off, row + L.k(g), bytes);
+      std::memcpy(kv.v + off, row + L.v(g), bytes);
+    }
+  }
+}
+
+void rotary_table(float theta, std::int64_t head_dim, std::int64_t positions, float* cos_sin) {
+  const std::int64_t half = head_dim / 2;
+  for (std::int64_t d = 0; d < half; ++d) {
+    const float exponent = static_cast<float>(2 * d) / static_cast<float>(head_dim);
+    const float inv_freq = 1.0f / std::pow(theta, exponent);
+    for (std::int64_t p = 0; p < positions; ++p) {
+      const float angle = static_cast<float>(p) * inv_freq;
+      cos_sin[(p * half + d) * 2] = std::cos(angle);
+      cos_sin[(p * half + d) * 2 + 1] = std::sin(angle);
+    }
+  }
+}
+
+void alibi_slopes(std::int64_t heads, float* slopes) {
+  // n' = 2^floor(log2 nh); slope_h = 2^(-8(h+1)/n'); extra heads 2^(-4(2k+1)/n').
+  std::int64_t p2 = 1;
+  while (p2 * 2 <= heads) p2 *= 2;
+  const double base = std::pow(2.0, -std::pow(2.0, -(std::log2(static_cast<double>(p2)) - 3)));
+  for (std::int64_t h = 0; h < p2; ++h)
+    slopes[h] = static_cast<float>(std::pow(static_cast<float>(base), static_cast<float>(h + 1)));
+  const double extra = std::pow(2.0, -std::pow(2.0, -(std::log2(2.0 * p2) - 3)));
+  for (std::int64_t k = 0; p2 + k < heads; ++k)
+    slopes[p2 + k] =
+        static_cast<float>(std::pow(static_cast<float>(extra), static_cast<float>(2 * k + 1)));
+  for (std::int64_t h = 0; h < heads; ++h) slopes[h] = round_to_bf16(slopes[h]);
+}
+
+}  // namespace saker::cpu

@@ -1,0 +1,67 @@
+// saker generate: greedy generation from token ids.
+#include <iostream>
+
+#include "engine/generate.h"
+#include "engine/model/checkpoint.h"
+#include "engine/model/config.h"
+#include "engine/model/falcon.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "launcher/cli.h"
+
+namespace saker::cli {
+
+int run_generate(const std::vector<std::string>& args) {
+  std::string model_dir, prompt_ids;
+  std::int64_t max_new = 32, chunk = 256, block_size = 16;
+  int threads = 0;
+  po::options_description desc("options");
+  desc.add_options()("help,h", "show this help")("model", po::value(&model_dir)->required(),
+                                                 "Hugging Face model directory (safetensors)")(
+      "prompt-ids", po::value(&prompt_ids)->required(), "prompt token ids: \"ID ID ...\"")(
+      "max-new-tokens", po::value(&max_new)->default_value(32), "tokens to generate")(
+      "ignore-eos", po::bool_switch(), "keep generating past the end-of-sequence token")(
+      "threads", po::value(&threads)->default_value(0), "CPU threads (0: OMP_NUM_THREADS or all)")(
+      "prefill-chunk", po::value(&chunk)->default_value(256), "prompt tokens per forward step")(
+      "block-size", po::value(&block_size)->default_value(16), "KV cache block size (tokens)")(
+      "stats", po::bool_switch(), "print timing to stderr");
+  po::variables_map vm;
+  if (!parse(args, desc, vm, "usage: saker generate --model DIR --prompt-ids \"ID ...\" [options]"))
+    return 0;
+  if (max_new < 0) throw UsageError("--max-new-tokens must be >= 0");
+  if (chunk <= 0) throw UsageError("--prefill-chunk must be positive");
+  if (block_size <= 0) throw UsageError("--block-size must be positive");
+
+  const FalconConfig config = load_config(model_dir);
+  const auto prompt = parse_token_ids(prompt_ids, config.vocab_size, "--prompt-ids");
+  const std::int64_t total = static_cast<std::int64_t>(prompt.size()) + max_new;
+  if (total > config.max_positions)
+    throw UsageError("prompt of " + std::to_string(prompt.size()) + " tokens + --max-new-tokens " +
+                     std::to_string(max_new) + " must be <= the model's context of " +
+                     std::to_string(config.max_positions) + " tokens");
+  const Checkpoint checkpoint = Checkpoint::open(model_dir);
+  CpuBackend backend(thread_count(threads), config.max_positions);
+  FalconModel model(config, checkpoint, backend, ModelOptions{chunk, 1, config.max_positions});
+  KvCache cache(backend, config, config.kv_heads, (total + block_size - 1) / block_size,
+                block_size);
+
+  GenerateOptions opt;
+  opt.max_new_tokens = max_new;
+  opt.ignore_eos = vm["ignore-eos"].as<bool>();
+  opt.eos_token_ids = config.eos_token_ids;
+  bool first = true;
+  const GenerateResult res = generate_greedy(model, cache, prompt, opt, [&](std::int32_t id) {
+    std::cout << (first ? "" : " ") << id << std::flush;
+    first = false;
+  });
+  std::cout << "\n";
+  if (vm["stats"].as<bool>()) {
+    const double n = static_cast<double>(res.tokens.size());
+    std::cerr << "prompt " << prompt.size() << " tokens, prefill " << res.prefill_seconds * 1e3
+              << " ms; generated " << res.tokens.size() << " tokens (" << res.finish_reason << ")";
+    if (n > 1) std::cerr << ", decode " << (n - 1) / res.decode_seconds << " tokens/s";
+    std::cerr << "\n";
+  }
+  return 0;
+}
+
+}  // namespace saker::cli

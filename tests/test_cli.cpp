@@ -1,0 +1,182 @@
+// The saker executable as users run it: output, messages and exit codes.
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+namespace fs = std::filesystem;
+
+namespace {
+
+const fs::path kFixtures = SAKER_FIXTURES_DIR;
+const fs::path kShared = SAKER_SHARED_DIR;
+
+struct Run {
+  int code = -1;
+  std::string out, err;
+};
+
+// Runs `saker ARGS` through the shell, capturing stdout, stderr and the exit status.
+Run saker(const std::string& args) {
+  const fs::path err_file =
+      fs::temp_directory_path() / ("saker_cli_err_" + std::to_string(::getpid()));
+  const std::string cmd =
+      std::string("'") + SAKER_BIN + "' " + args + " 2>'" + err_file.string() + "'";
+  Run r;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  REQUIRE(p != nullptr);
+  std::array<char, 4096> buf{};
+  std::size_t n;
+  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  const int status = ::pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  std::ifstream in(err_file);
+  r.err.assign(std::istreambuf_iterator<char>(in), {});
+  fs::remove(err_file);
+  return r;
+}
+
+std::string join(const std::vector<int>& ids) {
+  std::ostringstream s;
+  for (std::size_t i = 0; i < ids.size(); ++i) s << (i ? " " : "") << ids[i];
+  return s.str();
+}
+
+nlohmann::json read_json(const fs::path& p) {
+  std::ifstream in(p);
+  return nlohmann::json::parse(in);
+}
+
+// A scratch directory removed at scope exit.
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    path = fs::temp_directory_path() / ("saker_cli_" + std::to_string(::getpid()) + "_" +
+                                        std::to_string(std::random_device{}()));
+    fs::create_directories(path);
+  }
+  ~TempDir() { fs::remove_all(path); }
+};
+
+}  // namespace
+
+TEST_CASE("saker generate prints transformers' greedy continuation", "[cli]") {
+  for (const char* name : {"gqa8x2-fp32", "rw-alibi-fp32", "gqa8x4-bf16-sharded"}) {
+    const auto dir = kFixtures / name;
+    const auto ref = read_json(dir / "reference.json");
+    for (const auto& cs : ref["cases"]) {
+      const auto prompt = cs["prompt_ids"].get<std::vector<int>>();
+      const auto want = cs["greedy_ids"].get<std::vector<int>>();
+      const Run r = saker("generate --model '" + dir.string() + "' --prompt-ids '" + join(prompt) +
+                          "' --max-new-tokens " + std::to_string(want.size()) + " --ignore-eos");
+      INFO(name << ": " << r.err);
+      REQUIRE(r.code == 0);
+      CHECK(r.out == join(want) + "\n");
+    }
+  }
+}
+
+TEST_CASE("saker generate stops at the end-of-sequence token unless told not to", "[cli]") {
+  // The fixture's own continuations rarely reach eos (11), so declare one of the tokens that
+  // transformers generated as eos in generation_config.json: generation must stop right there.
+  const auto src = kFixtures / "gqa8x2-fp32";
+  const auto ref = read_json(src / "reference.json");
+  const auto& cs = ref["cases"][1];
+  const auto prompt = join(cs["prompt_ids"].get<std::vector<int>>());
+  const auto want = cs["greedy_ids"].get<std::vector<int>>();
+  const int eos = want[5];
+  const auto first = std::find(want.begin(), want.end(), eos);
+  TempDir tmp;
+  for (const char* f : {"config.json", "model.safetensors"}) fs::copy_file(src / f, tmp.path / f);
+  std::ofstream(tmp.path / "generation_config.json") << "{\"eos_token_id\": [" << eos << "]}";
+  const std::string base = "generate --model '" + tmp.path.string() + "' --prompt-ids '" + prompt +
+                           "' --max-new-tokens " + std::to_string(want.size());
+  Run r = saker(base);
+  REQUIRE(r.code == 0);
+  CHECK(r.out == join(std::vector<int>(want.begin(), first + 1)) + "\n");
+  r = saker(base + " --ignore-eos");
+  REQUIRE(r.code == 0);
+  CHECK(r.out == join(want) + "\n");
+}
+
+TEST_CASE("saker generate rejects bad input with a message and an exit code", "[cli]") {
+  const std::string model = "--model '" + (kFixtures / "mqa7-fp32").string() + "' ";
+  Run r = saker("generate --prompt-ids '1 2'");
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Catch::Contains("'--model' is required"));
+  r = saker("generate " + model + "--prompt-ids '1 x2'");
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Catch::Contains("'x2' is not a token id"));
+  r = saker("generate " + model + "--prompt-ids '1 384'");
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Catch::Contains("token id 384 is outside the vocabulary [0, 384)"));
+  r = saker("generate " + model + "--prompt-ids '1' --max-new-tokens 5000");
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Catch::Contains("must be <= the model's context of 2048 tokens"));
+  r = saker("generate --model /nonexistent/dir --prompt-ids 1");
+  CHECK(r.code == 1);
+  CHECK_THAT(r.err, Catch::Contains("model directory /nonexistent/dir does not exist"));
+  r = saker("frobnicate");
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Catch::Contains("unknown command 'frobnicate'"));
+
+  TempDir tmp;
+  fs::copy_file(kFixtures / "mqa7-fp32/config.json", tmp.path / "config.json");
+  std::ofstream(tmp.path / "pytorch_model.bin") << "not really";
+  r = saker("generate --model '" + tmp.path.string() + "' --prompt-ids 1");
+  CHECK(r.code == 1);
+  CHECK_THAT(r.err, Catch::Contains("safetensors"));
+
+  // A checkpoint cut short: the message names the file.
+  fs::remove(tmp.path / "pytorch_model.bin");
+  const auto src = kFixtures / "mqa7-fp32/model.safetensors";
+  fs::copy_file(src, tmp.path / "model.safetensors");
+  fs::resize_file(tmp.path / "model.safetensors", fs::file_size(src) - 100);
+  r = saker("generate --model '" + tmp.path.string() + "' --prompt-ids 1");
+  CHECK(r.code == 1);
+  CHECK_THAT(r.err, Catch::Contains("model.safetensors"));
+}
+
+TEST_CASE("saker info on the real falcon-40b and falcon-7b-instruct configs", "[cli]") {
+  const auto dir40 = kShared / "models/falcon-40b";
+  Run r = saker("info --model '" + dir40.string() + "'");
+  REQUIRE(r.code == 0);
+  CHECK_THAT(r.out, Catch::Contains("layers:       60"));
+  CHECK_THAT(r.out, Catch::Contains("query heads:  128"));
+  CHECK_THAT(r.out, Catch::Contains("KV heads:     8"));
+  CHECK_THAT(r.out, Catch::Contains("41.84 B"));
+  for (const auto& dir : {dir40, kShared / "models/falcon-7b-instruct"}) {
+    r = saker("info --json --model '" + dir.string() + "'");
+    REQUIRE(r.code == 0);
+    const auto j = nlohmann::json::parse(r.out);
+    const auto total = read_json(dir / "pytorch_model.bin.index.json")["metadata"]["total_size"];
+    // bf16 checkpoints: two bytes per parameter, lm_head included.
+    CHECK(j["parameters"].get<std::uint64_t>() * 2 == total.get<std::uint64_t>());
+    CHECK(j["weight_bytes"] == total);
+    CHECK(j["loadable"] == false);
+  }
+  r = saker("info --json --model '" + (kShared / "models/falcon-7b-instruct").string() + "'");
+  const auto j7 = nlohmann::json::parse(r.out);
+  CHECK(j7["heads"] == 71);
+  CHECK(j7["kv_heads"] == 1);
+  CHECK(j7["layers"] == 32);
+}
+
+TEST_CASE("saker info on a loadable fixture reports its real bytes", "[cli]") {
+  const auto dir = kFixtures / "gqa8x4-bf16-sharded";
+  const Run r = saker("info --json --model '" + dir.string() + "'");
+  REQUIRE(r.code == 0);
+  const auto j = nlohmann::json::parse(r.out);
+  CHECK(j["loadable"] == true);
+  CHECK(j["kv_heads"] == 4);
+  // The index's total_size, and two bytes per parameter.
+  CHECK(j["weight_bytes"] ==
+        read_json(dir / "model.safetensors.index.json")["metadata"]["total_size"]);
+  CHECK(j["parameters"].get<std::uint64_t>() * 2 == j["weight_bytes"].get<std::uint64_t>());
+}
