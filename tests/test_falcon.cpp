@@ -51,7 +51,7 @@ struct Loaded {
   explicit Loaded(const fs::path& dir, unsigned threads = 2, std::int64_t max_tokens = 128)
       : config(load_config(dir)),
         checkpoint(Checkpoint::open(dir)),
-        backend(threads, config.max_positions),
+        backend(threads, config.max_positions, /*min_work=*/1),
         model(config, checkpoint, backend, ModelOptions{max_tokens, 128, 256}) {}
   KvCache cache(std::int64_t block_size = 4) {
     return KvCache(backend, config, config.kv_heads, 256 / block_size, block_size);

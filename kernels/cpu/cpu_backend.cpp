@@ -33,11 +33,15 @@ class HostBuffer final : public Buffer {
 };
 
 constexpr std::int64_t kElementGrain = 4096;  // below this, threads cost more than they save
+constexpr std::int64_t min_work_ = 1 << 16;   // multiply-adds worth a thread's wake-up
 
 }  // namespace
 
-CpuBackend::CpuBackend(unsigned threads, std::int64_t max_context)
-    : pool_(threads), isa_(cpu::detect_isa()), max_context_(max_context) {
+CpuBackend::CpuBackend(unsigned threads, std::int64_t max_context, std::int64_t min_work)
+    : pool_(threads),
+      isa_(cpu::detect_isa()),
+      max_context_(max_context),
+      min_work_(std::max<std::int64_t>(1, min_work)) {
   scores_.assign(pool_.size(), std::vector<float>(static_cast<std::size_t>(max_context)));
 }
 
@@ -53,8 +57,11 @@ std::unique_ptr<Buffer> CpuBackend::upload(std::span<const float> host) {
 
 void CpuBackend::linear(const float* x, std::int64_t n, const Weight& w, const float* bias,
                         float* y) {
-  // Split output rows: each thread streams its own slice of the weights once.
-  pool_.parallel_for_grain(w.rows, 16, [&](std::int64_t b, std::int64_t e, unsigned) {
+  // Split output rows: each thread streams its own slice of the weights once. Slices of fewer
+  // than ~64K multiply-adds cost more to hand out than to compute.
+  const std::int64_t grain = std::max<std::int64_t>(
+      16, (min_work_ / std::max<std::int64_t>(1, w.cols * n) + 15) / 16 * 16);
+  pool_.parallel_for_grain(w.rows, grain, [&](std::int64_t b, std::int64_t e, unsigned) {
     cpu::linear_rows(isa_, x, n, w, bias, y, b, e);
   });
 }
@@ -107,8 +114,12 @@ void CpuBackend::attention(const float* qkv, std::span<const TokenPlace> places,
     if (p.pos >= max_context_)
       throw std::out_of_range("position " + std::to_string(p.pos) + " is past the context limit " +
                               std::to_string(max_context_));
+  if (places.empty()) return;
   const std::int64_t items = static_cast<std::int64_t>(places.size()) * s.heads;
-  pool_.parallel_for(items, [&](std::int64_t b, std::int64_t e, unsigned worker) {
+  // Work per item grows with the context; hand out whole items only when there is enough.
+  const std::int64_t per_item = (static_cast<std::int64_t>(places.back().pos) + 1) * s.head_dim * 2;
+  const std::int64_t grain = std::max<std::int64_t>(1, min_work_ / per_item);
+  pool_.parallel_for_grain(items, grain, [&](std::int64_t b, std::int64_t e, unsigned worker) {
     float* scores = scores_[worker].data();
     for (std::int64_t i = b; i < e; ++i)
       cpu::attention_one(qkv, places, s, kv, i / s.heads, i % s.heads, scores, out);

@@ -11,8 +11,10 @@ namespace saker {
 
 class CpuBackend final : public Backend {
  public:
-  // threads == 0: one per available processor. max_context bounds attention scratch.
-  CpuBackend(unsigned threads, std::int64_t max_context);
+  // threads == 0: one per available processor. max_context bounds attention scratch. A loop is
+  // shared among threads only in slices of at least min_work multiply-adds: waking a thread for
+  // less costs more than it saves (tests pass 1 to exercise the threads on tiny models).
+  CpuBackend(unsigned threads, std::int64_t max_context, std::int64_t min_work = 1 << 16);
 
   ThreadPool& pool() { return pool_; }
   cpu::Isa isa() const { return isa_; }
@@ -41,6 +43,7 @@ class CpuBackend final : public Backend {
   ThreadPool pool_;
   cpu::Isa isa_;
   std::int64_t max_context_;
+  std::int64_t min_work_;
   std::vector<std::vector<float>> scores_;  // per worker, max_context floats
 };
 

@@ -24,17 +24,27 @@ inline float load_scalar(DType d, const void* row, std::int64_t k) {
 
 // --- portable kernel: the AVX2 kernel's arithmetic, lane by lane --------------------------------
 
+// Which element of a 16-wide block each accumulator lane takes. The bf16 kernel widens with
+// unpacks, which work within 128-bit halves: its low vector holds elements 0-3 and 8-11.
+struct LaneMap {
+  int lo[8], hi[8];
+};
+constexpr LaneMap kLinearLanes{{0, 1, 2, 3, 4, 5, 6, 7}, {8, 9, 10, 11, 12, 13, 14, 15}};
+constexpr LaneMap kUnpackLanes{{0, 1, 2, 3, 8, 9, 10, 11}, {4, 5, 6, 7, 12, 13, 14, 15}};
+
 template <int NR>
 void dot_rows_portable(DType d, const void* const* rows, const float* x, std::int64_t K,
                        float* out) {
+  const LaneMap& m = d == DType::BF16 ? kUnpackLanes : kLinearLanes;
   float acc0[NR][8] = {};
   float acc1[NR][8] = {};
   std::int64_t k = 0;
   for (; k + 16 <= K; k += 16)
     for (int r = 0; r < NR; ++r)
       for (int l = 0; l < 8; ++l) {
-        acc0[r][l] = std::fma(load_scalar(d, rows[r], k + l), x[k + l], acc0[r][l]);
-        acc1[r][l] = std::fma(load_scalar(d, rows[r], k + 8 + l), x[k + 8 + l], acc1[r][l]);
+        const std::int64_t a = k + m.lo[l], b = k + m.hi[l];
+        acc0[r][l] = std::fma(load_scalar(d, rows[r], a), x[a], acc0[r][l]);
+        acc1[r][l] = std::fma(load_scalar(d, rows[r], b), x[b], acc1[r][l]);
       }
   for (int r = 0; r < NR; ++r) {
     float v[8];
@@ -66,13 +76,12 @@ SAKER_AVX2 inline void load16(const void* row, std::int64_t k, __m256& lo, __m25
     lo = _mm256_loadu_ps(static_cast<const float*>(row) + k);
     hi = _mm256_loadu_ps(static_cast<const float*>(row) + k + 8);
   } else if constexpr (D == DType::BF16) {
-    // bf16 is the top half of an fp32: widen and shift into place.
+    // bf16 is the top half of an fp32: interleaving zeros below each element widens it in one
+    // instruction per 8 (kUnpackLanes gives the resulting element order).
     const __m256i raw = _mm256_loadu_si256(
         reinterpret_cast<const __m256i*>(static_cast<const std::uint16_t*>(row) + k));
-    lo = _mm256_castsi256_ps(
-        _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(raw)), 16));
-    hi = _mm256_castsi256_ps(
-        _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_extracti128_si256(raw, 1)), 16));
+    lo = _mm256_castsi256_ps(_mm256_unpacklo_epi16(_mm256_setzero_si256(), raw));
+    hi = _mm256_castsi256_ps(_mm256_unpackhi_epi16(_mm256_setzero_si256(), raw));
   } else {
     const auto* p = static_cast<const std::uint16_t*>(row) + k;
     lo = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
@@ -80,14 +89,27 @@ SAKER_AVX2 inline void load16(const void* row, std::int64_t k, __m256& lo, __m25
   }
 }
 
+// `next` (may be null): rows the caller streams next. A 2048-wide bf16 row is exactly one 4 KiB
+// page and the hardware prefetcher stops at page boundaries, so the next block's lines are
+// requested by hand while this block is computed. Prefetches change no arithmetic.
 template <DType D, int NR>
-SAKER_AVX2 void dot_rows_avx2(const void* const* rows, const float* x, std::int64_t K, float* out) {
+SAKER_AVX2 void dot_rows_avx2(const void* const* rows, const void* const* next, const float* x,
+                              std::int64_t K, float* out) {
+  constexpr auto kSize = static_cast<std::int64_t>(dtype_size(D));
   __m256 acc0[NR], acc1[NR];
   for (int r = 0; r < NR; ++r) acc0[r] = acc1[r] = _mm256_setzero_ps();
   std::int64_t k = 0;
   for (; k + 16 <= K; k += 16) {
-    const __m256 x0 = _mm256_loadu_ps(x + k);
-    const __m256 x1 = _mm256_loadu_ps(x + k + 8);
+    if (next && (k * kSize) % 64 == 0)
+      for (int r = 0; r < NR; ++r)
+        _mm_prefetch(static_cast<const char*>(next[r]) + k * kSize, _MM_HINT_T0);
+    __m256 x0 = _mm256_loadu_ps(x + k);
+    __m256 x1 = _mm256_loadu_ps(x + k + 8);
+    if constexpr (D == DType::BF16) {  // match the unpacked weights' order (kUnpackLanes)
+      const __m256 a = x0;
+      x0 = _mm256_permute2f128_ps(a, x1, 0x20);
+      x1 = _mm256_permute2f128_ps(a, x1, 0x31);
+    }
     for (int r = 0; r < NR; ++r) {
       __m256 lo, hi;
       load16<D>(rows[r], k, lo, hi);
@@ -103,16 +125,16 @@ SAKER_AVX2 void dot_rows_avx2(const void* const* rows, const float* x, std::int6
 }
 
 template <int NR>
-void dot_rows(Isa isa, DType d, const void* const* rows, const float* x, std::int64_t K,
-              float* out) {
+void dot_rows(Isa isa, DType d, const void* const* rows, const void* const* next, const float* x,
+              std::int64_t K, float* out) {
   if (isa == Isa::kAvx2) {
     switch (d) {
       case DType::F32:
-        return dot_rows_avx2<DType::F32, NR>(rows, x, K, out);
+        return dot_rows_avx2<DType::F32, NR>(rows, next, x, K, out);
       case DType::BF16:
-        return dot_rows_avx2<DType::BF16, NR>(rows, x, K, out);
+        return dot_rows_avx2<DType::BF16, NR>(rows, next, x, K, out);
       case DType::F16:
-        return dot_rows_avx2<DType::F16, NR>(rows, x, K, out);
+        return dot_rows_avx2<DType::F16, NR>(rows, next, x, K, out);
     }
   }
   dot_rows_portable<NR>(d, rows, x, K, out);
@@ -133,21 +155,27 @@ void linear_rows(Isa isa, const float* x, std::int64_t n, const Weight& w, const
   const std::size_t row_bytes = static_cast<std::size_t>(K) * dtype_size(w.dtype);
   const auto* base = static_cast<const std::byte*>(w.data);
   const void* rows[kRowBlock];
+  const void* next[kRowBlock];
   float out[kRowBlock];
   std::int64_t r = row_begin;
   // Row blocks outermost: a block's weights stay in L1 while every token reuses them.
   for (; r + kRowBlock <= row_end; r += kRowBlock) {
-    for (int i = 0; i < kRowBlock; ++i)
+    const bool has_next = r + 2 * kRowBlock <= row_end;
+    for (int i = 0; i < kRowBlock; ++i) {
       rows[i] = base + static_cast<std::size_t>(r + i) * row_bytes;
+      next[i] = base + static_cast<std::size_t>(r + kRowBlock + i) * row_bytes;
+    }
     for (std::int64_t t = 0; t < n; ++t) {
-      dot_rows<kRowBlock>(isa, w.dtype, rows, x + t * K, K, out);
+      // Only the first token's pass needs to fetch ahead; later tokens find the block in L1.
+      dot_rows<kRowBlock>(isa, w.dtype, rows, t == 0 && has_next ? next : nullptr, x + t * K, K,
+                          out);
       for (int i = 0; i < kRowBlock; ++i) y[t * N + r + i] = bias ? out[i] + bias[r + i] : out[i];
     }
   }
   for (; r < row_end; ++r) {
     rows[0] = base + static_cast<std::size_t>(r) * row_bytes;
     for (std::int64_t t = 0; t < n; ++t) {
-      dot_rows<1>(isa, w.dtype, rows, x + t * K, K, out);
+      dot_rows<1>(isa, w.dtype, rows, nullptr, x + t * K, K, out);
       y[t * N + r] = bias ? out[0] + bias[r] : out[0];
     }
   }

@@ -3,8 +3,39 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <chrono>
 
 namespace saker {
+namespace {
+
+// How long a waiting thread spins before it sleeps on the futex. The loops of a decode step come
+// microseconds apart and a futex wake-up costs tens of microseconds, so spinning through the gaps
+// pays; yielding while spinning keeps an oversubscribed machine (parallel test runs) moving.
+constexpr auto kSpinTime = std::chrono::microseconds(200);
+
+// Returns the atomic's value once it differs from `old`.
+template <typename T>
+T wait_for_change(const std::atomic<T>& a, T old) {
+  T v = a.load(std::memory_order_acquire);
+  const auto deadline = std::chrono::steady_clock::now() + kSpinTime;
+  for (unsigned i = 1; v == old; ++i) {
+#if defined(__x86_64__)
+    __builtin_ia32_pause();
+#endif
+    v = a.load(std::memory_order_acquire);
+    if (v == old && i % 256 == 0) {
+      if (std::chrono::steady_clock::now() > deadline) break;
+      sched_yield();
+    }
+  }
+  while (v == old) {
+    a.wait(old, std::memory_order_acquire);
+    v = a.load(std::memory_order_acquire);
+  }
+  return v;
+}
+
+}  // namespace
 
 unsigned available_cpus() {
   cpu_set_t set;
@@ -43,19 +74,7 @@ void ThreadPool::run_slice(unsigned id) {
 void ThreadPool::worker_loop(unsigned id) {
   std::uint32_t seen = 0;
   for (;;) {
-    // Spin briefly (a decode step dispatches many short loops), then sleep on the futex.
-    std::uint32_t g = generation_.load(std::memory_order_acquire);
-    for (int spin = 0; g == seen && spin < 20000; ++spin) {
-#if defined(__x86_64__)
-      __builtin_ia32_pause();
-#endif
-      g = generation_.load(std::memory_order_acquire);
-    }
-    while (g == seen) {
-      generation_.wait(seen, std::memory_order_acquire);
-      g = generation_.load(std::memory_order_acquire);
-    }
-    seen = g;
+    seen = wait_for_change(generation_, seen);
     if (stop_.load(std::memory_order_acquire)) return;
     run_slice(id);
     if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) pending_.notify_one();
@@ -82,17 +101,8 @@ void ThreadPool::parallel_for_grain(std::int64_t n, std::int64_t grain,
   generation_.fetch_add(1, std::memory_order_acq_rel);
   generation_.notify_all();
   run_slice(0);
-  unsigned left = pending_.load(std::memory_order_acquire);
-  for (int spin = 0; left != 0 && spin < 200000; ++spin) {
-#if defined(__x86_64__)
-    __builtin_ia32_pause();
-#endif
-    left = pending_.load(std::memory_order_acquire);
-  }
-  while (left != 0) {
-    pending_.wait(left, std::memory_order_acquire);
-    left = pending_.load(std::memory_order_acquire);
-  }
+  for (unsigned left = static_cast<unsigned>(workers_.size()); left != 0;)
+    left = wait_for_change(pending_, left);
   for (auto& e : errors_) {
     if (e) {
       auto err = std::exchange(e, nullptr);
