@@ -14,6 +14,16 @@ std::int32_t argmax(std::span<const float> logits) {
 GenerateResult generate_greedy(FalconModel& model, KvCache& cache,
                                std::span<const std::int32_t> prompt, const GenerateOptions& opt,
                                const std::function<void(std::int32_t)>& on_token) {
+  SingleRankCommunicator single;
+  StepRunner runner(model, cache, single);
+  return generate_greedy(runner, prompt, opt, on_token);
+}
+
+GenerateResult generate_greedy(StepRunner& runner, std::span<const std::int32_t> prompt,
+                               const GenerateOptions& opt,
+                               const std::function<void(std::int32_t)>& on_token) {
+  FalconModel& model = runner.model();
+  KvCache& cache = runner.cache();
   if (prompt.empty()) throw std::invalid_argument("the prompt is empty");
   if (opt.max_new_tokens < 0) throw std::invalid_argument("max_new_tokens must be >= 0");
   const std::int64_t total = static_cast<std::int64_t>(prompt.size()) + opt.max_new_tokens;
@@ -36,7 +46,7 @@ GenerateResult generate_greedy(FalconModel& model, KvCache& cache,
   for (std::size_t pos = 0; pos < prompt.size(); pos += chunk) {
     const SequenceStep step{prompt.subspan(pos, std::min(chunk, prompt.size() - pos)),
                             static_cast<std::int32_t>(pos), table, false};
-    logits = model.forward({&step, 1}, cache);
+    logits = runner.step({&step, 1});
   }
   auto t1 = std::chrono::steady_clock::now();
   res.prefill_seconds = std::chrono::duration<double>(t1 - t0).count();
@@ -53,7 +63,7 @@ GenerateResult generate_greedy(FalconModel& model, KvCache& cache,
     }
     if (static_cast<std::int64_t>(res.tokens.size()) >= opt.max_new_tokens) break;
     const SequenceStep step{{&res.tokens.back(), 1}, pos++, table, false};
-    logits = model.forward({&step, 1}, cache);
+    logits = runner.step({&step, 1});
   }
   res.decode_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
   return res;

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "engine/model/falcon.h"
+#include "engine/step_runner.h"
 
 namespace saker {
 
@@ -27,8 +28,13 @@ struct GenerateResult {
 // Index of the largest value; the first one on ties (as torch.argmax).
 std::int32_t argmax(std::span<const float> logits);
 
-// Generates greedily from `prompt` in a KV cache of its own (blocks 0.. in order). on_token, if
-// set, sees each id as it is produced.
+// Generates greedily from `prompt` on rank 0 of the runner's group, in a KV cache of its own
+// (blocks 0.. in order). on_token, if set, sees each id as it is produced.
+GenerateResult generate_greedy(StepRunner& runner, std::span<const std::int32_t> prompt,
+                               const GenerateOptions& opt,
+                               const std::function<void(std::int32_t)>& on_token = {});
+
+// The same on one rank.
 GenerateResult generate_greedy(FalconModel& model, KvCache& cache,
                                std::span<const std::int32_t> prompt, const GenerateOptions& opt,
                                const std::function<void(std::int32_t)>& on_token = {});

@@ -66,8 +66,10 @@ class Backend {
   // Each output is computed the same way whatever n is (batch invariance).
   virtual void linear(const float* x, std::int64_t n, const Weight& w, const float* bias,
                       float* y) = 0;
-  // y[t] = embedding row ids[t] as fp32.
-  virtual void embedding(std::span<const std::int32_t> ids, const Weight& table, float* y) = 0;
+  // y[t] = row ids[t] - first_id of `table` as fp32, or zeros when the id is outside
+  // [first_id, first_id + table.rows) (a vocabulary-parallel shard holds only some rows).
+  virtual void embedding(std::span<const std::int32_t> ids, const Weight& table,
+                         std::int64_t first_id, float* y) = 0;
   // y = (x - mean) / sqrt(var + eps) * gamma + beta over rows of `dim`.
   virtual void layer_norm(const float* x, std::int64_t n, std::int64_t dim, const float* gamma,
                           const float* beta, float eps, float* y) = 0;

@@ -5,8 +5,22 @@
 #include <sstream>
 
 #include "kernels/cpu/thread_pool.h"
+#include "parallel/world.h"
 
 namespace saker::cli {
+
+namespace {
+MpiWorld* g_world = nullptr;
+}  // namespace
+
+void set_world(MpiWorld& world) {
+  g_world = &world;
+}
+
+MpiWorld& world() {
+  if (!g_world) throw std::logic_error("the MPI world is not set up");
+  return *g_world;
+}
 
 bool parse(const std::vector<std::string>& args, const po::options_description& desc,
            po::variables_map& vm, const std::string& usage) {

@@ -8,7 +8,15 @@
 
 #include <boost/program_options.hpp>
 
+namespace saker {
+class MpiWorld;
+}
+
 namespace saker::cli {
+
+// The process's MPI world (the one global the project allows), set once by main.
+void set_world(MpiWorld& world);
+MpiWorld& world();
 
 namespace po = boost::program_options;
 

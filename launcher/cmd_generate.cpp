@@ -1,12 +1,16 @@
-// saker generate: greedy generation from token ids.
+// saker generate: greedy generation from token ids, on one rank or tensor-parallel under mpirun.
 #include <iostream>
 
 #include "engine/generate.h"
 #include "engine/model/checkpoint.h"
 #include "engine/model/config.h"
 #include "engine/model/falcon.h"
+#include "engine/model/shard_plan.h"
+#include "engine/step_runner.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "launcher/cli.h"
+#include "launcher/fault_hooks.h"
+#include "parallel/world.h"
 
 namespace saker::cli {
 
@@ -20,17 +24,22 @@ int run_generate(const std::vector<std::string>& args) {
       "prompt-ids", po::value(&prompt_ids)->required(), "prompt token ids: \"ID ID ...\"")(
       "max-new-tokens", po::value(&max_new)->default_value(32), "tokens to generate")(
       "ignore-eos", po::bool_switch(), "keep generating past the end-of-sequence token")(
-      "threads", po::value(&threads)->default_value(0), "CPU threads (0: OMP_NUM_THREADS or all)")(
+      "threads", po::value(&threads)->default_value(0),
+      "CPU threads per rank (0: OMP_NUM_THREADS or all)")(
       "prefill-chunk", po::value(&chunk)->default_value(256), "prompt tokens per forward step")(
       "block-size", po::value(&block_size)->default_value(16), "KV cache block size (tokens)")(
-      "stats", po::bool_switch(), "print timing to stderr");
+      "stats", po::bool_switch(), "print timing and per-rank weight bytes to stderr");
   po::variables_map vm;
-  if (!parse(args, desc, vm, "usage: saker generate --model DIR --prompt-ids \"ID ...\" [options]"))
+  if (!parse(args, desc, vm,
+             "usage: [mpirun -np N] saker generate --model DIR --prompt-ids \"ID ...\" [options]"))
     return 0;
   if (max_new < 0) throw UsageError("--max-new-tokens must be >= 0");
   if (chunk <= 0) throw UsageError("--prefill-chunk must be positive");
   if (block_size <= 0) throw UsageError("--block-size must be positive");
 
+  MpiWorld& mpi = world();
+  Communicator& comm = mpi.tensor_parallel();
+  const FaultHooks faults = FaultHooks::from_env(comm.rank());
   const FalconConfig config = load_config(model_dir);
   const auto prompt = parse_token_ids(prompt_ids, config.vocab_size, "--prompt-ids");
   const std::int64_t total = static_cast<std::int64_t>(prompt.size()) + max_new;
@@ -38,21 +47,36 @@ int run_generate(const std::vector<std::string>& args) {
     throw UsageError("prompt of " + std::to_string(prompt.size()) + " tokens + --max-new-tokens " +
                      std::to_string(max_new) + " must be <= the model's context of " +
                      std::to_string(config.max_positions) + " tokens");
+  // Every rank checks the layout itself, so an impossible one fails everywhere with one message.
+  const ShardPlan plan(config, comm.size());
   const Checkpoint checkpoint = Checkpoint::open(model_dir);
   CpuBackend backend(thread_count(threads), config.max_positions);
-  FalconModel model(config, checkpoint, backend, ModelOptions{chunk, 1, config.max_positions});
-  KvCache cache(backend, config, config.kv_heads, (total + block_size - 1) / block_size,
+  const TensorParallel tp =
+      comm.size() > 1 ? TensorParallel{&plan.rank(comm.rank()), &comm} : TensorParallel{};
+  FalconModel model(config, checkpoint, backend, ModelOptions{chunk, 1, config.max_positions}, tp);
+  KvCache cache(backend, config, model.local_kv_heads(), (total + block_size - 1) / block_size,
                 block_size);
+  faults.after_load();
+  StepRunner runner(model, cache, comm);
+  runner.before_each_step([&faults](std::uint64_t step) { faults.before_step(step); });
+  if (vm["stats"].as<bool>())
+    std::cerr << "rank " << comm.rank() << " of " << comm.size() << ": " << model.weight_bytes()
+              << " weight bytes read\n";
+  if (!runner.is_driver()) {
+    runner.serve();
+    return 0;
+  }
 
   GenerateOptions opt;
   opt.max_new_tokens = max_new;
   opt.ignore_eos = vm["ignore-eos"].as<bool>();
   opt.eos_token_ids = config.eos_token_ids;
   bool first = true;
-  const GenerateResult res = generate_greedy(model, cache, prompt, opt, [&](std::int32_t id) {
+  const GenerateResult res = generate_greedy(runner, prompt, opt, [&](std::int32_t id) {
     std::cout << (first ? "" : " ") << id << std::flush;
     first = false;
   });
+  runner.stop();
   std::cout << "\n";
   if (vm["stats"].as<bool>()) {
     const double n = static_cast<double>(res.tokens.size());

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "launcher/cli.h"
+#include "parallel/world.h"
 
 namespace {
 
@@ -16,32 +17,48 @@ constexpr const char* kUsage =
     "  info       print a model's effective structure, parameters and weight bytes\n"
     "  bench      measure decode speed against the memory-bandwidth floor\n"
     "\n"
+    "Under mpirun (one rank per device) generate runs the model tensor-parallel over the ranks.\n"
+    "\n"
     "Run 'saker <command> --help' for a command's options.\n";
 
 }  // namespace
 
+int dispatch(const std::string& cmd, const std::vector<std::string>& args) {
+  if (cmd == "generate") return saker::cli::run_generate(args);
+  if (cmd == "info") return saker::cli::run_info(args);
+  if (cmd == "bench") return saker::cli::run_bench(args);
+  throw saker::cli::UsageError("unknown command '" + cmd + "'\n\n" + kUsage);
+}
+
 int main(int argc, char** argv) {
+  // Under mpirun every rank runs this; MPI starts here and ends when `world` goes.
+  saker::MpiWorld world(argc, argv);
+  saker::cli::set_world(world);
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
-    std::cout << kUsage;
+    if (world.rank() == 0) std::cout << kUsage;
     return args.empty() ? 2 : 0;
   }
   const std::string cmd = args[0];
   args.erase(args.begin());
+  const std::string who = world.size() > 1 ? " (rank " + std::to_string(world.rank()) + " of " +
+                                                 std::to_string(world.size()) + ")"
+                                           : "";
   try {
-    if (cmd == "generate") return saker::cli::run_generate(args);
-    if (cmd == "info") return saker::cli::run_info(args);
-    if (cmd == "bench") return saker::cli::run_bench(args);
-    std::cerr << "saker: unknown command '" << cmd << "'\n\n" << kUsage;
-    return 2;
+    return dispatch(cmd, args);
   } catch (const saker::cli::UsageError& e) {
-    std::cerr << "saker " << cmd << ": " << e.what() << "\n(see 'saker " << cmd << " --help')\n";
+    // Every rank sees the same command line: rank 0 alone says what is wrong with it.
+    if (world.rank() == 0)
+      std::cerr << "saker " << cmd << ": " << e.what() << "\n(see 'saker " << cmd << " --help')\n";
     return 2;
   } catch (const boost::program_options::error& e) {
-    std::cerr << "saker " << cmd << ": " << e.what() << "\n(see 'saker " << cmd << " --help')\n";
+    if (world.rank() == 0)
+      std::cerr << "saker " << cmd << ": " << e.what() << "\n(see 'saker " << cmd << " --help')\n";
     return 2;
   } catch (const std::exception& e) {
-    std::cerr << "saker " << cmd << ": error: " << e.what() << "\n";
+    std::cerr << "saker " << cmd << ": error" << who << ": " << e.what() << std::endl;
+    // The other ranks may be waiting in a collective for this one: end the whole job.
+    if (world.size() > 1) world.abort(1);
     return 1;
   }
 }

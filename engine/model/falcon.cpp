@@ -10,10 +10,11 @@
 namespace saker {
 
 struct FalconModel::Workspace {
-  std::unique_ptr<Buffer> x, h, h2, qkv, attn, a, m, b, sel, sel_norm, logits;
+  std::unique_ptr<Buffer> x, h, h2, qkv, attn, a, m, b, sel, sel_norm, logits, gathered;
   std::vector<std::int32_t> ids;
   std::vector<TokenPlace> places;
   std::vector<std::int64_t> logit_rows;  // token row of each logit row
+  std::vector<std::size_t> gather_counts;
 };
 
 std::vector<float> tensor_to_f32(const TensorInfo& t) {
@@ -37,21 +38,76 @@ std::vector<float> tensor_to_f32(const TensorInfo& t) {
   return out;
 }
 
-Weight FalconModel::bind_weight(const Checkpoint& ck, const std::string& name) {
+std::vector<Range> FalconModel::row_ranges(Split split, std::int64_t rows) const {
+  const RankShard& s = *tp_.shard;
+  switch (split) {
+    case Split::kQkvRows:
+      return s.qkv_rows;
+    case Split::kFfnRows:
+      return {s.ffn};
+    case Split::kVocabRows:
+      return {s.vocab};
+    default:
+      return {{0, rows}};
+  }
+}
+
+Weight FalconModel::bind_weight(const Checkpoint& ck, const std::string& name, Split split) {
   const TensorInfo& t = ck.get(name);
-  weight_bytes_ += t.data.size();
-  return backend_.upload_weight(Weight{t.dtype, t.data.data(), t.shape[0], t.shape[1]});
+  const std::int64_t rows = t.shape[0], cols = t.shape[1];
+  if (!tp_.shard || split == Split::kWhole) {
+    weight_bytes_ += t.data.size();
+    return backend_.upload_weight(Weight{t.dtype, t.data.data(), rows, cols});
+  }
+  // A shard is read out of the mapping into this rank's own memory: only its bytes are touched,
+  // and its rows end up contiguous for the kernels.
+  const std::size_t es = dtype_size(t.dtype);
+  std::vector<std::byte> buf;
+  std::int64_t out_rows = 0, out_cols = cols;
+  if (split == Split::kHeadCols || split == Split::kFfnCols) {
+    const RankShard& s = *tp_.shard;
+    const Range c = split == Split::kFfnCols
+                        ? s.ffn
+                        : Range{s.heads.begin * config_.head_dim, s.heads.end * config_.head_dim};
+    out_rows = rows;
+    out_cols = c.size();
+    buf.resize(static_cast<std::size_t>(rows * c.size()) * es);
+    for (std::int64_t r = 0; r < rows; ++r)
+      std::memcpy(buf.data() + static_cast<std::size_t>(r * c.size()) * es,
+                  t.data.data() + static_cast<std::size_t>(r * cols + c.begin) * es,
+                  static_cast<std::size_t>(c.size()) * es);
+  } else {
+    for (const Range& r : row_ranges(split, rows)) {
+      const std::size_t at = buf.size();
+      buf.resize(at + static_cast<std::size_t>(r.size() * cols) * es);
+      std::memcpy(buf.data() + at, t.data.data() + static_cast<std::size_t>(r.begin * cols) * es,
+                  static_cast<std::size_t>(r.size() * cols) * es);
+      out_rows += r.size();
+    }
+  }
+  weight_bytes_ += buf.size();
+  owned_.push_back(std::move(buf));
+  return backend_.upload_weight(Weight{t.dtype, owned_.back().data(), out_rows, out_cols});
 }
 
 FalconModel::Linear FalconModel::bind_linear(const Checkpoint& ck, const std::string& name,
-                                             bool bias) {
+                                             Split split) {
   Linear l;
-  l.w = bind_weight(ck, name + ".weight");
-  if (bias) {
-    const TensorInfo& b = ck.get(name + ".bias");
-    weight_bytes_ += b.data.size();
-    l.bias = backend_.upload(tensor_to_f32(b));
+  l.w = bind_weight(ck, name + ".weight", split);
+  if (!config_.bias) return l;
+  const TensorInfo& b = ck.get(name + ".bias");
+  std::vector<float> full = tensor_to_f32(b);
+  if (tp_.shard && (split == Split::kHeadCols || split == Split::kFfnCols)) {
+    // Row-parallel outputs are partial sums: one rank adds the bias before the all-reduce.
+    if (!tp_.shard->adds_row_parallel_bias) return l;
+  } else if (tp_.shard && split != Split::kWhole) {
+    std::vector<float> part;
+    for (const Range& r : row_ranges(split, b.shape[0]))
+      part.insert(part.end(), full.begin() + r.begin, full.begin() + r.end);
+    full = std::move(part);
   }
+  weight_bytes_ += full.size() * dtype_size(b.dtype);
+  l.bias = backend_.upload(full);
   return l;
 }
 
@@ -63,22 +119,32 @@ FalconModel::Norm FalconModel::bind_norm(const Checkpoint& ck, const std::string
 }
 
 FalconModel::FalconModel(const FalconConfig& config, const Checkpoint& checkpoint, Backend& backend,
-                         ModelOptions options)
-    : config_(config), options_(options), backend_(backend), ws_(std::make_unique<Workspace>()) {
+                         ModelOptions options, TensorParallel tp)
+    : config_(config),
+      options_(options),
+      backend_(backend),
+      tp_(tp),
+      ws_(std::make_unique<Workspace>()) {
   const FalconConfig& c = config_;
   if (options_.max_context <= 0) options_.max_context = c.max_positions;
   if (options_.max_tokens <= 0 || options_.max_logit_rows <= 0)
     throw std::invalid_argument("max_tokens and max_logit_rows must be positive");
+  if (tp_.shard && !tp_.comm) throw std::invalid_argument("a sharded model needs a communicator");
 
   // A tied checkpoint may still store lm_head.weight (RW-era files do): use it when present.
   const bool has_lm_head = checkpoint.find("lm_head.weight") != nullptr;
   checkpoint.validate(expected_tensors(c, has_lm_head));
 
-  shape_ = AttentionShape{c.heads, c.kv_heads, c.head_dim, nullptr};
-  embeddings_ = bind_weight(checkpoint, "transformer.word_embeddings.weight");
-  lm_head_ = has_lm_head ? bind_weight(checkpoint, "lm_head.weight") : embeddings_;
+  const RankShard* s = tp_.shard;
+  shape_ = AttentionShape{s ? s->local_heads() : c.heads, s ? s->local_kv_heads() : c.kv_heads,
+                          c.head_dim, nullptr};
+  vocab_begin_ = s ? s->vocab.begin : 0;
+  embeddings_ = bind_weight(checkpoint, "transformer.word_embeddings.weight", Split::kVocabRows);
+  lm_head_ =
+      has_lm_head ? bind_weight(checkpoint, "lm_head.weight", Split::kVocabRows) : embeddings_;
   if (has_lm_head)
-    embedding_only_bytes_ = checkpoint.get("transformer.word_embeddings.weight").data.size();
+    embedding_only_bytes_ = static_cast<std::size_t>(embeddings_.rows * embeddings_.cols) *
+                            dtype_size(embeddings_.dtype);
   ln_f_ = bind_norm(checkpoint, "transformer.ln_f");
   for (std::int64_t l = 0; l < c.layers; ++l) {
     const std::string p = layer_prefix(l);
@@ -96,17 +162,18 @@ FalconModel::FalconModel(const FalconConfig& config, const Checkpoint& checkpoin
         layer.ln_mlp = bind_norm(checkpoint, p + "post_attention_layernorm");
         break;
     }
-    layer.qkv = bind_linear(checkpoint, p + "self_attention.query_key_value", c.bias);
-    layer.dense = bind_linear(checkpoint, p + "self_attention.dense", c.bias);
-    layer.fc_in = bind_linear(checkpoint, p + "mlp.dense_h_to_4h", c.bias);
-    layer.fc_out = bind_linear(checkpoint, p + "mlp.dense_4h_to_h", c.bias);
+    layer.qkv = bind_linear(checkpoint, p + "self_attention.query_key_value", Split::kQkvRows);
+    layer.dense = bind_linear(checkpoint, p + "self_attention.dense", Split::kHeadCols);
+    layer.fc_in = bind_linear(checkpoint, p + "mlp.dense_h_to_4h", Split::kFfnRows);
+    layer.fc_out = bind_linear(checkpoint, p + "mlp.dense_4h_to_h", Split::kFfnCols);
     layers_.push_back(std::move(layer));
   }
 
   if (c.alibi) {
     std::vector<float> slopes(static_cast<std::size_t>(c.heads));
     cpu::alibi_slopes(c.heads, slopes.data());
-    alibi_ = backend_.upload(slopes);
+    const std::int64_t h0 = s ? s->heads.begin : 0;
+    alibi_ = backend_.upload(std::span(slopes).subspan(h0, shape_.heads));
     shape_.alibi_slopes = alibi_->data();
   } else {
     std::vector<float> table(static_cast<std::size_t>(options_.max_context * c.head_dim));
@@ -117,24 +184,32 @@ FalconModel::FalconModel(const FalconConfig& config, const Checkpoint& checkpoin
   const auto T = static_cast<std::size_t>(options_.max_tokens);
   const auto R = static_cast<std::size_t>(options_.max_logit_rows);
   const auto H = static_cast<std::size_t>(c.hidden);
+  const auto local_ffn = static_cast<std::size_t>(layers_.front().fc_in.w.rows);
+  const auto local_qkv = static_cast<std::size_t>(layers_.front().qkv.w.rows);
   Workspace& w = *ws_;
   w.x = backend_.allocate(T * H);
   w.h = backend_.allocate(T * H);
   w.h2 = backend_.allocate(c.block == BlockKind::kParallelOneNorm ? 0 : T * H);
-  w.qkv = backend_.allocate(T * static_cast<std::size_t>(c.qkv_rows()));
-  w.attn = backend_.allocate(T * H);
+  w.qkv = backend_.allocate(T * local_qkv);
+  w.attn = backend_.allocate(T * static_cast<std::size_t>(shape_.heads * c.head_dim));
   w.a = backend_.allocate(T * H);
-  w.m = backend_.allocate(T * static_cast<std::size_t>(c.ffn));
+  w.m = backend_.allocate(T * local_ffn);
   w.b = backend_.allocate(T * H);
   w.sel = backend_.allocate(R * H);
   w.sel_norm = backend_.allocate(R * H);
-  w.logits = backend_.allocate(R * static_cast<std::size_t>(c.vocab_size));
+  w.logits = backend_.allocate(R * static_cast<std::size_t>(lm_head_.rows));
+  w.gathered = backend_.allocate(s && tp_.comm->rank() == 0 ? 2 * R * c.vocab_size : 0);
   w.ids.resize(T);
   w.places.resize(T);
   w.logit_rows.resize(R);
+  w.gather_counts.resize(s ? static_cast<std::size_t>(tp_.comm->size()) : 0);
 }
 
 FalconModel::~FalconModel() = default;
+
+void FalconModel::all_reduce(float* data, std::int64_t count) {
+  if (tp_.shard) tp_.comm->all_reduce_sum(data, static_cast<std::size_t>(count));
+}
 
 void FalconModel::run_layer(const Layer& L, std::int64_t n, const KvLayer& kv) {
   const FalconConfig& c = config_;
@@ -147,7 +222,7 @@ void FalconModel::run_layer(const Layer& L, std::int64_t n, const KvLayer& kv) {
   };
   const std::span<const TokenPlace> places(w.places.data(), static_cast<std::size_t>(n));
 
-  // Attention on ln_attn(x) → a
+  // Attention on ln_attn(x) → a (a partial sum over this rank's heads when sharded).
   norm(L.ln_attn, x, w.h->data());
   backend_.linear(w.h->data(), n, L.qkv.w, bias(L.qkv), w.qkv->data());
   if (!c.alibi) backend_.rotary(w.qkv->data(), places, shape_, rotary_->data());
@@ -161,20 +236,49 @@ void FalconModel::run_layer(const Layer& L, std::int64_t n, const KvLayer& kv) {
     norm(L.ln_mlp, x, w.h2->data());
     mlp_in = w.h2->data();
   } else if (c.block == BlockKind::kSequential) {
+    all_reduce(w.a->data(), n * H);
     backend_.add(w.a->data(), n * H, x);
     norm(L.ln_mlp, x, w.h->data());
   }
   backend_.linear(mlp_in, n, L.fc_in.w, bias(L.fc_in), w.m->data());
-  backend_.gelu(w.m->data(), n * c.ffn);
+  backend_.gelu(w.m->data(), n * L.fc_in.w.rows);
   backend_.linear(w.m->data(), n, L.fc_out.w, bias(L.fc_out), w.b->data());
 
-  if (c.block == BlockKind::kSequential) {
-    backend_.add(w.b->data(), n * H, x);
-  } else {
-    // transformers adds mlp + attn first, then the residual.
+  if (c.block != BlockKind::kSequential) {
+    // transformers adds mlp + attn first, then the residual; sharded, the one all-reduce of the
+    // layer sums both partial outputs at once.
     backend_.add(w.a->data(), n * H, w.b->data());
-    backend_.add(w.b->data(), n * H, x);
   }
+  all_reduce(w.b->data(), n * H);
+  backend_.add(w.b->data(), n * H, x);
+}
+
+std::span<const float> FalconModel::gather_logits(std::int64_t rows) {
+  Workspace& w = *ws_;
+  const std::int64_t V = config_.vocab_size;
+  if (!tp_.shard) return {w.logits->data(), static_cast<std::size_t>(rows * V)};
+  Communicator& comm = *tp_.comm;
+  const int tp = comm.size();
+  for (int r = 0; r < tp; ++r)
+    w.gather_counts[r] = static_cast<std::size_t>(rows * even_split(V, tp, r).size());
+  const std::span<const float> mine(w.logits->data(),
+                                    static_cast<std::size_t>(rows * lm_head_.rows));
+  if (comm.rank() != 0) {
+    comm.gather(mine, {}, w.gather_counts, 0);
+    return {};
+  }
+  // Rank r's block is [rows][its vocabulary slice]; interleave the slices into [rows][V].
+  float* staged = w.gathered->data();
+  float* out = staged + rows * V;
+  comm.gather(mine, {staged, static_cast<std::size_t>(rows * V)}, w.gather_counts, 0);
+  const float* block = staged;
+  for (int r = 0; r < tp; ++r) {
+    const Range vr = even_split(V, tp, r);
+    for (std::int64_t i = 0; i < rows; ++i)
+      std::copy_n(block + i * vr.size(), vr.size(), out + i * V + vr.begin);
+    block += rows * vr.size();
+  }
+  return {out, static_cast<std::size_t>(rows * V)};
 }
 
 std::span<const float> FalconModel::forward(std::span<const SequenceStep> batch, KvCache& cache) {
@@ -201,6 +305,10 @@ std::span<const float> FalconModel::forward(std::span<const SequenceStep> batch,
                                 " is outside the KV pool of " + std::to_string(cache.num_blocks()) +
                                 " blocks");
     for (std::int64_t i = 0; i < len; ++i) {
+      if (s.tokens[i] < 0 || s.tokens[i] >= c.vocab_size)
+        throw std::out_of_range("token id " + std::to_string(s.tokens[i]) +
+                                " is outside the vocabulary [0, " + std::to_string(c.vocab_size) +
+                                ")");
       w.ids[n + i] = s.tokens[i];
       w.places[n + i] =
           TokenPlace{static_cast<std::int32_t>(s.start_pos + i), s.block_table.data()};
@@ -214,7 +322,10 @@ std::span<const float> FalconModel::forward(std::span<const SequenceStep> batch,
   }
   if (n == 0) return {};
 
-  backend_.embedding({w.ids.data(), static_cast<std::size_t>(n)}, embeddings_, w.x->data());
+  // Vocabulary-parallel lookup: each rank fills the rows it holds, the sum completes them.
+  backend_.embedding({w.ids.data(), static_cast<std::size_t>(n)}, embeddings_, vocab_begin_,
+                     w.x->data());
+  all_reduce(w.x->data(), n * c.hidden);
   for (std::int64_t l = 0; l < c.layers; ++l) run_layer(layers_[l], n, cache.layer(l));
 
   // Final norm and lm_head only on the rows whose logits are wanted.
@@ -224,7 +335,7 @@ std::span<const float> FalconModel::forward(std::span<const SequenceStep> batch,
   backend_.layer_norm(w.sel->data(), rows, H, ln_f_.gamma->data(), ln_f_.beta->data(),
                       c.layer_norm_eps, w.sel_norm->data());
   backend_.linear(w.sel_norm->data(), rows, lm_head_, nullptr, w.logits->data());
-  return {w.logits->data(), static_cast<std::size_t>(rows * c.vocab_size)};
+  return gather_logits(rows);
 }
 
 }  // namespace saker

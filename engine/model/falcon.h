@@ -1,16 +1,21 @@
 // The Falcon decoder (every variant of falcon.md section 2), written once against the Backend
-// interface. Weights stay in their stored precision; activations are fp32.
+// interface. Weights stay in their stored precision; activations are fp32. With a shard, the
+// model holds one tensor-parallel rank's slice and joins its group's collectives: one all-reduce
+// per layer for parallel blocks, two for sequential ones, and a gather of the logits to rank 0.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "engine/model/checkpoint.h"
 #include "engine/model/config.h"
 #include "engine/model/kv_cache.h"
+#include "engine/model/shard_plan.h"
 #include "kernels/backend.h"
+#include "parallel/communicator.h"
 
 namespace saker {
 
@@ -29,22 +34,31 @@ struct ModelOptions {
   std::int64_t max_context = 0;      // 0: the config's max_position_embeddings
 };
 
+// This rank's place in its tensor-parallel group; the default is the whole model on one rank.
+struct TensorParallel {
+  const RankShard* shard = nullptr;  // null: every weight whole
+  Communicator* comm = nullptr;      // required with a shard
+};
+
 class FalconModel {
  public:
   // Binds the checkpoint's tensors (validated against the config) and allocates every buffer a
   // step needs, so a step allocates nothing.
   FalconModel(const FalconConfig& config, const Checkpoint& checkpoint, Backend& backend,
-              ModelOptions options = {});
+              ModelOptions options = {}, TensorParallel tp = {});
   ~FalconModel();
   FalconModel(const FalconModel&) = delete;
   FalconModel& operator=(const FalconModel&) = delete;
 
-  // Runs one step; returns logits [rows, vocab]: per sequence in order, all its tokens' rows or
-  // its last one. Valid until the next call.
+  // Runs one step; every rank of the group must call it with the same batch. Returns, on the
+  // group's rank 0, logits [rows, vocab]: per sequence in order, all its tokens' rows or its last
+  // one (valid until the next call); other ranks get an empty span.
   std::span<const float> forward(std::span<const SequenceStep> batch, KvCache& cache);
 
   const FalconConfig& config() const { return config_; }
   const ModelOptions& options() const { return options_; }
+  std::int64_t local_kv_heads() const { return shape_.kv_heads; }
+  // Bytes of weights this rank holds (mapped in place or read into its own memory).
   std::size_t weight_bytes() const { return weight_bytes_; }
   // Weight bytes one decode step streams: all of them, less the embedding table when lm_head is
   // separate (a lookup reads one row).
@@ -63,22 +77,37 @@ class FalconModel {
     Norm ln_mlp;   // ln_mlp or post_attention_layernorm; unused for one-norm parallel blocks
     Linear qkv, dense, fc_in, fc_out;
   };
+  // How a rank takes its part of a [rows, cols] tensor (falcon.md section 3).
+  enum class Split {
+    kWhole,      // replicated
+    kQkvRows,    // column-parallel: this rank's query heads and its groups' keys and values
+    kFfnRows,    // column-parallel: dense_h_to_4h
+    kHeadCols,   // row-parallel: dense, the columns of this rank's heads
+    kFfnCols,    // row-parallel: dense_4h_to_h
+    kVocabRows,  // word embeddings and lm_head
+  };
   struct Workspace;
 
-  Linear bind_linear(const Checkpoint& ck, const std::string& name, bool bias);
+  Weight bind_weight(const Checkpoint& ck, const std::string& name, Split split);
+  Linear bind_linear(const Checkpoint& ck, const std::string& name, Split split);
   Norm bind_norm(const Checkpoint& ck, const std::string& name);
-  Weight bind_weight(const Checkpoint& ck, const std::string& name);
+  std::vector<Range> row_ranges(Split split, std::int64_t rows) const;
   void run_layer(const Layer& layer, std::int64_t n, const KvLayer& kv);
+  void all_reduce(float* data, std::int64_t count);
+  std::span<const float> gather_logits(std::int64_t rows);
 
   FalconConfig config_;
   ModelOptions options_;
   Backend& backend_;
-  AttentionShape shape_;
+  TensorParallel tp_;
+  AttentionShape shape_;  // this rank's heads
   Weight embeddings_, lm_head_;
+  std::int64_t vocab_begin_ = 0;  // first vocabulary id of this rank's embedding / lm_head rows
   Norm ln_f_;
   std::vector<Layer> layers_;
   std::unique_ptr<Buffer> rotary_, alibi_;
   std::unique_ptr<Workspace> ws_;
+  std::vector<std::vector<std::byte>> owned_;  // weight slices read out of the mapping
   std::size_t weight_bytes_ = 0;
   std::size_t embedding_only_bytes_ = 0;
 };

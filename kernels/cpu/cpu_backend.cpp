@@ -66,12 +66,9 @@ void CpuBackend::linear(const float* x, std::int64_t n, const Weight& w, const f
   });
 }
 
-void CpuBackend::embedding(std::span<const std::int32_t> ids, const Weight& table, float* y) {
-  for (auto id : ids)
-    if (id < 0 || id >= table.rows)
-      throw std::out_of_range("token id " + std::to_string(id) + " is outside the vocabulary [0, " +
-                              std::to_string(table.rows) + ")");
-  cpu::embedding_rows(ids, table, y, 0, static_cast<std::int64_t>(ids.size()));
+void CpuBackend::embedding(std::span<const std::int32_t> ids, const Weight& table,
+                           std::int64_t first_id, float* y) {
+  cpu::embedding_rows(ids, table, first_id, y, 0, static_cast<std::int64_t>(ids.size()));
 }
 
 void CpuBackend::layer_norm(const float* x, std::int64_t n, std::int64_t dim, const float* gamma,

@@ -25,7 +25,8 @@ class CpuBackend final : public Backend {
   Weight upload_weight(const Weight& host) override { return host; }
   void linear(const float* x, std::int64_t n, const Weight& w, const float* bias,
               float* y) override;
-  void embedding(std::span<const std::int32_t> ids, const Weight& table, float* y) override;
+  void embedding(std::span<const std::int32_t> ids, const Weight& table, std::int64_t first_id,
+                 float* y) override;
   void layer_norm(const float* x, std::int64_t n, std::int64_t dim, const float* gamma,
                   const float* beta, float eps, float* y) override;
   void gelu(float* x, std::int64_t count) override;

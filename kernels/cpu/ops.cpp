@@ -1,5 +1,6 @@
 #include "kernels/cpu/ops.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -31,12 +32,16 @@ void gelu_range(float* x, std::int64_t begin, std::int64_t end) {
     x[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * kInvSqrt2));
 }
 
-void embedding_rows(std::span<const std::int32_t> ids, const Weight& table, float* y,
-                    std::int64_t row_begin, std::int64_t row_end) {
+void embedding_rows(std::span<const std::int32_t> ids, const Weight& table, std::int64_t first_id,
+                    float* y, std::int64_t row_begin, std::int64_t row_end) {
   const std::int64_t H = table.cols;
   for (std::int64_t t = row_begin; t < row_end; ++t) {
     float* out = y + t * H;
-    const std::int64_t id = ids[t];
+    const std::int64_t id = ids[t] - first_id;
+    if (id < 0 || id >= table.rows) {
+      std::fill_n(out, H, 0.0f);
+      continue;
+    }
     switch (table.dtype) {
       case DType::F32:
         std::memcpy(out, static_cast<const float*>(table.data) + id * H, H * sizeof(float));

@@ -14,8 +14,8 @@ void layer_norm_rows(const float* x, std::int64_t dim, const float* gamma, const
 
 void gelu_range(float* x, std::int64_t begin, std::int64_t end);
 
-void embedding_rows(std::span<const std::int32_t> ids, const Weight& table, float* y,
-                    std::int64_t row_begin, std::int64_t row_end);
+void embedding_rows(std::span<const std::int32_t> ids, const Weight& table, std::int64_t first_id,
+                    float* y, std::int64_t row_begin, std::int64_t row_end);
 
 // Offsets (in floats) within one fused qkv row (falcon.md section 3).
 struct QkvLayout {

@@ -1,0 +1,66 @@
+#include "engine/step_runner.h"
+
+#include <stdexcept>
+
+namespace saker {
+
+StepRunner::StepRunner(FalconModel& model, KvCache& cache, Communicator& comm)
+    : model_(model), cache_(cache), comm_(comm) {}
+
+void StepRunner::send(const IterationPlan& plan) {
+  encode_plan(plan, wire_);
+  comm_.broadcast(wire_, 0);
+}
+
+std::span<const float> StepRunner::step(std::span<const SequenceStep> batch) {
+  if (!is_driver()) throw std::logic_error("only rank 0 drives steps");
+  if (before_step_) before_step_(iteration_);
+  if (comm_.size() > 1) {
+    plan_.iteration = iteration_;
+    plan_.stop = false;
+    plan_.freed.clear();
+    plan_.sequences.resize(batch.size());
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      PlanSequence& p = plan_.sequences[i];
+      p.id = i;
+      p.start_pos = batch[i].start_pos;
+      p.all_logits = batch[i].all_logits;
+      p.tokens.assign(batch[i].tokens.begin(), batch[i].tokens.end());
+      // Only the blocks this step touches travel.
+      const auto blocks = static_cast<std::size_t>(cache_.blocks_for(
+          batch[i].start_pos + static_cast<std::int64_t>(batch[i].tokens.size())));
+      if (blocks > batch[i].block_table.size())
+        throw std::length_error("block table does not cover the step");
+      p.block_table.assign(batch[i].block_table.begin(), batch[i].block_table.begin() + blocks);
+    }
+    send(plan_);
+  }
+  ++iteration_;
+  return model_.forward(batch, cache_);
+}
+
+void StepRunner::stop() {
+  if (!is_driver() || comm_.size() == 1) return;
+  IterationPlan plan;
+  plan.iteration = iteration_++;
+  plan.stop = true;
+  send(plan);
+}
+
+std::uint64_t StepRunner::serve() {
+  if (is_driver()) throw std::logic_error("rank 0 drives steps; it does not serve them");
+  std::uint64_t steps = 0;
+  for (;;) {
+    comm_.broadcast(wire_, 0);
+    const IterationPlan plan = decode_plan(wire_);
+    if (plan.stop) return steps;
+    if (before_step_) before_step_(plan.iteration);
+    steps_.clear();
+    for (const PlanSequence& s : plan.sequences)
+      steps_.push_back({s.tokens, s.start_pos, s.block_table, s.all_logits});
+    model_.forward(steps_, cache_);
+    ++steps;
+  }
+}
+
+}  // namespace saker

@@ -1,0 +1,48 @@
+// Runs model steps on every rank of a tensor-parallel group. Rank 0 decides each step and sends
+// it to the others as an IterationPlan; ranks > 0 only execute the plans they receive, so no
+// other rank ever makes a scheduling or sampling decision.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <vector>
+
+#include "engine/model/falcon.h"
+#include "engine/model/kv_cache.h"
+#include "parallel/communicator.h"
+#include "parallel/iteration_plan.h"
+
+namespace saker {
+
+class StepRunner {
+ public:
+  StepRunner(FalconModel& model, KvCache& cache, Communicator& comm);
+
+  FalconModel& model() { return model_; }
+  KvCache& cache() { return cache_; }
+  bool is_driver() const { return comm_.rank() == 0; }
+
+  // Rank 0: sends the batch to every rank and runs its own shard; returns the logits.
+  std::span<const float> step(std::span<const SequenceStep> batch);
+  // Rank 0: ends the other ranks' serve().
+  void stop();
+  // Ranks > 0: executes plans until rank 0 sends stop; returns the number of steps run.
+  std::uint64_t serve();
+  // Called with the step number before every step, on every rank (fault-injection tests).
+  void before_each_step(std::function<void(std::uint64_t)> fn) { before_step_ = std::move(fn); }
+
+ private:
+  void send(const IterationPlan& plan);
+
+  FalconModel& model_;
+  KvCache& cache_;
+  Communicator& comm_;
+  std::uint64_t iteration_ = 0;
+  IterationPlan plan_;
+  std::vector<std::byte> wire_;
+  std::vector<SequenceStep> steps_;
+  std::function<void(std::uint64_t)> before_step_;
+};
+
+}  // namespace saker

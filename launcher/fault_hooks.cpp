@@ -1,0 +1,37 @@
+#include "launcher/fault_hooks.h"
+
+#include <csignal>
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
+
+namespace saker::cli {
+
+FaultHooks FaultHooks::from_env(int my_rank) {
+  FaultHooks h;
+  const char* spec = std::getenv("SAKER_TEST_FAULT");
+  if (!spec) return h;
+  const std::string s = spec;
+  const auto colon = s.find(':');
+  if (colon == std::string::npos || std::stoi(s.substr(0, colon)) != my_rank) return h;
+  h.rank = my_rank;
+  const std::string what = s.substr(colon + 1);
+  if (what == "load") {
+    h.at_load = true;
+  } else if (what.rfind("kill:", 0) == 0) {
+    h.kill_step = std::stoll(what.substr(5));
+  } else {
+    throw std::invalid_argument("SAKER_TEST_FAULT: unknown fault '" + what + "'");
+  }
+  return h;
+}
+
+void FaultHooks::after_load() const {
+  if (at_load) throw std::runtime_error("injected fault after loading (SAKER_TEST_FAULT)");
+}
+
+void FaultHooks::before_step(std::uint64_t step) const {
+  if (kill_step >= 0 && static_cast<std::int64_t>(step) == kill_step) std::raise(SIGKILL);
+}
+
+}  // namespace saker::cli

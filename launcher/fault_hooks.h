@@ -1,0 +1,21 @@
+// Test-only fault injection, driven by the environment so that multi-rank tests can make one
+// rank fail the way real ranks fail. SAKER_TEST_FAULT="RANK:load" throws on that rank once its
+// weights are loaded; "RANK:kill:N" sends that rank SIGKILL before its N-th step. Unset in
+// production, where these calls cost one getenv at start-up.
+#pragma once
+
+#include <cstdint>
+
+namespace saker::cli {
+
+struct FaultHooks {
+  int rank = -1;                // the rank to fail; -1: none
+  bool at_load = false;         // throw after loading
+  std::int64_t kill_step = -1;  // SIGKILL before this step
+
+  static FaultHooks from_env(int my_rank);
+  void after_load() const;
+  void before_step(std::uint64_t step) const;
+};
+
+}  // namespace saker::cli

@@ -1,0 +1,43 @@
+// The MPI world: one process per device, laid out as a grid of tensor-parallel groups (one
+// pipeline stage for now; a pipeline dimension splits the world further without changing this).
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "parallel/communicator.h"
+
+namespace saker {
+
+class MpiWorld {
+ public:
+  // Starts MPI when the process was launched by an MPI launcher (mpirun, srun); otherwise the
+  // world is this process alone and MPI is never touched.
+  MpiWorld(int& argc, char**& argv);
+  ~MpiWorld();
+  MpiWorld(const MpiWorld&) = delete;
+  MpiWorld& operator=(const MpiWorld&) = delete;
+
+  bool uses_mpi() const { return mpi_; }
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  // Rank among the processes of this node, which picks the device (OMPI_COMM_WORLD_LOCAL_RANK,
+  // SLURM_LOCALID, else asked of MPI).
+  int local_rank() const { return local_rank_; }
+
+  // The tensor-parallel group of this rank (the whole world while there is one stage).
+  Communicator& tensor_parallel() { return *tp_; }
+
+  // Ends every rank of the job with `code` (MPI_Abort); a single process just exits.
+  [[noreturn]] void abort(int code) const;
+
+ private:
+  bool mpi_ = false;
+  int rank_ = 0, size_ = 1, local_rank_ = 0;
+  std::unique_ptr<Communicator> tp_;
+};
+
+// True when the environment says an MPI launcher started this process.
+bool launched_by_mpi();
+
+}  // namespace saker
