@@ -40,5 +40,6 @@ unsigned thread_count(int flag);
 int run_generate(const std::vector<std::string>& args);
 int run_info(const std::vector<std::string>& args);
 int run_bench(const std::vector<std::string>& args);
+int run_tokenize(const std::vector<std::string>& args);
 
 }  // namespace saker::cli

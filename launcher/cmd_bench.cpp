@@ -11,9 +11,12 @@
 #include "engine/model/checkpoint.h"
 #include "engine/model/config.h"
 #include "engine/model/falcon.h"
+#include "engine/model/shard_plan.h"
+#include "engine/step_runner.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/membw.h"
 #include "launcher/cli.h"
+#include "parallel/world.h"
 
 namespace saker::cli {
 namespace {
@@ -53,7 +56,7 @@ int run_bench(const std::vector<std::string>& args) {
       "threads", po::value(&threads)->default_value(0), "CPU threads (0: OMP_NUM_THREADS or all)")(
       "output-json", po::value(&output_json), "also write the results as JSON");
   po::variables_map vm;
-  if (!parse(args, desc, vm, "usage: saker bench --model DIR [options]")) return 0;
+  if (!parse(args, desc, vm, "usage: [mpirun -np N] saker bench --model DIR [options]")) return 0;
   const Workload wl = parse_workload(workload);
   if (num_requests <= 0) throw UsageError("--num-requests must be positive");
 
@@ -61,15 +64,38 @@ int run_bench(const std::vector<std::string>& args) {
   if (wl.input + wl.output > config.max_positions)
     throw UsageError("workload needs " + std::to_string(wl.input + wl.output) +
                      " positions; the model's context is " + std::to_string(config.max_positions));
+  Communicator& comm = world().tensor_parallel();
+  const ShardPlan plan(config, comm.size());
   const Checkpoint checkpoint = Checkpoint::open(model_dir);
   const unsigned n_threads = thread_count(threads);
   CpuBackend backend(n_threads, config.max_positions);
-  FalconModel model(config, checkpoint, backend, ModelOptions{256, 1, config.max_positions});
+  const TensorParallel tp =
+      comm.size() > 1 ? TensorParallel{&plan.rank(comm.rank()), &comm} : TensorParallel{};
+  FalconModel model(config, checkpoint, backend, ModelOptions{256, 1, config.max_positions}, tp);
   const std::int64_t block = 16;
-  KvCache cache(backend, config, config.kv_heads, (wl.input + wl.output + block - 1) / block,
+  KvCache cache(backend, config, model.local_kv_heads(), (wl.input + wl.output + block - 1) / block,
                 block);
+  StepRunner runner(model, cache, comm);
 
-  const double step_bytes = static_cast<double>(model.step_weight_bytes());
+  // Every rank streams its own shard: the floor is all ranks' bytes over the machine's bandwidth,
+  // measured with every rank reading at once.
+  float step_bytes_f = static_cast<float>(model.step_weight_bytes());
+  comm.all_reduce_sum(&step_bytes_f, 1);
+  const double step_bytes = step_bytes_f;
+  auto machine_bandwidth = [&] {
+    comm.barrier();
+    float bw =
+        static_cast<float>(cpu::measure_read_bandwidth(backend.pool(), std::size_t{512} << 20, 3));
+    comm.all_reduce_sum(&bw, 1);
+    return static_cast<double>(bw);
+  };
+  if (!runner.is_driver()) {
+    for (std::int64_t r = -1; r < num_requests; ++r) {
+      if (r >= 0) machine_bandwidth();
+      runner.serve();
+    }
+    return 0;
+  }
 
   std::mt19937 rng(1234);
   std::uniform_int_distribution<std::int32_t> tok(0,
@@ -84,9 +110,9 @@ int run_bench(const std::vector<std::string>& args) {
   for (std::int64_t r = -1; r < num_requests; ++r) {
     std::vector<std::int32_t> prompt(static_cast<std::size_t>(wl.input));
     for (auto& t : prompt) t = tok(rng);
-    const double bw =
-        r < 0 ? 0.0 : cpu::measure_read_bandwidth(backend.pool(), std::size_t{512} << 20, 3);
-    const GenerateResult res = generate_greedy(model, cache, prompt, opt);
+    const double bw = r < 0 ? 0.0 : machine_bandwidth();
+    const GenerateResult res = generate_greedy(runner, prompt, opt);
+    runner.stop();
     if (r < 0) continue;
     const double steps = static_cast<double>(res.tokens.size() - 1);
     if (steps > 0) {
@@ -104,6 +130,7 @@ int run_bench(const std::vector<std::string>& args) {
                       {"workload", workload},
                       {"num_requests", num_requests},
                       {"threads", n_threads},
+                      {"tp", comm.size()},
                       {"batch_size", 1},
                       {"weight_bytes_per_step", step_bytes},
                       {"memory_bandwidth_gbps", bw / 1e9},
@@ -114,7 +141,7 @@ int run_bench(const std::vector<std::string>& args) {
                       {"prefill_tokens_per_s", median(prefill_tps)}};
   std::cout << std::fixed << std::setprecision(2) << "model                 " << model_dir << " ("
             << config.variant() << ")\n"
-            << "threads               " << n_threads << "\n"
+            << "ranks x threads       " << comm.size() << " x " << n_threads << "\n"
             << "weight bytes / step   " << step_bytes / 1e9 << " GB\n"
             << "memory bandwidth      " << bw / 1e9
             << " GB/s (median; measured before each request, same threads)\n"

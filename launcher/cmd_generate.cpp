@@ -1,5 +1,7 @@
 // saker generate: greedy generation from token ids, on one rank or tensor-parallel under mpirun.
+#include <cstring>
 #include <iostream>
+#include <optional>
 
 #include "engine/generate.h"
 #include "engine/model/checkpoint.h"
@@ -7,21 +9,53 @@
 #include "engine/model/falcon.h"
 #include "engine/model/shard_plan.h"
 #include "engine/step_runner.h"
+#include "engine/tokenizer/streaming_detokenizer.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "launcher/cli.h"
 #include "launcher/fault_hooks.h"
 #include "parallel/world.h"
 
 namespace saker::cli {
+namespace {
+
+struct Prompt {
+  std::vector<std::int32_t> ids;
+  std::optional<Tokenizer> tokenizer;  // with --prompt: the output is text too
+};
+
+// --prompt-ids as given, or --prompt encoded by DIR/tokenizer.json; exactly one of them.
+Prompt read_prompt(const po::variables_map& vm, const std::string& model_dir, std::int64_t vocab) {
+  const bool text = vm.count("prompt") > 0;
+  if (text == (vm.count("prompt-ids") > 0))
+    throw UsageError(text ? "--prompt and --prompt-ids cannot be used together"
+                          : "one of --prompt or --prompt-ids is required");
+  Prompt p;
+  if (!text) {
+    p.ids = parse_token_ids(vm["prompt-ids"].as<std::string>(), vocab, "--prompt-ids");
+    return p;
+  }
+  p.tokenizer.emplace(Tokenizer::from_model_dir(model_dir));
+  p.ids = p.tokenizer->encode(vm["prompt"].as<std::string>());
+  if (p.ids.empty()) throw UsageError("--prompt gives no tokens");
+  for (const std::int32_t id : p.ids)
+    if (id >= vocab)
+      throw std::runtime_error("tokenizer.json gives the prompt token id " + std::to_string(id) +
+                               ", outside the model's vocabulary of " + std::to_string(vocab));
+  return p;
+}
+
+}  // namespace
 
 int run_generate(const std::vector<std::string>& args) {
-  std::string model_dir, prompt_ids;
+  std::string model_dir;
   std::int64_t max_new = 32, chunk = 256, block_size = 16;
   int threads = 0;
   po::options_description desc("options");
   desc.add_options()("help,h", "show this help")("model", po::value(&model_dir)->required(),
                                                  "Hugging Face model directory (safetensors)")(
-      "prompt-ids", po::value(&prompt_ids)->required(), "prompt token ids: \"ID ID ...\"")(
+      "prompt", po::value<std::string>(), "prompt text (DIR/tokenizer.json); prints text")(
+      "prompt-ids", po::value<std::string>(), "prompt token ids: \"ID ID ...\"")(
+      "print-ids", po::bool_switch(), "print the generated ids, also with --prompt")(
       "max-new-tokens", po::value(&max_new)->default_value(32), "tokens to generate")(
       "ignore-eos", po::bool_switch(), "keep generating past the end-of-sequence token")(
       "threads", po::value(&threads)->default_value(0),
@@ -31,7 +65,8 @@ int run_generate(const std::vector<std::string>& args) {
       "stats", po::bool_switch(), "print timing and per-rank weight bytes to stderr");
   po::variables_map vm;
   if (!parse(args, desc, vm,
-             "usage: [mpirun -np N] saker generate --model DIR --prompt-ids \"ID ...\" [options]"))
+             "usage: [mpirun -np N] saker generate --model DIR (--prompt TEXT | --prompt-ids \"ID "
+             "...\") [options]"))
     return 0;
   if (max_new < 0) throw UsageError("--max-new-tokens must be >= 0");
   if (chunk <= 0) throw UsageError("--prefill-chunk must be positive");
@@ -41,7 +76,15 @@ int run_generate(const std::vector<std::string>& args) {
   Communicator& comm = mpi.tensor_parallel();
   const FaultHooks faults = FaultHooks::from_env(comm.rank());
   const FalconConfig config = load_config(model_dir);
-  const auto prompt = parse_token_ids(prompt_ids, config.vocab_size, "--prompt-ids");
+  // Rank 0 alone reads the prompt (ranks > 0 hold no tokenizer) and sends the ids to the others,
+  // which size their KV cache from its length.
+  Prompt prompt_in;
+  if (comm.rank() == 0) prompt_in = read_prompt(vm, model_dir, config.vocab_size);
+  std::vector<std::byte> wire(prompt_in.ids.size() * sizeof(std::int32_t));
+  std::memcpy(wire.data(), prompt_in.ids.data(), wire.size());
+  comm.broadcast(wire, 0);
+  std::vector<std::int32_t> prompt(wire.size() / sizeof(std::int32_t));
+  std::memcpy(prompt.data(), wire.data(), wire.size());
   const std::int64_t total = static_cast<std::int64_t>(prompt.size()) + max_new;
   if (total > config.max_positions)
     throw UsageError("prompt of " + std::to_string(prompt.size()) + " tokens + --max-new-tokens " +
@@ -71,12 +114,20 @@ int run_generate(const std::vector<std::string>& args) {
   opt.max_new_tokens = max_new;
   opt.ignore_eos = vm["ignore-eos"].as<bool>();
   opt.eos_token_ids = config.eos_token_ids;
+  // Text streams through the detokenizer, which holds back characters split across tokens.
+  std::optional<StreamingDetokenizer> text;
+  if (prompt_in.tokenizer && !vm["print-ids"].as<bool>()) text.emplace(*prompt_in.tokenizer, true);
   bool first = true;
   const GenerateResult res = generate_greedy(runner, prompt, opt, [&](std::int32_t id) {
-    std::cout << (first ? "" : " ") << id << std::flush;
+    if (text)
+      std::cout << text->push(id);
+    else
+      std::cout << (first ? "" : " ") << id;
+    std::cout << std::flush;
     first = false;
   });
   runner.stop();
+  if (text) std::cout << text->flush();
   std::cout << "\n";
   if (vm["stats"].as<bool>()) {
     const double n = static_cast<double>(res.tokens.size());

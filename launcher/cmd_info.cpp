@@ -7,7 +7,9 @@
 
 #include "engine/model/config.h"
 #include "engine/model/inventory.h"
+#include "engine/model/shard_plan.h"
 #include "launcher/cli.h"
+#include "parallel/world.h"
 
 namespace saker::cli {
 namespace {
@@ -31,6 +33,12 @@ std::string number(double v) {
   return buf;
 }
 
+std::int64_t parameter_count_of(const ExpectedTensor& t) {
+  std::int64_t n = 1;
+  for (auto d : t.shape) n *= d;
+  return n;
+}
+
 const char* block_name(BlockKind b) {
   switch (b) {
     case BlockKind::kParallelOneNorm:
@@ -47,12 +55,18 @@ const char* block_name(BlockKind b) {
 
 int run_info(const std::vector<std::string>& args) {
   std::string model_dir;
+  int tp = 0;
   po::options_description desc("options");
   desc.add_options()("help,h", "show this help")("model", po::value(&model_dir)->required(),
                                                  "model directory (config.json; weights optional)")(
+      "tp", po::value(&tp)->default_value(0),
+      "print the shard plan for this tensor-parallel degree (default: the MPI world's size)")(
       "json", po::bool_switch(), "print JSON");
   po::variables_map vm;
-  if (!parse(args, desc, vm, "usage: saker info --model DIR [--json]")) return 0;
+  if (!parse(args, desc, vm, "usage: [mpirun -np N] saker info --model DIR [--tp N] [--json]"))
+    return 0;
+  if (tp < 0) throw UsageError("--tp must be positive");
+  if (tp == 0) tp = world().size();
 
   const FalconConfig c = load_config(model_dir);
   const CheckpointInventory inv = inspect_checkpoint(model_dir);
@@ -87,6 +101,28 @@ int run_info(const std::vector<std::string>& args) {
                       {"weight_bytes_source", bytes_source},
                       {"checkpoint", inv.format},
                       {"loadable", inv.loadable}};
+  // Per-rank shards: elements of every tensor the rank reads, at the checkpoint's element size.
+  const ShardPlan plan(c, tp);
+  const auto shapes = expected_tensors(c, lm_head_stored);
+  nlohmann::json ranks = nlohmann::json::array();
+  for (const RankShard& s : plan.ranks()) {
+    std::uint64_t rank_bytes = 0;
+    for (const auto& t : shapes)
+      rank_bytes += static_cast<std::uint64_t>(tp > 1 ? plan.elements(s.rank, t.name, t.shape)
+                                                      : parameter_count_of(t)) *
+                    elem;
+    ranks.push_back({{"rank", s.rank},
+                     {"heads", {s.heads.begin, s.heads.end}},
+                     {"kv_heads", {s.kv_groups.begin, s.kv_groups.end}},
+                     {"ffn", {s.ffn.begin, s.ffn.end}},
+                     {"vocab", {s.vocab.begin, s.vocab.end}},
+                     {"weight_bytes", rank_bytes}});
+  }
+  j["tp"] = tp;
+  j["kv_heads_replicated"] = plan.kv_replicated();
+  j["ranks"] = ranks;
+  // Under mpirun every rank computes this; rank 0 alone prints it.
+  if (world().rank() != 0) return 0;
   if (vm["json"].as<bool>()) {
     std::cout << j.dump(2) << "\n";
     return 0;
@@ -110,6 +146,24 @@ int run_info(const std::vector<std::string>& args) {
             << ")\n"
             << "weight bytes: " << with_commas(bytes) << " (" << bytes_source << ")\n"
             << "checkpoint:   " << inv.format << "\n";
+  if (tp > 1) {
+    std::cout
+        << "\ntensor parallel over " << tp << " ranks"
+        << (plan.kv_replicated() ? " (KV heads replicated)" : "") << ":\n"
+        << "rank  query heads      KV heads   ffn rows          vocab rows        weight bytes\n";
+    auto range = [](const nlohmann::json& v) {
+      return "[" + std::to_string(v[0].get<std::int64_t>()) + ", " +
+             std::to_string(v[1].get<std::int64_t>()) + ")";
+    };
+    for (const auto& r : ranks) {
+      char line[200];
+      std::snprintf(line, sizeof line, "%-5d %-16s %-10s %-17s %-17s %s\n", r["rank"].get<int>(),
+                    range(r["heads"]).c_str(), range(r["kv_heads"]).c_str(),
+                    range(r["ffn"]).c_str(), range(r["vocab"]).c_str(),
+                    with_commas(r["weight_bytes"].get<std::uint64_t>()).c_str());
+      std::cout << line;
+    }
+  }
   return 0;
 }
 

@@ -16,6 +16,7 @@ constexpr const char* kUsage =
     "  generate   generate tokens from a prompt (greedy)\n"
     "  info       print a model's effective structure, parameters and weight bytes\n"
     "  bench      measure decode speed against the memory-bandwidth floor\n"
+    "  tokenize   text on stdin to token ids, or ids to text (--decode), by tokenizer.json\n"
     "\n"
     "Under mpirun (one rank per device) generate runs the model tensor-parallel over the ranks.\n"
     "\n"
@@ -27,6 +28,7 @@ int dispatch(const std::string& cmd, const std::vector<std::string>& args) {
   if (cmd == "generate") return saker::cli::run_generate(args);
   if (cmd == "info") return saker::cli::run_info(args);
   if (cmd == "bench") return saker::cli::run_bench(args);
+  if (cmd == "tokenize") return saker::cli::run_tokenize(args);
   throw saker::cli::UsageError("unknown command '" + cmd + "'\n\n" + kUsage);
 }
 
@@ -47,13 +49,16 @@ int main(int argc, char** argv) {
   try {
     return dispatch(cmd, args);
   } catch (const saker::cli::UsageError& e) {
-    // Every rank sees the same command line: rank 0 alone says what is wrong with it.
+    // Every rank sees the same command line: rank 0 alone says what is wrong with it. A mistake
+    // only rank 0 can see (the prompt is read there) must still end the others.
     if (world.rank() == 0)
       std::cerr << "saker " << cmd << ": " << e.what() << "\n(see 'saker " << cmd << " --help')\n";
+    if (world.size() > 1) world.abort(2);
     return 2;
   } catch (const boost::program_options::error& e) {
     if (world.rank() == 0)
       std::cerr << "saker " << cmd << ": " << e.what() << "\n(see 'saker " << cmd << " --help')\n";
+    if (world.size() > 1) world.abort(2);
     return 2;
   } catch (const std::exception& e) {
     std::cerr << "saker " << cmd << ": error" << who << ": " << e.what() << std::endl;

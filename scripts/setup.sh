@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake ninja-build pkg-config
-  nlohmann-json3-dev libboost-program-options-dev
+  nlohmann-json3-dev libboost-program-options-dev libpcre2-dev
   catch2 libbenchmark-dev
 )
 

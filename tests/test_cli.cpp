@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <fstream>
 #include <random>
+#include <set>
 #include <sstream>
 
 #include <catch2/catch.hpp>
@@ -179,4 +180,135 @@ TEST_CASE("saker info on a loadable fixture reports its real bytes", "[cli]") {
   CHECK(j["weight_bytes"] ==
         read_json(dir / "model.safetensors.index.json")["metadata"]["total_size"]);
   CHECK(j["parameters"].get<std::uint64_t>() * 2 == j["weight_bytes"].get<std::uint64_t>());
+}
+
+// --- saker tokenize, and generate --prompt ---
+
+namespace {
+
+const fs::path kFalconTokenizerDir = kShared / "models/falcon-tokenizer";
+
+fs::path write_file(const fs::path& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary) << bytes;
+  return path;
+}
+
+std::string quote(const std::string& s) {
+  std::string out = "'";
+  for (const char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+std::vector<nlohmann::json> read_jsonl(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::vector<nlohmann::json> rows;
+  for (std::string line; std::getline(in, line);) rows.push_back(nlohmann::json::parse(line));
+  return rows;
+}
+
+}  // namespace
+
+TEST_CASE("saker tokenize prints the ids of all of stdin, its trailing newline included",
+          "[cli][tokenizer]") {
+  TempDir tmp;
+  const std::string model = "tokenize --model " + quote(kFalconTokenizerDir.string());
+  Run r = saker(model + " < " + quote(write_file(tmp.path / "in", "Hello world\n").string()));
+  REQUIRE(r.code == 0);
+  CHECK(r.out == "9856 1079 193\n");  // 193 is the newline, as Hugging Face tokenizers has it
+  r = saker(model + " < /dev/null");
+  REQUIRE(r.code == 0);
+  CHECK(r.out == "\n");
+
+  // The first line of each kind in the reference corpus (and of each kind ending in a newline),
+  // byte for byte through stdin, then back with --decode.
+  const auto corpus = read_jsonl(kFixtures / "tokenizers/corpus.jsonl");
+  const auto refs = read_jsonl(kFixtures / "tokenizers/falcon_reference.jsonl");
+  REQUIRE(corpus.size() == refs.size());
+  std::set<std::string> kinds;
+  for (std::size_t i = 0; i < corpus.size() && kinds.size() < 12; ++i) {
+    const std::string text = corpus[i]["text"];
+    const bool newline_last = !text.empty() && text.back() == '\n';
+    if (!kinds.insert(corpus[i]["kind"].get<std::string>() + (newline_last ? "\n" : "")).second)
+      continue;
+    INFO("corpus line " << i + 1);
+    r = saker(model + " < " + quote(write_file(tmp.path / "text", text).string()));
+    REQUIRE(r.code == 0);
+    CHECK(r.out == join(refs[i]["ids"].get<std::vector<int>>()) + "\n");
+    r = saker(model + " --decode < " + quote(write_file(tmp.path / "ids", r.out).string()));
+    REQUIRE(r.code == 0);
+    CHECK(r.out == refs[i].value("decoded", text));  // absent when equal to the text
+  }
+  CHECK(kinds.size() == 12);
+}
+
+TEST_CASE("saker tokenize --decode prints exactly the text, special tokens skipped on request",
+          "[cli][tokenizer]") {
+  TempDir tmp;
+  const std::string model = "tokenize --model " + quote(kFalconTokenizerDir.string());
+  const auto ids = write_file(tmp.path / "ids", "0 9856 11\n1079\n");
+  Run r = saker(model + " --decode < " + quote(ids.string()));
+  REQUIRE(r.code == 0);
+  CHECK(r.out == ">>TITLE<<Hello<|endoftext|> world");
+  r = saker(model + " --decode --skip-special-tokens < " + quote(ids.string()));
+  REQUIRE(r.code == 0);
+  CHECK(r.out == "Hello world");
+  r = saker(model + " --decode < " + quote(write_file(tmp.path / "bad", "1 65024").string()));
+  CHECK(r.code == 1);
+  CHECK_THAT(r.err, Catch::Contains("token id 65024 is outside the vocabulary [0, 65024)"));
+  r = saker(model + " --skip-special-tokens < /dev/null");
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Catch::Contains("--skip-special-tokens needs --decode"));
+}
+
+TEST_CASE("saker tokenize and generate --prompt need DIR/tokenizer.json", "[cli][tokenizer]") {
+  TempDir tmp;
+  for (const char* f : {"config.json", "model.safetensors"})
+    fs::copy_file(kFixtures / "gqa8x2-fp32" / f, tmp.path / f);
+  Run r = saker("tokenize --model " + quote(tmp.path.string()) + " < /dev/null");
+  CHECK(r.code == 1);
+  CHECK_THAT(r.err,
+             Catch::Contains("model directory " + tmp.path.string() + " has no tokenizer.json"));
+  r = saker("generate --model " + quote(tmp.path.string()) + " --prompt hello");
+  CHECK(r.code == 1);
+  CHECK_THAT(r.err, Catch::Contains("has no tokenizer.json"));
+  r = saker("generate --model " + quote(tmp.path.string()) + " --prompt hello --prompt-ids 1");
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Catch::Contains("--prompt and --prompt-ids cannot be used together"));
+  r = saker("generate --model " + quote(tmp.path.string()));
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Catch::Contains("one of --prompt or --prompt-ids is required"));
+}
+
+TEST_CASE("saker generate --prompt prints the text of what --prompt-ids generates",
+          "[cli][tokenizer]") {
+  // A tiny fixture model with a 384-id GPT-2-style tokenizer whose special <|endoftext|> is the
+  // model's eos (11): stopping at eos must not print it.
+  const auto small = kFixtures / "tokenizers/small384";
+  TempDir tmp;
+  for (const char* f : {"config.json", "model.safetensors"})
+    fs::copy_file(kFixtures / "gqa8x2-fp32" / f, tmp.path / f);
+  fs::copy_file(small / "tokenizer.json", tmp.path / "tokenizer.json");
+  const auto ref = read_json(small / "reference.json");
+  for (const auto& p : ref["prompts"]) {
+    const std::string text = p["text"];
+    const auto ids = p["ids"].get<std::vector<int>>();
+    INFO(text);
+    for (const std::string eos : {" --ignore-eos", ""}) {
+      const std::string base =
+          "generate --model " + quote(tmp.path.string()) + " --max-new-tokens 24" + eos;
+      const Run by_ids = saker(base + " --prompt-ids '" + join(ids) + "'");
+      REQUIRE(by_ids.code == 0);
+      // The text of those ids, skipping special tokens as generate does.
+      const Run decoded = saker("tokenize --model " + quote(tmp.path.string()) +
+                                " --decode --skip-special-tokens < " +
+                                quote(write_file(tmp.path / "ids", by_ids.out).string()));
+      REQUIRE(decoded.code == 0);
+      const Run by_text = saker(base + " --prompt " + quote(text));
+      REQUIRE(by_text.code == 0);
+      CHECK(by_text.out == decoded.out + "\n");
+      const Run text_ids = saker(base + " --prompt " + quote(text) + " --print-ids");
+      REQUIRE(text_ids.code == 0);
+      CHECK(text_ids.out == by_ids.out);
+    }
+  }
 }

@@ -1,0 +1,127 @@
+// Tensor-parallel runs against transformers, executed under mpirun at several tp sizes (see
+// tests/CMakeLists.txt). All collective work of a test case happens before any assertion, so a
+// failing check on one rank cannot leave the others waiting in a collective.
+#include <cmath>
+#include <fstream>
+#include <numeric>
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include "engine/generate.h"
+#include "engine/model/falcon.h"
+#include "engine/model/shard_plan.h"
+#include "engine/step_runner.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "tests/mpi_fixture.h"
+
+using namespace saker;
+namespace fs = std::filesystem;
+
+namespace {
+
+const fs::path kFixtures = SAKER_FIXTURES_DIR;
+
+std::vector<fs::path> fixture_dirs() {
+  std::vector<fs::path> dirs;
+  for (const auto& e : fs::directory_iterator(kFixtures))
+    if (fs::exists(e.path() / "reference.json")) dirs.push_back(e.path());
+  std::sort(dirs.begin(), dirs.end());
+  return dirs;
+}
+
+double rel_l2(std::span<const float> a, const std::vector<float>& b) {
+  double num = 0, den = 0;
+  for (std::size_t i = 0; i < b.size(); ++i) {
+    num += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
+    den += double(b[i]) * b[i];
+  }
+  return std::sqrt(num / den);
+}
+
+struct Sharded {
+  FalconConfig config;
+  Checkpoint checkpoint;
+  ShardPlan plan;
+  CpuBackend backend;
+  FalconModel model;
+  KvCache cache;
+  StepRunner runner;
+  explicit Sharded(const fs::path& dir, Communicator& comm)
+      : config(load_config(dir)),
+        checkpoint(Checkpoint::open(dir)),
+        plan(config, comm.size()),
+        backend(1, config.max_positions, 1),
+        model(config, checkpoint, backend, ModelOptions{64, 64, 128},
+              comm.size() > 1 ? TensorParallel{&plan.rank(comm.rank()), &comm} : TensorParallel{}),
+        cache(backend, config, model.local_kv_heads(), 32, 4),
+        runner(model, cache, comm) {}
+};
+
+}  // namespace
+
+TEST_CASE("sharded prefill logits and greedy tokens match transformers", "[tp]") {
+  Communicator& comm = test::world().tensor_parallel();
+  for (const auto& dir : fixture_dirs()) {
+    Sharded m(dir, comm);
+    std::ifstream in(dir / "reference.json");
+    const auto ref = nlohmann::json::parse(in);
+    std::vector<std::int32_t> table(32);
+    std::iota(table.begin(), table.end(), 0);
+    double worst = 0;
+    std::vector<std::vector<std::int32_t>> got, want;
+    for (const auto& cs : ref["cases"]) {
+      const auto prompt = cs["prompt_ids"].get<std::vector<std::int32_t>>();
+      if (m.runner.is_driver()) {
+        const SequenceStep step{prompt, 0, table, true};
+        const auto logits = m.runner.step({&step, 1});
+        const auto V = static_cast<std::size_t>(m.config.vocab_size);
+        for (std::size_t p = 0; p < prompt.size(); ++p)
+          worst = std::max(
+              worst, rel_l2(logits.subspan(p * V, V), cs["logits"][p].get<std::vector<float>>()));
+        GenerateOptions opt;
+        want.push_back(cs["greedy_ids"].get<std::vector<std::int32_t>>());
+        opt.max_new_tokens = static_cast<std::int64_t>(want.back().size());
+        opt.ignore_eos = true;
+        got.push_back(generate_greedy(m.runner, prompt, opt).tokens);
+      }
+    }
+    if (m.runner.is_driver())
+      m.runner.stop();
+    else
+      m.runner.serve();
+    if (comm.rank() == 0) {
+      INFO(dir.filename().string() << " at tp " << comm.size() << ": worst relative L2 " << worst);
+      CHECK(worst < 1e-4);
+      CHECK(got == want);
+    }
+  }
+}
+
+TEST_CASE("each rank reads its share of the weights and no more", "[tp]") {
+  Communicator& comm = test::world().tensor_parallel();
+  const int tp = comm.size();
+  for (const auto& dir : fixture_dirs()) {
+    Sharded m(dir, comm);
+    // What this rank should hold: its elements of every tensor, by the shard plan.
+    std::size_t expected = 0;
+    const bool has_lm_head = m.checkpoint.find("lm_head.weight") != nullptr;
+    for (const auto& t : expected_tensors(m.config, has_lm_head)) {
+      const TensorInfo& info = m.checkpoint.get(t.name);
+      const std::int64_t elems =
+          tp > 1 ? m.plan.elements(comm.rank(), t.name, t.shape) : info.numel();
+      expected += static_cast<std::size_t>(elems) * dtype_size(info.dtype);
+    }
+    const std::size_t total = m.checkpoint.total_bytes();
+    if (m.runner.is_driver())
+      m.runner.stop();
+    else
+      m.runner.serve();
+    INFO(dir.filename().string() << " rank " << comm.rank() << " of " << tp << ": read "
+                                 << m.model.weight_bytes() << " of " << total);
+    CHECK(m.model.weight_bytes() == expected);
+    // About 1/tp of the checkpoint, plus the replicated norms and KV rows: well under half at tp 4.
+    if (tp >= 2)
+      CHECK(m.model.weight_bytes() < total * 3 / (2 * static_cast<std::size_t>(tp)) + total / 10);
+  }
+}
