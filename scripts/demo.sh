@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The newcomer's first run: build saker, show the structure of the real Falcon-40B config, and
-# generate from a small Falcon checkpoint (a fixture whose transformers output is on record).
+# The newcomer's first run: build saker, show the real Falcon-40B config's structure and shard
+# plan, then generate from a small Falcon checkpoint across 2 MPI ranks: from token ids (next to
+# what transformers generated) and from a text prompt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${BUILD_DIR:-build}
@@ -9,14 +10,27 @@ command -v ninja >/dev/null 2>&1 && generator=(-G Ninja)
 cmake -S . -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$build" --parallel "$(nproc)" --target saker
 
+mpi=(mpirun -np 2)
+[ "$(id -u)" -eq 0 ] && mpi+=(--allow-run-as-root)
+
 shared=../shared/models
 if [ -d "$shared/falcon-40b" ]; then
-  echo "== saker info --model $shared/falcon-40b"
-  "$build/saker" info --model "$shared/falcon-40b"
+  echo "== saker info --model $shared/falcon-40b --tp 8"
+  "$build/saker" info --model "$shared/falcon-40b" --tp 8
 fi
+
 model=tests/fixtures/gqa8x4-bf16-sharded
 prompt=$(sed -n 's/.*"prompt_ids": \[\([0-9, ]*\)\].*/\1/p' "$model/reference.json" | sed -n 2p | tr -d ,)
 echo
-echo "== saker generate --model $model --prompt-ids \"$prompt\" --max-new-tokens 40 --ignore-eos"
-"$build/saker" generate --model "$model" --prompt-ids "$prompt" --max-new-tokens 40 --ignore-eos --stats
+echo "== ${mpi[*]} saker generate --model $model --prompt-ids \"$prompt\" --max-new-tokens 40 --ignore-eos"
+"${mpi[@]}" "$build/saker" generate --model "$model" --prompt-ids "$prompt" --max-new-tokens 40 --ignore-eos
 echo "(transformers generated: $(sed -n 's/.*"greedy_ids": \[\([0-9, ]*\)\].*/\1/p' "$model/reference.json" | sed -n 2p | tr -d ,))"
+
+# A text prompt needs a tokenizer whose ids fit the tiny model's 384-token vocabulary.
+demo="$build/demo-model"
+mkdir -p "$demo"
+cp "$model"/config.json "$model"/model*.safetensors* "$demo"/
+cp tests/fixtures/tokenizers/small384/tokenizer.json "$demo"/
+echo
+echo "== ${mpi[*]} saker generate --model $demo --prompt \"The falcon flies\" --max-new-tokens 24"
+"${mpi[@]}" "$build/saker" generate --model "$demo" --prompt "The falcon flies" --max-new-tokens 24 --ignore-eos

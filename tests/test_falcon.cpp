@@ -7,40 +7,17 @@
 
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
+#include "tests/golden.h"
 
 #include "engine/generate.h"
 #include "engine/model/falcon.h"
 #include "kernels/cpu/cpu_backend.h"
 
 using namespace saker;
+using namespace saker::test;
 namespace fs = std::filesystem;
 
 namespace {
-
-const fs::path kFixtures = SAKER_FIXTURES_DIR;
-
-std::vector<fs::path> fixture_dirs() {
-  std::vector<fs::path> dirs;
-  for (const auto& e : fs::directory_iterator(kFixtures))
-    if (fs::exists(e.path() / "reference.json")) dirs.push_back(e.path());
-  std::sort(dirs.begin(), dirs.end());
-  return dirs;
-}
-
-nlohmann::json read_reference(const fs::path& dir) {
-  std::ifstream in(dir / "reference.json");
-  return nlohmann::json::parse(in);
-}
-
-// ||a - b|| / ||b|| over one row of logits.
-double rel_l2(std::span<const float> a, const std::vector<float>& b) {
-  double num = 0, den = 0;
-  for (std::size_t i = 0; i < b.size(); ++i) {
-    num += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
-    den += double(b[i]) * b[i];
-  }
-  return std::sqrt(num / den);
-}
 
 // A model with its own backend and a KV cache large enough for the fixtures.
 struct Loaded {

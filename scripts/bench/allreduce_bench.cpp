@@ -38,6 +38,32 @@ int main(int argc, char** argv) {
       std::printf("%-8ld %12.0f %12.1f %12.1f %12.2f\n", tokens, bytes, p50 * 1e6, t[0] * 1e6,
                   bytes / p50 / 1e9);
   }
+  // The logits of a step: each rank's vocabulary slice of every row, gathered to rank 0.
+  const long vocab = argc > 2 ? std::atol(argv[2]) : 65024;
+  if (rank == 0)
+    std::printf("\nMPI_Gatherv of logits to rank 0, vocabulary %ld\n%-8s %12s %12s %12s\n", vocab,
+                "rows", "bytes", "p50 us", "min us");
+  for (long rows : {1L, 8L, 32L}) {
+    const long local = rows * (vocab / size);
+    std::vector<float> mine(static_cast<std::size_t>(local), 1.0f),
+        all(static_cast<std::size_t>(local * size));
+    std::vector<int> counts(static_cast<std::size_t>(size), static_cast<int>(local)),
+        displs(static_cast<std::size_t>(size));
+    for (int r = 0; r < size; ++r)
+      displs[static_cast<std::size_t>(r)] = static_cast<int>(r * local);
+    std::vector<double> t(500);
+    for (auto& ti : t) {
+      MPI_Barrier(MPI_COMM_WORLD);
+      const double t0 = MPI_Wtime();
+      MPI_Gatherv(mine.data(), static_cast<int>(local), MPI_FLOAT, all.data(), counts.data(),
+                  displs.data(), MPI_FLOAT, 0, MPI_COMM_WORLD);
+      ti = MPI_Wtime() - t0;
+    }
+    std::sort(t.begin(), t.end());
+    if (rank == 0)
+      std::printf("%-8ld %12ld %12.1f %12.1f\n", rows, local * size * 4, t[t.size() / 2] * 1e6,
+                  t[0] * 1e6);
+  }
   MPI_Finalize();
   return 0;
 }
