@@ -52,11 +52,11 @@ std::uint64_t StepRunner::serve() {
   std::uint64_t steps = 0;
   for (;;) {
     comm_.broadcast(wire_, 0);
-    const IterationPlan plan = decode_plan(wire_);
-    if (plan.stop) return steps;
-    if (before_step_) before_step_(plan.iteration);
+    decode_plan(wire_, plan_);
+    if (plan_.stop) return steps;
+    if (before_step_) before_step_(plan_.iteration);
     steps_.clear();
-    for (const PlanSequence& s : plan.sequences)
+    for (const PlanSequence& s : plan_.sequences)
       steps_.push_back({s.tokens, s.start_pos, s.block_table, s.all_logits});
     model_.forward(steps_, cache_);
     ++steps;

@@ -90,6 +90,12 @@ void encode_plan(const IterationPlan& plan, std::vector<std::byte>& out) {
 }
 
 IterationPlan decode_plan(std::span<const std::byte> bytes, const PlanLimits& limits) {
+  IterationPlan plan;
+  decode_plan(bytes, plan, limits);
+  return plan;
+}
+
+void decode_plan(std::span<const std::byte> bytes, IterationPlan& plan, const PlanLimits& limits) {
   if (bytes.size() < kHeaderBytes)
     throw PlanError("iteration plan truncated: " + std::to_string(bytes.size()) +
                     " bytes, shorter than its " + std::to_string(kHeaderBytes) + "-byte header");
@@ -107,7 +113,6 @@ IterationPlan decode_plan(std::span<const std::byte> bytes, const PlanLimits& li
   if (payload != bytes.size() - kHeaderBytes)
     throw PlanError("iteration plan says " + std::to_string(payload) +
                     " payload bytes but carries " + std::to_string(bytes.size() - kHeaderBytes));
-  IterationPlan plan;
   plan.stop = flags & 1u;
   plan.iteration = in.get<std::uint64_t>("iteration");
   const auto n = in.get<std::uint32_t>("sequence count");
@@ -133,7 +138,6 @@ IterationPlan decode_plan(std::span<const std::byte> bytes, const PlanLimits& li
   in.get_array(plan.freed, n_freed, "freed ids");
   if (in.left() != 0)
     throw PlanError("iteration plan has " + std::to_string(in.left()) + " trailing bytes");
-  return plan;
 }
 
 }  // namespace saker

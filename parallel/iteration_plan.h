@@ -52,5 +52,8 @@ constexpr std::uint16_t kPlanVersion = 1;
 // Appends nothing: `out` is cleared and refilled (its capacity is reused between iterations).
 void encode_plan(const IterationPlan& plan, std::vector<std::byte>& out);
 IterationPlan decode_plan(std::span<const std::byte> bytes, const PlanLimits& limits = {});
+// The same into `out`, reusing its vectors' capacity (a worker decodes one plan per step).
+void decode_plan(std::span<const std::byte> bytes, IterationPlan& out,
+                 const PlanLimits& limits = {});
 
 }  // namespace saker

@@ -40,10 +40,13 @@ std::vector<std::byte> encoded(const IterationPlan& p) {
 TEST_CASE("plans round-trip through the wire format", "[plan]") {
   std::mt19937 rng(42);
   std::vector<std::byte> buf;
+  IterationPlan reused;
   for (int i = 0; i < 500; ++i) {
     const IterationPlan p = random_plan(rng);
     encode_plan(p, buf);  // the buffer is reused
     REQUIRE(decode_plan(buf) == p);
+    decode_plan(buf, reused);  // and so is a decoded plan's storage
+    REQUIRE(reused == p);
   }
   const IterationPlan empty;
   CHECK(decode_plan(encoded(empty)) == empty);
