@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config
   nlohmann-json3-dev libboost-program-options-dev libpcre2-dev
+  libopenmpi-dev openmpi-bin
   catch2 libbenchmark-dev
 )
 
