@@ -1,0 +1,54 @@
+// Choosing the next token on rank 0 from one sequence's logits. Randomness comes from the
+// request's seed and the token's position alone (a counter-based hash, no shared stream), so a
+// seeded request draws the same tokens whatever else is in the batch and on every run.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <vector>
+
+namespace saker {
+
+struct SamplingParams {
+  float temperature = 1.0f;         // 0: greedy
+  std::int32_t top_k = 0;           // 0: off
+  float top_p = 1.0f;               // (0, 1]
+  float typical_p = 1.0f;           // (0, 1]
+  float min_p = 0.0f;               // [0, 1]
+  float repetition_penalty = 1.0f;  // > 0; HF's: on prompt and generated tokens
+  float presence_penalty = 0.0f;    // [-2, 2]; OpenAI's: on generated tokens
+  float frequency_penalty = 0.0f;   // [-2, 2]
+  std::uint64_t seed = 0;
+
+  // Throws std::invalid_argument naming the parameter, its value and the allowed range.
+  void validate() const;
+  bool greedy() const { return temperature == 0.0f || top_k == 1; }
+};
+
+class Sampler {
+ public:
+  explicit Sampler(std::int64_t vocab);
+
+  // Picks a token from `logits` (modified in place). `prompt` and `generated` feed the
+  // penalties; `position` is the new token's position in its sequence.
+  std::int32_t sample(std::span<float> logits, const SamplingParams& p,
+                      std::span<const std::int32_t> prompt, std::span<const std::int32_t> generated,
+                      std::int64_t position);
+
+ private:
+  void apply_penalties(std::span<float> logits, const SamplingParams& p,
+                       std::span<const std::int32_t> prompt,
+                       std::span<const std::int32_t> generated);
+
+  std::vector<std::int32_t> order_;  // candidate ids, best first
+  std::vector<float> probs_;
+  std::vector<std::int32_t> counts_;
+  std::vector<std::int32_t> touched_;
+  std::vector<std::uint8_t> mask_;
+};
+
+// A uniform number in [0, 1) from (seed, position) alone.
+double uniform_at(std::uint64_t seed, std::int64_t position);
+
+}  // namespace saker
