@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <numeric>
+#include <optional>
 #include <stdexcept>
 
 namespace saker {
@@ -11,20 +12,21 @@ std::int32_t argmax(std::span<const float> logits) {
   return static_cast<std::int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
 }
 
-GenerateResult generate_greedy(FalconModel& model, KvCache& cache,
-                               std::span<const std::int32_t> prompt, const GenerateOptions& opt,
-                               const std::function<void(std::int32_t)>& on_token) {
+GenerateResult generate_sequence(FalconModel& model, KvCache& cache,
+                                 std::span<const std::int32_t> prompt, const GenerateOptions& opt,
+                                 const std::function<void(std::int32_t)>& on_token) {
   SingleRankCommunicator single;
   StepRunner runner(model, cache, single);
-  return generate_greedy(runner, prompt, opt, on_token);
+  return generate_sequence(runner, prompt, opt, on_token);
 }
 
-GenerateResult generate_greedy(StepRunner& runner, std::span<const std::int32_t> prompt,
-                               const GenerateOptions& opt,
-                               const std::function<void(std::int32_t)>& on_token) {
+GenerateResult generate_sequence(StepRunner& runner, std::span<const std::int32_t> prompt,
+                                 const GenerateOptions& opt,
+                                 const std::function<void(std::int32_t)>& on_token) {
   FalconModel& model = runner.model();
   KvCache& cache = runner.cache();
   if (prompt.empty()) throw std::invalid_argument("the prompt is empty");
+  opt.sampling.validate();
   if (opt.max_new_tokens < 0) throw std::invalid_argument("max_new_tokens must be >= 0");
   const std::int64_t total = static_cast<std::int64_t>(prompt.size()) + opt.max_new_tokens;
   const std::int64_t limit = std::min(model.options().max_context, cache.capacity_tokens());
@@ -52,8 +54,17 @@ GenerateResult generate_greedy(StepRunner& runner, std::span<const std::int32_t>
   res.prefill_seconds = std::chrono::duration<double>(t1 - t0).count();
 
   std::int32_t pos = static_cast<std::int32_t>(prompt.size());
+  std::optional<Sampler> sampler;
+  std::vector<float> scratch;  // the sampler works on a copy: penalties change the logits
+  if (!opt.sampling.plain_greedy()) sampler.emplace(model.config().vocab_size);
   for (;;) {
-    const std::int32_t next = argmax(logits);
+    std::int32_t next;
+    if (sampler) {
+      scratch.assign(logits.begin(), logits.end());
+      next = sampler->sample(scratch, opt.sampling, prompt, res.tokens, pos);
+    } else {
+      next = argmax(logits);
+    }
     res.tokens.push_back(next);
     if (on_token) on_token(next);
     if (!opt.ignore_eos && std::find(opt.eos_token_ids.begin(), opt.eos_token_ids.end(), next) !=

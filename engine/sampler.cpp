@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <numeric>
 #include <stdexcept>
@@ -18,9 +19,10 @@ std::uint64_t splitmix64(std::uint64_t x) {
 }
 
 void require(bool ok, const char* name, float value, const char* range) {
-  if (!ok)
-    throw std::invalid_argument(std::string(name) + " must be " + range + ", got " +
-                                std::to_string(value));
+  if (ok) return;
+  char got[32];
+  std::snprintf(got, sizeof got, "%g", static_cast<double>(value));
+  throw std::invalid_argument(std::string(name) + " must be " + range + ", got " + got);
 }
 
 }  // namespace

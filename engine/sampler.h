@@ -24,6 +24,11 @@ struct SamplingParams {
   // Throws std::invalid_argument naming the parameter, its value and the allowed range.
   void validate() const;
   bool greedy() const { return temperature == 0.0f || top_k == 1; }
+  // Greedy on the model's own logits: nothing to do but take the argmax.
+  bool plain_greedy() const {
+    return greedy() && repetition_penalty == 1.0f && presence_penalty == 0.0f &&
+           frequency_penalty == 0.0f;
+  }
 };
 
 class Sampler {
@@ -47,6 +52,12 @@ class Sampler {
   std::vector<std::int32_t> touched_;
   std::vector<std::uint8_t> mask_;
 };
+
+inline SamplingParams greedy_sampling() {
+  SamplingParams p;
+  p.temperature = 0.0f;
+  return p;
+}
 
 // A uniform number in [0, 1) from (seed, position) alone.
 double uniform_at(std::uint64_t seed, std::int64_t position);

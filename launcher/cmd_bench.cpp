@@ -111,7 +111,7 @@ int run_bench(const std::vector<std::string>& args) {
     std::vector<std::int32_t> prompt(static_cast<std::size_t>(wl.input));
     for (auto& t : prompt) t = tok(rng);
     const double bw = r < 0 ? 0.0 : machine_bandwidth();
-    const GenerateResult res = generate_greedy(runner, prompt, opt);
+    const GenerateResult res = generate_sequence(runner, prompt, opt);
     runner.stop();
     if (r < 0) continue;
     const double steps = static_cast<double>(res.tokens.size() - 1);

@@ -1,4 +1,5 @@
 // saker generate: greedy generation from token ids, on one rank or tensor-parallel under mpirun.
+#include <algorithm>
 #include <cstring>
 #include <iostream>
 #include <optional>
@@ -63,6 +64,22 @@ int run_generate(const std::vector<std::string>& args) {
       "prefill-chunk", po::value(&chunk)->default_value(256), "prompt tokens per forward step")(
       "block-size", po::value(&block_size)->default_value(16), "KV cache block size (tokens)")(
       "stats", po::bool_switch(), "print timing and per-rank weight bytes to stderr");
+  SamplingParams sampling = greedy_sampling();
+  po::options_description sampling_desc("sampling (default: greedy)");
+  sampling_desc.add_options()("temperature", po::value(&sampling.temperature)->default_value(0.0f),
+                              "0: greedy")("top-k", po::value(&sampling.top_k)->default_value(0),
+                                           "0: off")(
+      "top-p", po::value(&sampling.top_p)->default_value(1.0f), "nucleus mass, (0, 1]")(
+      "typical-p", po::value(&sampling.typical_p)->default_value(1.0f), "typical mass, (0, 1]")(
+      "min-p", po::value(&sampling.min_p)->default_value(0.0f), "relative to the best, [0, 1]")(
+      "repetition-penalty", po::value(&sampling.repetition_penalty)->default_value(1.0f),
+      "HF's, over prompt and output")("presence-penalty",
+                                      po::value(&sampling.presence_penalty)->default_value(0.0f),
+                                      "OpenAI's, [-2, 2]")(
+      "frequency-penalty", po::value(&sampling.frequency_penalty)->default_value(0.0f),
+      "OpenAI's, [-2, 2]")("seed", po::value(&sampling.seed)->default_value(0),
+                           "draws depend on the seed and the position only");
+  desc.add(sampling_desc);
   po::variables_map vm;
   if (!parse(args, desc, vm,
              "usage: [mpirun -np N] saker generate --model DIR (--prompt TEXT | --prompt-ids \"ID "
@@ -71,6 +88,14 @@ int run_generate(const std::vector<std::string>& args) {
   if (max_new < 0) throw UsageError("--max-new-tokens must be >= 0");
   if (chunk <= 0) throw UsageError("--prefill-chunk must be positive");
   if (block_size <= 0) throw UsageError("--block-size must be positive");
+  try {
+    sampling.validate();
+  } catch (const std::invalid_argument& e) {
+    // The parameter's name as the flag spells it: top_p -> --top-p.
+    std::string msg = e.what();
+    std::replace(msg.begin(), msg.begin() + static_cast<std::ptrdiff_t>(msg.find(' ')), '_', '-');
+    throw UsageError("--" + msg);
+  }
 
   MpiWorld& mpi = world();
   Communicator& comm = mpi.tensor_parallel();
@@ -114,11 +139,12 @@ int run_generate(const std::vector<std::string>& args) {
   opt.max_new_tokens = max_new;
   opt.ignore_eos = vm["ignore-eos"].as<bool>();
   opt.eos_token_ids = config.eos_token_ids;
+  opt.sampling = sampling;
   // Text streams through the detokenizer, which holds back characters split across tokens.
   std::optional<StreamingDetokenizer> text;
   if (prompt_in.tokenizer && !vm["print-ids"].as<bool>()) text.emplace(*prompt_in.tokenizer, true);
   bool first = true;
-  const GenerateResult res = generate_greedy(runner, prompt, opt, [&](std::int32_t id) {
+  const GenerateResult res = generate_sequence(runner, prompt, opt, [&](std::int32_t id) {
     if (text)
       std::cout << text->push(id);
     else

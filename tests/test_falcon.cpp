@@ -105,7 +105,7 @@ TEST_CASE("greedy continuations match transformers token for token", "[falcon][g
         GenerateOptions opt;
         opt.max_new_tokens = static_cast<std::int64_t>(want.size());
         opt.ignore_eos = true;
-        const auto got = generate_greedy(m.model, cache, prompt, opt);
+        const auto got = generate_sequence(m.model, cache, prompt, opt);
         CHECK(got.tokens == want);
       }
     }

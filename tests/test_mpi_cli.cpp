@@ -45,6 +45,19 @@ TEST_CASE("mpirun -np N saker generate prints transformers' tokens once", "[mpi]
   }
 }
 
+TEST_CASE("seeded sampling draws the same tokens at tp 1 and tp 2", "[mpi][sampler]") {
+  const auto dir = kFixtures / "mqa7-fp32";
+  const std::string args = "generate --threads 1 --model '" + dir.string() + "' --prompt-ids '" +
+                           case_ids(dir, 2, "prompt_ids") +
+                           "' --max-new-tokens 40 --ignore-eos --temperature 1 --seed 11";
+  const Run one = mpirun(1, args);
+  const Run two = mpirun(2, args);
+  REQUIRE(one.code == 0);
+  REQUIRE(two.code == 0);
+  CHECK(one.out == two.out);
+  CHECK(one.out != case_ids(dir, 2, "greedy_ids") + "\n");
+}
+
 TEST_CASE("mpirun saker info prints once, and --tp shows the shard plan", "[mpi]") {
   const auto dir40 = kShared / "models/falcon-40b";
   Run r = mpirun(2, "info --model '" + dir40.string() + "'");
