@@ -1,0 +1,86 @@
+// Rank 0's rolling-batch scheduler: every iteration it decides which sequences run and how many
+// of their tokens, inside a token budget, the way vLLM v1 and TensorRT-LLM's executor do it:
+// there are no prefill and decode phases, each sequence's computed-token count chases its total
+// (prompt + generated), so long prompts are chunked and mixed with decodes. Plain data: no MPI,
+// no model; the engine turns a Schedule into an IterationPlan and reports the sampled tokens.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <vector>
+
+#include "engine/block_manager.h"
+
+namespace saker {
+
+enum class AdmissionPolicy {
+  kMaxUtilization,     // admit while blocks last now; preempt the newest when they run out
+  kGuaranteedNoEvict,  // admit only what can run to max_new_tokens with the blocks left
+};
+
+struct SchedulerConfig {
+  std::int32_t max_batch_size = 32;        // sequences per iteration (max_rolling_batch_size)
+  std::int32_t max_tokens_per_step = 512;  // tokens per iteration (max_num_batched_tokens)
+  AdmissionPolicy policy = AdmissionPolicy::kMaxUtilization;
+};
+
+struct SequenceState {
+  std::uint64_t id = 0;
+  std::vector<std::int32_t> tokens;  // prompt, then everything generated
+  std::int64_t prompt_len = 0;
+  std::int64_t max_new_tokens = 0;
+  std::int64_t computed = 0;  // tokens whose KV is in the cache
+  BlockTable blocks;
+  std::int64_t generated() const { return static_cast<std::int64_t>(tokens.size()) - prompt_len; }
+};
+
+// One sequence's part of an iteration: run tokens [start, start + count) of it.
+struct ScheduledSequence {
+  std::uint64_t id = 0;
+  std::int64_t start = 0;
+  std::int64_t count = 0;
+  bool samples = false;  // the chunk reaches the end of the known tokens: a new token follows
+};
+
+struct Schedule {
+  std::vector<ScheduledSequence> run;
+  std::vector<std::uint64_t> preempted;  // back to waiting; their blocks were freed
+};
+
+class Scheduler {
+ public:
+  Scheduler(SchedulerConfig config, BlockManager& blocks);
+
+  // Queues a request (first come, first served).
+  void add(std::uint64_t id, std::vector<std::int32_t> prompt, std::int64_t max_new_tokens);
+  // Drops a request, waiting or running; its blocks are freed now. False if unknown.
+  bool cancel(std::uint64_t id);
+
+  Schedule schedule();
+  // After a step: the token sampled for each scheduled sequence that samples. Sequences that
+  // reach max_new_tokens (or that `finished` names, e.g. on eos) are retired, their blocks
+  // freed, and returned.
+  std::vector<SequenceState> complete(const Schedule& s,
+                                      const std::map<std::uint64_t, std::int32_t>& sampled,
+                                      const std::vector<std::uint64_t>& finished = {});
+
+  const SequenceState& sequence(std::uint64_t id) const { return seqs_.at(id); }
+  std::size_t running() const { return running_.size(); }
+  std::size_t waiting() const { return waiting_.size(); }
+  std::uint64_t preemptions() const { return preemptions_; }
+
+ private:
+  bool admit_fits(const SequenceState& s) const;
+  void preempt(std::uint64_t id);
+
+  SchedulerConfig config_;
+  BlockManager& blocks_;
+  std::map<std::uint64_t, SequenceState> seqs_;
+  std::vector<std::uint64_t> running_;  // admission order
+  std::deque<std::uint64_t> waiting_;
+  std::uint64_t preemptions_ = 0;
+  std::int64_t reserved_blocks_ = 0;  // kGuaranteedNoEvict: blocks promised to running sequences
+};
+
+}  // namespace saker
