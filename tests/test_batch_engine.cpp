@@ -1,0 +1,109 @@
+// Continuous batching on the real model: a request's tokens do not depend on what else is in
+// the batch, on how its prompt was chunked, or on being preempted and recomputed.
+#include <random>
+
+#include <catch2/catch.hpp>
+
+#include "engine/batch_engine.h"
+#include "engine/generate.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "tests/golden.h"
+
+using namespace saker;
+using namespace saker::test;
+
+namespace {
+
+struct Model {
+  FalconConfig config;
+  Checkpoint checkpoint;
+  CpuBackend backend;
+  FalconModel model;
+  explicit Model(const std::filesystem::path& dir)
+      : config(load_config(dir)),
+        checkpoint(Checkpoint::open(dir)),
+        backend(2, config.max_positions, 1),
+        model(config, checkpoint, backend, ModelOptions{64, 32, 256}) {}
+};
+
+std::vector<BatchRequest> requests(std::int64_t vocab, bool sampled) {
+  std::mt19937 rng(13);
+  std::vector<BatchRequest> out;
+  for (std::uint64_t id = 1; id <= 12; ++id) {
+    BatchRequest r;
+    r.id = id;
+    r.prompt.resize(1 + rng() % 30);
+    for (auto& t : r.prompt)
+      t = static_cast<std::int32_t>(rng() % static_cast<std::uint32_t>(vocab));
+    r.max_new_tokens = 16;
+    r.ignore_eos = true;
+    if (sampled) {
+      r.sampling.temperature = 1.0f;
+      r.sampling.top_p = 0.9f;
+      r.sampling.seed = id;
+    }
+    out.push_back(r);
+  }
+  return out;
+}
+
+// Each request alone, through the single-sequence path.
+std::vector<std::int32_t> alone(Model& m, const BatchRequest& r) {
+  KvCache cache(m.backend, m.config, m.config.kv_heads, 16, 4);
+  GenerateOptions opt;
+  opt.max_new_tokens = r.max_new_tokens;
+  opt.ignore_eos = true;
+  opt.sampling = r.sampling;
+  return generate_sequence(m.model, cache, r.prompt, opt).tokens;
+}
+
+}  // namespace
+
+TEST_CASE("batched, chunked and preempted requests generate what they generate alone", "[batch]") {
+  for (const char* name : {"gqa8x2-fp32", "mqa7-bf16", "rw-alibi16-fp32"}) {
+    Model m(kFixtures / name);
+    for (const bool sampled : {false, true}) {
+      const auto reqs = requests(m.config.vocab_size, sampled);
+      for (const std::int64_t pool_blocks : {200, 24}) {  // 24 blocks of 4 cannot hold them all
+        KvCache cache(m.backend, m.config, m.config.kv_heads, pool_blocks, 4);
+        SingleRankCommunicator single;
+        StepRunner runner(m.model, cache, single);
+        // 16 tokens a step: prompts of up to 30 tokens are prefilled in chunks beside decodes.
+        BatchEngine engine(runner, {8, 16, AdmissionPolicy::kMaxUtilization},
+                           m.config.eos_token_ids);
+        for (const auto& r : reqs) engine.add(r);
+        engine.run_to_completion();
+        INFO(name << (sampled ? " sampled" : " greedy") << ", pool of " << pool_blocks
+                  << " blocks");
+        if (pool_blocks == 24) CHECK(engine.scheduler().preemptions() > 0);
+        for (const auto& r : reqs) {
+          REQUIRE(engine.results().count(r.id) == 1);
+          CHECK(engine.results().at(r.id).tokens == alone(m, r));
+          CHECK(engine.results().at(r.id).finish_reason == "length");
+        }
+        CHECK(engine.blocks().free_blocks() == engine.blocks().num_blocks());
+      }
+    }
+  }
+}
+
+TEST_CASE("the batch engine stops a request at eos", "[batch]") {
+  Model m(kFixtures / "gqa8x2-fp32");
+  const auto ref = read_reference(kFixtures / "gqa8x2-fp32");
+  const auto prompt = ref["cases"][1]["prompt_ids"].get<std::vector<std::int32_t>>();
+  const auto want = ref["cases"][1]["greedy_ids"].get<std::vector<std::int32_t>>();
+  KvCache cache(m.backend, m.config, m.config.kv_heads, 64, 4);
+  SingleRankCommunicator single;
+  StepRunner runner(m.model, cache, single);
+  // Declare transformers' 6th generated token the eos: generation must end right there.
+  BatchEngine engine(runner, {4, 32, AdmissionPolicy::kMaxUtilization}, {want[5]});
+  BatchRequest r;
+  r.id = 7;
+  r.prompt = prompt;
+  r.max_new_tokens = 40;
+  engine.add(r);
+  engine.run_to_completion();
+  const auto first = std::find(want.begin(), want.end(), want[5]);
+  CHECK(engine.results().at(7).tokens == std::vector<std::int32_t>(want.begin(), first + 1));
+  CHECK(engine.results().at(7).finish_reason == "eos");
+}
