@@ -4,11 +4,13 @@
 #include <cmath>
 #include <fstream>
 #include <numeric>
+#include <random>
 
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 #include "tests/golden.h"
 
+#include "engine/batch_engine.h"
 #include "engine/generate.h"
 #include "engine/model/falcon.h"
 #include "engine/model/shard_plan.h"
@@ -106,5 +108,52 @@ TEST_CASE("each rank reads its share of the weights and no more", "[tp]") {
     // About 1/tp of the checkpoint, plus the replicated norms and KV rows: well under half at tp 4.
     if (tp >= 2)
       CHECK(m.model.weight_bytes() < total * 3 / (2 * static_cast<std::size_t>(tp)) + total / 10);
+  }
+}
+
+TEST_CASE("continuous batching across ranks generates what each request generates alone", "[tp]") {
+  Communicator& comm = test::world().tensor_parallel();
+  const auto dir = kFixtures / "mqa7-fp32";  // uneven head split at tp 2 and 4
+  Sharded m(dir, comm);
+  std::mt19937 rng(3);
+  std::vector<BatchRequest> reqs;
+  for (std::uint64_t id = 1; id <= 8; ++id) {
+    BatchRequest r;
+    r.id = id;
+    r.prompt.resize(1 + rng() % 20);
+    for (auto& t : r.prompt) t = static_cast<std::int32_t>(rng() % 384);
+    r.max_new_tokens = 12;
+    r.ignore_eos = true;
+    if (id % 2 == 0) {
+      r.sampling.temperature = 1.0f;
+      r.sampling.seed = id;
+    }
+    reqs.push_back(r);
+  }
+  std::map<std::uint64_t, std::vector<std::int32_t>> batched, single_rank;
+  if (m.runner.is_driver()) {
+    BatchEngine engine(m.runner, {4, 16, AdmissionPolicy::kMaxUtilization}, m.config.eos_token_ids);
+    for (const auto& r : reqs) engine.add(r);
+    engine.run_to_completion();
+    m.runner.stop();
+    for (const auto& [id, res] : engine.results()) batched[id] = res.tokens;
+    // The same requests one at a time on an unsharded copy of the model, on rank 0 alone.
+    CpuBackend backend(1, m.config.max_positions, 1);
+    FalconModel whole(m.config, m.checkpoint, backend, ModelOptions{64, 64, 128});
+    for (const auto& r : reqs) {
+      KvCache cache(backend, m.config, m.config.kv_heads, 16, 4);
+      GenerateOptions opt;
+      opt.max_new_tokens = r.max_new_tokens;
+      opt.ignore_eos = true;
+      opt.sampling = r.sampling;
+      single_rank[r.id] = generate_sequence(whole, cache, r.prompt, opt).tokens;
+    }
+  } else {
+    m.runner.serve();
+  }
+  if (comm.rank() == 0) {
+    INFO("tp " << comm.size());
+    CHECK(batched == single_rank);
+    CHECK(batched.size() == reqs.size());
   }
 }
