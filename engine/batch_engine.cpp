@@ -32,7 +32,7 @@ bool BatchEngine::step() {
     const SequenceState& s = scheduler_.sequence(r.id);
     steps_.push_back({std::span(s.tokens).subspan(static_cast<std::size_t>(r.start),
                                                   static_cast<std::size_t>(r.count)),
-                      static_cast<std::int32_t>(r.start), s.blocks, false});
+                      static_cast<std::int32_t>(r.start), s.blocks, false, r.id});
   }
   const auto logits = runner_.step(steps_);
   const auto V = static_cast<std::size_t>(runner_.model().config().vocab_size);

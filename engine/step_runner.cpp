@@ -22,7 +22,7 @@ std::span<const float> StepRunner::step(std::span<const SequenceStep> batch) {
     plan_.sequences.resize(batch.size());
     for (std::size_t i = 0; i < batch.size(); ++i) {
       PlanSequence& p = plan_.sequences[i];
-      p.id = i;
+      p.id = batch[i].id;
       p.start_pos = batch[i].start_pos;
       p.all_logits = batch[i].all_logits;
       p.tokens.assign(batch[i].tokens.begin(), batch[i].tokens.end());
@@ -57,7 +57,7 @@ std::uint64_t StepRunner::serve() {
     if (before_step_) before_step_(plan_.iteration);
     steps_.clear();
     for (const PlanSequence& s : plan_.sequences)
-      steps_.push_back({s.tokens, s.start_pos, s.block_table, s.all_logits});
+      steps_.push_back({s.tokens, s.start_pos, s.block_table, s.all_logits, s.id});
     model_.forward(steps_, cache_);
     ++steps;
   }

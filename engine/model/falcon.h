@@ -26,6 +26,7 @@ struct SequenceStep {
   std::int32_t start_pos = 0;
   std::span<const std::int32_t> block_table;
   bool all_logits = false;  // logits for every token, else for the last one only
+  std::uint64_t id = 0;     // the sequence's id, carried in iteration plans (logs, debugging)
 };
 
 struct ModelOptions {
