@@ -1,74 +1,253 @@
 #include "engine/batch_engine.h"
 
 #include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <limits>
 #include <stdexcept>
+#include <thread>
+
+#include "engine/generate.h"
+#include "engine/logprobs.h"
 
 namespace saker {
+namespace {
+
+bool contains(const auto& v, std::int64_t x) { return std::find(v.begin(), v.end(), x) != v.end(); }
+
+}  // namespace
+
+const char* finish_reason_name(FinishReason r) {
+  switch (r) {
+    case FinishReason::kLength:
+      return "length";
+    case FinishReason::kEosToken:
+      return "eos_token";
+    case FinishReason::kStopSequence:
+      return "stop_sequence";
+    case FinishReason::kCancelled:
+      return "cancelled";
+    case FinishReason::kNone:
+      break;
+  }
+  return "none";
+}
+
+void BatchRequest::validate(std::int64_t vocab) const {
+  auto fail = [](const std::string& m) { throw std::invalid_argument(m); };
+  if (prompt.empty()) fail("the prompt is empty");
+  for (const std::int32_t t : prompt)
+    if (t < 0 || t >= vocab)
+      fail("prompt token id " + std::to_string(t) + " is outside the vocabulary of " +
+           std::to_string(vocab));
+  if (max_new_tokens < 1) fail("max_new_tokens must be >= 1, got " + std::to_string(max_new_tokens));
+  if (min_new_tokens < 0 || min_new_tokens > max_new_tokens)
+    fail("min_new_tokens must be in [0, max_new_tokens = " + std::to_string(max_new_tokens) +
+         "], got " + std::to_string(min_new_tokens));
+  if (logprobs > 20) fail("logprobs must be <= 20, got " + std::to_string(logprobs));
+  for (const std::int32_t t : stop_token_ids)
+    if (t < 0 || t >= vocab)
+      fail("stop token id " + std::to_string(t) + " is outside the vocabulary of " +
+           std::to_string(vocab));
+  sampling.validate();
+}
 
 BatchEngine::BatchEngine(StepRunner& runner, SchedulerConfig config,
-                         std::vector<std::int64_t> eos_token_ids)
+                         std::vector<std::int64_t> eos_token_ids, const Tokenizer* tokenizer)
     : runner_(runner),
       blocks_(static_cast<std::int32_t>(runner.cache().num_blocks()),
               static_cast<std::int32_t>(runner.cache().block_size())),
       scheduler_(config, blocks_),
       sampler_(runner.model().config().vocab_size),
-      eos_(std::move(eos_token_ids)) {
+      eos_(std::move(eos_token_ids)),
+      tokenizer_(tokenizer) {
   if (config.max_tokens_per_step > runner.model().options().max_tokens ||
       config.max_batch_size > runner.model().options().max_logit_rows)
     throw std::invalid_argument("the scheduler's limits exceed what the model was sized for");
+  const auto start = std::chrono::steady_clock::now();
+  clock_ = [start] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  };
 }
 
-void BatchEngine::add(const BatchRequest& r) {
-  r.sampling.validate();
-  scheduler_.add(r.id, r.prompt, r.max_new_tokens);
-  requests_[r.id] = r;
+void BatchEngine::add(BatchRequest r) {
+  const FalconConfig& c = runner_.model().config();
+  r.validate(c.vocab_size);
+  if (!r.stop.empty() && !tokenizer_)
+    throw std::invalid_argument("stop strings need the model's tokenizer");
+  const auto total = static_cast<std::int64_t>(r.prompt.size()) + r.max_new_tokens;
+  if (total > runner_.model().options().max_context)
+    throw std::length_error("`inputs` tokens + `max_new_tokens` must be <= " +
+                            std::to_string(runner_.model().options().max_context) + ". Given: " +
+                            std::to_string(r.prompt.size()) + " `inputs` tokens and " +
+                            std::to_string(r.max_new_tokens) + " `max_new_tokens`");
+  if (live_.count(r.id) || results_.count(r.id))
+    throw std::invalid_argument("request id " + std::to_string(r.id) + " is in use");
+  if (r.arrival < 0) r.arrival = clock_();
+  scheduler_.add(r.id, r.prompt, r.max_new_tokens, r.arrival);
+  Live& live = live_[r.id];
+  if (tokenizer_) live.detok.emplace(*tokenizer_, true);
+  live.stop = StopMatcher(r.stop);
+  live.result.prompt_tokens = static_cast<std::int64_t>(r.prompt.size());
+  live.result.arrival = r.arrival;
+  live.req = std::move(r);
+  stats_.prompt_tokens += static_cast<std::uint64_t>(live.result.prompt_tokens);
+}
+
+bool BatchEngine::cancel(std::uint64_t id) {
+  auto it = live_.find(id);
+  if (it == live_.end()) return false;
+  scheduler_.cancel(id);
+  BatchResult& res = it->second.result;
+  res.finish = FinishReason::kCancelled;
+  res.finished = clock_();
+  if (listener_) {
+    TokenEvent ev;
+    ev.id = id;
+    ev.token = -1;
+    ev.index = static_cast<std::int64_t>(res.tokens.size());
+    ev.finish = FinishReason::kCancelled;
+    listener_(ev);
+  }
+  results_[id] = std::move(res);
+  live_.erase(it);
+  ++stats_.cancelled;
+  return true;
+}
+
+std::optional<BatchResult> BatchEngine::take_result(std::uint64_t id) {
+  auto it = results_.find(id);
+  if (it == results_.end()) return std::nullopt;
+  BatchResult r = std::move(it->second);
+  results_.erase(it);
+  return r;
+}
+
+std::int32_t BatchEngine::choose(const ScheduledSequence& r, Live& live,
+                                 std::span<const float> row) {
+  const BatchRequest& req = live.req;
+  const SequenceState& s = scheduler_.sequence(r.id);
+  // Before min_new_tokens nothing may end the sequence: eos and stop ids are masked out.
+  const bool mask = s.generated() < req.min_new_tokens;
+  if (req.sampling.plain_greedy() && !mask) return argmax(row);
+  scratch_.assign(row.begin(), row.end());
+  if (mask) {
+    const float none = -std::numeric_limits<float>::infinity();
+    if (!req.ignore_eos)
+      for (const std::int64_t e : eos_) scratch_[static_cast<std::size_t>(e)] = none;
+    for (const std::int32_t e : req.stop_token_ids) scratch_[static_cast<std::size_t>(e)] = none;
+  }
+  if (req.sampling.plain_greedy()) return argmax(scratch_);
+  const auto prompt = std::span(s.tokens).first(static_cast<std::size_t>(s.prompt_len));
+  const auto generated = std::span(s.tokens).subspan(static_cast<std::size_t>(s.prompt_len));
+  return sampler_.sample(scratch_, req.sampling, prompt, generated, r.start + r.count);
+}
+
+FinishReason BatchEngine::finish_of(const Live& live, std::int32_t token,
+                                    std::int64_t generated) {
+  const BatchRequest& req = live.req;
+  if (generated >= req.min_new_tokens) {
+    if (!req.ignore_eos && contains(eos_, token)) return FinishReason::kEosToken;
+    if (contains(req.stop_token_ids, token)) return FinishReason::kEosToken;
+  }
+  return FinishReason::kNone;
+}
+
+void BatchEngine::emit(Live& live, std::int32_t token, FinishReason finish, double t) {
+  BatchResult& res = live.result;
+  const std::int64_t index = static_cast<std::int64_t>(res.tokens.size());
+  text_.clear();
+  if (live.detok) {
+    const std::string piece = live.detok->push(token);
+    const bool checked = index + 1 > live.req.min_new_tokens;
+    text_ = checked ? live.stop.push(piece) : live.stop.push_unchecked(piece);
+    if (live.stop.matched()) finish = FinishReason::kStopSequence;
+  }
+  if (finish == FinishReason::kNone && index + 1 >= live.req.max_new_tokens)
+    finish = FinishReason::kLength;
+  if (live.detok && finish != FinishReason::kNone && finish != FinishReason::kStopSequence) {
+    // The sequence ends: an unfinished character and any held-back text are released, unless
+    // they complete a stop string after all.
+    text_ += live.stop.push(live.detok->flush());
+    if (live.stop.matched())
+      finish = FinishReason::kStopSequence;
+    else
+      text_ += live.stop.flush();
+  }
+  res.tokens.push_back(token);
+  res.text += text_;
+  res.token_times.push_back(t);
+  if (index == 0) res.first_token = t;
+  TokenEvent ev;
+  ev.id = live.req.id;
+  ev.token = token;
+  ev.index = index;
+  ev.text = text_;
+  if (live.req.logprobs >= 0) {
+    ev.logprob = res.logprobs.back();
+    ev.top = res.top_logprobs.back();
+  }
+  ev.finish = finish;
+  res.finish = finish;
+  if (finish != FinishReason::kNone) res.finished = t;
+  ++stats_.generated_tokens;
+  if (listener_) listener_(ev);
 }
 
 bool BatchEngine::step() {
-  const Schedule sched = scheduler_.schedule();
+  const Schedule sched = scheduler_.schedule(clock_());
   if (sched.run.empty()) return false;
   steps_.clear();
+  std::int64_t tokens = 0;
   for (const ScheduledSequence& r : sched.run) {
     const SequenceState& s = scheduler_.sequence(r.id);
     steps_.push_back({std::span(s.tokens).subspan(static_cast<std::size_t>(r.start),
                                                   static_cast<std::size_t>(r.count)),
                       static_cast<std::int32_t>(r.start), s.blocks, false, r.id});
+    tokens += r.count;
   }
+  ++stats_.iterations;
+  stats_.batch_sequences += sched.run.size();
+  stats_.batch_tokens += static_cast<std::uint64_t>(tokens);
+  stats_.kv_blocks_used += static_cast<std::uint64_t>(blocks_.used_blocks());
+  stats_.max_kv_blocks_used = std::max(stats_.max_kv_blocks_used, blocks_.used_blocks());
+
   const auto logits = runner_.step(steps_);
+  const double t = clock_();
   const auto V = static_cast<std::size_t>(runner_.model().config().vocab_size);
-  std::map<std::uint64_t, std::int32_t> sampled;
-  std::vector<std::uint64_t> finished;
+  sampled_.assign(sched.run.size(), -1);
+  finished_.assign(sched.run.size(), 0);
   for (std::size_t i = 0; i < sched.run.size(); ++i) {
     const ScheduledSequence& r = sched.run[i];
-    if (!r.samples) continue;
-    const SequenceState& s = scheduler_.sequence(r.id);
-    const BatchRequest& req = requests_.at(r.id);
+    if (!r.samples || r.padding) continue;
+    Live& live = live_.at(r.id);
     const auto row = logits.subspan(i * V, V);
-    std::int32_t next;
-    if (req.sampling.plain_greedy()) {
-      next = static_cast<std::int32_t>(std::max_element(row.begin(), row.end()) - row.begin());
-    } else {
-      scratch_.assign(row.begin(), row.end());
-      const auto prompt = std::span(s.tokens).first(static_cast<std::size_t>(s.prompt_len));
-      const auto generated = std::span(s.tokens).subspan(static_cast<std::size_t>(s.prompt_len));
-      next = sampler_.sample(scratch_, req.sampling, prompt, generated, r.start + r.count);
+    if (observer_) observer_(r.id, r.start + r.count, row);
+    const std::int32_t next = choose(r, live, row);
+    if (live.req.logprobs >= 0) {
+      live.result.logprobs.push_back(
+          log_probabilities(row, next, live.req.logprobs, top_, order_));
+      live.result.top_logprobs.push_back(top_);
     }
-    sampled[r.id] = next;
-    if (!req.ignore_eos && std::find(eos_.begin(), eos_.end(), next) != eos_.end())
-      finished.push_back(r.id);
+    const std::int64_t generated = static_cast<std::int64_t>(live.result.tokens.size());
+    FinishReason finish = finish_of(live, next, generated);
+    emit(live, next, finish, t);
+    sampled_[i] = next;
+    finished_[i] = live.result.finish != FinishReason::kNone;
   }
-  for (const SequenceState& done : scheduler_.complete(sched, sampled, finished)) {
-    BatchResult& res = results_[done.id];
-    res.tokens.assign(done.tokens.begin() + done.prompt_len, done.tokens.end());
-    const bool eos = std::find(finished.begin(), finished.end(), done.id) != finished.end();
-    res.finish_reason = eos ? "eos" : "length";
-    requests_.erase(done.id);
+  for (SequenceState& done : scheduler_.complete(sched, sampled_, finished_)) {
+    auto it = live_.find(done.id);
+    results_[done.id] = std::move(it->second.result);
+    live_.erase(it);
+    ++stats_.finished;
   }
   return true;
 }
 
 void BatchEngine::run_to_completion() {
-  while (step()) {
+  while (!idle()) {
+    // A dynamic batch may be gathering: wait for it rather than spin.
+    if (!step()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
 }
 

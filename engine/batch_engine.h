@@ -1,59 +1,106 @@
 // Continuous batching over the paged KV cache on rank 0: each iteration the scheduler decides,
 // the step runner sends the plan to every rank and runs the batch, and the sampler picks each
-// finished chunk's next token. The frontends' API (submit, stream, cancel) builds on this.
+// finished chunk's next token. Stop conditions, stop strings and log-probabilities are applied
+// here, so every frontend (offline jobs, bench, HTTP) gets the same behaviour.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
+#include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "engine/block_manager.h"
+#include "engine/request.h"
 #include "engine/sampler.h"
 #include "engine/scheduler.h"
 #include "engine/step_runner.h"
+#include "engine/stop_matcher.h"
+#include "engine/tokenizer/streaming_detokenizer.h"
 
 namespace saker {
 
-struct BatchRequest {
-  std::uint64_t id = 0;
-  std::vector<std::int32_t> prompt;
-  std::int64_t max_new_tokens = 16;
-  SamplingParams sampling = greedy_sampling();
-  bool ignore_eos = false;
-};
-
-struct BatchResult {
-  std::vector<std::int32_t> tokens;  // generated
-  std::string finish_reason;         // "length" or "eos"
+// Totals since the engine started (bench tables, metrics).
+struct EngineStats {
+  std::uint64_t iterations = 0;
+  std::uint64_t batch_sequences = 0;  // summed over iterations: sequences per iteration
+  std::uint64_t batch_tokens = 0;     // summed over iterations: tokens per iteration
+  std::uint64_t kv_blocks_used = 0;   // summed over iterations, after scheduling
+  std::int32_t max_kv_blocks_used = 0;
+  std::uint64_t prompt_tokens = 0, generated_tokens = 0;
+  std::uint64_t finished = 0, cancelled = 0;
 };
 
 class BatchEngine {
  public:
-  // The KV pool is the runner's cache; its blocks are handed out by this engine's scheduler.
-  BatchEngine(StepRunner& runner, SchedulerConfig config, std::vector<std::int64_t> eos_token_ids);
+  using Clock = std::function<double()>;  // seconds
+  using Listener = std::function<void(const TokenEvent&)>;
+  // Testing: every sampled row's logits, before any processing, with the position it predicts.
+  using LogitsObserver =
+      std::function<void(std::uint64_t id, std::int64_t position, std::span<const float>)>;
 
-  void add(const BatchRequest& r);
-  bool cancel(std::uint64_t id) { return scheduler_.cancel(id); }
-  // Runs one iteration; false when there was nothing to run.
+  // The KV pool is the runner's cache; its blocks are handed out by this engine's scheduler.
+  // Without a tokenizer there is no text: results carry ids only and stop strings are refused.
+  BatchEngine(StepRunner& runner, SchedulerConfig config, std::vector<std::int64_t> eos_token_ids,
+              const Tokenizer* tokenizer = nullptr);
+
+  void set_listener(Listener l) { listener_ = std::move(l); }
+  void set_clock(Clock c) { clock_ = std::move(c); }
+  void observe_logits(LogitsObserver o) { observer_ = std::move(o); }
+
+  // Validates (std::invalid_argument / std::length_error naming the problem) and queues.
+  void add(BatchRequest r);
+  // Drops a request now (its blocks are free before the next iteration); its result finishes as
+  // cancelled and the listener hears so. False if it is unknown or already finished.
+  bool cancel(std::uint64_t id);
+  // Runs one iteration; false when nothing ran (idle, or a dynamic batch still gathering).
   bool step();
   // Steps until every request has finished.
   void run_to_completion();
+  bool idle() const { return scheduler_.idle(); }
 
   const std::map<std::uint64_t, BatchResult>& results() const { return results_; }
+  // Hands over a finished request's result (frontends; keeps the engine's memory flat).
+  std::optional<BatchResult> take_result(std::uint64_t id);
+
   const BlockManager& blocks() const { return blocks_; }
   const Scheduler& scheduler() const { return scheduler_; }
+  const EngineStats& stats() const { return stats_; }
+  double now() const { return clock_(); }
 
  private:
+  struct Live {
+    BatchRequest req;
+    std::optional<StreamingDetokenizer> detok;
+    StopMatcher stop;
+    BatchResult result;
+  };
+  std::int32_t choose(const ScheduledSequence& r, Live& live, std::span<const float> row);
+  FinishReason finish_of(const Live& live, std::int32_t token, std::int64_t generated);
+  void emit(Live& live, std::int32_t token, FinishReason finish, double t);
+
   StepRunner& runner_;
   BlockManager blocks_;
   Scheduler scheduler_;
   Sampler sampler_;
   std::vector<std::int64_t> eos_;
-  std::map<std::uint64_t, BatchRequest> requests_;
+  const Tokenizer* tokenizer_;
+  Clock clock_;
+  Listener listener_;
+  LogitsObserver observer_;
+  std::unordered_map<std::uint64_t, Live> live_;
   std::map<std::uint64_t, BatchResult> results_;
+  EngineStats stats_;
+  // Reused every iteration: a step allocates nothing once these have grown.
   std::vector<SequenceStep> steps_;
+  std::vector<std::int32_t> sampled_;
+  std::vector<std::uint8_t> finished_;
   std::vector<float> scratch_;
+  std::vector<TokenLogprob> top_;
+  std::vector<std::int32_t> order_;
+  std::string text_;
 };
 
 }  // namespace saker

@@ -12,8 +12,8 @@ Scheduler::Scheduler(SchedulerConfig config, BlockManager& blocks)
     throw std::invalid_argument("max_batch_size and max_tokens_per_step must be positive");
 }
 
-void Scheduler::add(std::uint64_t id, std::vector<std::int32_t> prompt,
-                    std::int64_t max_new_tokens) {
+void Scheduler::add(std::uint64_t id, std::vector<std::int32_t> prompt, std::int64_t max_new_tokens,
+                    double arrival) {
   if (prompt.empty())
     throw std::invalid_argument("request " + std::to_string(id) + " has an empty prompt");
   if (max_new_tokens < 1) throw std::invalid_argument("max_new_tokens must be at least 1");
@@ -29,6 +29,7 @@ void Scheduler::add(std::uint64_t id, std::vector<std::int32_t> prompt,
   s.prompt_len = static_cast<std::int64_t>(prompt.size());
   s.tokens = std::move(prompt);
   s.max_new_tokens = max_new_tokens;
+  s.arrival = arrival;
   seqs_.emplace(id, std::move(s));
   waiting_.push_back(id);
 }
@@ -63,14 +64,47 @@ void Scheduler::preempt(std::uint64_t id) {
   ++preemptions_;
 }
 
-Schedule Scheduler::schedule() {
+void Scheduler::end_finished_batch() {
+  if (!std::all_of(running_.begin(), running_.end(),
+                   [&](std::uint64_t id) { return seqs_.at(id).padding; }))
+    return;
+  const std::vector<std::uint64_t> batch = running_;
+  for (const std::uint64_t id : batch) cancel(id);
+}
+
+void Scheduler::admit_dynamic_batch(double now) {
+  end_finished_batch();  // also a batch whose live sequences were all cancelled
+  if (!running_.empty() || waiting_.empty()) return;
+  const auto batch = static_cast<std::size_t>(config_.max_batch_size);
+  if (waiting_.size() < batch && now - seqs_.at(waiting_.front()).arrival < config_.max_batch_delay_s)
+    return;
+  // A static batch runs to its end: admit only what is sure to fit, so nothing is ever preempted.
+  while (!waiting_.empty() && running_.size() < batch) {
+    const SequenceState& s = seqs_.at(waiting_.front());
+    const std::int64_t need = blocks_.blocks_for(s.prompt_len + s.max_new_tokens);
+    if (reserved_blocks_ + need > blocks_.num_blocks()) break;
+    reserved_blocks_ += need;
+    running_.push_back(waiting_.front());
+    waiting_.pop_front();
+  }
+}
+
+Schedule Scheduler::schedule(double now) {
   Schedule out;
   std::int64_t budget = config_.max_tokens_per_step;
+  const bool dynamic = config_.batching == Batching::kDynamic;
+  if (dynamic) admit_dynamic_batch(now);
   // Sequences already running keep going, oldest first; when blocks run out the newest running
   // sequence is preempted (possibly the one asking).
   for (std::size_t i = 0; i < running_.size() && budget > 0;) {
     const std::uint64_t id = running_[i];
     SequenceState& s = seqs_.at(id);
+    if (s.padding) {
+      out.run.push_back({id, s.computed - 1, 1, false, true});
+      budget -= 1;
+      ++i;
+      continue;
+    }
     const std::int64_t n =
         std::min<std::int64_t>(static_cast<std::int64_t>(s.tokens.size()) - s.computed, budget);
     bool self_preempted = false;
@@ -96,7 +130,7 @@ Schedule Scheduler::schedule() {
     ++i;
   }
   // Then waiting requests, first come first served, while the batch and the budget allow.
-  while (!waiting_.empty() && budget > 0 &&
+  while (!dynamic && !waiting_.empty() && budget > 0 &&
          static_cast<std::int32_t>(running_.size()) < config_.max_batch_size) {
     const std::uint64_t id = waiting_.front();
     SequenceState& s = seqs_.at(id);
@@ -115,27 +149,28 @@ Schedule Scheduler::schedule() {
 }
 
 std::vector<SequenceState> Scheduler::complete(const Schedule& sched,
-                                               const std::map<std::uint64_t, std::int32_t>& sampled,
-                                               const std::vector<std::uint64_t>& finished) {
-  std::vector<std::uint64_t> done;
-  for (const ScheduledSequence& r : sched.run) {
+                                               std::span<const std::int32_t> sampled,
+                                               std::span<const std::uint8_t> finished) {
+  if (sampled.size() != sched.run.size() || (!finished.empty() && finished.size() != sampled.size()))
+    throw std::invalid_argument("complete() needs one sampled entry per scheduled sequence");
+  std::vector<SequenceState> retired;
+  for (std::size_t i = 0; i < sched.run.size(); ++i) {
+    const ScheduledSequence& r = sched.run[i];
     auto it = seqs_.find(r.id);
-    if (it == seqs_.end()) continue;  // cancelled meanwhile
+    if (it == seqs_.end() || r.padding) continue;  // cancelled meanwhile, or only padding
     SequenceState& s = it->second;
     s.computed = r.start + r.count;
     if (!r.samples) continue;
-    const auto tok = sampled.find(r.id);
-    if (tok == sampled.end())
-      throw std::logic_error("no sampled token for sequence " + std::to_string(r.id));
-    s.tokens.push_back(tok->second);
-    const bool stop = std::find(finished.begin(), finished.end(), r.id) != finished.end();
-    if (stop || s.generated() >= s.max_new_tokens) done.push_back(r.id);
+    s.tokens.push_back(sampled[i]);
+    const bool stop = !finished.empty() && finished[i] != 0;
+    if (!stop && s.generated() < s.max_new_tokens) continue;
+    retired.push_back(s);
+    if (config_.batching == Batching::kDynamic)
+      s.padding = true;  // released with its batch, below
+    else
+      cancel(r.id);
   }
-  std::vector<SequenceState> retired;
-  for (const std::uint64_t id : done) {
-    retired.push_back(seqs_.at(id));
-    cancel(id);  // frees the blocks at once
-  }
+  if (config_.batching == Batching::kDynamic) end_finished_batch();
   return retired;
 }
 

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <span>
 #include <vector>
 
 #include "engine/block_manager.h"
@@ -19,10 +20,17 @@ enum class AdmissionPolicy {
   kGuaranteedNoEvict,  // admit only what can run to max_new_tokens with the blocks left
 };
 
+// Rolling: sequences join and leave every iteration. Dynamic: DJL's request-level batching
+// (option.rolling_batch=disable), kept as the baseline rolling batching is measured against.
+enum class Batching { kRolling, kDynamic };
+
 struct SchedulerConfig {
   std::int32_t max_batch_size = 32;        // sequences per iteration (max_rolling_batch_size)
   std::int32_t max_tokens_per_step = 512;  // tokens per iteration (max_num_batched_tokens)
   AdmissionPolicy policy = AdmissionPolicy::kMaxUtilization;
+  Batching batching = Batching::kRolling;
+  // kDynamic: a batch starts when max_batch_size requests wait or the oldest has waited this long.
+  double max_batch_delay_s = 0.1;
 };
 
 struct SequenceState {
@@ -32,6 +40,10 @@ struct SequenceState {
   std::int64_t max_new_tokens = 0;
   std::int64_t computed = 0;  // tokens whose KV is in the cache
   BlockTable blocks;
+  double arrival = 0;  // seconds on the caller's clock
+  // kDynamic: finished, but the batch still runs, so it keeps its slot and costs a token per
+  // iteration the way a finished row of a static batch does (Hugging Face generate pads it).
+  bool padding = false;
   std::int64_t generated() const { return static_cast<std::int64_t>(tokens.size()) - prompt_len; }
 };
 
@@ -41,6 +53,7 @@ struct ScheduledSequence {
   std::int64_t start = 0;
   std::int64_t count = 0;
   bool samples = false;  // the chunk reaches the end of the known tokens: a new token follows
+  bool padding = false;  // kDynamic: a finished sequence's last token again; output unused
 };
 
 struct Schedule {
@@ -52,27 +65,31 @@ class Scheduler {
  public:
   Scheduler(SchedulerConfig config, BlockManager& blocks);
 
-  // Queues a request (first come, first served).
-  void add(std::uint64_t id, std::vector<std::int32_t> prompt, std::int64_t max_new_tokens);
+  // Queues a request (first come, first served) that arrived at `arrival` seconds.
+  void add(std::uint64_t id, std::vector<std::int32_t> prompt, std::int64_t max_new_tokens,
+           double arrival = 0);
   // Drops a request, waiting or running; its blocks are freed now. False if unknown.
   bool cancel(std::uint64_t id);
 
-  Schedule schedule();
-  // After a step: the token sampled for each scheduled sequence that samples. Sequences that
-  // reach max_new_tokens (or that `finished` names, e.g. on eos) are retired, their blocks
-  // freed, and returned.
-  std::vector<SequenceState> complete(const Schedule& s,
-                                      const std::map<std::uint64_t, std::int32_t>& sampled,
-                                      const std::vector<std::uint64_t>& finished = {});
+  // The next iteration at time `now` (seconds, the clock of add's arrivals).
+  Schedule schedule(double now = 0);
+  // After a step: sampled[i] is the token for s.run[i] where it samples; finished[i] (may be
+  // empty) ends that sequence early, e.g. on eos. Sequences that reach max_new_tokens or are
+  // finished are retired, their blocks freed (kDynamic: when their batch ends), and returned.
+  std::vector<SequenceState> complete(const Schedule& s, std::span<const std::int32_t> sampled,
+                                      std::span<const std::uint8_t> finished = {});
 
   const SequenceState& sequence(std::uint64_t id) const { return seqs_.at(id); }
   std::size_t running() const { return running_.size(); }
   std::size_t waiting() const { return waiting_.size(); }
+  bool idle() const { return running_.empty() && waiting_.empty(); }
   std::uint64_t preemptions() const { return preemptions_; }
 
  private:
   bool admit_fits(const SequenceState& s) const;
   void preempt(std::uint64_t id);
+  void end_finished_batch();
+  void admit_dynamic_batch(double now);
 
   SchedulerConfig config_;
   BlockManager& blocks_;

@@ -38,6 +38,7 @@ std::vector<std::int32_t> parse_token_ids(const std::string& text, std::int64_t 
 unsigned thread_count(int flag);
 
 int run_generate(const std::vector<std::string>& args);
+int run_generate_jsonl(const std::vector<std::string>& args);  // generate --input
 int run_info(const std::vector<std::string>& args);
 int run_bench(const std::vector<std::string>& args);
 int run_tokenize(const std::vector<std::string>& args);

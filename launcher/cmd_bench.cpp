@@ -1,158 +1,250 @@
-// saker bench: decode speed at batch 1 against the memory-bandwidth floor measured in the same run.
-#include <algorithm>
+// saker bench: an offline serving simulation. Requests of a workload arrive by a Poisson process
+// (or all at once, or as a fixed concurrency allows) at the batch engine, rolling or dynamic, and
+// the run is reported with vLLM's serving metrics, the engine's own counters, and the time per
+// output token against the memory-bandwidth floor measured in the same run.
+#include <cmath>
+#include <deque>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
-#include <random>
+#include <sstream>
+#include <limits>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
-#include "engine/generate.h"
-#include "engine/model/checkpoint.h"
-#include "engine/model/config.h"
-#include "engine/model/falcon.h"
-#include "engine/model/shard_plan.h"
-#include "engine/step_runner.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/membw.h"
+#include "launcher/bench_metrics.h"
+#include "launcher/bench_workload.h"
 #include "launcher/cli.h"
+#include "launcher/engine_setup.h"
 #include "parallel/world.h"
 
 namespace saker::cli {
 namespace {
 
-struct Workload {
-  std::int64_t input = 0, output = 0;
-};
-
-Workload parse_workload(const std::string& w) {
-  // fixed:IN:OUT — the only workload a single sequence can run; the rolling batch adds the rest.
-  Workload out;
-  char tail = 0;
-  long long in = 0, o = 0;
-  if (std::sscanf(w.c_str(), "fixed:%lld:%lld%c", &in, &o, &tail) != 2 || in <= 0 || o <= 0)
-    throw UsageError("--workload must be fixed:IN:OUT with positive token counts, got '" + w + "'");
-  out.input = in;
-  out.output = o;
-  return out;
+double parse_rate(const std::string& s) {
+  if (s == "inf") return std::numeric_limits<double>::infinity();
+  char* end = nullptr;
+  const double r = std::strtod(s.c_str(), &end);
+  if (end == s.c_str() || *end != 0 || !(r > 0) || std::isinf(r))
+    throw UsageError("--request-rate must be a positive number of requests/s or inf, got '" + s +
+                     "'");
+  return r;
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0.0 : v[v.size() / 2];
+// Runs the requests through the engine, releasing each at its arrival time and while fewer than
+// `concurrency` are in flight; a request held back by the limit is sent when a slot frees.
+std::vector<BatchResult> drive(BatchEngine& engine, const std::vector<BenchRequest>& reqs,
+                               std::int64_t concurrency) {
+  const double t0 = engine.now();
+  std::vector<BatchResult> results(reqs.size());
+  std::size_t next = 0, done = 0;
+  std::int64_t in_flight = 0;
+  std::deque<double> freed;  // times slots became free, not yet taken
+  std::vector<std::uint64_t> finished;
+  engine.set_listener([&](const TokenEvent& ev) {
+    if (ev.finish != FinishReason::kNone) finished.push_back(ev.id);
+  });
+  while (done < reqs.size()) {
+    const double now = engine.now() - t0;
+    while (next < reqs.size() && reqs[next].arrival <= now &&
+           (concurrency <= 0 || in_flight < concurrency)) {
+      BatchRequest r;
+      r.id = next;
+      r.prompt = reqs[next].prompt;
+      r.max_new_tokens = reqs[next].output;
+      r.ignore_eos = true;
+      double sent = reqs[next].arrival;
+      if (concurrency > 0 && !freed.empty()) {
+        sent = std::max(sent, freed.front());
+        freed.pop_front();
+      }
+      r.arrival = t0 + sent;
+      engine.add(std::move(r));
+      ++in_flight;
+      ++next;
+    }
+    if (!engine.step()) {
+      // Nothing ran: the next arrival is in the future, or a dynamic batch is gathering.
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+      continue;
+    }
+    for (const std::uint64_t i : finished) {
+      BatchResult& r = results[i] = *engine.take_result(i);
+      if (concurrency > 0) freed.push_back(r.finished - t0);
+      --in_flight;
+      ++done;
+    }
+    finished.clear();
+  }
+  return results;
+}
+
+std::string ms(const Distribution& d) {
+  std::ostringstream o;
+  o << std::fixed << std::setprecision(2) << std::setw(10) << d.mean << std::setw(10) << d.p50
+    << std::setw(10) << d.p90 << std::setw(10) << d.p99;
+  return o.str();
 }
 
 }  // namespace
 
 int run_bench(const std::vector<std::string>& args) {
-  std::string model_dir, workload = "fixed:32:64", output_json;
-  std::int64_t num_requests = 3;
-  int threads = 0;
+  EngineOptions o;
+  std::string workload = "mixed", rate_text = "inf", output_json;
+  std::int64_t num_requests = 64, concurrency = 0;
+  std::uint64_t seed = 0;
   po::options_description desc("options");
-  desc.add_options()("help,h", "show this help")("model", po::value(&model_dir)->required(),
+  desc.add_options()("help,h", "show this help")("model", po::value(&o.model_dir)->required(),
                                                  "model directory")(
-      "workload", po::value(&workload)->default_value(workload), "fixed:IN:OUT tokens per request")(
-      "num-requests", po::value(&num_requests)->default_value(3), "requests, run one at a time")(
-      "threads", po::value(&threads)->default_value(0), "CPU threads (0: OMP_NUM_THREADS or all)")(
+      "workload", po::value(&workload)->default_value(workload),
+      "mixed | mixed:SHORT:LONG | fixed:IN:OUT | random | random:IN:OUT")(
+      "num-requests", po::value(&num_requests)->default_value(num_requests), "requests to send")(
+      "request-rate", po::value(&rate_text)->default_value(rate_text),
+      "Poisson arrivals per second, or inf (all at once)")(
+      "max-concurrency", po::value(&concurrency)->default_value(0),
+      "most requests in flight (0: no limit)")(
+      "seed", po::value(&seed)->default_value(0), "prompts, order and arrivals")(
       "output-json", po::value(&output_json), "also write the results as JSON");
+  desc.add(engine_options(o));
   po::variables_map vm;
   if (!parse(args, desc, vm, "usage: [mpirun -np N] saker bench --model DIR [options]")) return 0;
-  const Workload wl = parse_workload(workload);
+  finish_engine_options(vm, o);
   if (num_requests <= 0) throw UsageError("--num-requests must be positive");
+  if (concurrency < 0) throw UsageError("--max-concurrency must be >= 0");
+  const double rate = parse_rate(rate_text);
+  const FalconConfig config = load_config(o.model_dir);
+  const WorkloadSpec spec = parse_workload(workload, config.max_positions);
+  const auto reqs = make_requests(spec, num_requests, rate, config.vocab_size, seed);
 
-  const FalconConfig config = load_config(model_dir);
-  if (wl.input + wl.output > config.max_positions)
-    throw UsageError("workload needs " + std::to_string(wl.input + wl.output) +
-                     " positions; the model's context is " + std::to_string(config.max_positions));
   Communicator& comm = world().tensor_parallel();
-  const ShardPlan plan(config, comm.size());
-  const Checkpoint checkpoint = Checkpoint::open(model_dir);
-  const unsigned n_threads = thread_count(threads);
-  CpuBackend backend(n_threads, config.max_positions);
-  const TensorParallel tp =
-      comm.size() > 1 ? TensorParallel{&plan.rank(comm.rank()), &comm} : TensorParallel{};
-  FalconModel model(config, checkpoint, backend, ModelOptions{256, 1, config.max_positions}, tp);
-  const std::int64_t block = 16;
-  KvCache cache(backend, config, model.local_kv_heads(), (wl.input + wl.output + block - 1) / block,
-                block);
-  StepRunner runner(model, cache, comm);
-
+  Engine engine(o, comm);
+  auto* cpu = dynamic_cast<CpuBackend*>(&engine.backend());
   // Every rank streams its own shard: the floor is all ranks' bytes over the machine's bandwidth,
-  // measured with every rank reading at once.
-  float step_bytes_f = static_cast<float>(model.step_weight_bytes());
+  // measured with every rank reading at once, before and after the run (shared hosts drift).
+  float step_bytes_f = static_cast<float>(engine.model().step_weight_bytes());
   comm.all_reduce_sum(&step_bytes_f, 1);
-  const double step_bytes = step_bytes_f;
   auto machine_bandwidth = [&] {
     comm.barrier();
-    float bw =
-        static_cast<float>(cpu::measure_read_bandwidth(backend.pool(), std::size_t{512} << 20, 3));
+    float bw = cpu ? static_cast<float>(cpu::measure_read_bandwidth(cpu->pool(),
+                                                                    std::size_t{512} << 20, 3))
+                   : 0.0f;
     comm.all_reduce_sum(&bw, 1);
     return static_cast<double>(bw);
   };
+  StepRunner& runner = engine.runner();
   if (!runner.is_driver()) {
-    for (std::int64_t r = -1; r < num_requests; ++r) {
-      if (r >= 0) machine_bandwidth();
-      runner.serve();
-    }
+    runner.serve();  // warm-up
+    machine_bandwidth();
+    runner.serve();
+    machine_bandwidth();
     return 0;
   }
-
-  std::mt19937 rng(1234);
-  std::uniform_int_distribution<std::int32_t> tok(0,
-                                                  static_cast<std::int32_t>(config.vocab_size - 1));
-  GenerateOptions opt;
-  opt.max_new_tokens = wl.output;
-  opt.ignore_eos = true;
-  // The machine's bandwidth drifts (shared hosts), so each request is paired with a bandwidth
-  // measurement taken just before it, and the ratio is formed pair by pair.
-  std::vector<double> decode_tps, prefill_tps, tpot_ms, bandwidth, fraction;
-  // One warm-up request pages the weights in; it is not counted.
-  for (std::int64_t r = -1; r < num_requests; ++r) {
-    std::vector<std::int32_t> prompt(static_cast<std::size_t>(wl.input));
-    for (auto& t : prompt) t = tok(rng);
-    const double bw = r < 0 ? 0.0 : machine_bandwidth();
-    const GenerateResult res = generate_sequence(runner, prompt, opt);
+  double bw_before = 0;
+  std::vector<BatchResult> results;
+  EngineStats stats;
+  std::uint64_t preemptions = 0;
+  std::int32_t pool_blocks = 0;
+  {
+    // Warm-up: one short request pages the weights in; not counted.
+    BatchEngine warm(runner, engine.scheduler_config(), {});
+    BatchRequest w;
+    w.prompt = reqs.front().prompt;
+    w.max_new_tokens = 2;
+    w.ignore_eos = true;
+    warm.add(w);
+    warm.run_to_completion();
     runner.stop();
-    if (r < 0) continue;
-    const double steps = static_cast<double>(res.tokens.size() - 1);
-    if (steps > 0) {
-      decode_tps.push_back(steps / res.decode_seconds);
-      tpot_ms.push_back(res.decode_seconds / steps * 1e3);
-      bandwidth.push_back(bw);
-      fraction.push_back(decode_tps.back() / (bw / step_bytes));
+    bw_before = machine_bandwidth();
+    BatchEngine batch(runner, engine.scheduler_config(), {});
+    try {
+      results = drive(batch, reqs, concurrency);
+    } catch (...) {
+      runner.stop();
+      throw;
     }
-    prefill_tps.push_back(static_cast<double>(wl.input) / res.prefill_seconds);
+    runner.stop();
+    stats = batch.stats();
+    preemptions = batch.scheduler().preemptions();
+    pool_blocks = batch.blocks().num_blocks();
   }
-  const double bw = median(bandwidth);
-  const double floor_tps = bw / step_bytes;
-  const double dec = median(decode_tps);
-  nlohmann::json j = {{"model", model_dir},
-                      {"workload", workload},
-                      {"num_requests", num_requests},
-                      {"threads", n_threads},
-                      {"tp", comm.size()},
-                      {"batch_size", 1},
-                      {"weight_bytes_per_step", step_bytes},
-                      {"memory_bandwidth_gbps", bw / 1e9},
-                      {"floor_tokens_per_s", floor_tps},
-                      {"decode_tokens_per_s", dec},
-                      {"decode_fraction_of_floor", median(fraction)},
-                      {"tpot_ms", median(tpot_ms)},
-                      {"prefill_tokens_per_s", median(prefill_tps)}};
-  std::cout << std::fixed << std::setprecision(2) << "model                 " << model_dir << " ("
-            << config.variant() << ")\n"
-            << "ranks x threads       " << comm.size() << " x " << n_threads << "\n"
-            << "weight bytes / step   " << step_bytes / 1e9 << " GB\n"
-            << "memory bandwidth      " << bw / 1e9
-            << " GB/s (median; measured before each request, same threads)\n"
-            << "floor                 " << floor_tps << " tokens/s (bandwidth / weight bytes)\n"
-            << "decode, batch 1       " << dec << " tokens/s (median of " << num_requests
-            << " requests, " << wl.output << " tokens each)\n"
-            << "share of floor        " << 100.0 * median(fraction)
-            << " % (median of the per-request ratios)\n"
-            << "time per output token " << median(tpot_ms) << " ms\n"
-            << "prefill               " << median(prefill_tps) << " tokens/s (" << wl.input
-            << "-token prompts)\n";
+  const double bw = std::max(bw_before, machine_bandwidth());
+  const LatencyMetrics lat = latency_metrics(results);
+  const double duration = lat.last_finish - lat.first_arrival;
+  std::int64_t in_tokens = 0, out_tokens = 0;
+  for (std::size_t i = 0; i < reqs.size(); ++i) {
+    in_tokens += static_cast<std::int64_t>(reqs[i].prompt.size());
+    out_tokens += static_cast<std::int64_t>(results[i].tokens.size());
+  }
+  const double iters = static_cast<double>(std::max<std::uint64_t>(stats.iterations, 1));
+  const double step_bytes = step_bytes_f;
+  const double tpot_floor_ms = bw > 0 ? step_bytes / bw * 1e3 : 0.0;
+  nlohmann::json j = {
+      {"model", o.model_dir},
+      {"workload", workload},
+      {"num_requests", num_requests},
+      {"request_rate", rate_text},
+      {"max_concurrency", concurrency},
+      {"batching", o.batching},
+      {"max_batch_size", o.max_batch_size},
+      {"max_batch_delay_ms", o.max_batch_delay_ms},
+      {"max_tokens_per_iteration", o.max_batch_tokens},
+      {"tp", comm.size()},
+      {"threads", engine.threads()},
+      {"completed", results.size()},
+      {"duration_s", duration},
+      {"total_input_tokens", in_tokens},
+      {"total_output_tokens", out_tokens},
+      {"request_throughput", static_cast<double>(results.size()) / duration},
+      {"output_throughput", static_cast<double>(out_tokens) / duration},
+      {"total_token_throughput", static_cast<double>(in_tokens + out_tokens) / duration},
+      {"ttft_ms", lat.ttft_ms.to_json()},
+      {"tpot_ms", lat.tpot_ms.to_json()},
+      {"itl_ms", lat.itl_ms.to_json()},
+      {"e2el_ms", lat.e2el_ms.to_json()},
+      {"iterations", stats.iterations},
+      {"avg_batch_size", static_cast<double>(stats.batch_sequences) / iters},
+      {"avg_tokens_per_iteration", static_cast<double>(stats.batch_tokens) / iters},
+      {"kv_blocks", pool_blocks},
+      {"kv_usage_mean", static_cast<double>(stats.kv_blocks_used) / iters / pool_blocks},
+      {"kv_usage_max", static_cast<double>(stats.max_kv_blocks_used) / pool_blocks},
+      {"preemptions", preemptions},
+      {"memory_bandwidth_gbps", bw / 1e9},
+      {"weight_bytes_per_step", step_bytes},
+      {"tpot_floor_ms", tpot_floor_ms},
+      {"tpot_fraction_of_floor", lat.tpot_ms.p50 > 0 ? tpot_floor_ms / lat.tpot_ms.p50 : 0.0}};
+  std::cout << std::fixed << std::setprecision(2) << "model                   " << o.model_dir
+            << " (" << config.variant() << "), " << comm.size() << " rank(s) x "
+            << engine.threads() << " threads\n"
+            << "workload                " << workload << ", " << num_requests
+            << " requests, rate " << rate_text << "/s, max concurrency "
+            << (concurrency ? std::to_string(concurrency) : std::string("none")) << "\n"
+            << "batching                " << o.batching << ", max batch " << o.max_batch_size
+            << (o.batching == "dynamic"
+                    ? ", max delay " + std::to_string(static_cast<int>(o.max_batch_delay_ms)) + " ms"
+                    : std::string())
+            << "\n"
+            << "duration                " << duration << " s\n"
+            << "request throughput      " << j["request_throughput"].get<double>() << " req/s\n"
+            << "output throughput       " << j["output_throughput"].get<double>() << " tokens/s\n"
+            << "total token throughput  " << j["total_token_throughput"].get<double>()
+            << " tokens/s\n"
+            << "                              mean       p50       p90       p99\n"
+            << "TTFT (ms)               " << ms(lat.ttft_ms) << "\n"
+            << "TPOT (ms)               " << ms(lat.tpot_ms) << "\n"
+            << "ITL (ms)                " << ms(lat.itl_ms) << "\n"
+            << "E2E latency (ms)        " << ms(lat.e2el_ms) << "\n"
+            << "iterations              " << stats.iterations << ", avg batch "
+            << j["avg_batch_size"].get<double>() << " sequences, "
+            << j["avg_tokens_per_iteration"].get<double>() << " tokens\n"
+            << "KV usage                mean " << 100 * j["kv_usage_mean"].get<double>()
+            << " %, max " << 100 * j["kv_usage_max"].get<double>() << " % of " << pool_blocks
+            << " blocks; " << preemptions << " preemptions\n"
+            << "bandwidth floor         " << tpot_floor_ms << " ms per step ("
+            << step_bytes / 1e9 << " GB of weights at " << bw / 1e9 << " GB/s); p50 TPOT is "
+            << 100 * j["tpot_fraction_of_floor"].get<double>() << " % of it\n";
   if (!output_json.empty()) {
     std::ofstream out(output_json);
     if (!out) throw std::runtime_error("cannot write " + output_json);

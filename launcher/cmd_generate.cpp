@@ -48,6 +48,9 @@ Prompt read_prompt(const po::variables_map& vm, const std::string& model_dir, st
 }  // namespace
 
 int run_generate(const std::vector<std::string>& args) {
+  // An offline job (--input FILE) runs through the batch engine; a single prompt runs alone.
+  for (const std::string& a : args)
+    if (a == "--input" || a.starts_with("--input=")) return run_generate_jsonl(args);
   std::string model_dir;
   std::int64_t max_new = 32, chunk = 256, block_size = 16;
   int threads = 0;

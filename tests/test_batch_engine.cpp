@@ -7,6 +7,7 @@
 #include "engine/batch_engine.h"
 #include "engine/generate.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "tests/batch_invariance.h"
 #include "tests/golden.h"
 
 using namespace saker;
@@ -79,7 +80,7 @@ TEST_CASE("batched, chunked and preempted requests generate what they generate a
         for (const auto& r : reqs) {
           REQUIRE(engine.results().count(r.id) == 1);
           CHECK(engine.results().at(r.id).tokens == alone(m, r));
-          CHECK(engine.results().at(r.id).finish_reason == "length");
+          CHECK(engine.results().at(r.id).finish == FinishReason::kLength);
         }
         CHECK(engine.blocks().free_blocks() == engine.blocks().num_blocks());
       }
@@ -105,5 +106,34 @@ TEST_CASE("the batch engine stops a request at eos", "[batch]") {
   engine.run_to_completion();
   const auto first = std::find(want.begin(), want.end(), want[5]);
   CHECK(engine.results().at(7).tokens == std::vector<std::int32_t>(want.begin(), first + 1));
-  CHECK(engine.results().at(7).finish_reason == "eos");
+  CHECK(engine.results().at(7).finish == FinishReason::kEosToken);
+}
+
+TEST_CASE("a request's logits are bit-identical alone and among 31 others, chunked or not",
+          "[batch][invariance]") {
+  for (const char* name : {"gqa8x2-fp32", "mqa7-bf16", "rw-alibi16-fp32"}) {
+    const auto dir = kFixtures / name;
+    const FalconConfig config = load_config(dir);
+    const Checkpoint checkpoint = Checkpoint::open(dir);
+    CpuBackend backend(2, config.max_positions, 1);
+    FalconModel model(config, checkpoint, backend, ModelOptions{1024, 32, 256});
+    KvCache cache(backend, config, config.kv_heads, 512, 4);
+    SingleRankCommunicator single;
+    StepRunner runner(model, cache, single);
+    const auto all = invariance_requests(config.vocab_size);
+    for (const std::uint64_t target : {1u, 2u}) {
+      const std::vector<BatchRequest> one{all[target - 1]};
+      const Trace base = trace_run(runner, 1024, one, target);  // alone, prompt in one step
+      REQUIRE(base.logits.size() == base.tokens.size());
+      for (const std::int32_t budget : {1024, 16, 5}) {
+        INFO(name << " request " << target << ", " << budget << " tokens per iteration");
+        const Trace alone = trace_run(runner, budget, one, target);
+        const Trace crowd = trace_run(runner, budget, all, target);
+        CHECK(alone.tokens == base.tokens);
+        CHECK(crowd.tokens == base.tokens);
+        CHECK(alone.logits == base.logits);
+        CHECK(crowd.logits == base.logits);
+      }
+    }
+  }
 }

@@ -48,13 +48,14 @@ std::map<std::uint64_t, std::vector<std::int32_t>> drive(Scheduler& sched, Block
     const Schedule s = sched.schedule();
     REQUIRE(sched.running() <= static_cast<std::size_t>(cfg.max_batch_size));
     std::int64_t tokens = 0;
-    std::map<std::uint64_t, std::int32_t> sampled;
-    for (const auto& r : s.run) {
+    std::vector<std::int32_t> sampled(s.run.size(), -1);
+    for (std::size_t i = 0; i < s.run.size(); ++i) {
+      const auto& r = s.run[i];
       tokens += r.count;
       const SequenceState& seq = sched.sequence(r.id);
       REQUIRE(r.start == seq.computed);
       REQUIRE(blocks.blocks_for(r.start + r.count) <= static_cast<std::int64_t>(seq.blocks.size()));
-      if (r.samples) sampled[r.id] = model_token(r.id, r.start + r.count);
+      if (r.samples) sampled[i] = model_token(r.id, r.start + r.count);
     }
     REQUIRE(tokens <= cfg.max_tokens_per_step);
     for (const auto& done : sched.complete(s, sampled))
@@ -125,7 +126,7 @@ TEST_CASE("long prompts are chunked within the token budget and mixed with decod
   Scheduler sched(cfg, blocks);
   sched.add(1, std::vector<std::int32_t>(5, 1), 20);
   Schedule s = sched.schedule();
-  sched.complete(s, {{1, 7}});
+  sched.complete(s, std::vector<std::int32_t>{7});
   sched.add(2, std::vector<std::int32_t>(50, 2), 2);
   s = sched.schedule();
   // The running sequence decodes one token; the new prompt takes the other 15 of the budget.
@@ -161,7 +162,7 @@ TEST_CASE("cancelling frees blocks at once; impossible requests are refused", "[
   CHECK(sched.cancel(1));
   CHECK(blocks.used_blocks() == 1);
   CHECK_FALSE(sched.cancel(1));
-  sched.complete(s, {{2, 5}});  // the cancelled sequence's entry is skipped
+  sched.complete(s, std::vector<std::int32_t>{9, 5});  // the cancelled one's entry is skipped
   CHECK(sched.sequence(2).tokens.back() == 5);
   CHECK_THROWS_WITH(sched.add(3, std::vector<std::int32_t>(40, 1), 10),
                     Catch::Contains("needs 13 KV blocks; the pool has 10"));

@@ -1,0 +1,64 @@
+// A generation request as every frontend hands it to the batch engine, and what comes back: one
+// event per generated token while it runs, then the result.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "engine/sampler.h"
+
+namespace saker {
+
+// TGI's and DJL's names; the OpenAI frontend maps eos_token and stop_sequence to "stop".
+enum class FinishReason { kNone, kLength, kEosToken, kStopSequence, kCancelled };
+const char* finish_reason_name(FinishReason r);
+
+struct BatchRequest {
+  std::uint64_t id = 0;
+  std::vector<std::int32_t> prompt;
+  std::int64_t max_new_tokens = 16;
+  std::int64_t min_new_tokens = 0;  // eos, stop ids and stop strings are ignored before this
+  SamplingParams sampling = greedy_sampling();
+  bool ignore_eos = false;
+  std::vector<std::int32_t> stop_token_ids;  // end the sequence like eos (finish: eos_token)
+  std::vector<std::string> stop;             // text, matched across tokens and not emitted
+  std::int32_t logprobs = -1;  // < 0: none; n: the chosen token's and the n most likely ones'
+  double arrival = -1;         // seconds on the engine's clock; < 0: when added
+
+  // Throws std::invalid_argument naming the field, the value and the limit.
+  void validate(std::int64_t vocab) const;
+};
+
+struct TokenLogprob {
+  std::int32_t id = 0;
+  float logprob = 0;
+};
+
+// One generated token, as it is produced.
+struct TokenEvent {
+  std::uint64_t id = 0;
+  std::int32_t token = 0;
+  std::int64_t index = 0;  // among the generated tokens
+  // Text this token releases: whole UTF-8 characters, anything that may begin a stop string held
+  // back, a matched stop string and what follows it never released. Empty without a tokenizer.
+  std::string_view text;
+  float logprob = 0;                 // when the request asked for logprobs
+  std::span<const TokenLogprob> top;  // its `logprobs` most likely alternatives, best first
+  FinishReason finish = FinishReason::kNone;  // set on a sequence's last event
+};
+
+struct BatchResult {
+  std::vector<std::int32_t> tokens;  // generated, the eos or stop id included
+  std::string text;                  // the detokenized output, cut before a stop string
+  FinishReason finish = FinishReason::kNone;
+  std::int64_t prompt_tokens = 0;
+  std::vector<float> logprobs;                         // per generated token, when asked
+  std::vector<std::vector<TokenLogprob>> top_logprobs;  // likewise
+  double arrival = 0, first_token = 0, finished = 0;   // engine clock, seconds
+  std::vector<double> token_times;                     // when each token was produced
+};
+
+}  // namespace saker

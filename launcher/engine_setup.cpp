@@ -1,0 +1,166 @@
+#include "launcher/engine_setup.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include "kernels/cpu/cpu_backend.h"
+#include "parallel/collectives.h"
+
+namespace saker::cli {
+namespace {
+
+// Bytes the kernel says can be given to new allocations without swapping (MemAvailable).
+std::size_t available_host_memory() {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  std::size_t kib = 0;
+  std::string unit;
+  while (in >> key >> kib >> unit)
+    if (key == "MemAvailable:") return kib * 1024;
+  throw std::runtime_error("cannot read MemAvailable from /proc/meminfo; set --kv-cache-memory");
+}
+
+// Ranks on this node share its memory.
+int local_ranks() {
+  for (const char* v : {"OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_NTASKS_PER_NODE", "MPI_LOCALNRANKS"})
+    if (const char* s = std::getenv(v); s && std::atoi(s) > 0) return std::atoi(s);
+  return 1;
+}
+
+AdmissionPolicy parse_policy(const std::string& p) {
+  if (p == "max_utilization") return AdmissionPolicy::kMaxUtilization;
+  if (p == "guaranteed_no_evict") return AdmissionPolicy::kGuaranteedNoEvict;
+  throw UsageError("--scheduler-policy must be max_utilization or guaranteed_no_evict, got '" + p +
+                   "'");
+}
+
+Batching parse_batching(const std::string& b) {
+  if (b == "rolling") return Batching::kRolling;
+  if (b == "dynamic") return Batching::kDynamic;
+  throw UsageError("--batching must be rolling or dynamic, got '" + b + "'");
+}
+
+}  // namespace
+
+po::options_description engine_options(EngineOptions& o) {
+  po::options_description d("engine");
+  d.add_options()("threads", po::value(&o.threads)->default_value(o.threads),
+                  "CPU threads per rank (0: OMP_NUM_THREADS or all)")(
+      "batching", po::value(&o.batching)->default_value(o.batching),
+      "rolling (continuous) or dynamic (request-level, DJL's rolling_batch=disable)")(
+      "max-rolling-batch-size", po::value(&o.max_batch_size)->default_value(o.max_batch_size),
+      "most sequences in flight (rolling)")(
+      "batch-size", po::value<std::int32_t>(), "requests per batch (dynamic; DJL's batch_size)")(
+      "max-batch-delay", po::value(&o.max_batch_delay_ms)->default_value(o.max_batch_delay_ms),
+      "ms a dynamic batch waits to fill (DJL's max_batch_delay)")(
+      "max-rolling-batch-prefill-tokens",
+      po::value(&o.max_batch_tokens)->default_value(o.max_batch_tokens),
+      "tokens per iteration; longer prompts are chunked")(
+      "scheduler-policy", po::value(&o.policy)->default_value(o.policy),
+      "max_utilization or guaranteed_no_evict")(
+      "block-size", po::value(&o.block_size)->default_value(o.block_size),
+      "KV cache block size (tokens)")("kv-cache-memory", po::value(&o.kv_cache_memory),
+                                      "KV pool per rank, e.g. 2GiB (default: a share of free "
+                                      "memory, see --kv-cache-fraction)")(
+      "kv-cache-fraction", po::value(&o.kv_cache_fraction)->default_value(o.kv_cache_fraction),
+      "share of the memory free after loading given to the KV pool");
+  return d;
+}
+
+void finish_engine_options(const po::variables_map& vm, EngineOptions& o) {
+  if (vm.count("batch-size")) {
+    if (o.batching != "dynamic")
+      throw UsageError("--batch-size is for --batching dynamic; rolling batching takes "
+                       "--max-rolling-batch-size");
+    o.max_batch_size = vm["batch-size"].as<std::int32_t>();
+    if (o.max_batch_size <= 0) throw UsageError("--batch-size must be positive");
+  }
+}
+
+std::size_t parse_bytes(const std::string& text, const std::string& flag) {
+  std::istringstream in(text);
+  double v = 0;
+  std::string unit;
+  if (!(in >> v) || v <= 0 || !std::isfinite(v))
+    throw UsageError(flag + " must be a positive size such as 512MiB or 2GiB, got '" + text + "'");
+  in >> unit;
+  static const std::pair<const char*, double> units[] = {
+      {"", 1},      {"B", 1},        {"K", 1e3},        {"KB", 1e3},       {"KiB", 1024.0},
+      {"M", 1e6},   {"MB", 1e6},     {"MiB", 1 << 20},  {"G", 1e9},        {"GB", 1e9},
+      {"GiB", 1 << 30}, {"T", 1e12}, {"TB", 1e12},      {"TiB", 1099511627776.0}};
+  for (const auto& [name, scale] : units)
+    if (unit == name) return static_cast<std::size_t>(v * scale);
+  throw UsageError(flag + ": unknown unit '" + unit + "' in '" + text +
+                   "' (use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB)");
+}
+
+std::int64_t kv_blocks_for_budget(std::size_t bytes, const FalconConfig& c, std::int64_t kv_heads,
+                                  std::int64_t block_size) {
+  const auto per_block = static_cast<std::size_t>(2 * c.layers * kv_heads * c.head_dim *
+                                                  block_size) *
+                         sizeof(float);
+  return static_cast<std::int64_t>(bytes / per_block);
+}
+
+Engine::Engine(const EngineOptions& o, Communicator& comm)
+    : config_(load_config(o.model_dir)), checkpoint_(Checkpoint::open(o.model_dir)) {
+  if (o.block_size <= 0) throw UsageError("--block-size must be positive");
+  if (o.max_batch_size <= 0) throw UsageError("--max-rolling-batch-size must be positive");
+  if (o.max_batch_tokens <= 0)
+    throw UsageError("--max-rolling-batch-prefill-tokens must be positive");
+  if (!(o.kv_cache_fraction > 0 && o.kv_cache_fraction <= 1))
+    throw UsageError("--kv-cache-fraction must be in (0, 1], got " +
+                     std::to_string(o.kv_cache_fraction));
+  if (!(o.max_batch_delay_ms >= 0)) throw UsageError("--max-batch-delay must be >= 0");
+  sched_.max_batch_size = o.max_batch_size;
+  sched_.max_tokens_per_step = static_cast<std::int32_t>(o.max_batch_tokens);
+  sched_.policy = parse_policy(o.policy);
+  sched_.batching = parse_batching(o.batching);
+  sched_.max_batch_delay_s = o.max_batch_delay_ms / 1e3;
+  std::optional<std::size_t> kv_bytes;
+  if (!o.kv_cache_memory.empty()) kv_bytes = parse_bytes(o.kv_cache_memory, "--kv-cache-memory");
+
+  // Every rank checks the layout itself, so an impossible one fails everywhere with one message.
+  plan_.emplace(config_, comm.size());
+  threads_ = thread_count(o.threads);
+  backend_ = std::make_unique<CpuBackend>(threads_, config_.max_positions);
+  const TensorParallel tp =
+      comm.size() > 1 ? TensorParallel{&plan_->rank(comm.rank()), &comm} : TensorParallel{};
+  model_ = std::make_unique<FalconModel>(
+      config_, checkpoint_, *backend_,
+      ModelOptions{o.max_batch_tokens, o.max_batch_size, config_.max_positions}, tp);
+
+  // The KV pool: the budget given, or a share of what is free now that the weights are bound
+  // (mapped weights not yet read in are counted as taken; ranks on one node split the node).
+  const std::int64_t kv_heads = model_->local_kv_heads();
+  std::size_t budget = 0;
+  if (kv_bytes) {
+    budget = *kv_bytes;
+  } else {
+    const std::size_t avail = available_host_memory();
+    const std::size_t weights = model_->weight_bytes();
+    const std::size_t free_now = avail > weights ? avail - weights : 0;
+    budget = static_cast<std::size_t>(o.kv_cache_fraction * static_cast<double>(free_now) /
+                                      local_ranks());
+  }
+  std::int64_t blocks = kv_blocks_for_budget(budget, config_, kv_heads, o.block_size);
+  // More than every sequence at full context could use is never needed.
+  const std::int64_t most = o.max_batch_size * ((config_.max_positions + o.block_size - 1) /
+                                                o.block_size);
+  blocks = std::min({blocks, most, (std::int64_t{1} << 24) - 1});
+  blocks = min_over_ranks(comm, blocks);  // block ids mean the same slots on every rank
+  if (blocks < 1)
+    throw std::runtime_error(
+        "the KV cache budget of " + std::to_string(budget) + " bytes on some rank holds no block of " +
+        std::to_string(o.block_size) + " tokens (" +
+        std::to_string(2 * config_.layers * kv_heads * config_.head_dim * o.block_size * 4) +
+        " bytes); raise --kv-cache-memory or lower --block-size");
+  cache_ = std::make_unique<KvCache>(*backend_, config_, kv_heads, blocks, o.block_size);
+  runner_ = std::make_unique<StepRunner>(*model_, *cache_, comm);
+}
+
+}  // namespace saker::cli

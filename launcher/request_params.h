@@ -1,0 +1,23 @@
+// Generation parameters as the frontends' JSON spells them (DJL / TGI names, with the OpenAI and
+// vLLM spellings accepted too), applied to a BatchRequest. Shared by offline jobs and HTTP.
+#pragma once
+
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/request.h"
+
+namespace saker::cli {
+
+// Thrown for a parameter that is unknown, of the wrong type or out of range; what() names it.
+class ParameterError : public std::invalid_argument {
+ public:
+  using std::invalid_argument::invalid_argument;
+};
+
+// Applies `params` (a JSON object) to r. Greedy unless do_sample is true or a temperature > 0 is
+// given. Stop strings: `stop_sequences` or `stop` (a string or a list of strings).
+void apply_parameters(const nlohmann::json& params, BatchRequest& r);
+
+}  // namespace saker::cli

@@ -1,0 +1,14 @@
+// Small agreements among ranks built on the Communicator's collectives.
+#pragma once
+
+#include <cstdint>
+
+#include "parallel/communicator.h"
+
+namespace saker {
+
+// The smallest of every rank's v, known to every rank. For counts below 2^24 (KV blocks): they
+// travel as floats, exactly.
+std::int64_t min_over_ranks(Communicator& comm, std::int64_t v);
+
+}  // namespace saker

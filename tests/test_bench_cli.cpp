@@ -1,0 +1,220 @@
+// Offline jobs (saker generate --input) and the serving benchmark (saker bench) from the command
+// line, on one rank and under mpirun.
+#include <fstream>
+#include <sstream>
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include "engine/model/config.h"
+#include "launcher/bench_metrics.h"
+#include "tests/run_command.h"
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+using saker::test::Run;
+
+namespace {
+
+const fs::path kFixtures = SAKER_FIXTURES_DIR;
+
+Run saker_cmd(const std::string& args, int np = 1) {
+  std::string cmd = std::string("'") + SAKER_BIN + "' ";
+  if (np > 1)
+    cmd = std::string("'") + SAKER_MPIEXEC + "' --allow-run-as-root --oversubscribe -np " +
+          std::to_string(np) + " " + cmd;
+  return saker::test::run_command(cmd + args + " </dev/null");
+}
+
+// The 384-token fixture model with the 384-token tokenizer beside it, in a folder of the caller's
+// own (CTest runs test cases in parallel).
+fs::path text_model(const std::string& tag) {
+  const fs::path dir = fs::temp_directory_path() / ("saker_test_text_model_" + tag);
+  fs::create_directories(dir);
+  const fs::path src = kFixtures / "gqa8x4-bf16-sharded";
+  for (const auto& e : fs::directory_iterator(src))
+    if (e.path().filename() != "reference.json")
+      fs::copy_file(e.path(), dir / e.path().filename(), fs::copy_options::overwrite_existing);
+  fs::copy_file(kFixtures / "tokenizers" / "small384" / "tokenizer.json", dir / "tokenizer.json",
+                fs::copy_options::overwrite_existing);
+  return dir;
+}
+
+std::vector<json> read_lines(const fs::path& p) {
+  std::ifstream in(p);
+  std::vector<json> out;
+  for (std::string line; std::getline(in, line);) out.push_back(json::parse(line));
+  return out;
+}
+
+fs::path write_file(const std::string& name, const std::string& text) {
+  const fs::path p = fs::temp_directory_path() / name;
+  std::ofstream(p) << text;
+  return p;
+}
+
+}  // namespace
+
+TEST_CASE("percentiles interpolate between order statistics", "[bench]") {
+  std::vector<double> v;
+  for (int i = 101; i >= 1; --i) v.push_back(i);
+  const auto d = saker::cli::distribution(v);
+  CHECK(d.mean == Approx(51));
+  CHECK(d.p50 == Approx(51));
+  CHECK(d.p90 == Approx(91));
+  CHECK(d.p99 == Approx(100));
+  const auto two = saker::cli::distribution({1.0, 2.0});
+  CHECK(two.p50 == Approx(1.5));
+  CHECK(two.p99 == Approx(1.99));
+}
+
+TEST_CASE("saker generate --input runs a JSONL job in input order, as each prompt alone would",
+          "[cli][jsonl]") {
+  const fs::path model = text_model("job");
+  const std::vector<std::string> prompts = {"The falcon flies", "Hello", "a b c d e f g",
+                                            "Falcon", "The quick brown fox"};
+  std::ostringstream in;
+  for (std::size_t i = 0; i < prompts.size(); ++i) {
+    json line = {{"prompt", prompts[i]},
+                 {"parameters", {{"max_new_tokens", 4 + 3 * i}, {"ignore_eos", true}}}};
+    if (i % 2 == 0) line["id"] = "req-" + std::to_string(i);
+    in << line.dump() << "\n";
+    if (i == 2) in << "\n";  // blank lines are skipped
+  }
+  const fs::path input = write_file("saker_job_in.jsonl", in.str());
+  for (const int np : {1, 2}) {
+    const fs::path output = fs::temp_directory_path() / ("saker_job_out" + std::to_string(np));
+    const Run r = saker_cmd("generate --threads 1 --model '" + model.string() + "' --input '" +
+                                input.string() + "' --output '" + output.string() +
+                                "' --max-rolling-batch-size 2 --max-rolling-batch-prefill-tokens 8",
+                            np);
+    INFO("np " << np << ": " << r.err);
+    REQUIRE(r.code == 0);
+    CHECK(r.err.find("progress: 5/5 requests done") != std::string::npos);
+    const auto lines = read_lines(output);
+    REQUIRE(lines.size() == prompts.size());
+    for (std::size_t i = 0; i < prompts.size(); ++i) {
+      const json& l = lines[i];
+      CHECK(l["index"] == i);
+      CHECK(l.contains("id") == (i % 2 == 0));
+      CHECK(l["generated_tokens"] == 4 + 3 * i);
+      CHECK(l["finish_reason"] == "length");
+      // The same prompt alone through the single-sequence path.
+      const Run one = saker_cmd("generate --threads 1 --model '" + model.string() + "' --prompt '" +
+                                prompts[i] + "' --max-new-tokens " + std::to_string(4 + 3 * i) +
+                                " --ignore-eos --print-ids");
+      std::istringstream ids(one.out);
+      std::vector<int> want;
+      for (int id; ids >> id;) want.push_back(id);
+      CHECK(l["token_ids"].get<std::vector<int>>() == want);
+    }
+  }
+}
+
+TEST_CASE("saker generate --input names the file and line of a bad request", "[cli][jsonl]") {
+  const fs::path model = text_model("bad_job");
+  const std::string ok = R"({"prompt": "Hello"})";
+  const std::pair<std::string, std::string> cases[] = {
+      {"{\"prompt\": \"x\"", "line 2: not valid JSON"},
+      {R"({"prompt": 3})", "line 2: `prompt` must be a string"},
+      {R"({"prompt": "x", "parameters": {"top_p": 7}})", "line 2: parameter top_p must be in (0, 1], got 7"},
+      {R"({"prompt": "x", "parameters": {"best_of": 2}})", "line 2: parameter `best_of` is not supported"},
+      {R"({"prompt": "x", "parameters": {"max_new_tokens": 100000}})", "line 2: prompt tokens + max_new_tokens must be <="},
+      {R"({"prompt": "", "parameters": {}})", "line 2: the prompt is empty"},
+      {R"({"text": "x"})", "line 2: unknown field `text`"},
+  };
+  for (const auto& [line, msg] : cases) {
+    const fs::path input = write_file("saker_bad_job.jsonl", ok + "\n" + line + "\n");
+    const Run r = saker_cmd("generate --model '" + model.string() + "' --input '" + input.string() +
+                            "' --output /tmp/saker_bad_out.jsonl");
+    INFO(line << " -> " << r.err);
+    CHECK(r.code == 2);
+    CHECK(r.err.find(input.string() + " " + msg) != std::string::npos);
+  }
+}
+
+TEST_CASE("saker bench reports vLLM's serving metrics for rolling and dynamic batching",
+          "[cli][bench]") {
+  const std::string model = (kFixtures / "gqa8x2-fp32").string();
+  const fs::path out = fs::temp_directory_path() / "saker_bench.json";
+  struct Case {
+    std::string flags;
+    int np;
+    double max_batch;
+  };
+  const Case cases[] = {
+      {"--batching rolling --max-rolling-batch-size 4", 1, 4},
+      {"--batching dynamic --batch-size 3 --max-batch-delay 5", 1, 3},
+      {"--request-rate 200 --max-concurrency 2", 1, 2},
+      {"--max-rolling-batch-size 4", 2, 4},
+  };
+  for (const Case& c : cases) {
+    const Run r = saker_cmd("bench --threads 1 --model '" + model +
+                                "' --workload fixed:8:6 --num-requests 7 --output-json '" +
+                                out.string() + "' " + c.flags,
+                            c.np);
+    INFO(c.flags << " np " << c.np << "\n" << r.out << r.err);
+    REQUIRE(r.code == 0);
+    CHECK(r.out.find("TTFT (ms)") != std::string::npos);
+    CHECK(r.out.find("E2E latency (ms)") != std::string::npos);
+    std::ifstream in(out);
+    const json j = json::parse(in);
+    CHECK(j["completed"] == 7);
+    CHECK(j["total_input_tokens"] == 56);
+    CHECK(j["total_output_tokens"] == 42);  // EOS ignored: exactly as asked
+    for (const char* k : {"request_throughput", "output_throughput", "total_token_throughput"})
+      CHECK(j[k].get<double>() > 0);
+    CHECK(j["output_throughput"].get<double>() ==
+          Approx(42 / j["duration_s"].get<double>()));
+    for (const char* k : {"ttft_ms", "tpot_ms", "itl_ms", "e2el_ms"}) {
+      INFO(k);
+      const json& d = j[k];
+      CHECK(d["p50"].get<double>() > 0);
+      CHECK(d["p50"].get<double>() <= d["p90"].get<double>());
+      CHECK(d["p90"].get<double>() <= d["p99"].get<double>());
+    }
+    CHECK(j["e2el_ms"]["p50"].get<double>() >= j["ttft_ms"]["p50"].get<double>());
+    CHECK(j["avg_batch_size"].get<double>() <= c.max_batch);
+    CHECK(j["avg_batch_size"].get<double>() >= 1.0);
+  }
+}
+
+TEST_CASE("saker bench and the engine flags reject bad values", "[cli][bench]") {
+  const std::string model = (kFixtures / "gqa8x2-fp32").string();
+  const std::pair<std::string, std::string> cases[] = {
+      {"--workload fixed:0:3", "--workload lengths must be positive"},
+      {"--workload zipf", "--workload must be mixed"},
+      {"--workload fixed:4000:10", "positions; the model's context is"},
+      {"--request-rate -1", "--request-rate must be a positive number"},
+      {"--batch-size 4", "--batch-size is for --batching dynamic"},
+      {"--batching static", "--batching must be rolling or dynamic"},
+      {"--kv-cache-memory 12XB", "unknown unit 'XB'"},
+      {"--kv-cache-memory 1KiB", "holds no block of 16 tokens"},
+      {"--scheduler-policy fifo", "--scheduler-policy must be"},
+  };
+  for (const auto& [flags, msg] : cases) {
+    const Run r = saker_cmd("bench --model '" + model + "' --num-requests 2 " + flags);
+    INFO(flags << " -> " << r.err);
+    CHECK(r.code != 0);
+    CHECK(r.err.find(msg) != std::string::npos);
+  }
+}
+
+TEST_CASE("the KV pool is sized from --kv-cache-memory, the same on every rank", "[cli][kv]") {
+  const fs::path dir = kFixtures / "gqa8x2-fp32";  // 2 KV heads: one per rank at tp 2
+  const saker::FalconConfig c = saker::load_config(dir);
+  const std::int64_t per_block = 2 * c.layers * c.kv_heads * c.head_dim * 16 * 4;  // fp32 K and V
+  const fs::path out = fs::temp_directory_path() / "saker_bench_kv.json";
+  for (const int np : {1, 2}) {
+    const Run r = saker_cmd("bench --threads 1 --model '" + dir.string() +
+                                "' --workload fixed:8:6 --num-requests 3 --kv-cache-memory " +
+                                std::to_string(10 * per_block + per_block / 4) + " --output-json '" +
+                                out.string() + "'",
+                            np);
+    INFO(r.err);
+    REQUIRE(r.code == 0);
+    std::ifstream in(out);
+    // Each rank holds 1/np of the KV heads, so the same bytes hold np times the blocks.
+    CHECK(json::parse(in)["kv_blocks"] == 10 * np);
+  }
+}

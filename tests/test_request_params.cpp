@@ -1,0 +1,76 @@
+// Request parameters as the frontends' JSON spells them: each applied, each invalid value refused
+// with a message naming it.
+#include <catch2/catch.hpp>
+
+#include "launcher/request_params.h"
+
+using namespace saker;
+using saker::cli::apply_parameters;
+using json = nlohmann::json;
+
+namespace {
+BatchRequest with(const json& p) {
+  BatchRequest r;
+  apply_parameters(p, r);
+  return r;
+}
+}  // namespace
+
+TEST_CASE("parameters are applied under their DJL, TGI and OpenAI names", "[params]") {
+  const auto r = with(json::parse(R"({"max_new_tokens": 7, "min_new_tokens": 2, "do_sample": true,
+      "temperature": 0.5, "top_k": 4, "top_p": 0.9, "typical_p": 0.8, "min_p": 0.1,
+      "repetition_penalty": 1.2, "presence_penalty": 0.5, "frequency_penalty": -0.5, "seed": 42,
+      "stop_sequences": ["\nUser:"], "stop_token_ids": [11], "ignore_eos_token": true,
+      "top_n_tokens": 3, "details": true})"));
+  CHECK(r.max_new_tokens == 7);
+  CHECK(r.min_new_tokens == 2);
+  CHECK(r.sampling.temperature == 0.5f);
+  CHECK(r.sampling.top_k == 4);
+  CHECK(r.sampling.top_p == 0.9f);
+  CHECK(r.sampling.typical_p == 0.8f);
+  CHECK(r.sampling.min_p == 0.1f);
+  CHECK(r.sampling.repetition_penalty == 1.2f);
+  CHECK(r.sampling.presence_penalty == 0.5f);
+  CHECK(r.sampling.frequency_penalty == -0.5f);
+  CHECK(r.sampling.seed == 42);
+  CHECK(r.stop == std::vector<std::string>{"\nUser:"});
+  CHECK(r.stop_token_ids == std::vector<std::int32_t>{11});
+  CHECK(r.ignore_eos);
+  CHECK(r.logprobs == 3);
+  CHECK(with(json::parse(R"({"max_tokens": 3, "stop": "x", "ignore_eos": true})")).stop ==
+        std::vector<std::string>{"x"});
+}
+
+TEST_CASE("greedy unless sampling is asked for", "[params]") {
+  CHECK(with(json::object()).sampling.greedy());
+  CHECK(with(json::parse(R"({"temperature": 0.7, "do_sample": false})")).sampling.greedy());
+  CHECK_FALSE(with(json::parse(R"({"temperature": 0.7})")).sampling.greedy());
+  CHECK(with(json::parse(R"({"do_sample": true})")).sampling.temperature == 1.0f);
+}
+
+TEST_CASE("invalid parameters are refused, named", "[params]") {
+  const std::pair<const char*, const char*> bad[] = {
+      {R"({"temperature": -1})", "temperature"},
+      {R"({"temperature": "hot"})", "`temperature` must be a number"},
+      {R"({"top_p": 0, "do_sample": true})", "top_p must be in (0, 1], got 0"},
+      {R"({"top_p": 1.5})", "top_p must be in (0, 1], got 1.5"},
+      {R"({"typical_p": 2})", "typical_p"},
+      {R"({"min_p": -0.1})", "min_p"},
+      {R"({"repetition_penalty": 0})", "repetition_penalty must be > 0"},
+      {R"({"presence_penalty": 3})", "presence_penalty must be in [-2, 2]"},
+      {R"({"max_new_tokens": 0})", "`max_new_tokens` must be in [1,"},
+      {R"({"max_new_tokens": 2.5})", "`max_new_tokens` must be an integer"},
+      {R"({"max_new_tokens": 4, "min_new_tokens": 5})", "min_new_tokens"},
+      {R"({"seed": -3})", "`seed` must be a non-negative integer"},
+      {R"({"stop": [1]})", "`stop` must hold strings only"},
+      {R"({"stop": [""]})", "empty string"},
+      {R"({"top_n_tokens": 50})", "`top_n_tokens` must be in [0, 20]"},
+      {R"({"ignore_eos": "yes"})", "`ignore_eos` must be true or false"},
+      {R"({"beam_width": 4})", "`beam_width` is not supported"},
+  };
+  for (const auto& [params, msg] : bad) {
+    INFO(params);
+    CHECK_THROWS_WITH(with(json::parse(params)), Catch::Contains(msg));
+  }
+  CHECK_THROWS_WITH(with(json::array()), Catch::Contains("`parameters` must be an object"));
+}
