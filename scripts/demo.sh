@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The newcomer's first run: build saker, show the real Falcon-40B config's structure and shard
 # plan, then generate from a small Falcon checkpoint across 2 MPI ranks: from token ids (next to
-# what transformers generated) and from a text prompt.
+# what transformers generated), from a text prompt, and as an offline JSONL job.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${BUILD_DIR:-build}
@@ -34,3 +34,15 @@ cp tests/fixtures/tokenizers/small384/tokenizer.json "$demo"/
 echo
 echo "== ${mpi[*]} saker generate --model $demo --prompt \"The falcon flies\" --max-new-tokens 24"
 "${mpi[@]}" "$build/saker" generate --model "$demo" --prompt "The falcon flies" --max-new-tokens 24 --ignore-eos
+
+# An offline job: several prompts, each with its own parameters, through the rolling batch.
+job="$build/demo-job.jsonl"
+cat > "$job" <<'JSONL'
+{"id": "a", "prompt": "The falcon flies", "parameters": {"max_new_tokens": 16, "ignore_eos": true}}
+{"id": "b", "prompt": "Hello", "parameters": {"max_new_tokens": 8, "do_sample": true, "temperature": 0.8, "seed": 7}}
+{"id": "c", "prompt": "One two three", "parameters": {"max_new_tokens": 12, "min_new_tokens": 4, "logprobs": 2}}
+JSONL
+echo
+echo "== ${mpi[*]} saker generate --model $demo --input $job --output $build/demo-results.jsonl"
+"${mpi[@]}" "$build/saker" generate --model "$demo" --input "$job" --output "$build/demo-results.jsonl"
+cat "$build/demo-results.jsonl"
