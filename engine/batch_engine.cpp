@@ -195,12 +195,18 @@ void BatchEngine::emit(Live& live, std::int32_t token, FinishReason finish, doub
 }
 
 bool BatchEngine::step() {
-  const Schedule sched = scheduler_.schedule(clock_());
+  const double t0 = clock_();
+  const Schedule sched = scheduler_.schedule(t0);
   if (sched.run.empty()) return false;
   steps_.clear();
   std::int64_t tokens = 0;
+  const double started = clock_();
   for (const ScheduledSequence& r : sched.run) {
     const SequenceState& s = scheduler_.sequence(r.id);
+    if (r.start == 0 && !r.padding) {
+      BatchResult& res = live_.at(r.id).result;
+      if (res.scheduled < 0) res.scheduled = started;  // queue time ends at the first chunk
+    }
     steps_.push_back({std::span(s.tokens).subspan(static_cast<std::size_t>(r.start),
                                                   static_cast<std::size_t>(r.count)),
                       static_cast<std::int32_t>(r.start), s.blocks, false, r.id});
@@ -212,8 +218,10 @@ bool BatchEngine::step() {
   stats_.kv_blocks_used += static_cast<std::uint64_t>(blocks_.used_blocks());
   stats_.max_kv_blocks_used = std::max(stats_.max_kv_blocks_used, blocks_.used_blocks());
 
+  const double f0 = clock_();
   const auto logits = runner_.step(steps_);
   const double t = clock_();
+  stats_.forward_seconds += t - f0;
   const auto V = static_cast<std::size_t>(runner_.model().config().vocab_size);
   sampled_.assign(sched.run.size(), -1);
   finished_.assign(sched.run.size(), 0);
@@ -241,6 +249,7 @@ bool BatchEngine::step() {
     live_.erase(it);
     ++stats_.finished;
   }
+  stats_.step_seconds += clock_() - t0;
   return true;
 }
 

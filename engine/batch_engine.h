@@ -31,6 +31,8 @@ struct EngineStats {
   std::int32_t max_kv_blocks_used = 0;
   std::uint64_t prompt_tokens = 0, generated_tokens = 0;
   std::uint64_t finished = 0, cancelled = 0;
+  double step_seconds = 0;     // inside step(): scheduling, the model, sampling, detokenizing
+  double forward_seconds = 0;  // of which the model's forward pass (all ranks, rank 0's view)
 };
 
 class BatchEngine {

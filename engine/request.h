@@ -27,6 +27,7 @@ struct BatchRequest {
   std::vector<std::string> stop;             // text, matched across tokens and not emitted
   std::int32_t logprobs = -1;  // < 0: none; n: the chosen token's and the n most likely ones'
   double arrival = -1;         // seconds on the engine's clock; < 0: when added
+  std::int64_t truncate = 0;   // > 0: the frontend keeps only the prompt's last `truncate` tokens
 
   // Throws std::invalid_argument naming the field, the value and the limit.
   void validate(std::int64_t vocab) const;
@@ -57,7 +58,7 @@ struct BatchResult {
   std::int64_t prompt_tokens = 0;
   std::vector<float> logprobs;                         // per generated token, when asked
   std::vector<std::vector<TokenLogprob>> top_logprobs;  // likewise
-  double arrival = 0, first_token = 0, finished = 0;   // engine clock, seconds
+  double arrival = 0, scheduled = -1, first_token = 0, finished = 0;  // engine clock, seconds
   std::vector<double> token_times;                     // when each token was produced
 };
 

@@ -3,7 +3,9 @@
 // belong to the backend's memory (host memory for the CPU backend).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 
@@ -91,6 +93,47 @@ class Backend {
   // from the KV cache (written first). out [n, heads * head_dim].
   virtual void attention(const float* qkv, std::span<const TokenPlace> places,
                          const AttentionShape& s, const KvLayer& kv, float* out) = 0;
+
+  // --- fused forms: a backend may do these in one pass; the defaults compose the ops above ---
+
+  // linear, then gelu over y.
+  virtual void linear_gelu(const float* x, std::int64_t n, const Weight& w, const float* bias,
+                           float* y) {
+    linear(x, n, w, bias, y);
+    gelu(y, n * w.rows);
+  }
+  // x += a (the residual), then y = layer_norm(x).
+  virtual void add_layer_norm(const float* a, std::int64_t n, std::int64_t dim, float* x,
+                              const float* gamma, const float* beta, float eps, float* y) {
+    add(a, n * dim, x);
+    layer_norm(x, n, dim, gamma, beta, eps, y);
+  }
+
+  // --- memory the host cannot read directly (a device backend) ---
+
+  // True when the host can read backend memory in place (the CPU backend): then download and
+  // synchronize are never needed.
+  virtual bool host_accessible() const { return true; }
+  // Host memory for results read back from the backend (pinned for a device backend, so that
+  // downloads run at full speed).
+  virtual std::unique_ptr<Buffer> allocate_host(std::size_t floats) { return allocate(floats); }
+  // host[0, n) = src[0, n) once every operation issued before has finished.
+  virtual void download(const float* src, std::size_t n, float* host) {
+    std::copy_n(src, n, host);
+  }
+  // Waits until every operation issued so far has finished.
+  virtual void synchronize() {}
+  // Called at the start of every step: the host spans the kernels are given (ids, places and
+  // the block tables they point to) may have changed since the previous step, so a backend that
+  // keeps device copies of them must copy them again.
+  virtual void begin_step() {}
+  // Runs `body`, a step's calls, which are the same calls with the same arguments whenever the
+  // step's shapes are (decode-only steps of `key` tokens). A device backend may capture them once
+  // and replay them (CUDA graphs); the default just runs them.
+  virtual void run_step(std::uint64_t key, const std::function<void()>& body) {
+    (void)key;
+    body();
+  }
 };
 
 }  // namespace saker

@@ -1,7 +1,9 @@
 // Shared pieces of the saker subcommands.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -9,6 +11,8 @@
 #include <boost/program_options.hpp>
 
 namespace saker {
+class Backend;
+class Communicator;
 class MpiWorld;
 }
 
@@ -37,10 +41,27 @@ std::vector<std::int32_t> parse_token_ids(const std::string& text, std::int64_t 
 // Threads for the CPU backend: the flag if given, else OMP_NUM_THREADS, else every available core.
 unsigned thread_count(int flag);
 
+// --device: "cuda", "cpu", or "" for the default (cuda when a GPU is visible and the CUDA backend
+// is built, else cpu). A help line for the flag.
+inline constexpr const char* kDeviceHelp =
+    "cuda or cpu (default: cuda when a GPU is visible, else cpu)";
+// The backend for --device. CUDA: the GPU of this process's local rank (OMPI_COMM_WORLD_LOCAL_RANK,
+// modulo the visible GPUs). CPU: `threads` threads, attention scratch for max_context positions.
+std::unique_ptr<Backend> make_backend(const std::string& device, unsigned threads,
+                                      std::int64_t max_context);
+// The communicator the model's collectives need on `backend`: NCCL on the CUDA backend's stream
+// when `comm` has more than one rank (device pointers), else null (use `comm` itself).
+std::unique_ptr<Communicator> make_model_communicator(Backend& backend, Communicator& comm);
+// Memory read bandwidth (bytes per second) of the memory `backend` streams weights from.
+double backend_read_bandwidth(Backend& backend, std::size_t bytes, int repeats);
+// This process's rank among the ranks of its node (0 outside mpirun).
+int local_rank();
+
 int run_generate(const std::vector<std::string>& args);
 int run_generate_jsonl(const std::vector<std::string>& args);  // generate --input
 int run_info(const std::vector<std::string>& args);
 int run_bench(const std::vector<std::string>& args);
+int run_serve(const std::vector<std::string>& args);
 int run_tokenize(const std::vector<std::string>& args);
 
 }  // namespace saker::cli

@@ -13,8 +13,6 @@
 
 #include <nlohmann/json.hpp>
 
-#include "kernels/cpu/cpu_backend.h"
-#include "kernels/cpu/membw.h"
 #include "launcher/bench_metrics.h"
 #include "launcher/bench_workload.h"
 #include "launcher/cli.h"
@@ -121,16 +119,13 @@ int run_bench(const std::vector<std::string>& args) {
 
   Communicator& comm = world().tensor_parallel();
   Engine engine(o, comm);
-  auto* cpu = dynamic_cast<CpuBackend*>(&engine.backend());
   // Every rank streams its own shard: the floor is all ranks' bytes over the machine's bandwidth,
   // measured with every rank reading at once, before and after the run (shared hosts drift).
   float step_bytes_f = static_cast<float>(engine.model().step_weight_bytes());
   comm.all_reduce_sum(&step_bytes_f, 1);
   auto machine_bandwidth = [&] {
     comm.barrier();
-    float bw = cpu ? static_cast<float>(cpu::measure_read_bandwidth(cpu->pool(),
-                                                                    std::size_t{512} << 20, 3))
-                   : 0.0f;
+    float bw = static_cast<float>(backend_read_bandwidth(engine.backend(), std::size_t{512} << 20, 3));
     comm.all_reduce_sum(&bw, 1);
     return static_cast<double>(bw);
   };

@@ -11,7 +11,6 @@
 #include "engine/model/shard_plan.h"
 #include "engine/step_runner.h"
 #include "engine/tokenizer/streaming_detokenizer.h"
-#include "kernels/cpu/cpu_backend.h"
 #include "launcher/cli.h"
 #include "launcher/fault_hooks.h"
 #include "parallel/world.h"
@@ -54,6 +53,7 @@ int run_generate(const std::vector<std::string>& args) {
   std::string model_dir;
   std::int64_t max_new = 32, chunk = 256, block_size = 16;
   int threads = 0;
+  std::string device;
   po::options_description desc("options");
   desc.add_options()("help,h", "show this help")("model", po::value(&model_dir)->required(),
                                                  "Hugging Face model directory (safetensors)")(
@@ -64,6 +64,7 @@ int run_generate(const std::vector<std::string>& args) {
       "ignore-eos", po::bool_switch(), "keep generating past the end-of-sequence token")(
       "threads", po::value(&threads)->default_value(0),
       "CPU threads per rank (0: OMP_NUM_THREADS or all)")(
+      "device", po::value(&device)->default_value(""), kDeviceHelp)(
       "prefill-chunk", po::value(&chunk)->default_value(256), "prompt tokens per forward step")(
       "block-size", po::value(&block_size)->default_value(16), "KV cache block size (tokens)")(
       "stats", po::bool_switch(), "print timing and per-rank weight bytes to stderr");
@@ -121,9 +122,13 @@ int run_generate(const std::vector<std::string>& args) {
   // Every rank checks the layout itself, so an impossible one fails everywhere with one message.
   const ShardPlan plan(config, comm.size());
   const Checkpoint checkpoint = Checkpoint::open(model_dir);
-  CpuBackend backend(thread_count(threads), config.max_positions);
-  const TensorParallel tp =
-      comm.size() > 1 ? TensorParallel{&plan.rank(comm.rank()), &comm} : TensorParallel{};
+  const auto backend_owner = make_backend(device, thread_count(threads), config.max_positions);
+  Backend& backend = *backend_owner;
+  // On GPUs the model's all-reduce runs over NCCL on the compute stream; plans still go by MPI.
+  const auto model_comm = make_model_communicator(backend, comm);
+  const TensorParallel tp = comm.size() > 1 ? TensorParallel{&plan.rank(comm.rank()),
+                                                             model_comm ? model_comm.get() : &comm}
+                                            : TensorParallel{};
   FalconModel model(config, checkpoint, backend, ModelOptions{chunk, 1, config.max_positions}, tp);
   KvCache cache(backend, config, model.local_kv_heads(), (total + block_size - 1) / block_size,
                 block_size);

@@ -7,7 +7,6 @@
 #include <fstream>
 #include <sstream>
 
-#include "kernels/cpu/cpu_backend.h"
 #include "parallel/collectives.h"
 
 namespace saker::cli {
@@ -50,6 +49,7 @@ po::options_description engine_options(EngineOptions& o) {
   po::options_description d("engine");
   d.add_options()("threads", po::value(&o.threads)->default_value(o.threads),
                   "CPU threads per rank (0: OMP_NUM_THREADS or all)")(
+      "device", po::value(&o.device)->default_value(o.device), kDeviceHelp)(
       "batching", po::value(&o.batching)->default_value(o.batching),
       "rolling (continuous) or dynamic (request-level, DJL's rolling_batch=disable)")(
       "max-rolling-batch-size", po::value(&o.max_batch_size)->default_value(o.max_batch_size),
@@ -127,9 +127,12 @@ Engine::Engine(const EngineOptions& o, Communicator& comm)
   // Every rank checks the layout itself, so an impossible one fails everywhere with one message.
   plan_.emplace(config_, comm.size());
   threads_ = thread_count(o.threads);
-  backend_ = std::make_unique<CpuBackend>(threads_, config_.max_positions);
+  backend_ = make_backend(o.device, threads_, config_.max_positions);
+  model_comm_ = make_model_communicator(*backend_, comm);
   const TensorParallel tp =
-      comm.size() > 1 ? TensorParallel{&plan_->rank(comm.rank()), &comm} : TensorParallel{};
+      comm.size() > 1
+          ? TensorParallel{&plan_->rank(comm.rank()), model_comm_ ? model_comm_.get() : &comm}
+          : TensorParallel{};
   model_ = std::make_unique<FalconModel>(
       config_, checkpoint_, *backend_,
       ModelOptions{o.max_batch_tokens, o.max_batch_size, config_.max_positions}, tp);

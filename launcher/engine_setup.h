@@ -24,6 +24,7 @@ namespace saker::cli {
 struct EngineOptions {
   std::string model_dir;
   int threads = 0;
+  std::string device;                    // cuda, cpu, or empty: cuda when a GPU is visible
   std::int32_t max_batch_size = 32;      // option.max_rolling_batch_size (dynamic: batch_size)
   std::int64_t max_batch_tokens = 512;   // option.max_rolling_batch_prefill_tokens
   std::int64_t block_size = 16;
@@ -68,6 +69,7 @@ class Engine {
   Checkpoint checkpoint_;
   unsigned threads_ = 0;
   std::unique_ptr<Backend> backend_;
+  std::unique_ptr<Communicator> model_comm_;  // NCCL for GPU ranks; null: the MPI communicator
   std::unique_ptr<FalconModel> model_;
   std::unique_ptr<KvCache> cache_;
   std::unique_ptr<StepRunner> runner_;

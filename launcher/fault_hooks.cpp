@@ -1,6 +1,8 @@
 #include "launcher/fault_hooks.h"
 
+#include <chrono>
 #include <csignal>
+#include <thread>
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
@@ -18,6 +20,8 @@ FaultHooks FaultHooks::from_env(int my_rank) {
   const std::string what = s.substr(colon + 1);
   if (what == "load") {
     h.at_load = true;
+  } else if (what.rfind("delay_load:", 0) == 0) {
+    h.load_delay_s = std::stod(what.substr(11));
   } else if (what.rfind("kill:", 0) == 0) {
     h.kill_step = std::stoll(what.substr(5));
   } else {
@@ -27,6 +31,7 @@ FaultHooks FaultHooks::from_env(int my_rank) {
 }
 
 void FaultHooks::after_load() const {
+  if (load_delay_s > 0) std::this_thread::sleep_for(std::chrono::duration<double>(load_delay_s));
   if (at_load) throw std::runtime_error("injected fault after loading (SAKER_TEST_FAULT)");
 }
 

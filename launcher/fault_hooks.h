@@ -1,6 +1,7 @@
 // Test-only fault injection, driven by the environment so that multi-rank tests can make one
 // rank fail the way real ranks fail. SAKER_TEST_FAULT="RANK:load" throws on that rank once its
-// weights are loaded; "RANK:kill:N" sends that rank SIGKILL before its N-th step. Unset in
+// weights are loaded; "RANK:kill:N" sends that rank SIGKILL before its N-th step;
+// "RANK:delay_load:S" makes loading take S seconds longer (health checks during a load). Unset in
 // production, where these calls cost one getenv at start-up.
 #pragma once
 
@@ -12,6 +13,7 @@ struct FaultHooks {
   int rank = -1;                // the rank to fail; -1: none
   bool at_load = false;         // throw after loading
   std::int64_t kill_step = -1;  // SIGKILL before this step
+  double load_delay_s = 0;      // sleep after loading
 
   static FaultHooks from_env(int my_rank);
   void after_load() const;

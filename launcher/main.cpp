@@ -13,9 +13,10 @@ constexpr const char* kUsage =
     "usage: saker <command> [options]\n"
     "\n"
     "commands:\n"
-    "  generate   generate tokens from a prompt (greedy)\n"
+    "  generate   generate from a prompt, or run a JSONL job (--input) through the rolling batch\n"
+    "  serve      serve the OpenAI, TGI and SageMaker/DJL HTTP APIs from rank 0\n"
     "  info       print a model's effective structure, parameters and weight bytes\n"
-    "  bench      measure decode speed against the memory-bandwidth floor\n"
+    "  bench      simulate serving: throughput and latency, rolling or dynamic batching\n"
     "  tokenize   text on stdin to token ids, or ids to text (--decode), by tokenizer.json\n"
     "\n"
     "Under mpirun (one rank per device) generate runs the model tensor-parallel over the ranks.\n"
@@ -28,6 +29,7 @@ int dispatch(const std::string& cmd, const std::vector<std::string>& args) {
   if (cmd == "generate") return saker::cli::run_generate(args);
   if (cmd == "info") return saker::cli::run_info(args);
   if (cmd == "bench") return saker::cli::run_bench(args);
+  if (cmd == "serve") return saker::cli::run_serve(args);
   if (cmd == "tokenize") return saker::cli::run_tokenize(args);
   throw saker::cli::UsageError("unknown command '" + cmd + "'\n\n" + kUsage);
 }

@@ -57,6 +57,7 @@ void apply_parameters(const json& params, BatchRequest& r) {
   SamplingParams& s = r.sampling;
   s = SamplingParams{};  // the sampler's neutral values; greedy is decided below
   for (const auto& [key, v] : params.items()) {
+    if (v.is_null()) continue;  // clients send unset fields as null (TGI's client does)
     if (key == "max_new_tokens" || key == "max_tokens") {
       r.max_new_tokens = integer(v, key, 1, kMax);
     } else if (key == "min_new_tokens" || key == "min_tokens") {
@@ -100,6 +101,13 @@ void apply_parameters(const json& params, BatchRequest& r) {
         r.logprobs = static_cast<std::int32_t>(integer(v, key, 0, 20));
     } else if (key == "details" || key == "return_full_text" || key == "decoder_input_details") {
       boolean(v, key);  // output shape only: the frontend reads it
+    } else if (key == "truncate") {
+      r.truncate = integer(v, key, 1, kMax);
+    } else if (key == "best_of" || key == "n") {
+      if (integer(v, key, 1, kMax) != 1 && key == "best_of")
+        fail(key, "must be 1: best-of sampling is not supported");
+    } else if (key == "watermark") {
+      if (boolean(v, key)) fail(key, "is not supported");
     } else {
       fail(key, "is not supported");
     }

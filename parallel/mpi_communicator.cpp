@@ -1,9 +1,11 @@
 #include "parallel/mpi_communicator.h"
 
 #include <algorithm>
+#include <chrono>
 #include <limits>
 #include <stdexcept>
 #include <string>
+#include <thread>
 
 namespace saker {
 namespace {
@@ -47,11 +49,32 @@ void MpiCommunicator::gather(std::span<const float> send, std::span<float> recv,
               displs_.data(), MPI_FLOAT, root, comm_);
 }
 
+// Waits for a nonblocking collective without keeping a core busy for long: a receiver waiting
+// for rank 0's next plan may wait for minutes on an idle server, and Open MPI's blocking wait
+// spins. A short spin keeps the latency of back-to-back plans; then the wait sleeps, longer and
+// longer, up to 1 ms.
+void MpiCommunicator::wait_gently(MPI_Request& req) {
+  using clock = std::chrono::steady_clock;
+  const auto spin_until = clock::now() + std::chrono::microseconds(500);
+  auto nap = std::chrono::microseconds(20);
+  for (;;) {
+    int done = 0;
+    MPI_Test(&req, &done, MPI_STATUS_IGNORE);
+    if (done) return;
+    if (clock::now() < spin_until) continue;
+    std::this_thread::sleep_for(nap);
+    nap = std::min(nap * 2, std::chrono::microseconds(1000));
+  }
+}
+
 void MpiCommunicator::broadcast(std::vector<std::byte>& data, int root) {
   unsigned long long n = data.size();
-  MPI_Bcast(&n, 1, MPI_UNSIGNED_LONG_LONG, root, comm_);
+  MPI_Request req;
+  MPI_Ibcast(&n, 1, MPI_UNSIGNED_LONG_LONG, root, comm_, &req);
+  wait_gently(req);
   data.resize(n);
-  MPI_Bcast(data.data(), checked_count(n), MPI_BYTE, root, comm_);
+  MPI_Ibcast(data.data(), checked_count(n), MPI_BYTE, root, comm_, &req);
+  wait_gently(req);
 }
 
 void MpiCommunicator::barrier() {

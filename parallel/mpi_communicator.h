@@ -23,6 +23,8 @@ class MpiCommunicator final : public Communicator {
   void barrier() override;
 
  private:
+  static void wait_gently(MPI_Request& req);
+
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0, size_ = 1;
   std::vector<int> counts_, displs_;  // reused by gather

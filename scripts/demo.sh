@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The newcomer's first run: build saker, show the real Falcon-40B config's structure and shard
 # plan, then generate from a small Falcon checkpoint across 2 MPI ranks: from token ids (next to
-# what transformers generated), from a text prompt, and as an offline JSONL job.
+# what transformers generated), from a text prompt, as an offline JSONL job, and served over HTTP
+# with a streaming request.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${BUILD_DIR:-build}
@@ -46,3 +47,36 @@ echo
 echo "== ${mpi[*]} saker generate --model $demo --input $job --output $build/demo-results.jsonl"
 "${mpi[@]}" "$build/saker" generate --model "$demo" --input "$job" --output "$build/demo-results.jsonl"
 cat "$build/demo-results.jsonl"
+
+# Serving: the HTTP APIs on rank 0 of 2 ranks. A streaming request's text is printed as it arrives.
+port=${SAKER_DEMO_PORT:-8080}
+echo
+echo "== ${mpi[*]} saker serve --model $demo --port $port &"
+"${mpi[@]}" "$build/saker" serve --model "$demo" --port "$port" > "$build/demo-serve.log" 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do
+  [ "$(curl -s -o /dev/null -w '%{http_code}' "localhost:$port/ping")" = 200 ] && break
+  sleep 0.2
+done
+echo "== curl -N localhost:$port/generate_stream (text as it arrives)"
+curl -sN "localhost:$port/generate_stream" -H 'Content-Type: application/json' \
+  -d '{"inputs": "The falcon flies", "parameters": {"max_new_tokens": 24, "details": true}}' |
+  python3 -u -c '
+import json, sys
+for line in sys.stdin:
+    if line.startswith("data:"):
+        event = json.loads(line[5:])
+        print(event["token"]["text"], end="", flush=True)
+        if event["details"]:
+            print("\n(finish: %s, %d tokens)" % (event["details"]["finish_reason"], event["details"]["generated_tokens"]))
+'
+echo "== curl localhost:$port/v1/completions"
+curl -s "localhost:$port/v1/completions" -H 'Content-Type: application/json' \
+  -d '{"model": "demo-model", "prompt": "Hello", "max_tokens": 8, "temperature": 0}'
+echo
+kill -TERM "$server"
+wait "$server" || true
+trap - EXIT
+echo "== server log"
+cat "$build/demo-serve.log"

@@ -5,9 +5,10 @@ set -euo pipefail
 
 packages=(
   build-essential cmake ninja-build pkg-config
-  nlohmann-json3-dev libboost-program-options-dev libpcre2-dev
+  nlohmann-json3-dev libboost-dev libboost-program-options-dev libpcre2-dev libspdlog-dev
   libopenmpi-dev openmpi-bin
   catch2 libbenchmark-dev
+  curl python3-venv
 )
 
 missing=()

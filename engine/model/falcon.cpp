@@ -11,6 +11,7 @@ namespace saker {
 
 struct FalconModel::Workspace {
   std::unique_ptr<Buffer> x, h, h2, qkv, attn, a, m, b, sel, sel_norm, logits, gathered;
+  std::unique_ptr<Buffer> host_logits;  // only when the host cannot read backend memory
   std::vector<std::int32_t> ids;
   std::vector<TokenPlace> places;
   std::vector<std::int64_t> logit_rows;  // token row of each logit row
@@ -198,7 +199,10 @@ FalconModel::FalconModel(const FalconConfig& config, const Checkpoint& checkpoin
   w.sel = backend_.allocate(R * H);
   w.sel_norm = backend_.allocate(R * H);
   w.logits = backend_.allocate(R * static_cast<std::size_t>(lm_head_.rows));
-  w.gathered = backend_.allocate(s && tp_.comm->rank() == 0 ? 2 * R * c.vocab_size : 0);
+  const bool root = !s || tp_.comm->rank() == 0;
+  w.gathered = backend_.allocate(s && root ? 2 * R * c.vocab_size : 0);
+  if (!backend_.host_accessible())
+    w.host_logits = backend_.allocate_host(root ? (s ? 2 : 1) * R * c.vocab_size : 0);
   w.ids.resize(T);
   w.places.resize(T);
   w.logit_rows.resize(R);
@@ -237,11 +241,10 @@ void FalconModel::run_layer(const Layer& L, std::int64_t n, const KvLayer& kv) {
     mlp_in = w.h2->data();
   } else if (c.block == BlockKind::kSequential) {
     all_reduce(w.a->data(), n * H);
-    backend_.add(w.a->data(), n * H, x);
-    norm(L.ln_mlp, x, w.h->data());
+    backend_.add_layer_norm(w.a->data(), n, H, x, L.ln_mlp.gamma->data(), L.ln_mlp.beta->data(),
+                            c.layer_norm_eps, w.h->data());
   }
-  backend_.linear(mlp_in, n, L.fc_in.w, bias(L.fc_in), w.m->data());
-  backend_.gelu(w.m->data(), n * L.fc_in.w.rows);
+  backend_.linear_gelu(mlp_in, n, L.fc_in.w, bias(L.fc_in), w.m->data());
   backend_.linear(w.m->data(), n, L.fc_out.w, bias(L.fc_out), w.b->data());
 
   if (c.block != BlockKind::kSequential) {
@@ -256,7 +259,12 @@ void FalconModel::run_layer(const Layer& L, std::int64_t n, const KvLayer& kv) {
 std::span<const float> FalconModel::gather_logits(std::int64_t rows) {
   Workspace& w = *ws_;
   const std::int64_t V = config_.vocab_size;
-  if (!tp_.shard) return {w.logits->data(), static_cast<std::size_t>(rows * V)};
+  const auto count = static_cast<std::size_t>(rows * V);
+  if (!tp_.shard) {
+    if (backend_.host_accessible()) return {w.logits->data(), count};
+    backend_.download(w.logits->data(), count, w.host_logits->data());
+    return {w.host_logits->data(), count};
+  }
   Communicator& comm = *tp_.comm;
   const int tp = comm.size();
   for (int r = 0; r < tp; ++r)
@@ -267,10 +275,15 @@ std::span<const float> FalconModel::gather_logits(std::int64_t rows) {
     comm.gather(mine, {}, w.gather_counts, 0);
     return {};
   }
-  // Rank r's block is [rows][its vocabulary slice]; interleave the slices into [rows][V].
+  // Rank r's block is [rows][its vocabulary slice]; interleave the slices into [rows][V], on the
+  // host (after a download when the backend's memory is a device's).
   float* staged = w.gathered->data();
+  comm.gather(mine, {staged, count}, w.gather_counts, 0);
+  if (!backend_.host_accessible()) {
+    backend_.download(staged, count, w.host_logits->data());
+    staged = w.host_logits->data();
+  }
   float* out = staged + rows * V;
-  comm.gather(mine, {staged, static_cast<std::size_t>(rows * V)}, w.gather_counts, 0);
   const float* block = staged;
   for (int r = 0; r < tp; ++r) {
     const Range vr = even_split(V, tp, r);
@@ -278,7 +291,7 @@ std::span<const float> FalconModel::gather_logits(std::int64_t rows) {
       std::copy_n(block + i * vr.size(), vr.size(), out + i * V + vr.begin);
     block += rows * vr.size();
   }
-  return {out, static_cast<std::size_t>(rows * V)};
+  return {out, count};
 }
 
 std::span<const float> FalconModel::forward(std::span<const SequenceStep> batch, KvCache& cache) {
@@ -321,20 +334,29 @@ std::span<const float> FalconModel::forward(std::span<const SequenceStep> batch,
     n += len;
   }
   if (n == 0) return {};
+  backend_.begin_step();
 
-  // Vocabulary-parallel lookup: each rank fills the rows it holds, the sum completes them.
-  backend_.embedding({w.ids.data(), static_cast<std::size_t>(n)}, embeddings_, vocab_begin_,
-                     w.x->data());
-  all_reduce(w.x->data(), n * c.hidden);
-  for (std::int64_t l = 0; l < c.layers; ++l) run_layer(layers_[l], n, cache.layer(l));
+  auto body = [&] {
+    // Vocabulary-parallel lookup: each rank fills the rows it holds, the sum completes them.
+    backend_.embedding({w.ids.data(), static_cast<std::size_t>(n)}, embeddings_, vocab_begin_,
+                       w.x->data());
+    all_reduce(w.x->data(), n * c.hidden);
+    for (std::int64_t l = 0; l < c.layers; ++l) run_layer(layers_[l], n, cache.layer(l));
 
-  // Final norm and lm_head only on the rows whose logits are wanted.
-  const std::int64_t H = c.hidden;
-  backend_.gather_rows(w.x->data(), {w.logit_rows.data(), static_cast<std::size_t>(rows)}, H,
-                       w.sel->data());
-  backend_.layer_norm(w.sel->data(), rows, H, ln_f_.gamma->data(), ln_f_.beta->data(),
-                      c.layer_norm_eps, w.sel_norm->data());
-  backend_.linear(w.sel_norm->data(), rows, lm_head_, nullptr, w.logits->data());
+    // Final norm and lm_head only on the rows whose logits are wanted.
+    const std::int64_t H = c.hidden;
+    backend_.gather_rows(w.x->data(), {w.logit_rows.data(), static_cast<std::size_t>(rows)}, H,
+                         w.sel->data());
+    backend_.layer_norm(w.sel->data(), rows, H, ln_f_.gamma->data(), ln_f_.beta->data(),
+                        c.layer_norm_eps, w.sel_norm->data());
+    backend_.linear(w.sel_norm->data(), rows, lm_head_, nullptr, w.logits->data());
+  };
+  // A decode-only step (one token per sequence) issues the same calls for the same batch size:
+  // a device backend may replay it as a graph. Not with a shard (collectives in the step).
+  if (!tp_.shard && n == static_cast<std::int64_t>(batch.size()))
+    backend_.run_step(static_cast<std::uint64_t>(n), body);
+  else
+    body();
   return gather_logits(rows);
 }
 

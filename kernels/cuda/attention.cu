@@ -1,0 +1,360 @@
+// Rotary embedding, KV-cache writes and causal attention over the paged KV cache.
+//
+// Attention works on tiles: the query heads of one KV group for up to `tq` tokens of one
+// sequence. A block takes one tile and one range of keys, streams those keys' K and V rows
+// through shared memory once (so every KV block is read once per group and tile, not once per
+// query head) and keeps flash-style running softmax statistics in fp32. Decode steps make tiles
+// of one token; prefill makes tiles of several consecutive tokens that share the key reads. Long
+// contexts are cut into key ranges (split-K) so a small batch still fills the GPU; a second
+// kernel combines the ranges' partial results.
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+#include "kernels/cuda/check.h"
+#include "kernels/cuda/device_util.cuh"
+#include "kernels/cuda/launch.h"
+
+namespace saker::cuda {
+namespace {
+
+constexpr int kKeyTile = 32;    // keys per shared-memory tile
+constexpr int kTileRows = 64;   // target query rows (token x head) per tile
+constexpr int kMaxSplits = 64;  // key ranges per tile at most
+// The key ranges are cut from max_keys rounded up to this (ranges past a tile's keys hold none),
+// so a decode step's launch stays the same for 128 positions and its graph can be replayed.
+constexpr int kKeyBucket = 128;
+
+// Offsets within one fused qkv row (falcon.md section 3), as kernels/cpu/ops.h QkvLayout.
+struct Layout {
+  int heads, kv_heads, hd, gs;
+  __host__ __device__ std::int64_t group_stride() const {
+    return static_cast<std::int64_t>(gs + 2) * hd;
+  }
+  __host__ __device__ std::int64_t row_stride() const { return kv_heads * group_stride(); }
+  __host__ __device__ std::int64_t q(int head) const {
+    return (head / gs) * group_stride() + static_cast<std::int64_t>(head % gs) * hd;
+  }
+  __host__ __device__ std::int64_t k(int group) const {
+    return group * group_stride() + static_cast<std::int64_t>(gs) * hd;
+  }
+  __host__ __device__ std::int64_t v(int group) const { return k(group) + hd; }
+};
+
+Layout layout_of(const AttentionShape& s) {
+  return Layout{static_cast<int>(s.heads), static_cast<int>(s.kv_heads),
+                static_cast<int>(s.head_dim), static_cast<int>(s.heads / s.kv_heads)};
+}
+
+// KV slot of key `key` through a block table.
+__device__ __forceinline__ std::int64_t slot_of(const std::int32_t* table, std::int64_t key,
+                                                int block_size) {
+  return static_cast<std::int64_t>(table[key / block_size]) * block_size + key % block_size;
+}
+
+// grid (item blocks, token); one thread per (rotated head, pair index).
+__global__ void rotary_kernel(float* qkv, const std::int32_t* pos, Layout L, const float* cos_sin) {
+  const std::int64_t t = blockIdx.y;
+  const int half = L.hd / 2;
+  float* row = qkv + t * L.row_stride();
+  const float* cs = cos_sin + static_cast<std::int64_t>(pos[t]) * half * 2;
+  const int items = (L.heads + L.kv_heads) * half;
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < items; i += gridDim.x * blockDim.x) {
+    const int h = i / half, d = i % half;
+    float* head = row + (h < L.heads ? L.q(h) : L.k(h - L.heads));
+    const float c = cs[2 * d], s = cs[2 * d + 1];
+    const float a = head[d], b = head[d + half];
+    // GPT-NeoX rotate-half, rounded as the CPU kernel (no fused multiply-add).
+    head[d] = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
+    head[d + half] = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s));
+  }
+}
+
+__global__ void kv_write_kernel(const float* qkv, DevicePlaces p, Layout L, KvLayer kv) {
+  const std::int64_t t = blockIdx.x;
+  const float* row = qkv + t * L.row_stride();
+  const std::int64_t slot =
+      slot_of(p.tables + p.table_off[t], p.pos[t], static_cast<int>(kv.block_size));
+  const int items = L.kv_heads * L.hd;
+  for (int i = threadIdx.x; i < items; i += blockDim.x) {
+    const int g = i / L.hd, d = i % L.hd;
+    const std::int64_t off = (slot * kv.kv_heads + g) * kv.head_dim + d;
+    kv.k[off] = row[L.k(g) + d];
+    kv.v[off] = row[L.v(g) + d];
+  }
+}
+
+struct AttentionArgs {
+  const float* qkv;
+  DevicePlaces p;
+  Layout L;
+  const float* k;
+  const float* v;
+  int block_size;
+  const float* slopes;  // null without ALiBi
+  float scale;
+  int splits;
+  int keys_per_split;
+  int row_chunks;      // blocks per (tile, KV group, key range), each a slice of the tile's rows
+  int rows_per_chunk;
+  float* part_acc;  // [n][heads][splits][hd], unnormalised
+  float* part_ml;   // [n][heads][splits][2]: running max, running sum
+};
+
+// Shared memory of one block, in floats, for `rows` query rows.
+std::size_t smem_floats(int rows, int hd) {
+  return 2 * static_cast<std::size_t>(rows) * hd           // q, acc
+         + static_cast<std::size_t>(rows) * kKeyTile       // scores / probabilities
+         + static_cast<std::size_t>(kKeyTile) * (hd + 1)   // K tile, padded against bank conflicts
+         + static_cast<std::size_t>(kKeyTile) * hd         // V tile
+         + 3 * static_cast<std::size_t>(rows);             // max, sum, correction
+}
+
+// grid: (tile, kv group x row chunk, key range). Row R of a tile is token first + R / gs, head
+// g*gs + R % gs; a block takes rows r0 + r, r < rows, of its chunk (each row is computed alone,
+// so the chunking does not change any result).
+__global__ void attention_kernel(AttentionArgs a) {
+  extern __shared__ float smem[];
+  const Layout L = a.L;
+  const int hd = L.hd, gs = L.gs;
+  const std::int32_t* tile = a.p.tiles + 3 * static_cast<std::int64_t>(blockIdx.x);
+  const std::int64_t first = tile[0];
+  const int g = static_cast<int>(blockIdx.y) / a.row_chunks, split = blockIdx.z;
+  const int r0 = (static_cast<int>(blockIdx.y) % a.row_chunks) * a.rows_per_chunk;
+  const int rows = min(a.rows_per_chunk, tile[1] * gs - r0);
+  if (rows <= 0) return;  // the whole block: a tile of fewer tokens than the chunks cover
+  const std::int64_t tile_keys = tile[2];
+  const std::int64_t key_begin = static_cast<std::int64_t>(split) * a.keys_per_split;
+  const std::int64_t key_end = std::min<std::int64_t>(key_begin + a.keys_per_split, tile_keys);
+  const int max_rows = kTileRows > gs ? (kTileRows / gs) * gs : gs;  // the host's layout
+  float* q = smem;
+  float* acc = q + static_cast<std::size_t>(max_rows) * hd;
+  float* sc = acc + static_cast<std::size_t>(max_rows) * hd;
+  float* kt = sc + static_cast<std::size_t>(max_rows) * kKeyTile;
+  float* vt = kt + static_cast<std::size_t>(kKeyTile) * (hd + 1);
+  float* m = vt + static_cast<std::size_t>(kKeyTile) * hd;
+  float* l = m + max_rows;
+  float* corr = l + max_rows;
+  const std::int32_t* table = a.p.tables + a.p.table_off[first];  // shared by the tile's tokens
+
+  for (int i = threadIdx.x; i < rows * hd; i += blockDim.x) {
+    const int r = i / hd, d = i % hd, rr = r0 + r;
+    const std::int64_t t = first + rr / gs;
+    q[i] = a.qkv[t * L.row_stride() + L.q(g * gs + rr % gs) + d];
+    acc[i] = 0.0f;
+  }
+  for (int r = threadIdx.x; r < rows; r += blockDim.x) {
+    m[r] = -INFINITY;
+    l[r] = 0.0f;
+  }
+  __syncthreads();
+
+  for (std::int64_t kb = key_begin; kb < key_end; kb += kKeyTile) {
+    const int tk = static_cast<int>(std::min<std::int64_t>(kKeyTile, key_end - kb));
+    for (int i = threadIdx.x; i < tk * hd; i += blockDim.x) {
+      const int j = i / hd, d = i % hd;
+      const std::int64_t off = (slot_of(table, kb + j, a.block_size) * L.kv_heads + g) * hd + d;
+      kt[j * (hd + 1) + d] = a.k[off];
+      vt[j * hd + d] = a.v[off];
+    }
+    __syncthreads();
+    // Scores; keys past a token's own position (causal) or past the tile get -inf.
+    for (int i = threadIdx.x; i < rows * kKeyTile; i += blockDim.x) {
+      const int r = i / kKeyTile, j = i % kKeyTile;
+      const std::int64_t key = kb + j;
+      float score = -INFINITY;
+      if (j < tk && key <= a.p.pos[first + (r0 + r) / gs]) {
+        const float* qr = q + static_cast<std::size_t>(r) * hd;
+        const float* kr = kt + j * (hd + 1);
+        float dot = 0.0f;
+        for (int d = 0; d < hd; ++d) dot = fmaf(qr[d], kr[d], dot);
+        score = __fmul_rn(dot, a.scale);
+        // transformers adds bf16(bf16(slope) * key position) / sqrt(head_dim), as the CPU kernel.
+        if (a.slopes) {
+          const float slope = a.slopes[g * gs + (r0 + r) % gs];
+          score = __fadd_rn(score,
+                            __fmul_rn(round_bf16(__fmul_rn(slope, static_cast<float>(key))), a.scale));
+        }
+      }
+      sc[i] = score;
+    }
+    __syncthreads();
+    // Running softmax statistics, one thread per row.
+    for (int r = threadIdx.x; r < rows; r += blockDim.x) {
+      float* s = sc + static_cast<std::size_t>(r) * kKeyTile;
+      float tile_max = -INFINITY;
+      for (int j = 0; j < kKeyTile; ++j) tile_max = fmaxf(tile_max, s[j]);
+      const float m_new = fmaxf(m[r], tile_max);
+      if (m_new == -INFINITY) {  // no key of this row yet: nothing to add, nothing to rescale
+        for (int j = 0; j < kKeyTile; ++j) s[j] = 0.0f;
+        corr[r] = 1.0f;
+        continue;
+      }
+      float sum = 0.0f;
+      for (int j = 0; j < kKeyTile; ++j) {
+        s[j] = expf(s[j] - m_new);  // exp(-inf) = 0 for masked keys
+        sum += s[j];
+      }
+      corr[r] = expf(m[r] - m_new);  // 0 when m[r] is still -inf
+      l[r] = l[r] * corr[r] + sum;
+      m[r] = m_new;
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < rows * hd; i += blockDim.x) {
+      const int r = i / hd, d = i % hd;
+      const float* pr = sc + static_cast<std::size_t>(r) * kKeyTile;
+      float o = acc[i] * corr[r];
+      for (int j = 0; j < tk; ++j) o = fmaf(pr[j], vt[j * hd + d], o);
+      acc[i] = o;
+    }
+    __syncthreads();
+  }
+
+  // Partial results of this key range (m = -inf, l = 0 when it held no key of the row).
+  for (int i = threadIdx.x; i < rows * hd; i += blockDim.x) {
+    const int r = i / hd, d = i % hd, rr = r0 + r;
+    const std::int64_t t = first + rr / gs;
+    const std::int64_t head = static_cast<std::int64_t>(g) * gs + rr % gs;
+    a.part_acc[((t * L.heads + head) * a.splits + split) * hd + d] = acc[i];
+  }
+  for (int r = threadIdx.x; r < rows; r += blockDim.x) {
+    const int rr = r0 + r;
+    const std::int64_t t = first + rr / gs;
+    const std::int64_t head = static_cast<std::int64_t>(g) * gs + rr % gs;
+    float* ml = a.part_ml + ((t * L.heads + head) * a.splits + split) * 2;
+    ml[0] = m[r];
+    ml[1] = l[r];
+  }
+}
+
+// out = sum_s acc_s e^(m_s - M) / sum_s l_s e^(m_s - M); one thread per output element (a
+// block per token left each thread ~18 elements of dependent loads: 35 us at batch 1).
+__global__ void attention_combine_kernel(const float* part_acc, const float* part_ml, std::int64_t n,
+                                         int heads, int hd, int splits, float* out) {
+  const std::int64_t count = n * heads * hd;
+  for (std::int64_t e = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+       e < count; e += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    const std::int64_t t = e / (static_cast<std::int64_t>(heads) * hd);
+    const int i = static_cast<int>(e % (static_cast<std::int64_t>(heads) * hd));
+    const int head = i / hd, d = i % hd;
+    const std::int64_t base = (t * heads + head) * splits;
+    float mx = -INFINITY;
+    for (int s = 0; s < splits; ++s) mx = fmaxf(mx, part_ml[(base + s) * 2]);
+    float den = 0.0f, num = 0.0f;
+    for (int s = 0; s < splits; ++s) {
+      const float ms = part_ml[(base + s) * 2];
+      if (ms == -INFINITY) continue;  // this range held none of the token's keys
+      const float w = expf(ms - mx);
+      den += part_ml[(base + s) * 2 + 1] * w;
+      num += part_acc[(base + s) * hd + d] * w;
+    }
+    out[(t * heads + head) * hd + d] = num / den;
+  }
+}
+
+}  // namespace
+
+void launch_rotary(float* qkv, const DevicePlaces& p, const AttentionShape& s,
+                   const float* cos_sin, cudaStream_t stream) {
+  if (p.n == 0) return;
+  const Layout L = layout_of(s);
+  const dim3 grid(static_cast<unsigned>((L.heads + L.kv_heads) * (L.hd / 2) + kThreads - 1) / kThreads,
+                  static_cast<unsigned>(p.n));
+  rotary_kernel<<<grid, kThreads, 0, stream>>>(qkv, p.pos, L, cos_sin);
+  SAKER_CUDA_LAUNCH_CHECK("rotary_kernel");
+}
+
+void launch_kv_write(const float* qkv, const DevicePlaces& p, const AttentionShape& s,
+                     const KvLayer& kv, cudaStream_t stream) {
+  if (p.n == 0) return;
+  kv_write_kernel<<<static_cast<unsigned>(p.n), kThreads, 0, stream>>>(qkv, p, layout_of(s), kv);
+  SAKER_CUDA_LAUNCH_CHECK("kv_write_kernel");
+}
+
+std::int64_t attention_tokens_per_tile(const AttentionShape& s) {
+  const std::int64_t gs = s.heads / s.kv_heads;
+  return std::max<std::int64_t>(1, kTileRows / gs);
+}
+
+std::size_t attention_scratch_floats(std::int64_t n, const AttentionShape& s, int splits) {
+  return static_cast<std::size_t>(n * s.heads * splits) * static_cast<std::size_t>(s.head_dim + 2);
+}
+
+std::int64_t attention_key_bound(const DevicePlaces& p) {
+  return (p.max_keys + kKeyBucket - 1) / kKeyBucket * kKeyBucket;
+}
+
+int attention_splits(const DevicePlaces& p, const AttentionShape& s, int sms) {
+  const std::int64_t blocks = std::max<std::int64_t>(1, p.num_tiles * s.kv_heads);
+  const std::int64_t want = (2 * static_cast<std::int64_t>(sms) + blocks - 1) / blocks;
+  const std::int64_t key_tiles = attention_key_bound(p) / kKeyTile;
+  return static_cast<int>(std::clamp<std::int64_t>(std::min(want, key_tiles), 1, kMaxSplits));
+}
+
+void launch_attention(const float* qkv, const DevicePlaces& p, const AttentionShape& s,
+                      const KvLayer& kv, int splits, float* scratch, float* out,
+                      cudaStream_t stream) {
+  if (p.n == 0) return;
+  const Layout L = layout_of(s);
+  if (s.heads % s.kv_heads != 0 || kv.head_dim != s.head_dim || kv.kv_heads != s.kv_heads)
+    throw std::invalid_argument("attention: KV layer and attention shape disagree");
+  // Key ranges of whole key tiles, so that only the last range of a tile is ragged.
+  const std::int64_t per = (attention_key_bound(p) + splits - 1) / splits;
+  const int keys_per_split = static_cast<int>((per + kKeyTile - 1) / kKeyTile * kKeyTile);
+  const int max_rows = kTileRows > L.gs ? (kTileRows / L.gs) * L.gs : L.gs;
+  const std::size_t smem = smem_floats(max_rows, L.hd) * sizeof(float);
+
+  int device = 0, optin = 0;
+  SAKER_CUDA_CHECK(cudaGetDevice(&device));
+  SAKER_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  if (smem > static_cast<std::size_t>(optin))
+    throw std::runtime_error("attention: " + std::to_string(smem) +
+                             " bytes of shared memory per block needed (head_dim " +
+                             std::to_string(L.hd) + ", " + std::to_string(L.gs) +
+                             " query heads per KV head), the device allows " +
+                             std::to_string(optin));
+  // Raised once per device and size (not at every call: cheaper, and nothing but launches
+  // happens inside a graph capture).
+  static std::size_t raised[64] = {};
+  if (device >= 64 || raised[device] < smem) {
+    SAKER_CUDA_CHECK(cudaFuncSetAttribute(attention_kernel,
+                                          cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                          static_cast<int>(smem)));
+    if (device < 64) raised[device] = smem;
+  }
+
+  AttentionArgs a{};
+  a.qkv = qkv;
+  a.p = p;
+  a.L = L;
+  a.k = kv.k;
+  a.v = kv.v;
+  a.block_size = static_cast<int>(kv.block_size);
+  a.slopes = s.alibi_slopes;
+  a.scale = 1.0f / std::sqrt(static_cast<float>(s.head_dim));
+  a.splits = splits;
+  a.keys_per_split = keys_per_split;
+  a.part_acc = scratch;
+  a.part_ml = scratch + static_cast<std::size_t>(p.n * s.heads * splits) * s.head_dim;
+  // A small grid (decode: one tile per sequence, few key ranges) is widened by cutting each
+  // tile's rows (multi-query: 71 heads) into chunks of at least 8 rows, to about 2 blocks per
+  // multiprocessor; the chunks re-read the same K/V rows (from L2).
+  int sms = 0;
+  SAKER_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  const std::int64_t blocks = std::max<std::int64_t>(1, p.num_tiles * s.kv_heads * splits);
+  const std::int64_t most = std::max(1, (max_rows + 7) / 8);
+  const auto chunks = static_cast<int>(
+      std::clamp<std::int64_t>((2 * static_cast<std::int64_t>(sms) + blocks - 1) / blocks, 1, most));
+  a.rows_per_chunk = (max_rows + chunks - 1) / chunks;
+  a.row_chunks = (max_rows + a.rows_per_chunk - 1) / a.rows_per_chunk;
+  const dim3 grid(static_cast<unsigned>(p.num_tiles),
+                  static_cast<unsigned>(s.kv_heads * a.row_chunks), static_cast<unsigned>(splits));
+  attention_kernel<<<grid, kThreads, smem, stream>>>(a);
+  SAKER_CUDA_LAUNCH_CHECK("attention_kernel");
+  attention_combine_kernel<<<grid_for(p.n * L.heads * L.hd, kThreads), kThreads, 0, stream>>>(
+      a.part_acc, a.part_ml, p.n, L.heads, L.hd, splits, out);
+  SAKER_CUDA_LAUNCH_CHECK("attention_combine_kernel");
+}
+
+}  // namespace saker::cuda

@@ -1,0 +1,109 @@
+// The CUDA backend: the Backend interface on one GPU. Activations and the KV cache are fp32 in
+// device memory; weights are copied once to the device in their stored precision. The interface
+// stays host-facing: token ids, positions and block tables arrive as host spans and are staged to
+// the device through pinned memory (one asynchronous copy each, reused across a step's layers).
+// Every call is enqueued on the backend's stream; download() and synchronize() wait for it.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+
+#include "kernels/backend.h"
+
+namespace saker::cuda {
+
+// Linear layers on at most this many tokens run as weight-streaming GEMV kernels (decode); more
+// tokens go to cuBLASLt.
+constexpr std::int64_t kGemvMaxTokens = 8;
+// Decode graphs kept at once (one per key of run_step, i.e. per decode batch size).
+constexpr std::size_t kMaxGraphs = 64;
+
+// What run_step did so far.
+struct GraphStats {
+  std::int64_t direct = 0;      // steps run call by call (a key's first step, failed captures)
+  std::int64_t captures = 0;    // graphs captured (each also ran its step)
+  std::int64_t replays = 0;     // steps replayed from a graph
+  std::int64_t mismatches = 0;  // steps whose signature differed from their key's graph
+  std::int64_t aborts = 0;      // captures dropped (a buffer had to grow, or CUDA refused)
+};
+
+struct CudaOptions {
+  int device = 0;
+  // GEMMs (more than kGemvMaxTokens tokens) on bf16/fp16 weights take the activations as two
+  // half-precision parts, hi + lo, in one cuBLASLt call of twice the columns: close to fp32
+  // accuracy for the same weight traffic. Off: one part (activations rounded to bf16/fp16).
+  bool split_activations = true;
+  // Benchmarks: upload_weight fills the device copy with random values instead of copying the
+  // host bytes (which are then never read), so a model-sized checkpoint can be a sparse file.
+  bool synthetic_weights = false;
+  std::size_t gemm_workspace_bytes = std::size_t{32} << 20;
+  // run_step (FalconModel's decode-only steps) captures a step as a CUDA graph per key (batch
+  // size) and replays it while the step's signature (every call's arguments and launch
+  // parameters) stays the same; host data is staged to the same pinned addresses first.
+  bool graphs = true;
+};
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(CudaOptions options = {});
+  ~CudaBackend() override;
+  CudaBackend(const CudaBackend&) = delete;
+  CudaBackend& operator=(const CudaBackend&) = delete;
+
+  cudaStream_t stream() const;
+  int device() const;
+  int multiprocessors() const;
+
+  std::unique_ptr<Buffer> allocate(std::size_t floats) override;
+  std::unique_ptr<Buffer> upload(std::span<const float> host) override;
+  Weight upload_weight(const Weight& host) override;
+  void linear(const float* x, std::int64_t n, const Weight& w, const float* bias,
+              float* y) override;
+  void linear_gelu(const float* x, std::int64_t n, const Weight& w, const float* bias,
+                   float* y) override;
+  void embedding(std::span<const std::int32_t> ids, const Weight& table, std::int64_t first_id,
+                 float* y) override;
+  void layer_norm(const float* x, std::int64_t n, std::int64_t dim, const float* gamma,
+                  const float* beta, float eps, float* y) override;
+  void add_layer_norm(const float* a, std::int64_t n, std::int64_t dim, float* x,
+                      const float* gamma, const float* beta, float eps, float* y) override;
+  void gelu(float* x, std::int64_t count) override;
+  void add(const float* x, std::int64_t count, float* y) override;
+  void gather_rows(const float* src, std::span<const std::int64_t> rows, std::int64_t dim,
+                   float* dst) override;
+  void rotary(float* qkv, std::span<const TokenPlace> places, const AttentionShape& s,
+              const float* cos_sin) override;
+  void kv_write(const float* qkv, std::span<const TokenPlace> places, const AttentionShape& s,
+                const KvLayer& kv) override;
+  void attention(const float* qkv, std::span<const TokenPlace> places, const AttentionShape& s,
+                 const KvLayer& kv, float* out) override;
+
+  bool host_accessible() const override { return false; }
+  std::unique_ptr<Buffer> allocate_host(std::size_t floats) override;
+  void download(const float* src, std::size_t n, float* host) override;
+  void synchronize() override;
+  void begin_step() override;
+  // Graphs (CudaOptions::graphs): a key's first step runs directly, the second is captured,
+  // later ones run `body` only to stage host data and compute the signature, then replay.
+  // A signature that differs (a block table doubled, the attention split changed, a buffer
+  // grew) drops the key's graph and captures again; anything a capture cannot take (a buffer
+  // growing, a refused call) makes that step run directly.
+  void run_step(std::uint64_t key, const std::function<void()>& body) override;
+  void set_graphs(bool on);
+  GraphStats graph_stats() const;
+
+  // Fills `count` device elements of `dtype` with uniform values in [-scale, scale).
+  void fill_random(void* data, std::int64_t count, DType dtype, std::uint64_t seed, float scale);
+
+ private:
+  struct Impl;
+  void linear_impl(const float* x, std::int64_t n, const Weight& w, const float* bias, bool gelu,
+                   float* y);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace saker::cuda

@@ -1,0 +1,106 @@
+// saker serve: the HTTP frontends on rank 0, the other ranks executing its plans. The port opens
+// before the weights load, so orchestrators can poll /ping and /health (503 until a warm-up
+// iteration has run).
+#include <csignal>
+#include <filesystem>
+
+#include <spdlog/spdlog.h>
+
+#include "engine/tokenizer/tokenizer.h"
+#include "launcher/cli.h"
+#include "launcher/engine_setup.h"
+#include "launcher/fault_hooks.h"
+#include "launcher/serve/api.h"
+#include "parallel/world.h"
+
+namespace saker::cli {
+
+int run_serve(const std::vector<std::string>& args) {
+  EngineOptions o;
+  std::string host = "127.0.0.1", name, formatter = "json";
+  int port = 8080;
+  std::size_t queue = 1000;
+  double drain = 30;
+  std::string body_limit = "4MiB";
+  std::int64_t max_input = 0, max_output = 0;
+  po::options_description desc("options");
+  desc.add_options()("help,h", "show this help")("model", po::value(&o.model_dir)->required(),
+                                                 "Hugging Face model directory (safetensors + tokenizer.json)")(
+      "host", po::value(&host)->default_value(host), "address to listen on")(
+      "port", po::value(&port)->default_value(port), "port (0: any free one, printed)")(
+      "served-model-name", po::value(&name), "the model's name in the APIs (default: DIR's name)")(
+      "job-queue-size", po::value(&queue)->default_value(queue), "waiting requests before 429")(
+      "drain-timeout", po::value(&drain)->default_value(drain),
+      "seconds in-flight requests may finish after SIGTERM / SIGINT")(
+      "max-body-bytes", po::value(&body_limit)->default_value(body_limit), "request body size limit")(
+      "max-input-len", po::value(&max_input)->default_value(0), "prompt tokens (0: the context)")(
+      "max-output-len", po::value(&max_output)->default_value(0), "new tokens per request (0: no own limit)")(
+      "output-formatter", po::value(&formatter)->default_value(formatter),
+      "json or jsonlines (DJL: /invocations streams by default)")(
+      "log-prompts", po::bool_switch(), "log request bodies (prompts) too");
+  desc.add(engine_options(o));
+  po::variables_map vm;
+  if (!parse(args, desc, vm, "usage: [mpirun -np N] saker serve --model DIR [--host H] [--port P] [options]"))
+    return 0;
+  finish_engine_options(vm, o);
+  if (port < 0 || port > 65535) throw UsageError("--port must be in [0, 65535]");
+  if (queue == 0) throw UsageError("--job-queue-size must be positive");
+  if (!(drain >= 0)) throw UsageError("--drain-timeout must be >= 0");
+  if (formatter != "json" && formatter != "jsonlines")
+    throw UsageError("--output-formatter must be json or jsonlines, got '" + formatter + "'");
+  const std::size_t body_bytes = parse_bytes(body_limit, "--max-body-bytes");
+
+  Communicator& comm = world().tensor_parallel();
+  const FaultHooks faults = FaultHooks::from_env(comm.rank());
+  if (comm.rank() != 0) {
+    // mpirun forwards SIGTERM / SIGINT to every rank; only rank 0 decides when the job ends.
+    std::signal(SIGTERM, SIG_IGN);
+    std::signal(SIGINT, SIG_IGN);
+    Engine engine(o, comm);
+    faults.after_load();
+    engine.runner().before_each_step([&faults](std::uint64_t step) { faults.before_step(step); });
+    engine.runner().serve();
+    return 0;
+  }
+
+  const FalconConfig config = load_config(o.model_dir);
+  const Tokenizer tokenizer = Tokenizer::from_model_dir(o.model_dir);
+  if (name.empty()) name = std::filesystem::path(o.model_dir).lexically_normal().filename().string();
+  if (name.empty()) name = std::filesystem::path(o.model_dir).lexically_normal().parent_path().filename().string();
+  serve::ServingMetrics metrics;
+  serve::EngineLoop loop(metrics, queue);
+  serve::ServeContext ctx{loop, metrics, tokenizer, config, name, config.max_positions, max_input,
+                          max_output, vm["log-prompts"].as<bool>(), formatter == "jsonlines", {}};
+  for (const AddedToken& t : tokenizer.added_tokens())
+    if (t.special) ctx.special_ids.insert(t.id);
+  serve::HttpServer server(loop, serve::make_router(ctx), body_bytes);
+  server.start(host, static_cast<unsigned short>(port), [&loop, drain](int sig) {
+    spdlog::info("signal {}: draining for up to {} s", sig, drain);
+    loop.shutdown(drain);
+  });
+  spdlog::info("listening on http://{}:{} (503 until the model is loaded and warmed up)", host, server.port());
+
+  Engine engine(o, comm);
+  faults.after_load();
+  engine.runner().before_each_step([&faults](std::uint64_t step) { faults.before_step(step); });
+  BatchEngine batch(engine.runner(), engine.scheduler_config(), config.eos_token_ids, &tokenizer);
+  {
+    // One iteration end to end before /ping says ready.
+    BatchRequest warm;
+    warm.prompt = {0};
+    warm.max_new_tokens = 1;
+    warm.ignore_eos = true;
+    batch.add(warm);
+    batch.run_to_completion();
+    batch.take_result(0);
+  }
+  loop.set_health(serve::Health::kReady);
+  spdlog::info("ready: {} ({} KV blocks of {} tokens, {} rank(s))", name, engine.cache().num_blocks(),
+               engine.cache().block_size(), comm.size());
+  loop.run(batch, engine.runner());
+  server.stop();
+  spdlog::info("stopped");
+  return 0;
+}
+
+}  // namespace saker::cli

@@ -1,0 +1,62 @@
+// What the three HTTP APIs (OpenAI, TGI, SageMaker/DJL) share: the serving context, validation
+// that names the problem and the limit, and JSON replies.
+#pragma once
+
+#include <set>
+#include <stdexcept>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/model/config.h"
+#include "engine/tokenizer/tokenizer.h"
+#include "launcher/serve/http_server.h"
+
+namespace saker::serve {
+
+using json = nlohmann::json;
+
+struct ServeContext {
+  EngineLoop& loop;
+  ServingMetrics& metrics;
+  const Tokenizer& tokenizer;
+  FalconConfig config;
+  std::string model_name;
+  std::int64_t max_context = 0;    // prompt + new tokens
+  std::int64_t max_input_len = 0;  // prompt tokens (option.max_input_len; 0: max_context - 1)
+  std::int64_t max_output_len = 0;  // new tokens (option.max_output_len; 0: no own limit)
+  bool log_prompts = false;
+  bool jsonlines_default = false;  // option.output_formatter=jsonlines: /invocations streams
+  std::set<std::int32_t> special_ids;
+};
+
+// A request the API refuses; each API turns the kind into its own status and shape.
+enum class ErrorKind { kValidation, kNotFound, kOverloaded, kUnavailable };
+class ApiError : public std::runtime_error {
+ public:
+  ApiError(ErrorKind k, const std::string& m) : std::runtime_error(m), kind(k) {}
+  ErrorKind kind;
+};
+
+// The request body as a JSON object; ApiError naming what is wrong otherwise (bad syntax, invalid
+// UTF-8, not an object).
+json parse_body(const HttpRequest& req);
+
+// Encodes `text` (truncated to its last r.truncate tokens when asked) into r.prompt and checks the
+// lengths against the model: "`inputs` tokens + `max_new_tokens` must be <= 2048. Given: ...".
+void set_prompt(const ServeContext& ctx, const std::string& text, BatchRequest& r);
+void check_lengths(const ServeContext& ctx, const BatchRequest& r);
+
+HttpResponse json_response(http::status s, const json& body, unsigned version = 11);
+std::string dump(const json& j);  // invalid UTF-8 in generated text becomes U+FFFD
+
+Router make_router(ServeContext& ctx);
+std::unique_ptr<Call> openai_completions(ServeContext& ctx, const json& body);
+std::unique_ptr<Call> openai_chat(ServeContext& ctx, const json& body);
+HttpResponse openai_error(http::status s, const std::string& message);
+std::unique_ptr<Call> tgi_generate(ServeContext& ctx, const json& body, bool stream, bool compat_list);
+HttpResponse tgi_error(http::status s, const std::string& message);
+std::unique_ptr<Call> djl_invocations(ServeContext& ctx, const json& body, bool jsonlines_default);
+HttpResponse djl_error(http::status s, const std::string& message);
+
+}  // namespace saker::serve

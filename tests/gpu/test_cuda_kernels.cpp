@@ -1,0 +1,322 @@
+// Every CUDA kernel against the CPU backend (the reference) on random inputs, with ragged shapes,
+// every weight dtype, and outputs poisoned with NaN before each run.
+#include <algorithm>
+#include <iostream>
+#include <numeric>
+#include <random>
+
+#include <catch2/catch.hpp>
+
+#include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/ops.h"
+#include "tests/gpu/gpu_harness.h"
+
+using namespace saker;
+using namespace saker::gpu_test;
+
+namespace {
+
+constexpr std::int64_t kMaxContext = 1024;
+
+CpuBackend& ref_cpu() {
+  static CpuBackend b(2, kMaxContext, 1);
+  return b;
+}
+
+cuda::CudaBackend& dev() {
+  return shared_backend();
+}
+
+// The relative error allowed for a linear product: both sides accumulate in fp32 in different
+// orders; split half-precision activations carry ~16 mantissa bits, unsplit ones 8 (bf16) or 11.
+double linear_tolerance(DType d, std::int64_t n, bool split) {
+  if (n <= cuda::kGemvMaxTokens || d == DType::F32) return 2e-5;
+  if (split) return 5e-5;
+  return d == DType::BF16 ? 2e-2 : 4e-3;
+}
+
+void check_linear(cuda::CudaBackend& g, DType dtype, std::int64_t N, std::int64_t K,
+                  std::int64_t n, bool with_bias, bool gelu, bool split) {
+  const auto seed = static_cast<std::uint32_t>(N * 131 + K * 7 + n);
+  const HostWeight w = random_weight(dtype, N, K, seed, 1.0f / std::sqrt(static_cast<float>(K)));
+  const auto x = random_floats(static_cast<std::size_t>(n * K), seed + 1);
+  const auto bias = random_floats(static_cast<std::size_t>(N), seed + 2);
+  std::vector<float> want(static_cast<std::size_t>(n * N));
+  const float* cb = with_bias ? bias.data() : nullptr;
+  if (gelu)
+    ref_cpu().linear_gelu(x.data(), n, w.view(), cb, want.data());
+  else
+    ref_cpu().linear(x.data(), n, w.view(), cb, want.data());
+
+  const Weight dw = g.upload_weight(w.view());
+  auto dx = g.upload(x);
+  auto db = g.upload(bias);
+  auto dy = g.allocate(want.size());
+  poison(g, dy->data(), want.size());
+  if (gelu)
+    g.linear_gelu(dx->data(), n, dw, with_bias ? db->data() : nullptr, dy->data());
+  else
+    g.linear(dx->data(), n, dw, with_bias ? db->data() : nullptr, dy->data());
+  const auto got = download(g, dy->data(), want.size());
+  const Diff d = compare(got, want);
+  INFO(dtype_name(dtype) << " N=" << N << " K=" << K << " n=" << n << " bias=" << with_bias
+                         << " gelu=" << gelu << " split=" << split << ": " << describe(d));
+  CHECK(d.nans == 0);
+  CHECK(d.rel() <= linear_tolerance(dtype, n, split));
+}
+
+// Token places for `lengths` sequences, each with its own shuffled blocks of `block_size`:
+// sequence i contributes the tokens at positions [starts[i], lengths[i]).
+struct Batch {
+  std::vector<std::vector<std::int32_t>> tables;
+  std::vector<TokenPlace> places;
+  std::int64_t blocks = 0;
+};
+
+Batch make_batch(const std::vector<std::int32_t>& starts, const std::vector<std::int32_t>& lengths,
+                 std::int64_t block_size, std::uint32_t seed) {
+  Batch b;
+  for (const std::int32_t len : lengths) b.blocks += (len + block_size - 1) / block_size;
+  std::vector<std::int32_t> ids(static_cast<std::size_t>(b.blocks));
+  std::iota(ids.begin(), ids.end(), 0);
+  std::shuffle(ids.begin(), ids.end(), std::mt19937(seed));
+  std::size_t next = 0;
+  for (std::size_t i = 0; i < lengths.size(); ++i) {
+    const std::int64_t nb = (lengths[i] + block_size - 1) / block_size;
+    b.tables.emplace_back(ids.begin() + static_cast<std::ptrdiff_t>(next),
+                          ids.begin() + static_cast<std::ptrdiff_t>(next + nb));
+    next += static_cast<std::size_t>(nb);
+  }
+  for (std::size_t i = 0; i < lengths.size(); ++i)
+    for (std::int32_t p = starts[i]; p < lengths[i]; ++p)
+      b.places.push_back(TokenPlace{p, b.tables[i].data()});
+  return b;
+}
+
+// The same places pointing at `tables` (a copy of the batch's tables).
+std::vector<TokenPlace> rebind(const Batch& b, const std::vector<std::vector<std::int32_t>>& t) {
+  std::vector<TokenPlace> out = b.places;
+  for (auto& p : out)
+    for (std::size_t i = 0; i < b.tables.size(); ++i)
+      if (p.block_table == b.tables[i].data()) p.block_table = t[i].data();
+  return out;
+}
+
+struct Shape {
+  std::int64_t heads, kv_heads, head_dim;
+  bool alibi;
+};
+
+AttentionShape shape_of(const Shape& s, const float* slopes) {
+  return AttentionShape{s.heads, s.kv_heads, s.head_dim, s.alibi ? slopes : nullptr};
+}
+
+}  // namespace
+
+TEST_CASE("cuda linear and linear_gelu match the CPU backend", "[gpu][kernels]") {
+  cuda::CudaOptions unsplit;
+  unsplit.split_activations = false;
+  cuda::CudaBackend fast(unsplit);
+  const std::vector<std::pair<std::int64_t, std::int64_t>> shapes = {
+      {37, 45}, {64, 128}, {130, 264}, {257, 1000}, {3, 4544}};
+  for (const DType dtype : {DType::F32, DType::BF16, DType::F16})
+    for (const auto& [N, K] : shapes)
+      for (const std::int64_t n : {1, 2, 3, 5, 8, 9, 17, 64}) {
+        const bool bias = (n + N) % 2 == 0;
+        check_linear(dev(), dtype, N, K, n, bias, false, true);
+        check_linear(dev(), dtype, N, K, n, !bias, true, true);
+        if (n > cuda::kGemvMaxTokens) check_linear(fast, dtype, N, K, n, bias, n % 2 == 1, false);
+      }
+}
+
+TEST_CASE("cuda embedding matches the CPU backend, zeros outside the shard", "[gpu][kernels]") {
+  for (const DType dtype : {DType::F32, DType::BF16, DType::F16}) {
+    const HostWeight table = random_weight(dtype, 50, 37, 11);
+    const std::vector<std::int32_t> ids = {0, 10, 59, 60, 3, 12, 49, 200, 10};
+    const std::int64_t first = 10;  // the shard holds ids [10, 60)
+    std::vector<float> want(ids.size() * 37);
+    ref_cpu().embedding(ids, table.view(), first, want.data());
+    const Weight dt = dev().upload_weight(table.view());
+    auto dy = dev().allocate(want.size());
+    poison(dev(), dy->data(), want.size());
+    dev().embedding(ids, dt, first, dy->data());
+    const auto got = download(dev(), dy->data(), want.size());
+    INFO(dtype_name(dtype));
+    CHECK(got == want);
+  }
+}
+
+TEST_CASE("cuda layer_norm and add_layer_norm match the CPU backend", "[gpu][kernels]") {
+  for (const std::int64_t dim : {5, 300, 4544})
+    for (const std::int64_t n : {1, 7}) {
+      const auto count = static_cast<std::size_t>(n * dim);
+      const auto x = random_floats(count, 21, -3, 5);
+      const auto a = random_floats(count, 22);
+      const auto gamma = random_floats(static_cast<std::size_t>(dim), 23, 0.5f, 1.5f);
+      const auto beta = random_floats(static_cast<std::size_t>(dim), 24);
+      auto dx = dev().upload(x);
+      auto da = dev().upload(a);
+      auto dg = dev().upload(gamma);
+      auto dbeta = dev().upload(beta);
+      auto dy = dev().allocate(count);
+
+      std::vector<float> want(count);
+      ref_cpu().layer_norm(x.data(), n, dim, gamma.data(), beta.data(), 1e-5f, want.data());
+      poison(dev(), dy->data(), count);
+      dev().layer_norm(dx->data(), n, dim, dg->data(), dbeta->data(), 1e-5f, dy->data());
+      Diff d = compare(download(dev(), dy->data(), count), want);
+      INFO("layer_norm dim=" << dim << " n=" << n << ": " << describe(d));
+      CHECK(d.nans == 0);
+      CHECK(d.rel() <= 1e-6);
+
+      std::vector<float> xs = x;
+      ref_cpu().add_layer_norm(a.data(), n, dim, xs.data(), gamma.data(), beta.data(), 1e-5f,
+                           want.data());
+      poison(dev(), dy->data(), count);
+      dev().add_layer_norm(da->data(), n, dim, dx->data(), dg->data(), dbeta->data(), 1e-5f,
+                           dy->data());
+      d = compare(download(dev(), dy->data(), count), want);
+      INFO("add_layer_norm: " << describe(d));
+      CHECK(d.nans == 0);
+      CHECK(d.rel() <= 1e-6);
+      CHECK(download(dev(), dx->data(), count) == xs);  // the residual sum, bit for bit
+    }
+}
+
+TEST_CASE("cuda gelu, add and gather_rows match the CPU backend", "[gpu][kernels]") {
+  const std::size_t count = 5000;
+  const auto x = random_floats(count, 31, -6, 6);
+  const auto y0 = random_floats(count, 32);
+  std::vector<float> want = x;
+  ref_cpu().gelu(want.data(), static_cast<std::int64_t>(count));
+  auto dx = dev().upload(x);
+  dev().gelu(dx->data(), static_cast<std::int64_t>(count));
+  const Diff d = compare(download(dev(), dx->data(), count), want);
+  INFO("gelu: " << describe(d));
+  CHECK(d.nans == 0);
+  CHECK(d.rel() <= 1e-6);  // erff differs from glibc's by an ulp or two
+
+  std::vector<float> sum = y0;
+  ref_cpu().add(x.data(), static_cast<std::int64_t>(count), sum.data());
+  auto dx2 = dev().upload(x);
+  auto dy = dev().upload(y0);
+  dev().add(dx2->data(), static_cast<std::int64_t>(count), dy->data());
+  CHECK(download(dev(), dy->data(), count) == sum);
+
+  const std::int64_t dim = 50;
+  const std::vector<std::int64_t> rows = {99, 0, 17, 17, 42};
+  std::vector<float> gathered(rows.size() * dim);
+  ref_cpu().gather_rows(x.data(), rows, dim, gathered.data());
+  auto dg = dev().allocate(gathered.size());
+  poison(dev(), dg->data(), gathered.size());
+  dev().gather_rows(dx2->data(), rows, dim, dg->data());
+  CHECK(download(dev(), dg->data(), gathered.size()) == gathered);
+}
+
+TEST_CASE("cuda rotary, kv_write and attention match the CPU backend", "[gpu][kernels]") {
+  const std::vector<Shape> shapes = {
+      {7, 1, 16, false},  {8, 2, 32, false}, {4, 4, 8, false},  {71, 1, 64, false},
+      {6, 6, 8, true},    {16, 16, 4, true}, {8, 2, 64, true},
+  };
+  struct Scenario {
+    const char* name;
+    std::vector<std::int32_t> starts, lengths;
+  };
+  const std::vector<Scenario> scenarios = {
+      {"decode", {0, 16, 32, 99, 699}, {1, 17, 33, 100, 700}},
+      {"prefill", {0}, {45}},
+      {"chunk", {20}, {50}},
+      {"mixed", {0, 40, 0, 299}, {70, 41, 3, 300}},
+  };
+  const std::int64_t block_size = 16;
+  for (const Shape& sh : shapes)
+    for (const Scenario& sc : scenarios) {
+      DYNAMIC_SECTION(sh.heads << "x" << sh.kv_heads << "x" << sh.head_dim
+                                << (sh.alibi ? " alibi " : " rotary ") << sc.name) {
+        std::vector<float> slopes(static_cast<std::size_t>(sh.heads));
+        cpu::alibi_slopes(sh.heads, slopes.data());
+        auto dslopes = dev().upload(slopes);
+        const AttentionShape cs = shape_of(sh, slopes.data());
+        const AttentionShape gs = shape_of(sh, dslopes->data());
+        const Batch b = make_batch(sc.starts, sc.lengths, block_size, 7);
+        const auto n = static_cast<std::int64_t>(b.places.size());
+        const std::int64_t stride = sh.kv_heads * (sh.heads / sh.kv_heads + 2) * sh.head_dim;
+        const std::int64_t out_dim = sh.heads * sh.head_dim;
+
+        // Random KV pools (earlier positions) and qkv rows; the device gets the same.
+        const auto pool_floats =
+            static_cast<std::size_t>(b.blocks * block_size * sh.kv_heads * sh.head_dim);
+        std::vector<float> k = random_floats(pool_floats, 41), v = random_floats(pool_floats, 42);
+        std::vector<float> qkv = random_floats(static_cast<std::size_t>(n * stride), 43, -2, 2);
+        std::vector<float> table(static_cast<std::size_t>(kMaxContext * sh.head_dim));
+        cpu::rotary_table(10000.0f, sh.head_dim, kMaxContext, table.data());
+        auto dk = dev().upload(k), dv = dev().upload(v), dqkv = dev().upload(qkv);
+        auto dtable = dev().upload(table);
+
+        // The device reads block tables through its own staged copy: give it separate host
+        // tables so a kernel reading the CPU's memory by mistake would be caught.
+        const auto gpu_tables = b.tables;
+        const auto gpu_places = rebind(b, gpu_tables);
+        dev().begin_step();
+
+        if (!sh.alibi) {
+          ref_cpu().rotary(qkv.data(), b.places, cs, table.data());
+          dev().rotary(dqkv->data(), gpu_places, gs, dtable->data());
+          const Diff d = compare(download(dev(), dqkv->data(), qkv.size()), qkv);
+          INFO("rotary: " << describe(d));
+          CHECK(d.nans == 0);
+          CHECK(d.rel() <= 1e-6);
+          // Continue from identical inputs whatever the rounding.
+          auto fresh = dev().upload(qkv);
+          std::swap(dqkv, fresh);
+        }
+
+        const KvLayer ckv{k.data(), v.data(), sh.kv_heads, sh.head_dim, block_size};
+        const KvLayer gkv{dk->data(), dv->data(), sh.kv_heads, sh.head_dim, block_size};
+        ref_cpu().kv_write(qkv.data(), b.places, cs, ckv);
+        dev().kv_write(dqkv->data(), gpu_places, gs, gkv);
+        CHECK(download(dev(), dk->data(), pool_floats) == k);
+        CHECK(download(dev(), dv->data(), pool_floats) == v);
+
+        std::vector<float> want(static_cast<std::size_t>(n * out_dim));
+        ref_cpu().attention(qkv.data(), b.places, cs, ckv, want.data());
+        auto dout = dev().allocate(want.size());
+        poison(dev(), dout->data(), want.size());
+        dev().attention(dqkv->data(), gpu_places, gs, gkv, dout->data());
+        const Diff d = compare(download(dev(), dout->data(), want.size()), want);
+        INFO("attention over " << n << " tokens: " << describe(d));
+        CHECK(d.nans == 0);
+        CHECK(d.rel() <= 1e-5);
+      }
+    }
+}
+
+TEST_CASE("cuda attention sees block tables that change between steps", "[gpu][kernels]") {
+  // Same places (positions and table pointers) in two steps, different table contents: after
+  // begin_step the backend must read the new tables.
+  const Shape sh{8, 2, 16, false};
+  const AttentionShape s = shape_of(sh, nullptr);
+  const std::int64_t bs = 4, blocks = 16;
+  const auto pool = static_cast<std::size_t>(blocks * bs * sh.kv_heads * sh.head_dim);
+  std::vector<float> k = random_floats(pool, 51), v = random_floats(pool, 52);
+  const std::int64_t stride = sh.kv_heads * (sh.heads / sh.kv_heads + 2) * sh.head_dim;
+  const auto qkv = random_floats(static_cast<std::size_t>(stride), 53);
+  auto dk = dev().upload(k), dv = dev().upload(v), dqkv = dev().upload(qkv);
+  const KvLayer ckv{k.data(), v.data(), sh.kv_heads, sh.head_dim, bs};
+  const KvLayer gkv{dk->data(), dv->data(), sh.kv_heads, sh.head_dim, bs};
+  std::vector<std::int32_t> table = {3, 1, 2, 0};
+  const std::vector<TokenPlace> places = {TokenPlace{13, table.data()}};
+  std::vector<float> want(static_cast<std::size_t>(sh.heads * sh.head_dim));
+  auto dout = dev().allocate(want.size());
+  for (int step = 0; step < 2; ++step) {
+    if (step == 1) table = {9, 8, 7, 6};
+    dev().begin_step();
+    ref_cpu().attention(qkv.data(), places, s, ckv, want.data());
+    poison(dev(), dout->data(), want.size());
+    dev().attention(dqkv->data(), places, s, gkv, dout->data());
+    const Diff d = compare(download(dev(), dout->data(), want.size()), want);
+    INFO("step " << step << ": " << describe(d));
+    CHECK(d.nans == 0);
+    CHECK(d.rel() <= 1e-5);
+  }
+}

@@ -1,0 +1,180 @@
+// The HTTP APIs without a network: routes, each API's error shape and status, and the shape of
+// what they stream (the end-to-end tests with real clients are tests/serve/).
+#include <catch2/catch.hpp>
+
+#include "engine/model/config.h"
+#include "launcher/serve/api.h"
+#include "tests/golden.h"
+
+using namespace saker;
+using namespace saker::serve;
+
+namespace {
+
+struct Rig {
+  ServingMetrics metrics;
+  EngineLoop loop{metrics, 8};
+  Tokenizer tok = Tokenizer::load(test::kFixtures / "tokenizers" / "small384" / "tokenizer.json");
+  ServeContext ctx{loop, metrics, tok, load_config(test::kFixtures / "gqa8x4-bf16-sharded"), "demo",
+                   2048, 0, 0, false, false, {}};
+  Router router = make_router(ctx);
+
+  Routed call(http::verb method, const std::string& target, const std::string& body = "") {
+    HttpRequest req{method, target, 11};
+    req.body() = body;
+    req.prepare_payload();
+    return router(req);
+  }
+  HttpResponse answer(http::verb method, const std::string& target, const std::string& body = "") {
+    Routed r = call(method, target, body);
+    REQUIRE(r.response);
+    return std::move(*r.response);
+  }
+};
+
+json body_of(const HttpResponse& r) { return json::parse(r.body()); }
+
+}  // namespace
+
+TEST_CASE("health answers 503 until the model is ready, then 200", "[serve]") {
+  Rig rig;
+  CHECK(rig.answer(http::verb::get, "/ping").result() == http::status::service_unavailable);
+  CHECK(rig.answer(http::verb::get, "/health").result() == http::status::service_unavailable);
+  CHECK(body_of(rig.answer(http::verb::get, "/health"))["error_type"] == "unhealthy");
+  rig.loop.set_health(Health::kReady);
+  CHECK(rig.answer(http::verb::get, "/ping").result() == http::status::ok);
+  CHECK(rig.answer(http::verb::get, "/health").result() == http::status::ok);
+  rig.loop.shutdown(1);
+  CHECK(body_of(rig.answer(http::verb::get, "/ping"))["error"] == "the server is shutting down");
+}
+
+TEST_CASE("every API answers bad requests in its own shape and status", "[serve]") {
+  Rig rig;
+  rig.loop.set_health(Health::kReady);
+  struct Case {
+    http::verb method;
+    std::string target, body;
+    http::status status;
+    std::string key, message;  // the field holding the message, and a part of it
+  };
+  const std::string ids2000 = [] {
+    std::string s = "[";
+    for (int i = 0; i < 2000; ++i) s += (i ? ",5" : "5");
+    return s + "]";
+  }();
+  const Case cases[] = {
+      {http::verb::post, "/v1/completions", "{not json", http::status::bad_request, "message", "not valid JSON"},
+      {http::verb::post, "/generate", "{not json", http::status::unprocessable_entity, "error", "not valid JSON"},
+      {http::verb::post, "/invocations", "{not json", http::status::bad_request, "error", "not valid JSON"},
+      {http::verb::post, "/generate", "{\"inputs\": \"\xff\xfe\"}", http::status::unprocessable_entity, "error", "UTF-8"},
+      {http::verb::post, "/generate", "[1, 2]", http::status::unprocessable_entity, "error", "must be a JSON object"},
+      {http::verb::post, "/generate", R"({"inputs": 5})", http::status::unprocessable_entity, "error", "`inputs` must be a string"},
+      {http::verb::post, "/generate", R"({"inputs": ""})", http::status::unprocessable_entity, "error", "`inputs` must not be empty"},
+      {http::verb::post, "/generate", R"({"inputs": "hi", "parameters": {"temperature": -1}})", http::status::unprocessable_entity, "error", "temperature"},
+      {http::verb::post, "/generate", R"({"inputs": "hi", "parameters": {"top_p": 2.0, "do_sample": true}})", http::status::unprocessable_entity, "error", "top_p must be in (0, 1], got 2"},
+      {http::verb::post, "/invocations", R"({"inputs": "hi", "parameters": {"max_new_tokens": "many"}})", http::status::bad_request, "error", "`max_new_tokens` must be an integer"},
+      {http::verb::post, "/v1/completions", R"({"model": "demo", "prompt": )" + ids2000 + R"(, "max_tokens": 100})",
+       http::status::bad_request, "message",
+       "`inputs` tokens + `max_new_tokens` must be <= 2048. Given: 2000 `inputs` tokens and 100 `max_new_tokens`"},
+      {http::verb::post, "/v1/completions", R"({"model": "other", "prompt": "hi"})", http::status::not_found, "message", "The model `other` does not exist."},
+      {http::verb::post, "/v1/chat/completions", R"({"model": "demo", "messages": []})", http::status::bad_request, "message", "`messages` must be a non-empty list"},
+      {http::verb::post, "/v1/completions", R"({"model": "demo", "prompt": "hi", "n": 0})", http::status::bad_request, "message", "`n` must be an integer in [1, 16]"},
+      {http::verb::get, "/v1/nothing", "", http::status::not_found, "message", "no route /v1/nothing"},
+      {http::verb::get, "/nothing", "", http::status::not_found, "error", "no route /nothing"},
+      {http::verb::get, "/generate", "", http::status::method_not_allowed, "error", "GET is not allowed on /generate; use POST"},
+      {http::verb::post, "/ping", "", http::status::method_not_allowed, "error", "use GET"},
+  };
+  for (const Case& c : cases) {
+    INFO(c.target << " " << c.body.substr(0, 80));
+    const HttpResponse r = rig.answer(c.method, c.target, c.body);
+    CHECK(r.result() == c.status);
+    const json j = body_of(r);
+    REQUIRE(j.contains(c.key));
+    CHECK_THAT(j[c.key].get<std::string>(), Catch::Contains(c.message));
+    if (c.target.starts_with("/v1/")) CHECK(j["object"] == "error");
+    if (c.target == "/generate" && c.status == http::status::unprocessable_entity) CHECK(j["error_type"] == "validation");
+  }
+}
+
+TEST_CASE("the APIs stream in their clients' formats", "[serve]") {
+  Rig rig;
+  rig.loop.set_health(Health::kReady);
+  auto result = std::make_shared<BatchResult>();
+  result->tokens = {40, 41};
+  result->text = "ab";
+  result->finish = FinishReason::kLength;
+  Update first;
+  first.token = 40;
+  first.text = "a";
+  first.logprob = -0.5f;
+  Update last = first;
+  last.token = 41;
+  last.index = 1;
+  last.text = "b";
+  last.finish = FinishReason::kLength;
+  last.result = result;
+
+  auto tgi = rig.call(http::verb::post, "/generate_stream", R"({"inputs": "hi", "parameters": {"max_new_tokens": 2}})").call;
+  REQUIRE(tgi);
+  CHECK(tgi->stream);
+  CHECK(tgi->requests.at(0).max_new_tokens == 2);
+  const std::string e1 = tgi->on_update(0, first), e2 = tgi->on_update(0, last);
+  REQUIRE(e1.starts_with("data:"));
+  const json j1 = json::parse(e1.substr(5)), j2 = json::parse(e2.substr(5));
+  CHECK(j1["token"] == json{{"id", 40}, {"text", "a"}, {"logprob", -0.5}, {"special", false}});
+  CHECK(j1["generated_text"].is_null());
+  CHECK(j2["generated_text"] == "ab");
+  CHECK(j2["details"]["finish_reason"] == "length");
+  CHECK(j2["details"]["generated_tokens"] == 2);
+
+  auto oa = rig.call(http::verb::post, "/v1/completions",
+                     R"({"model": "demo", "prompt": "hi", "stream": true, "stream_options": {"include_usage": true}, "temperature": 0})").call;
+  REQUIRE(oa);
+  CHECK(oa->requests.at(0).sampling.greedy());
+  const std::string c1 = oa->on_update(0, first);
+  REQUIRE(c1.starts_with("data: "));
+  CHECK(json::parse(c1.substr(6))["choices"][0]["text"] == "a");
+  CHECK(json::parse(oa->on_update(0, last).substr(6))["choices"][0]["finish_reason"] == "length");
+  const std::string tail = oa->end_stream();
+  CHECK(tail.ends_with("data: [DONE]\n\n"));
+  CHECK(json::parse(tail.substr(6, tail.find("\n\n") - 6))["usage"]["completion_tokens"] == 2);
+  // OpenAI samples at temperature 1 unless told otherwise, with a fresh seed each time.
+  auto sampled = rig.call(http::verb::post, "/v1/completions", R"({"model": "demo", "prompt": "hi"})").call;
+  CHECK(sampled->requests.at(0).sampling.temperature == 1.0f);
+
+  auto chat = rig.call(http::verb::post, "/v1/chat/completions",
+                       R"({"model": "demo", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}], "stream": true})").call;
+  REQUIRE(chat);
+  CHECK(rig.tok.decode(chat->requests.at(0).prompt) == "Be brief.\nUser: Hi\nFalcon:");
+  CHECK(chat->requests.at(0).stop == std::vector<std::string>{"\nUser:"});
+  const std::string s1 = chat->on_update(0, first);
+  CHECK(s1.find("\"role\":\"assistant\"") != std::string::npos);  // the role chunk comes first
+
+  auto djl = rig.call(http::verb::post, "/invocations", R"({"inputs": "hi", "stream": true})").call;
+  REQUIRE(djl);
+  CHECK(djl->stream_content_type() == "application/jsonlines");
+  CHECK(json::parse(djl->on_update(0, first))["token"] == json{{"id", 40}, {"text", "a"}, {"log_prob", -0.5}});
+  const json jl = json::parse(djl->on_update(0, last));
+  CHECK(jl["generated_text"] == "ab");
+  CHECK(jl["details"]["finish_reason"] == "length");
+  CHECK(djl->requests.at(0).max_new_tokens == 30);  // DJL's default
+}
+
+TEST_CASE("metrics render in the Prometheus text format", "[serve]") {
+  ServingMetrics m;
+  m.finished(10, 5, 0.001, 0.02, 0.01, 0.07, "length");
+  m.finished(3, 1, 0.5, 0.6, -1, 0.6, "cancelled");
+  Gauges g;
+  g.running = 2;
+  g.kv_usage = 0.25;
+  m.set_gauges(g);
+  const std::string t = m.render("demo");
+  CHECK_THAT(t, Catch::Contains("vllm:num_requests_running{model_name=\"demo\"} 2\n"));
+  CHECK_THAT(t, Catch::Contains("vllm:gpu_cache_usage_perc{model_name=\"demo\"} 0.25\n"));
+  CHECK_THAT(t, Catch::Contains("vllm:prompt_tokens_total{model_name=\"demo\"} 13\n"));
+  CHECK_THAT(t, Catch::Contains("finished_reason=\"abort\"} 1\n"));
+  CHECK_THAT(t, Catch::Contains("# TYPE vllm:time_to_first_token_seconds histogram\n"));
+  CHECK_THAT(t, Catch::Contains("vllm:time_to_first_token_seconds_bucket{model_name=\"demo\",le=\"0.02\"} 1\n"));
+  CHECK_THAT(t, Catch::Contains("vllm:time_to_first_token_seconds_bucket{model_name=\"demo\",le=\"+Inf\"} 2\n"));
+  CHECK_THAT(t, Catch::Contains("vllm:time_per_output_token_seconds_count{model_name=\"demo\"} 1\n"));
+}
