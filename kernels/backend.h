@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 
 #include "kernels/dtype.h"
@@ -123,6 +124,9 @@ class Backend {
   }
   // Waits until every operation issued so far has finished.
   virtual void synchronize() {}
+  // Bytes of the backend's own memory still free for new allocations (a device's), or nullopt
+  // when it allocates from host memory (then the host's available memory is what counts).
+  virtual std::optional<std::size_t> free_memory() const { return std::nullopt; }
   // Called at the start of every step: the host spans the kernels are given (ids, places and
   // the block tables they point to) may have changed since the previous step, so a backend that
   // keeps device copies of them must copy them again.

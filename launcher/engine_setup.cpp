@@ -143,6 +143,10 @@ Engine::Engine(const EngineOptions& o, Communicator& comm)
   std::size_t budget = 0;
   if (kv_bytes) {
     budget = *kv_bytes;
+  } else if (const auto device_free = backend_->free_memory()) {
+    // A GPU: its own free memory now that the weights and workspaces are allocated (one rank
+    // per GPU, so no sharing with other ranks).
+    budget = static_cast<std::size_t>(o.kv_cache_fraction * static_cast<double>(*device_free));
   } else {
     const std::size_t avail = available_host_memory();
     const std::size_t weights = model_->weight_bytes();

@@ -641,4 +641,11 @@ GraphStats CudaBackend::graph_stats() const {
   return impl_->stats;
 }
 
+std::optional<std::size_t> CudaBackend::free_memory() const {
+  std::size_t free = 0, total = 0;
+  SAKER_CUDA_CHECK(cudaSetDevice(device()));
+  SAKER_CUDA_CHECK(cudaMemGetInfo(&free, &total));
+  return free;
+}
+
 }  // namespace saker::cuda

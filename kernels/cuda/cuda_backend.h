@@ -86,6 +86,7 @@ class CudaBackend final : public Backend {
   std::unique_ptr<Buffer> allocate_host(std::size_t floats) override;
   void download(const float* src, std::size_t n, float* host) override;
   void synchronize() override;
+  std::optional<std::size_t> free_memory() const override;
   void begin_step() override;
   // Graphs (CudaOptions::graphs): a key's first step runs directly, the second is captured,
   // later ones run `body` only to stage host data and compute the signature, then replay.
