@@ -70,9 +70,17 @@ int run_serve(const std::vector<std::string>& args) {
   serve::ServingMetrics metrics;
   serve::EngineLoop loop(metrics, queue);
   serve::ServeContext ctx{loop, metrics, tokenizer, config, name, config.max_positions, max_input,
-                          max_output, vm["log-prompts"].as<bool>(), formatter == "jsonlines", {}};
+                          max_output, vm["log-prompts"].as<bool>(), formatter == "jsonlines", {}, {}, {}};
   for (const AddedToken& t : tokenizer.added_tokens())
     if (t.special) ctx.special_ids.insert(t.id);
+  // A chat template that cannot be parsed stops the server here, naming the line and column.
+  if (auto tmpl = ChatTemplate::from_model_dir(o.model_dir)) {
+    ctx.chat_template = std::move(tmpl->first);
+    ctx.chat_vars = std::move(tmpl->second);
+    spdlog::info("chat: the checkpoint's chat template");
+  } else {
+    spdlog::info("chat: no chat template in the checkpoint; the Falcon User:/Falcon: format");
+  }
   serve::HttpServer server(loop, serve::make_router(ctx), body_bytes);
   server.start(host, static_cast<unsigned short>(port), [&loop, drain](int sig) {
     spdlog::info("signal {}: draining for up to {} s", sig, drain);

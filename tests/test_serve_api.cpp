@@ -1,5 +1,7 @@
 // The HTTP APIs without a network: routes, each API's error shape and status, and the shape of
 // what they stream (the end-to-end tests with real clients are tests/serve/).
+#include <fstream>
+
 #include <catch2/catch.hpp>
 
 #include "engine/model/config.h"
@@ -16,7 +18,7 @@ struct Rig {
   EngineLoop loop{metrics, 8};
   Tokenizer tok = Tokenizer::load(test::kFixtures / "tokenizers" / "small384" / "tokenizer.json");
   ServeContext ctx{loop, metrics, tok, load_config(test::kFixtures / "gqa8x4-bf16-sharded"), "demo",
-                   2048, 0, 0, false, false, {}};
+                   2048, 0, 0, false, false, {}, {}, {}};
   Router router = make_router(ctx);
 
   Routed call(http::verb method, const std::string& target, const std::string& body = "") {
@@ -177,4 +179,37 @@ TEST_CASE("metrics render in the Prometheus text format", "[serve]") {
   CHECK_THAT(t, Catch::Contains("vllm:time_to_first_token_seconds_bucket{model_name=\"demo\",le=\"0.02\"} 1\n"));
   CHECK_THAT(t, Catch::Contains("vllm:time_to_first_token_seconds_bucket{model_name=\"demo\",le=\"+Inf\"} 2\n"));
   CHECK_THAT(t, Catch::Contains("vllm:time_per_output_token_seconds_count{model_name=\"demo\"} 1\n"));
+}
+
+TEST_CASE("chat prompts come from the checkpoint's chat template when it has one", "[serve][chat_template]") {
+  std::ifstream in(test::kFixtures / "chat_templates" / "cases.json");
+  const json cases = json::parse(in)["cases"];
+  int rendered = 0, refused = 0;
+  for (const json& c : cases) {
+    // The route always asks for the generation prompt.
+    if (!c["add_generation_prompt"].get<bool>()) continue;
+    Rig rig;
+    rig.loop.set_health(Health::kReady);
+    rig.ctx.chat_template = ChatTemplate::parse(c["template"].get<std::string>());
+    rig.ctx.chat_vars = {{"bos_token", c["bos_token"].get<std::string>()},
+                         {"eos_token", c["eos_token"].get<std::string>()}};
+    const json body = {{"model", "demo"}, {"messages", c["messages"]}, {"max_tokens", 4}};
+    Routed r = rig.call(http::verb::post, "/v1/chat/completions", body.dump());
+    INFO(c["name"].get<std::string>());
+    if (c.contains("expected_error")) {
+      // raise_exception() in the template: a 400 carrying the template's own message.
+      REQUIRE(r.response);
+      CHECK(r.response->result() == http::status::bad_request);
+      CHECK(body_of(*r.response)["message"] == c["expected_error"]);
+      ++refused;
+      continue;
+    }
+    REQUIRE(r.call);
+    // transformers' rendering, through the tokenizer and back (byte-level BPE round-trips).
+    CHECK(rig.tok.decode(r.call->requests.at(0).prompt) == c["expected"].get<std::string>());
+    CHECK(r.call->requests.at(0).stop.empty());  // the template's own eos ends the turn
+    ++rendered;
+  }
+  CHECK(rendered >= 10);
+  CHECK(refused >= 3);
 }

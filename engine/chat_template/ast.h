@@ -40,6 +40,7 @@ struct Expr {
 
 struct Stmt {
   enum class Kind { Text, Output, If, For, Set, SetAttr, Break, Continue };
+  explicit Stmt(Kind k, int l = 0, int c = 0) : kind(k), line(l), col(c) {}
   Kind kind;
   int line = 0, col = 0;
   std::string text;                  // Text

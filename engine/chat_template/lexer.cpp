@@ -41,6 +41,7 @@ class Lexer {
       advance_to(open);
       tag();
     }
+    flush_text();
     out_.push_back({Tok::Eof, "", line_, col_});
     return std::move(out_);
   }

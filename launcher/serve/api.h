@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/chat_template/chat_template.h"
 #include "engine/model/config.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "launcher/serve/http_server.h"
@@ -28,6 +29,10 @@ struct ServeContext {
   bool log_prompts = false;
   bool jsonlines_default = false;  // option.output_formatter=jsonlines: /invocations streams
   std::set<std::int32_t> special_ids;
+  // The checkpoint's chat template (tokenizer_config.json or chat_template.jinja) and its
+  // variables (bos_token, eos_token); without one, chat uses the Falcon instruct format.
+  std::optional<ChatTemplate> chat_template;
+  std::map<std::string, std::string> chat_vars;
 };
 
 // A request the API refuses; each API turns the kind into its own status and shape.

@@ -244,38 +244,50 @@ class ChatCall final : public OpenAiCall {
   }
 };
 
-// Falcon's instruct models were tuned on "User: ... / Falcon: ..." turns; a system message goes
-// first on its own. The reply ends where the model starts the next user turn.
-std::string falcon_chat_prompt(const json& messages) {
+// The text of one message: a string, or a list of text parts.
+std::string message_text(const json& m) {
+  if (!m.is_object() || !m.contains("role") || !m["role"].is_string())
+    throw ApiError(ErrorKind::kValidation, "each message needs a string `role`");
+  const json& c = m.contains("content") ? m["content"] : json();
+  if (c.is_string()) return c.get<std::string>();
+  if (!c.is_array()) throw ApiError(ErrorKind::kValidation, "each message needs `content`: a string or text parts");
+  std::string content;
+  for (const json& part : c) {
+    if (!part.is_object() || !part.contains("type") || part["type"] != "text" || !part.contains("text") ||
+        !part["text"].is_string())
+      throw ApiError(ErrorKind::kValidation, "message content parts must be {\"type\": \"text\", \"text\": str}");
+    content += part["text"].get<std::string>();
+  }
+  return content;
+}
+
+// The checkpoint's own template when it has one. Otherwise the format Falcon's instruct models
+// were tuned on: an optional system message on its own line, then "User: ..." / "Falcon: ..."
+// turns; the reply ends where the model starts the next user turn.
+std::string chat_prompt(const ServeContext& ctx, const json& messages, BatchRequest& r) {
   if (!messages.is_array() || messages.empty())
     throw ApiError(ErrorKind::kValidation, "`messages` must be a non-empty list");
-  std::string out;
-  for (const json& m : messages) {
-    if (!m.is_object() || !m.contains("role") || !m["role"].is_string())
-      throw ApiError(ErrorKind::kValidation, "each message needs a string `role`");
-    std::string content;
-    const json& c = m.contains("content") ? m["content"] : json();
-    if (c.is_string()) {
-      content = c.get<std::string>();
-    } else if (c.is_array()) {
-      for (const json& part : c) {
-        if (!part.is_object() || !part.contains("type") || part["type"] != "text" || !part.contains("text") || !part["text"].is_string())
-          throw ApiError(ErrorKind::kValidation, "message content parts must be {\"type\": \"text\", \"text\": str}");
-        content += part["text"].get<std::string>();
-      }
-    } else {
-      throw ApiError(ErrorKind::kValidation, "each message needs `content`: a string or text parts");
+  std::vector<ChatMessage> turns;
+  for (const json& m : messages) turns.push_back({m["role"].is_string() ? m["role"].get<std::string>() : "", message_text(m)});
+  if (ctx.chat_template) {
+    try {
+      return ctx.chat_template->render(turns, true, ctx.chat_vars);
+    } catch (const ChatTemplateError& e) {
+      throw ApiError(ErrorKind::kValidation, e.what());  // raise_exception(): the template's message
     }
-    const std::string role = m["role"].get<std::string>();
-    if (role == "system")
-      out += content + "\n";
-    else if (role == "user")
-      out += "User: " + content + "\n";
-    else if (role == "assistant")
-      out += "Falcon: " + content + "\n";
-    else
-      throw ApiError(ErrorKind::kValidation, "message role must be system, user or assistant, got `" + role + "`");
   }
+  std::string out;
+  for (const ChatMessage& m : turns) {
+    if (m.role == "system")
+      out += m.content + "\n";
+    else if (m.role == "user")
+      out += "User: " + m.content + "\n";
+    else if (m.role == "assistant")
+      out += "Falcon: " + m.content + "\n";
+    else
+      throw ApiError(ErrorKind::kValidation, "message role must be system, user or assistant, got `" + m.role + "`");
+  }
+  r.stop.push_back("\nUser:");
   return out + "Falcon:";
 }
 
@@ -366,8 +378,7 @@ std::unique_ptr<Call> openai_chat(ServeContext& ctx, const json& body) {
     }
   }
   BatchRequest base = request_from(body, logprobs);
-  const std::string prompt = falcon_chat_prompt(body.contains("messages") ? body["messages"] : json());
-  base.stop.push_back("\nUser:");
+  const std::string prompt = chat_prompt(ctx, body.contains("messages") ? body["messages"] : json(), base);
   set_prompt(ctx, prompt, base);
   call->prompt_tokens = static_cast<std::int64_t>(base.prompt.size());
   for (std::int64_t j = 0; j < n; ++j) {

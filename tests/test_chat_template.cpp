@@ -1,0 +1,144 @@
+// Chat templates rendered byte for byte as transformers renders them (the fixture comes from
+// scripts/make_chat_template_fixtures.py), clear errors for syntax outside the subset, and the
+// template read from a model directory.
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/chat_template/chat_template.h"
+
+using saker::ChatMessage;
+using saker::ChatTemplate;
+using saker::ChatTemplateError;
+using Catch::Matchers::Contains;
+
+namespace {
+
+std::string render(const std::string& tmpl, const std::vector<ChatMessage>& msgs = {{"user", "hi"}},
+                   bool agp = false) {
+  return ChatTemplate::parse(tmpl).render(msgs, agp, {{"bos_token", "<s>"}, {"eos_token", "</s>"}});
+}
+
+// A fresh directory under the system temp dir, removed when the test ends.
+struct TempDir {
+  std::filesystem::path path;
+  explicit TempDir(const std::string& name)
+      : path(std::filesystem::temp_directory_path() / ("saker_chat_template_" + name)) {
+    std::filesystem::remove_all(path);
+    std::filesystem::create_directories(path);
+  }
+  ~TempDir() { std::filesystem::remove_all(path); }
+  void write(const std::string& file, const std::string& text) const { std::ofstream(path / file) << text; }
+};
+
+}  // namespace
+
+TEST_CASE("real chat templates render exactly as transformers renders them", "[chat_template]") {
+  std::ifstream in(std::string(SAKER_FIXTURES_DIR) + "/chat_templates/cases.json");
+  REQUIRE(in);
+  const auto fixture = nlohmann::json::parse(in);
+  REQUIRE(fixture["cases"].size() >= 50);
+  for (const auto& c : fixture["cases"]) {
+    INFO(c["name"].get<std::string>());
+    std::vector<ChatMessage> msgs;
+    for (const auto& m : c["messages"]) msgs.push_back({m["role"], m["content"]});
+    const std::map<std::string, std::string> vars = {{"bos_token", c["bos_token"]}, {"eos_token", c["eos_token"]}};
+    const auto tmpl = ChatTemplate::parse(c["template"]);
+    if (c.contains("expected")) {
+      CHECK(tmpl.render(msgs, c["add_generation_prompt"], vars) == c["expected"].get<std::string>());
+    } else {
+      const std::string want = c["expected_error"];
+      try {
+        tmpl.render(msgs, c["add_generation_prompt"], vars);
+        FAIL("no error; expected: " << want);
+      } catch (const ChatTemplateError& e) {
+        CHECK(std::string(e.what()) == want);  // raise_exception's message, unadorned
+      }
+    }
+  }
+}
+
+TEST_CASE("syntax outside the subset fails at parse time with its position", "[chat_template]") {
+  CHECK_THROWS_WITH(ChatTemplate::parse("ok\n  {% macro f() %}{% endmacro %}"),
+                    Contains("unsupported statement 'macro'") && Contains("line 2, column 6"));
+  CHECK_THROWS_WITH(ChatTemplate::parse("{% raw %}x{% endraw %}"), Contains("unsupported statement 'raw'"));
+  CHECK_THROWS_WITH(ChatTemplate::parse("{% set x %}body{% endset %}"), Contains("unsupported block set"));
+  CHECK_THROWS_WITH(ChatTemplate::parse("{% for x in xs %}a"), Contains("missing '{% endfor %}'"));
+  CHECK_THROWS_WITH(ChatTemplate::parse("{% if x %}a"), Contains("missing '{% endif %}'"));
+  CHECK_THROWS_WITH(ChatTemplate::parse("{{ x "), Contains("unterminated tag") && Contains("line 1, column 1"));
+  CHECK_THROWS_WITH(ChatTemplate::parse("{{ 'abc }}"), Contains("unterminated string"));
+  CHECK_THROWS_WITH(ChatTemplate::parse("a\nb {{ x ; y }}"), Contains("unexpected character ';' at line 2, column 8"));
+  CHECK_THROWS_WITH(ChatTemplate::parse("{{ (a, b) }}"), Contains("unsupported tuple"));
+  CHECK_THROWS_WITH(ChatTemplate::parse("{# never closed"), Contains("unterminated comment"));
+}
+
+TEST_CASE("unsupported filters, methods and functions fail when rendered, naming them", "[chat_template]") {
+  CHECK_THROWS_WITH(render("{{ 'a' | wordwrap }}"), Contains("unsupported filter 'wordwrap'") && Contains("line 1"));
+  CHECK_THROWS_WITH(render("{{ 'a'.zfill(3) }}"), Contains("no method 'zfill'"));
+  CHECK_THROWS_WITH(render("{{ cycler() }}"), Contains("unknown function 'cycler'"));
+  CHECK_THROWS_WITH(render("{{ nope.attr }}"), Contains("'nope' is undefined"));
+  CHECK_THROWS_WITH(render("{{ 1 + 'a' }}"), Contains("unsupported operand types for +"));
+}
+
+TEST_CASE("jinja2 semantics the fixture does not reach", "[chat_template]") {
+  CHECK(render("{{ missing }}|{{ missing | length }}|{% if missing %}t{% else %}f{% endif %}") == "|0|f");
+  CHECK(render("{{ none }} {{ true }} {{ 1.0 }} {{ 1e20 }} {{ 0.0001 }} {{ [1, 'a'] }}") ==
+        "None True 1.0 1e+20 0.0001 [1, 'a']");
+  CHECK(render("{% for x in [1,2,3,4] %}{% if x == 2 %}{% continue %}{% endif %}{% if x == 4 %}{% break %}"
+               "{% endif %}{{ x }}{% endfor %}") == "13");
+  CHECK(render("{% for x in [] %}a{% else %}empty{% endfor %}") == "empty");
+  CHECK(render("{% for k, v in {'a': 1, 'b': 2}.items() %}{{ k }}={{ v }};{% endfor %}") == "a=1;b=2;");
+  CHECK(render("{% set x = 1 %}{% for i in [5] %}{% set x = i %}{% endfor %}{{ x }}") == "1");  // loop scope
+  CHECK(render("{{ 'abcdef'[1:4] }}{{ 'abc'[::-1] }}{{ [1,2,3][-1] }}{{ 'a b  c'.split() | length }}") == "bcdcba33");
+  CHECK(render("{{ x if false }}|{{ 'y' if true else 'n' }}") == "|y");
+  CHECK(render("{{ tools is none }} {{ documents is none }}") == "True True");
+  CHECK(render("{{ {'a': 'é\n'} | tojson(indent=2) }}") == "{\n  \"a\": \"é\\n\"\n}");
+  CHECK(render("{% generation %}kept{% endgeneration %}") == "kept");
+  CHECK(render("line\n") == "line");  // keep_trailing_newline=False
+}
+
+TEST_CASE("from_model_dir reads tokenizer_config.json's chat_template in both forms", "[chat_template]") {
+  const std::vector<ChatMessage> msgs = {{"user", "hi"}};
+  SECTION("a string, with bos/eos as plain strings and as AddedToken objects") {
+    TempDir dir("string");
+    dir.write("tokenizer_config.json", R"({"bos_token": "<s>", "eos_token": {"content": "</s>", "lstrip": false},
+      "chat_template": "{{ bos_token }}{% for m in messages %}{{ m.content }}{% endfor %}{{ eos_token }}"})");
+    const auto loaded = ChatTemplate::from_model_dir(dir.path);
+    REQUIRE(loaded);
+    CHECK(loaded->second.at("bos_token") == "<s>");
+    CHECK(loaded->second.at("eos_token") == "</s>");
+    CHECK(loaded->first.render(msgs, false, loaded->second) == "<s>hi</s>");
+  }
+  SECTION("a list of named templates: the one named default") {
+    TempDir dir("list");
+    dir.write("tokenizer_config.json", R"({"eos_token": "<|endoftext|>", "chat_template": [
+      {"name": "tool_use", "template": "TOOLS"},
+      {"name": "default", "template": "D:{{ messages[0].content }}{{ eos_token }}"}]})");
+    const auto loaded = ChatTemplate::from_model_dir(dir.path);
+    REQUIRE(loaded);
+    CHECK(loaded->second.count("bos_token") == 0);
+    CHECK(loaded->first.render(msgs, false, loaded->second) == "D:hi<|endoftext|>");
+  }
+  SECTION("chat_template.jinja takes precedence, as in transformers") {
+    TempDir dir("jinja_file");
+    dir.write("tokenizer_config.json", R"({"eos_token": "</s>", "chat_template": "old"})");
+    dir.write("chat_template.jinja", "new {{ eos_token }}\n");
+    const auto loaded = ChatTemplate::from_model_dir(dir.path);
+    REQUIRE(loaded);
+    CHECK(loaded->first.render(msgs, false, loaded->second) == "new </s>");
+  }
+  SECTION("absent: no template key, or no tokenizer_config.json at all") {
+    TempDir dir("absent");
+    CHECK_FALSE(ChatTemplate::from_model_dir(dir.path));
+    dir.write("tokenizer_config.json", R"({"eos_token": "</s>"})");
+    CHECK_FALSE(ChatTemplate::from_model_dir(dir.path));
+  }
+  SECTION("a template outside the subset is an error naming it") {
+    TempDir dir("bad");
+    dir.write("tokenizer_config.json", R"({"chat_template": "{% macro m() %}{% endmacro %}"})");
+    CHECK_THROWS_WITH(ChatTemplate::from_model_dir(dir.path), Contains("unsupported statement 'macro'"));
+  }
+}
