@@ -62,6 +62,7 @@ int run_generate_jsonl(const std::vector<std::string>& args);  // generate --inp
 int run_info(const std::vector<std::string>& args);
 int run_bench(const std::vector<std::string>& args);
 int run_serve(const std::vector<std::string>& args);
+int run_launch(const std::vector<std::string>& args);
 int run_tokenize(const std::vector<std::string>& args);
 
 }  // namespace saker::cli

@@ -1,8 +1,15 @@
 // saker serve: the HTTP frontends on rank 0, the other ranks executing its plans. The port opens
 // before the weights load, so orchestrators can poll /ping and /health (503 until a warm-up
 // iteration has run).
+#include <unistd.h>
+
+#include <condition_variable>
 #include <csignal>
+#include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <thread>
 
 #include <spdlog/spdlog.h>
 
@@ -14,6 +21,36 @@
 #include "parallel/world.h"
 
 namespace saker::cli {
+namespace {
+
+class LoadWatchdog {
+ public:
+  explicit LoadWatchdog(double seconds)
+      : thread_([this, seconds] {
+          std::unique_lock lock(mu_);
+          if (cv_.wait_for(lock, std::chrono::duration<double>(seconds), [this] { return done_; })) return;
+          spdlog::error("loading the model took longer than --model-loading-timeout ({} s); aborting the job",
+                        seconds);
+          world().abort(1);
+        }) {}
+  ~LoadWatchdog() { done(); }
+  void done() {
+    {
+      std::lock_guard lock(mu_);
+      done_ = true;
+    }
+    cv_.notify_one();
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::thread thread_;
+};
+
+}  // namespace
 
 int run_serve(const std::vector<std::string>& args) {
   EngineOptions o;
@@ -23,6 +60,7 @@ int run_serve(const std::vector<std::string>& args) {
   double drain = 30;
   std::string body_limit = "4MiB";
   std::int64_t max_input = 0, max_output = 0;
+  double load_timeout = 1800;
   po::options_description desc("options");
   desc.add_options()("help,h", "show this help")("model", po::value(&o.model_dir)->required(),
                                                  "Hugging Face model directory (safetensors + tokenizer.json)")(
@@ -37,6 +75,8 @@ int run_serve(const std::vector<std::string>& args) {
       "max-output-len", po::value(&max_output)->default_value(0), "new tokens per request (0: no own limit)")(
       "output-formatter", po::value(&formatter)->default_value(formatter),
       "json or jsonlines (DJL: /invocations streams by default)")(
+      "model-loading-timeout", po::value(&load_timeout)->default_value(load_timeout),
+      "seconds loading and warm-up may take before the job is aborted")(
       "log-prompts", po::bool_switch(), "log request bodies (prompts) too");
   desc.add(engine_options(o));
   po::variables_map vm;
@@ -46,6 +86,7 @@ int run_serve(const std::vector<std::string>& args) {
   if (port < 0 || port > 65535) throw UsageError("--port must be in [0, 65535]");
   if (queue == 0) throw UsageError("--job-queue-size must be positive");
   if (!(drain >= 0)) throw UsageError("--drain-timeout must be >= 0");
+  if (!(load_timeout > 0)) throw UsageError("--model-loading-timeout must be positive");
   if (formatter != "json" && formatter != "jsonlines")
     throw UsageError("--output-formatter must be json or jsonlines, got '" + formatter + "'");
   const std::size_t body_bytes = parse_bytes(body_limit, "--max-body-bytes");
@@ -63,6 +104,8 @@ int run_serve(const std::vector<std::string>& args) {
     return 0;
   }
 
+  // saker launch passes stop signals to rank 0 directly (cmd_launch.cpp).
+  if (const char* pidfile = std::getenv("SAKER_RANK0_PIDFILE")) std::ofstream(pidfile) << getpid() << "\n";
   const FalconConfig config = load_config(o.model_dir);
   const Tokenizer tokenizer = Tokenizer::from_model_dir(o.model_dir);
   if (name.empty()) name = std::filesystem::path(o.model_dir).lexically_normal().filename().string();
@@ -88,6 +131,9 @@ int run_serve(const std::vector<std::string>& args) {
   });
   spdlog::info("listening on http://{}:{} (503 until the model is loaded and warmed up)", host, server.port());
 
+  // A load that takes too long (a stuck filesystem, a rank that never joins) ends the whole job
+  // with a message instead of a server that answers 503 forever.
+  LoadWatchdog watchdog(load_timeout);
   Engine engine(o, comm);
   faults.after_load();
   engine.runner().before_each_step([&faults](std::uint64_t step) { faults.before_step(step); });
@@ -102,6 +148,7 @@ int run_serve(const std::vector<std::string>& args) {
     batch.run_to_completion();
     batch.take_result(0);
   }
+  watchdog.done();
   loop.set_health(serve::Health::kReady);
   spdlog::info("ready: {} ({} KV blocks of {} tokens, {} rank(s))", name, engine.cache().num_blocks(),
                engine.cache().block_size(), comm.size());

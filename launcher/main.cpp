@@ -15,6 +15,7 @@ constexpr const char* kUsage =
     "commands:\n"
     "  generate   generate from a prompt, or run a JSONL job (--input) through the rolling batch\n"
     "  serve      serve the OpenAI, TGI and SageMaker/DJL HTTP APIs from rank 0\n"
+    "  launch     run serve under mpirun from a DJL serving.properties (engine=MPI)\n"
     "  info       print a model's effective structure, parameters and weight bytes\n"
     "  bench      simulate serving: throughput and latency, rolling or dynamic batching\n"
     "  tokenize   text on stdin to token ids, or ids to text (--decode), by tokenizer.json\n"
@@ -30,6 +31,7 @@ int dispatch(const std::string& cmd, const std::vector<std::string>& args) {
   if (cmd == "info") return saker::cli::run_info(args);
   if (cmd == "bench") return saker::cli::run_bench(args);
   if (cmd == "serve") return saker::cli::run_serve(args);
+  if (cmd == "launch") return saker::cli::run_launch(args);
   if (cmd == "tokenize") return saker::cli::run_tokenize(args);
   throw saker::cli::UsageError("unknown command '" + cmd + "'\n\n" + kUsage);
 }

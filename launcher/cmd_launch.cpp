@@ -1,0 +1,186 @@
+// saker launch: runs a model the way DJL Serving's engine=MPI does, from serving.properties
+// (file < OPTION_* / SERVING_* environment < command line), as one mpirun job of
+// tensor_parallel_degree ranks. It prints the command, runs it, forwards SIGTERM / SIGINT to it,
+// and exits with its status.
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <thread>
+
+#include "launcher/cli.h"
+#include "launcher/properties.h"
+#ifdef SAKER_HAVE_CUDA
+#include "kernels/cuda/device.h"
+#endif
+
+extern char** environ;
+
+namespace saker::cli {
+namespace {
+
+std::string quoted(const std::string& a) {
+  if (!a.empty() && a.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./:=@,") ==
+                        std::string::npos)
+    return a;
+  std::string q = "'";
+  for (const char c : a) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+std::vector<std::string> environment() {
+  std::vector<std::string> env;
+  for (char** e = environ; *e; ++e) env.emplace_back(*e);
+  return env;
+}
+
+// The signal to pass on; a handler may only set such a variable.
+volatile sig_atomic_t g_signal = 0;
+extern "C" void note_signal(int sig) { g_signal = sig; }
+
+// Rank 0 drains and then stops the other ranks itself, so a stop signal goes to rank 0 (whose pid
+// it writes to the file launch names), not to mpirun: Open MPI's mpirun would pass it on only
+// after its own kill timeout and then SIGKILL the ranks mid-drain. Without the file (rank 0 not
+// up yet, or on another node) mpirun gets it.
+void pass_on(int sig, pid_t mpirun, const std::string& pidfile) {
+  std::ifstream in(pidfile);
+  long rank0 = 0;
+  if (in >> rank0 && rank0 > 0 && kill(static_cast<pid_t>(rank0), sig) == 0) {
+    std::cerr << "saker launch: signal " << sig << " passed to rank 0 (pid " << rank0 << ")" << std::endl;
+    return;
+  }
+  kill(mpirun, sig);
+}
+
+}  // namespace
+
+int run_launch(const std::vector<std::string>& args) {
+  std::string properties_file, model_dir, tp, host = "127.0.0.1", hostfile, hosts, mpirun = "mpirun";
+  int port = 8080;
+  double drain = 30;
+  std::vector<std::string> sets;
+  po::options_description desc("options");
+  desc.add_options()("help,h", "show this help")(
+      "properties", po::value(&properties_file), "serving.properties (default: DIR/serving.properties)")(
+      "model", po::value(&model_dir), "model directory (option.model_id)")(
+      "tensor-parallel-degree", po::value(&tp), "ranks: a number or max (option.tensor_parallel_degree)")(
+      "set", po::value(&sets)->composing(), "KEY=VALUE: any serving.properties key, over file and environment")(
+      "host", po::value(&host)->default_value(host), "address rank 0 serves on")(
+      "port", po::value(&port)->default_value(port), "port rank 0 serves on")(
+      "drain-timeout", po::value(&drain)->default_value(drain), "seconds to finish requests on SIGTERM")(
+      "hostfile", po::value(&hostfile), "passed to mpirun (multi-node)")(
+      "mpi-host", po::value(&hosts), "passed to mpirun as --host (multi-node)")(
+      "mpirun", po::value(&mpirun)->default_value(mpirun), "the mpirun to run")(
+      "dry-run", po::bool_switch(), "print the mpirun command only");
+  po::variables_map vm;
+  if (!parse(args, desc, vm, "usage: saker launch (--properties FILE | --model DIR) [options]")) return 0;
+  if (port < 0 || port > 65535) throw UsageError("--port must be in [0, 65535]");
+
+  // file < environment < command line
+  Properties p;
+  std::string file = properties_file;
+  if (file.empty() && !model_dir.empty() && std::ifstream(model_dir + "/serving.properties")) file = model_dir + "/serving.properties";
+  if (!file.empty()) {
+    std::ifstream in(file);
+    if (!in) throw UsageError("cannot read --properties " + file);
+    std::stringstream text;
+    text << in.rdbuf();
+    try {
+      p = parse_properties(text.str(), file);
+    } catch (const std::invalid_argument& e) {
+      throw UsageError(e.what());
+    }
+  }
+  for (const auto& [k, v] : properties_from_env(environment())) p[k] = v;
+  if (!model_dir.empty()) p["option.model_id"] = model_dir;
+  if (!tp.empty()) p["option.tensor_parallel_degree"] = tp;
+  for (const std::string& kv : sets) {
+    const auto eq = kv.find('=');
+    if (eq == std::string::npos || eq == 0) throw UsageError("--set takes KEY=VALUE, got '" + kv + "'");
+    p[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  LaunchSettings s;
+  try {
+    s = validate_properties(p);
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(e.what());
+  }
+  if (!s.unknown_keys.empty()) {
+    std::string keys;
+    for (const auto& k : s.unknown_keys) keys += (keys.empty() ? "" : ", ") + k;
+    std::cerr << "saker launch: warning: ignoring keys saker does not know: " << keys << "\n";
+  }
+  if (s.tp_max) {
+    int gpus = 0;
+#ifdef SAKER_HAVE_CUDA
+    gpus = cuda::device_count();
+#endif
+    s.tensor_parallel = std::max(1, gpus);
+    std::cerr << "saker launch: option.tensor_parallel_degree=max: " << s.tensor_parallel
+              << (gpus ? " visible GPU(s)" : " rank (no GPU visible)") << "\n";
+  }
+  if (s.dtype)
+    std::cerr << "saker launch: note: option.dtype=" << *s.dtype
+              << ": weights are used in the checkpoint's stored precision\n";
+
+  LaunchTarget t;
+  t.mpirun = mpirun;
+  std::vector<char> self(4096);
+  const auto n = readlink("/proc/self/exe", self.data(), self.size() - 1);
+  t.saker = n > 0 ? std::string(self.data(), static_cast<std::size_t>(n)) : "saker";
+  t.host = host;
+  t.port = port;
+  t.hostfile = hostfile;
+  t.hosts = hosts;
+  t.as_root = geteuid() == 0;
+  t.cores = static_cast<int>(thread_count(0));
+  t.drain_timeout_s = drain;
+  const std::string pidfile = "/tmp/saker-launch-" + std::to_string(getpid()) + ".rank0";
+  setenv("SAKER_RANK0_PIDFILE", pidfile.c_str(), 1);
+  for (const std::string& e : environment()) {
+    const std::string name = e.substr(0, e.find('='));
+    if (name == "LD_LIBRARY_PATH" || name == "PATH" || name == "CUDA_VISIBLE_DEVICES" ||
+        name.starts_with("NCCL_") || name.starts_with("SAKER_") || name.starts_with("OMP_"))
+      t.env_to_forward.push_back(name);
+  }
+  const std::vector<std::string> cmd = mpirun_command(s, t);
+  std::string line;
+  for (const std::string& a : cmd) line += (line.empty() ? "" : " ") + quoted(a);
+  if (vm["dry-run"].as<bool>()) {
+    std::cout << line << "\n";
+    return 0;
+  }
+  std::cerr << "saker launch: " << line << std::endl;
+
+  std::vector<char*> argv;
+  for (const std::string& a : cmd) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  pid_t pid = 0;
+  if (const int rc = posix_spawnp(&pid, cmd[0].c_str(), nullptr, nullptr, argv.data(), environ); rc != 0)
+    throw std::runtime_error("cannot run " + cmd[0] + ": " + std::strerror(rc));
+  std::signal(SIGTERM, note_signal);
+  std::signal(SIGINT, note_signal);
+  int status = 0;
+  for (;;) {
+    const pid_t r = waitpid(pid, &status, WNOHANG);
+    if (r == pid) break;
+    if (r < 0 && errno != EINTR) throw std::runtime_error(std::string("waiting for mpirun: ") + std::strerror(errno));
+    if (const int sig = g_signal) {
+      g_signal = 0;
+      pass_on(sig, pid, pidfile);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  std::remove(pidfile.c_str());
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  return 128 + WTERMSIG(status);
+}
+
+}  // namespace saker::cli

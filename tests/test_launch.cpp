@@ -1,0 +1,211 @@
+// saker launch: serving.properties parsing and precedence, every key's validation, the exact
+// mpirun command (--dry-run), and a real 2-rank server started from a properties file.
+#include <sys/wait.h>
+
+#include <chrono>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include <catch2/catch.hpp>
+
+#include "launcher/properties.h"
+#include "tests/run_command.h"
+
+namespace fs = std::filesystem;
+using namespace saker::cli;
+using saker::test::Run;
+
+namespace {
+
+const fs::path kFixtures = SAKER_FIXTURES_DIR;
+
+fs::path model_dir() { return kFixtures / "gqa8x2-fp32"; }
+
+Run launch(const std::string& args, const std::string& env = "") {
+  return saker::test::run_command(env + " '" + std::string(SAKER_BIN) + "' launch " + args + " </dev/null");
+}
+
+fs::path write(const std::string& name, const std::string& text) {
+  const fs::path p = fs::temp_directory_path() / name;
+  std::ofstream(p) << text;
+  return p;
+}
+
+}  // namespace
+
+TEST_CASE("serving.properties lines, comments and continuations", "[launch]") {
+  const Properties p = parse_properties(
+      "# a comment\n! another\nengine=MPI\noption.model_id : /models/x\n  job_queue_size   12  \n"
+      "option.rolling_batch=lmi-\\\n    dist\nempty=\n\r\nbatch_size=4\r\n",
+      "serving.properties");
+  CHECK(p.at("engine") == "MPI");
+  CHECK(p.at("option.model_id") == "/models/x");
+  CHECK(p.at("job_queue_size") == "12");
+  CHECK(p.at("option.rolling_batch") == "lmi-dist");
+  CHECK(p.at("empty") == "");
+  CHECK(p.at("batch_size") == "4");
+  CHECK(p.size() == 6);
+  CHECK_THROWS_WITH(parse_properties("a=1\n=2\n", "f.properties"), Catch::Contains("f.properties line 2: no key"));
+  CHECK_THROWS_WITH(parse_properties("a=1\\", "f"), Catch::Contains("ends inside a continued line"));
+}
+
+TEST_CASE("OPTION_* and SERVING_* environment variables name properties", "[launch]") {
+  const Properties p = properties_from_env(
+      {"OPTION_MAX_ROLLING_BATCH_SIZE=8", "SERVING_JOB_QUEUE_SIZE=5", "OPTION_=x", "HOME=/root", "junk"});
+  CHECK(p == Properties{{"option.max_rolling_batch_size", "8"}, {"job_queue_size", "5"}});
+}
+
+TEST_CASE("every key is checked for type and range, with the key and value named", "[launch]") {
+  const std::string dir = model_dir().string();
+  const std::pair<Properties, std::string> bad[] = {
+      {{}, "option.model_id is required"},
+      {{{"option.model_id", "/nonexistent"}}, "option.model_id=/nonexistent: must be a local model directory"},
+      {{{"engine", "Python"}}, "engine=Python: saker runs as engine=MPI"},
+      {{{"option.tensor_parallel_degree", "0"}}, "option.tensor_parallel_degree=0: must be >= 1"},
+      {{{"option.tensor_parallel_degree", "two"}}, "option.tensor_parallel_degree=two: must be an integer"},
+      {{{"option.rolling_batch", "sometimes"}}, "option.rolling_batch=sometimes: must be auto"},
+      {{{"option.max_rolling_batch_size", "-1"}}, "option.max_rolling_batch_size=-1: must be >= 1"},
+      {{{"option.max_rolling_batch_prefill_tokens", "1.5"}}, "must be an integer"},
+      {{{"option.dtype", "fp8"}}, "option.dtype=fp8: must be fp16, bf16, fp32 or int8"},
+      {{{"option.dtype", "int8"}}, "int8 weights are not supported yet"},
+      {{{"option.max_input_len", "0"}}, "option.max_input_len=0: must be >= 1"},
+      {{{"option.max_output_len", "x"}}, "option.max_output_len=x: must be an integer"},
+      {{{"option.output_formatter", "xml"}}, "option.output_formatter=xml: must be json or jsonlines"},
+      {{{"option.model_loading_timeout", "0"}}, "option.model_loading_timeout=0: must be >= 1"},
+      {{{"batch_size", "0"}}, "batch_size=0: must be >= 1"},
+      {{{"max_batch_delay", "-5"}}, "max_batch_delay=-5: must be >= 0"},
+      {{{"job_queue_size", "lots"}}, "job_queue_size=lots: must be an integer"},
+  };
+  for (auto [p, msg] : bad) {
+    if (!p.count("option.model_id") && msg.find("model_id is required") == std::string::npos)
+      p["option.model_id"] = dir;
+    INFO(msg);
+    CHECK_THROWS_WITH(validate_properties(p), Catch::Contains(msg));
+  }
+  const LaunchSettings s = validate_properties({{"option.model_id", dir},
+                                                {"option.tensor_parallel_degree", "max"},
+                                                {"option.rolling_batch", "disable"},
+                                                {"option.dtype", "bf16"},
+                                                {"option.entryPoint", "x"}});
+  CHECK(s.tp_max);
+  CHECK(s.batching == "dynamic");
+  CHECK(s.unknown_keys == std::vector<std::string>{"option.entryPoint"});
+}
+
+TEST_CASE("the mpirun command for several configurations", "[launch]") {
+  LaunchSettings s = validate_properties({{"option.model_id", model_dir().string()},
+                                          {"option.tensor_parallel_degree", "4"},
+                                          {"option.max_rolling_batch_size", "16"},
+                                          {"option.max_rolling_batch_prefill_tokens", "256"},
+                                          {"job_queue_size", "50"}});
+  LaunchTarget t;
+  t.saker = "/bin/saker";
+  t.as_root = true;
+  t.cores = 2;
+  t.env_to_forward = {"LD_LIBRARY_PATH", "NCCL_DEBUG"};
+  const std::string dir = model_dir().string();
+  CHECK(mpirun_command(s, t) ==
+        std::vector<std::string>{"mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "4", "--bind-to",
+                                 "none", "-x", "LD_LIBRARY_PATH", "-x", "NCCL_DEBUG", "/bin/saker", "serve",
+                                 "--model", dir, "--host", "127.0.0.1", "--port", "8080", "--batching",
+                                 "rolling", "--threads", "1", "--max-rolling-batch-size", "16",
+                                 "--max-rolling-batch-prefill-tokens", "256", "--job-queue-size", "50",
+                                 "--output-formatter", "json", "--model-loading-timeout", "1800",
+                                 "--drain-timeout", "30"});
+  // Multi-node, not root, dynamic batching: no --threads guess, no oversubscription.
+  s = validate_properties({{"option.model_id", dir},
+                           {"option.tensor_parallel_degree", "8"},
+                           {"option.rolling_batch", "disable"},
+                           {"batch_size", "4"},
+                           {"max_batch_delay", "50"},
+                           {"option.output_formatter", "jsonlines"},
+                           {"option.model_loading_timeout", "600"}});
+  t = {};
+  t.saker = "saker";
+  t.hostfile = "hosts.txt";
+  t.port = 9000;
+  t.host = "0.0.0.0";
+  CHECK(mpirun_command(s, t) ==
+        std::vector<std::string>{"mpirun", "-np", "8", "--bind-to", "none", "--hostfile", "hosts.txt", "saker",
+                                 "serve", "--model", dir, "--host", "0.0.0.0", "--port", "9000", "--batching",
+                                 "dynamic", "--batch-size", "4", "--max-batch-delay", "50",
+                                 "--output-formatter", "jsonlines", "--model-loading-timeout", "600",
+                                 "--drain-timeout", "30"});
+}
+
+TEST_CASE("saker launch: file < environment < command line, and --dry-run prints the command",
+          "[launch][cli]") {
+  const std::string dir = model_dir().string();
+  const fs::path props = write("saker_launch.properties",
+                               "engine=MPI\noption.model_id=" + dir +
+                                   "\noption.tensor_parallel_degree=2\noption.max_rolling_batch_size=16\n"
+                                   "job_queue_size=10\noption.custom_thing=1\n");
+  Run r = launch("--properties '" + props.string() + "' --dry-run");
+  REQUIRE(r.code == 0);
+  CHECK(r.out.find(" -np 2 ") != std::string::npos);
+  CHECK(r.out.find("--max-rolling-batch-size 16") != std::string::npos);
+  CHECK(r.out.find("--job-queue-size 10") != std::string::npos);
+  CHECK(r.err.find("warning: ignoring keys saker does not know: option.custom_thing") != std::string::npos);
+  // The environment overrides the file; the command line overrides both.
+  r = launch("--properties '" + props.string() + "' --dry-run --set job_queue_size=30",
+             "OPTION_MAX_ROLLING_BATCH_SIZE=8 SERVING_JOB_QUEUE_SIZE=20");
+  REQUIRE(r.code == 0);
+  CHECK(r.out.find("--max-rolling-batch-size 8") != std::string::npos);
+  CHECK(r.out.find("--job-queue-size 30") != std::string::npos);
+  // DIR/serving.properties is read when --properties is not given.
+  r = launch("--model '" + dir + "' --tensor-parallel-degree 3 --dry-run");
+  REQUIRE(r.code == 0);
+  CHECK(r.out.find(" -np 3 ") != std::string::npos);
+  r = launch("--properties '" + props.string() + "' --set option.rolling_batch=never --dry-run");
+  CHECK(r.code == 2);
+  CHECK(r.err.find("option.rolling_batch=never") != std::string::npos);
+}
+
+TEST_CASE("saker launch runs a real 2-rank server and stops it gracefully", "[launch][cli]") {
+  // The 384-token model with its tokenizer, and serving.properties inside the model directory.
+  const fs::path dir = fs::temp_directory_path() / "saker_launch_model";
+  fs::create_directories(dir);
+  for (const auto& e : fs::directory_iterator(kFixtures / "gqa8x4-bf16-sharded"))
+    if (e.path().filename() != "reference.json")
+      fs::copy_file(e.path(), dir / e.path().filename(), fs::copy_options::overwrite_existing);
+  fs::copy_file(kFixtures / "tokenizers" / "small384" / "tokenizer.json", dir / "tokenizer.json",
+                fs::copy_options::overwrite_existing);
+  std::ofstream(dir / "serving.properties") << "engine=MPI\noption.model_id=" << dir.string()
+                                            << "\noption.tensor_parallel_degree=2\n";
+  const int port = 18000 + static_cast<int>(::getpid() % 2000);
+  const fs::path log = fs::temp_directory_path() / "saker_launch.log";
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    const std::string cmd = "exec '" + std::string(SAKER_BIN) + "' launch --model '" + dir.string() +
+                            "' --port " + std::to_string(port) + " >'" + log.string() + "' 2>&1";
+    ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  const std::string url = "http://127.0.0.1:" + std::to_string(port);
+  bool ready = false;
+  for (int i = 0; i < 150 && !ready; ++i) {
+    ready = saker::test::run_command("curl -s -o /dev/null -w '%{http_code}' " + url + "/ping").out == "200";
+    if (!ready) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  CHECK(ready);
+  const Run gen = saker::test::run_command(
+      "curl -s " + url + "/generate -H 'Content-Type: application/json' -d '{\"inputs\": \"The falcon\", "
+      "\"parameters\": {\"max_new_tokens\": 5, \"details\": true}}'");
+  CHECK(gen.out.find("\"generated_tokens\":5") != std::string::npos);
+  // SIGTERM to launch reaches rank 0, which drains and stops every rank: the job exits 0.
+  ::kill(pid, SIGTERM);
+  int status = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  while (::waitpid(pid, &status, WNOHANG) == 0 && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(30))
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  std::ifstream in(log);
+  const std::string text((std::istreambuf_iterator<char>(in)), {});
+  INFO(text);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK(text.find("passed to rank 0") != std::string::npos);
+  CHECK(text.find("stopped") != std::string::npos);
+}
