@@ -143,6 +143,25 @@ std::int32_t BatchEngine::choose(const ScheduledSequence& r, Live& live,
   return sampler_.sample(scratch_, req.sampling, prompt, generated, r.start + r.count);
 }
 
+bool BatchEngine::summary_serves(const ScheduledSequence& r, const Live& live) const {
+  const BatchRequest& req = live.req;
+  // min_new_tokens masks ids out of the row, which may reach into (or below) the top list.
+  if (scheduler_.sequence(r.id).generated() < req.min_new_tokens) return false;
+  const SamplingParams& p = req.sampling;
+  if (p.plain_greedy()) return true;
+  // Without penalties the sampler only ever looks at the top_k best logits (sampler.h).
+  return p.repetition_penalty == 1.0f && p.presence_penalty == 0.0f &&
+         p.frequency_penalty == 0.0f && p.top_k >= 1 && p.top_k <= kSummaryTopK;
+}
+
+std::int32_t BatchEngine::choose(const ScheduledSequence& r, const Live& live,
+                                 const LogitSummary& s) {
+  const SamplingParams& p = live.req.sampling;
+  if (p.plain_greedy()) return s.argmax;
+  const auto n = static_cast<std::size_t>(s.count);
+  return sampler_.sample_top({s.top_ids, n}, {s.top_logits, n}, p, r.start + r.count);
+}
+
 FinishReason BatchEngine::finish_of(const Live& live, std::int32_t token,
                                     std::int64_t generated) {
   const BatchRequest& req = live.req;
@@ -218,10 +237,17 @@ bool BatchEngine::step() {
   stats_.kv_blocks_used += static_cast<std::uint64_t>(blocks_.used_blocks());
   stats_.max_kv_blocks_used = std::max(stats_.max_kv_blocks_used, blocks_.used_blocks());
 
+  // Only a few numbers per row leave the model when every sampling row can do with them.
+  bool summary = !observer_ && !force_full_;
+  for (const ScheduledSequence& r : sched.run)
+    if (summary && r.samples && !r.padding) summary = summary_serves(r, live_.at(r.id));
   const double f0 = clock_();
-  const auto logits = runner_.step(steps_);
+  const auto logits =
+      runner_.step(steps_, summary ? LogitsMode::kSummary : LogitsMode::kRows);
+  const auto summaries = runner_.model().summaries();
   const double t = clock_();
   stats_.forward_seconds += t - f0;
+  if (summary) ++stats_.summary_iterations;
   const auto V = static_cast<std::size_t>(runner_.model().config().vocab_size);
   sampled_.assign(sched.run.size(), -1);
   finished_.assign(sched.run.size(), 0);
@@ -229,12 +255,27 @@ bool BatchEngine::step() {
     const ScheduledSequence& r = sched.run[i];
     if (!r.samples || r.padding) continue;
     Live& live = live_.at(r.id);
-    const auto row = logits.subspan(i * V, V);
-    if (observer_) observer_(r.id, r.start + r.count, row);
-    const std::int32_t next = choose(r, live, row);
-    if (live.req.logprobs >= 0) {
-      live.result.logprobs.push_back(
-          log_probabilities(row, next, live.req.logprobs, top_, order_));
+    std::int32_t next = 0;
+    float lp = 0;
+    const bool want_lp = live.req.logprobs >= 0;
+    if (summary) {
+      const LogitSummary& s = summaries[i];
+      next = choose(r, live, s);
+      if (want_lp) {
+        // The chosen token is among the top ids: summary_serves() admits no other choice.
+        const auto* hit = std::find(s.top_ids, s.top_ids + s.count, next);
+        if (hit == s.top_ids + s.count)
+          throw std::logic_error("a summarised row chose a token outside its top list");
+        lp = log_probabilities(s, s.top_logits[hit - s.top_ids], live.req.logprobs, top_);
+      }
+    } else {
+      const auto row = logits.subspan(i * V, V);
+      if (observer_) observer_(r.id, r.start + r.count, row);
+      next = choose(r, live, row);
+      if (want_lp) lp = log_probabilities(row, next, live.req.logprobs, top_, order_);
+    }
+    if (want_lp) {
+      live.result.logprobs.push_back(lp);
       live.result.top_logprobs.push_back(top_);
     }
     const std::int64_t generated = static_cast<std::int64_t>(live.result.tokens.size());

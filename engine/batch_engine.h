@@ -33,6 +33,7 @@ struct EngineStats {
   std::uint64_t finished = 0, cancelled = 0;
   double step_seconds = 0;     // inside step(): scheduling, the model, sampling, detokenizing
   double forward_seconds = 0;  // of which the model's forward pass (all ranks, rank 0's view)
+  std::uint64_t summary_iterations = 0;  // iterations served from logit summaries, not full rows
 };
 
 class BatchEngine {
@@ -50,7 +51,13 @@ class BatchEngine {
 
   void set_listener(Listener l) { listener_ = std::move(l); }
   void set_clock(Clock c) { clock_ = std::move(c); }
+  // An observer sees full rows, so while one is set every step reads full rows back.
   void observe_logits(LogitsObserver o) { observer_ = std::move(o); }
+  // Off (the default): a step whose sampling rows all need only the best few logits (plain
+  // greedy, or top_k <= kSummaryTopK without penalties; log-probabilities included) reads back
+  // per-row summaries (LogitsMode::kSummary) instead of whole rows. On: always whole rows.
+  // Both give the same tokens and log-probabilities, bit for bit.
+  void force_full_logits(bool on) { force_full_ = on; }
 
   // Validates (std::invalid_argument / std::length_error naming the problem) and queues.
   void add(BatchRequest r);
@@ -80,6 +87,9 @@ class BatchEngine {
     BatchResult result;
   };
   std::int32_t choose(const ScheduledSequence& r, Live& live, std::span<const float> row);
+  // Whether this row's choice and log-probabilities can come from its summary alone.
+  bool summary_serves(const ScheduledSequence& r, const Live& live) const;
+  std::int32_t choose(const ScheduledSequence& r, const Live& live, const LogitSummary& s);
   FinishReason finish_of(const Live& live, std::int32_t token, std::int64_t generated);
   void emit(Live& live, std::int32_t token, FinishReason finish, double t);
 
@@ -92,6 +102,7 @@ class BatchEngine {
   Clock clock_;
   Listener listener_;
   LogitsObserver observer_;
+  bool force_full_ = false;
   std::unordered_map<std::uint64_t, Live> live_;
   std::map<std::uint64_t, BatchResult> results_;
   EngineStats stats_;

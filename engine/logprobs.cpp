@@ -4,14 +4,14 @@
 #include <cmath>
 #include <numeric>
 
+#include "kernels/logit_summary.h"
+
 namespace saker {
 
 float log_probabilities(std::span<const float> logits, std::int32_t chosen, std::int32_t n,
                         std::vector<TokenLogprob>& top, std::vector<std::int32_t>& order) {
   const float max = *std::max_element(logits.begin(), logits.end());
-  double sum = 0;  // in double: a 65k-term sum of exponentials
-  for (const float l : logits) sum += std::exp(static_cast<double>(l - max));
-  const double log_z = static_cast<double>(max) + std::log(sum);
+  const double log_z = log_sum_exp(logits, max);  // shared with the logit summaries
   auto logprob = [&](std::int32_t id) {
     return static_cast<float>(static_cast<double>(logits[static_cast<std::size_t>(id)]) - log_z);
   };
@@ -29,6 +29,14 @@ float log_probabilities(std::span<const float> logits, std::int32_t chosen, std:
     for (std::size_t i = 0; i < k; ++i) top.push_back({order[i], logprob(order[i])});
   }
   return logprob(chosen);
+}
+
+float log_probabilities(const LogitSummary& s, float chosen_logit, std::int32_t n,
+                        std::vector<TokenLogprob>& top) {
+  top.clear();
+  const std::int32_t k = std::clamp(n, 0, s.count);
+  for (std::int32_t i = 0; i < k; ++i) top.push_back({s.top_ids[i], s.logprob(s.top_logits[i])});
+  return s.logprob(chosen_logit);
 }
 
 }  // namespace saker

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "engine/request.h"
+#include "kernels/logit_summary.h"
 
 namespace saker {
 
@@ -14,5 +15,10 @@ namespace saker {
 // (lower id first on ties). `order` is scratch space.
 float log_probabilities(std::span<const float> logits, std::int32_t chosen, std::int32_t n,
                         std::vector<TokenLogprob>& top, std::vector<std::int32_t>& order);
+
+// The same from a row's summary, for n <= s.count and a chosen token whose logit is known (it is
+// in the summary's top list): equal, bit for bit, to the full row's answer.
+float log_probabilities(const LogitSummary& s, float chosen_logit, std::int32_t n,
+                        std::vector<TokenLogprob>& top);
 
 }  // namespace saker

@@ -89,17 +89,33 @@ std::int32_t Sampler::sample(std::span<float> logits, const SamplingParams& p,
   // Candidates best first; ties keep the lower id, so the order is a function of the logits.
   const auto n = static_cast<std::int32_t>(logits.size());
   std::iota(order_.begin(), order_.end(), 0);
-  std::int32_t keep = p.top_k > 0 ? std::min(p.top_k, n) : n;
+  const std::int32_t keep = p.top_k > 0 ? std::min(p.top_k, n) : n;
   auto better = [&](std::int32_t a, std::int32_t b) {
     return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
   };
   std::partial_sort(order_.begin(), order_.begin() + keep, order_.end(), better);
+  sorted_.resize(static_cast<std::size_t>(keep));
+  for (std::int32_t i = 0; i < keep; ++i) sorted_[i] = logits[order_[i]];
+  return pick({order_.data(), static_cast<std::size_t>(keep)}, sorted_, p, position);
+}
 
+std::int32_t Sampler::sample_top(std::span<const std::int32_t> ids, std::span<const float> sorted,
+                                 const SamplingParams& p, std::int64_t position) {
+  if (p.greedy()) return ids[0];
+  const auto keep = static_cast<std::int32_t>(
+      std::min<std::int64_t>(p.top_k > 0 ? p.top_k : std::ssize(ids), std::ssize(ids)));
+  return pick(ids.first(static_cast<std::size_t>(keep)), sorted, p, position);
+}
+
+std::int32_t Sampler::pick(std::span<const std::int32_t> ids, std::span<const float> sorted,
+                           const SamplingParams& p, std::int64_t position) {
+  std::int32_t keep = static_cast<std::int32_t>(ids.size());
+  const std::int32_t* order = ids.data();
   // Softmax at the temperature over the kept candidates, in double for a stable sum.
-  const double max_l = logits[order_[0]];
+  const double max_l = sorted[0];
   double z = 0;
   for (std::int32_t i = 0; i < keep; ++i) {
-    probs_[i] = static_cast<float>(std::exp((logits[order_[i]] - max_l) / p.temperature));
+    probs_[i] = static_cast<float>(std::exp((sorted[i] - max_l) / p.temperature));
     z += probs_[i];
   }
   for (std::int32_t i = 0; i < keep; ++i) probs_[i] = static_cast<float>(probs_[i] / z);
@@ -145,11 +161,11 @@ std::int32_t Sampler::sample(std::span<float> logits, const SamplingParams& p,
   double acc = 0;
   for (std::int32_t i = 0; i < keep; ++i) {
     acc += probs_[i];
-    if (u < acc) return order_[i];
+    if (u < acc) return order[i];
   }
   for (std::int32_t i = keep - 1; i >= 0; --i)  // rounding at the very top of the range
-    if (probs_[i] > 0) return order_[i];
-  return order_[0];
+    if (probs_[i] > 0) return order[i];
+  return order[0];
 }
 
 }  // namespace saker

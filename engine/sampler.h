@@ -40,14 +40,24 @@ class Sampler {
   std::int32_t sample(std::span<float> logits, const SamplingParams& p,
                       std::span<const std::int32_t> prompt, std::span<const std::int32_t> generated,
                       std::int64_t position);
+  // The same choice from the best candidates alone: `ids` best first (lower id first on ties)
+  // with their raw logits `sorted`, for parameters without penalties whose candidates all lie
+  // among them (top_k in [1, ids.size()], or greedy). Gives exactly sample()'s token for the
+  // full row, since sample() works on this same prefix after sorting.
+  std::int32_t sample_top(std::span<const std::int32_t> ids, std::span<const float> sorted,
+                          const SamplingParams& p, std::int64_t position);
 
  private:
+  // Draws among the sorted candidates (softmax at the temperature, top_p, typical_p, min_p).
+  std::int32_t pick(std::span<const std::int32_t> ids, std::span<const float> sorted,
+                    const SamplingParams& p, std::int64_t position);
   void apply_penalties(std::span<float> logits, const SamplingParams& p,
                        std::span<const std::int32_t> prompt,
                        std::span<const std::int32_t> generated);
 
   std::vector<std::int32_t> order_;  // candidate ids, best first
   std::vector<float> probs_;
+  std::vector<float> sorted_;  // the kept candidates' logits
   std::vector<std::int32_t> counts_;
   std::vector<std::int32_t> touched_;
   std::vector<std::uint8_t> mask_;

@@ -12,7 +12,7 @@ void StepRunner::send(const IterationPlan& plan) {
   comm_.broadcast(wire_, 0);
 }
 
-std::span<const float> StepRunner::step(std::span<const SequenceStep> batch) {
+std::span<const float> StepRunner::step(std::span<const SequenceStep> batch, LogitsMode mode) {
   if (!is_driver()) throw std::logic_error("only rank 0 drives steps");
   if (before_step_) before_step_(iteration_);
   if (comm_.size() > 1) {
@@ -36,7 +36,7 @@ std::span<const float> StepRunner::step(std::span<const SequenceStep> batch) {
     send(plan_);
   }
   ++iteration_;
-  return model_.forward(batch, cache_);
+  return model_.forward(batch, cache_, mode);
 }
 
 void StepRunner::stop() {

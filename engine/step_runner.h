@@ -23,8 +23,11 @@ class StepRunner {
   KvCache& cache() { return cache_; }
   bool is_driver() const { return comm_.rank() == 0; }
 
-  // Rank 0: sends the batch to every rank and runs its own shard; returns the logits.
-  std::span<const float> step(std::span<const SequenceStep> batch);
+  // Rank 0: sends the batch to every rank and runs its own shard; returns the logits (or, with
+  // LogitsMode::kSummary, nothing: model().summaries() has them). Other ranks need not know the
+  // mode: it only changes what rank 0 reads back.
+  std::span<const float> step(std::span<const SequenceStep> batch,
+                              LogitsMode mode = LogitsMode::kRows);
   // Rank 0: ends the other ranks' serve().
   void stop();
   // Ranks > 0: executes plans until rank 0 sends stop; returns the number of steps run.

@@ -9,8 +9,10 @@
 #include <memory>
 #include <optional>
 #include <span>
+#include <vector>
 
 #include "kernels/dtype.h"
+#include "kernels/logit_summary.h"
 
 namespace saker {
 
@@ -108,6 +110,16 @@ class Backend {
                               const float* gamma, const float* beta, float eps, float* y) {
     add(a, n * dim, x);
     layer_norm(x, n, dim, gamma, beta, eps, y);
+  }
+
+  // out[r] = the summary of logits row r of [rows, vocab] (kernels/logit_summary.h); `out` is
+  // backend memory of logit_summary_floats(rows) floats. The default runs on the host, so it
+  // needs host_accessible memory; a device backend computes it where the logits are.
+  virtual void logit_summary(const float* logits, std::int64_t rows, std::int64_t vocab,
+                             LogitSummary* out) {
+    std::vector<std::int32_t> order;
+    for (std::int64_t r = 0; r < rows; ++r)
+      summarize_logits({logits + r * vocab, static_cast<std::size_t>(vocab)}, out[r], order);
   }
 
   // --- memory the host cannot read directly (a device backend) ---

@@ -12,6 +12,9 @@ namespace saker {
 struct FalconModel::Workspace {
   std::unique_ptr<Buffer> x, h, h2, qkv, attn, a, m, b, sel, sel_norm, logits, gathered;
   std::unique_ptr<Buffer> host_logits;  // only when the host cannot read backend memory
+  std::unique_ptr<Buffer> summaries, host_summaries;  // LogitSummary rows (kSummary steps)
+  std::vector<LogitSummary> gathered_summaries;       // tensor parallel: made on the host
+  std::vector<std::int32_t> summary_order;
   std::vector<std::int32_t> ids;
   std::vector<TokenPlace> places;
   std::vector<std::int64_t> logit_rows;  // token row of each logit row
@@ -203,6 +206,13 @@ FalconModel::FalconModel(const FalconConfig& config, const Checkpoint& checkpoin
   w.gathered = backend_.allocate(s && root ? 2 * R * c.vocab_size : 0);
   if (!backend_.host_accessible())
     w.host_logits = backend_.allocate_host(root ? (s ? 2 : 1) * R * c.vocab_size : 0);
+  if (!s) {
+    w.summaries = backend_.allocate(root ? logit_summary_floats(options_.max_logit_rows) : 0);
+    if (!backend_.host_accessible())
+      w.host_summaries = backend_.allocate_host(logit_summary_floats(options_.max_logit_rows));
+  } else if (root) {
+    w.gathered_summaries.resize(R);
+  }
   w.ids.resize(T);
   w.places.resize(T);
   w.logit_rows.resize(R);
@@ -294,7 +304,30 @@ std::span<const float> FalconModel::gather_logits(std::int64_t rows) {
   return {out, count};
 }
 
-std::span<const float> FalconModel::forward(std::span<const SequenceStep> batch, KvCache& cache) {
+std::span<const LogitSummary> FalconModel::summarize(std::int64_t rows) {
+  Workspace& w = *ws_;
+  const std::int64_t V = config_.vocab_size;
+  if (tp_.shard) {
+    // The full rows are on rank 0's host after the gather: summarise them there.
+    const std::span<const float> logits = gather_logits(rows);
+    if (logits.empty()) return {};
+    for (std::int64_t r = 0; r < rows; ++r)
+      summarize_logits(logits.subspan(static_cast<std::size_t>(r * V), static_cast<std::size_t>(V)),
+                       w.gathered_summaries[static_cast<std::size_t>(r)], w.summary_order);
+    return {w.gathered_summaries.data(), static_cast<std::size_t>(rows)};
+  }
+  // Buffers are sized in floats; a summary is plain data, so its bytes travel as floats.
+  auto* dev = reinterpret_cast<LogitSummary*>(w.summaries->data());
+  backend_.logit_summary(w.logits->data(), rows, V, dev);
+  if (backend_.host_accessible()) return {dev, static_cast<std::size_t>(rows)};
+  backend_.download(w.summaries->data(), logit_summary_floats(rows), w.host_summaries->data());
+  return {reinterpret_cast<const LogitSummary*>(w.host_summaries->data()),
+          static_cast<std::size_t>(rows)};
+}
+
+std::span<const float> FalconModel::forward(std::span<const SequenceStep> batch, KvCache& cache,
+                                            LogitsMode mode) {
+  summaries_ = {};
   const FalconConfig& c = config_;
   Workspace& w = *ws_;
   std::int64_t n = 0, rows = 0;
@@ -357,6 +390,11 @@ std::span<const float> FalconModel::forward(std::span<const SequenceStep> batch,
     backend_.run_step(static_cast<std::uint64_t>(n), body);
   else
     body();
+  // The summary kernel runs after the step's graph, so one graph serves both modes.
+  if (mode == LogitsMode::kSummary) {
+    summaries_ = summarize(rows);
+    return {};
+  }
   return gather_logits(rows);
 }
 

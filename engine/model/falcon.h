@@ -29,6 +29,13 @@ struct SequenceStep {
   std::uint64_t id = 0;     // the sequence's id, carried in iteration plans (logs, debugging)
 };
 
+// What forward() hands back to the host for the rows whose logits are wanted.
+enum class LogitsMode {
+  kRows,     // every row in full: [rows, vocab] floats
+  kSummary,  // a LogitSummary per row (argmax, log-sum-exp, top kSummaryTopK), computed where
+             // the logits live; full rows are not copied to the host
+};
+
 struct ModelOptions {
   std::int64_t max_tokens = 256;     // tokens per step (all sequences together)
   std::int64_t max_logit_rows = 64;  // logit rows per step
@@ -54,7 +61,13 @@ class FalconModel {
   // Runs one step; every rank of the group must call it with the same batch. Returns, on the
   // group's rank 0, logits [rows, vocab]: per sequence in order, all its tokens' rows or its last
   // one (valid until the next call); other ranks get an empty span.
-  std::span<const float> forward(std::span<const SequenceStep> batch, KvCache& cache);
+  // With LogitsMode::kSummary it returns an empty span and summaries() holds the rows'
+  // summaries instead (with tensor parallelism the full rows are still gathered to rank 0 and
+  // summarised there).
+  std::span<const float> forward(std::span<const SequenceStep> batch, KvCache& cache,
+                                 LogitsMode mode = LogitsMode::kRows);
+  // Rank 0, after a kSummary step: one summary per logit row, valid until the next call.
+  std::span<const LogitSummary> summaries() const { return summaries_; }
 
   const FalconConfig& config() const { return config_; }
   const ModelOptions& options() const { return options_; }
@@ -96,6 +109,7 @@ class FalconModel {
   void run_layer(const Layer& layer, std::int64_t n, const KvLayer& kv);
   void all_reduce(float* data, std::int64_t count);
   std::span<const float> gather_logits(std::int64_t rows);
+  std::span<const LogitSummary> summarize(std::int64_t rows);
 
   FalconConfig config_;
   ModelOptions options_;
@@ -108,6 +122,7 @@ class FalconModel {
   std::vector<Layer> layers_;
   std::unique_ptr<Buffer> rotary_, alibi_;
   std::unique_ptr<Workspace> ws_;
+  std::span<const LogitSummary> summaries_;
   std::vector<std::vector<std::byte>> owned_;  // weight slices read out of the mapping
   std::size_t weight_bytes_ = 0;
   std::size_t embedding_only_bytes_ = 0;

@@ -505,6 +505,13 @@ void CudaBackend::gather_rows(const float* src, std::span<const std::int64_t> ro
   if (m.launching()) launch_gather_rows(src, d, n, dim, dst, m.stream.get());
 }
 
+void CudaBackend::logit_summary(const float* logits, std::int64_t rows, std::int64_t vocab,
+                                LogitSummary* out) {
+  Impl& m = *impl_;
+  m.record(11, logits, rows, vocab, out);
+  if (m.launching()) launch_logit_summary(logits, rows, vocab, out, m.stream.get());
+}
+
 namespace {
 // The parts of staged places a kernel's launch depends on (not max_keys: see attention).
 template <typename Impl>

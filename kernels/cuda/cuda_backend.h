@@ -82,6 +82,9 @@ class CudaBackend final : public Backend {
   void attention(const float* qkv, std::span<const TokenPlace> places, const AttentionShape& s,
                  const KvLayer& kv, float* out) override;
 
+  void logit_summary(const float* logits, std::int64_t rows, std::int64_t vocab,
+                     LogitSummary* out) override;
+
   bool host_accessible() const override { return false; }
   std::unique_ptr<Buffer> allocate_host(std::size_t floats) override;
   void download(const float* src, std::size_t n, float* host) override;

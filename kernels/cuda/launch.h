@@ -77,6 +77,10 @@ const char* gemv_variant_name(int v);
 int gemv_variant_tokens(int v);
 void launch_gemv_variant(int v, const float* x, const Weight& w, float* y, cudaStream_t stream);
 
+// One LogitSummary per row of logits [rows, vocab] (kernels/logit_summary.h), one block per row.
+void launch_logit_summary(const float* logits, std::int64_t rows, std::int64_t vocab,
+                          LogitSummary* out, cudaStream_t stream);
+
 // Bandwidth probes: a read-only pass over `bytes` (returns nothing useful; keeps loads alive).
 void launch_read_probe(const void* data, std::size_t bytes, float* sink, cudaStream_t stream);
 

@@ -171,6 +171,10 @@ struct DecodeRow {
   std::int64_t batch;
   double step_ms, tokens_per_s, floor_ms, pct_of_floor;
   double direct_ms;  // the same steps without graphs (call by call)
+  // With graphs, the logits hand-off included: full rows to the host and a host argmax over
+  // each; full rows and a host summary of each (what log-probabilities and top-k need); device
+  // summaries (LogitsMode::kSummary) and their argmax.
+  double rows_argmax_ms = 0, rows_summary_ms = 0, summary_ms = 0;
 };
 
 // One stage of the batch-1 breakdown: the mean time of one call, issued back to back.
@@ -392,7 +396,7 @@ int main(int argc, char** argv) try {
               << std::flush;
 
     const std::int64_t block = 16;
-    const std::int64_t per_seq = args.context + 2 * (args.steps + 3) + 4;
+    const std::int64_t per_seq = args.context + 5 * (args.steps + 3) + 4;  // five timed runs
     const std::int64_t seq_blocks = (std::max(per_seq, args.prefill_tokens) + block - 1) / block;
     KvCache cache(backend, config, model.local_kv_heads(), seq_blocks * max_batch, block);
     std::mt19937 rng(1);
@@ -441,9 +445,14 @@ int main(int argc, char** argv) try {
       std::int32_t pos = static_cast<std::int32_t>(args.context);
       // Steps timed with graphs on or off; the first `warm` of each run are not timed (with graphs:
       // the key's first step runs directly, the second is captured).
-      auto run = [&](bool graphs) {
+      enum class Handoff { kNone, kRowsArgmax, kRowsSummary, kSummary };
+      std::vector<std::int32_t> order;
+      LogitSummary host_summary;
+      volatile std::int64_t sink = 0;  // keeps the host's work from being optimised away
+      auto run = [&](bool graphs, Handoff h) {
         backend.set_graphs(graphs);
         const std::int64_t warm = graphs ? 3 : 2;
+        const auto V = static_cast<std::size_t>(config.vocab_size);
         std::vector<double> times;
         for (std::int64_t i = 0; i < args.steps + warm; ++i, ++pos) {
           std::vector<SequenceStep> steps;
@@ -451,15 +460,38 @@ int main(int argc, char** argv) try {
             steps.push_back({std::span(next).subspan(static_cast<std::size_t>(s), 1), pos,
                              tables[s], false});
           const auto t0 = Clock::now();
-          model.forward(steps, cache);  // returns once the logits are on the host
+          if (h == Handoff::kSummary) {
+            model.forward(steps, cache, LogitsMode::kSummary);
+            for (const LogitSummary& su : model.summaries()) sink = sink + su.argmax;
+          } else {
+            // Returns once the logits are on the host.
+            const auto logits = model.forward(steps, cache);
+            for (std::int64_t s = 0; s < B && h != Handoff::kNone; ++s) {
+              const auto row = logits.subspan(static_cast<std::size_t>(s) * V, V);
+              if (h == Handoff::kRowsArgmax) {
+                sink = sink + (std::max_element(row.begin(), row.end()) - row.begin());
+              } else {
+                summarize_logits(row, host_summary, order);
+                sink = sink + host_summary.argmax;
+              }
+            }
+          }
           if (i >= warm) times.push_back(seconds_since(t0));
         }
         return median(times);
       };
-      const double direct = run(false);
-      const double step = run(true);
-      rows.push_back({B, step * 1e3, static_cast<double>(B) / step, floor_s * 1e3,
-                      100.0 * floor_s / step, direct * 1e3});
+      const double direct = run(false, Handoff::kNone);
+      const double step = run(true, Handoff::kNone);
+      DecodeRow row{B, step * 1e3, static_cast<double>(B) / step, floor_s * 1e3,
+                    100.0 * floor_s / step, direct * 1e3};
+      row.rows_argmax_ms = run(true, Handoff::kRowsArgmax) * 1e3;
+      row.rows_summary_ms = run(true, Handoff::kRowsSummary) * 1e3;
+      row.summary_ms = run(true, Handoff::kSummary) * 1e3;
+      rows.push_back(row);
+      std::cout << "decode batch " << B << " with the logits hand-off: full rows + host argmax "
+                << fmt(row.rows_argmax_ms, 2) << " ms, full rows + host summary "
+                << fmt(row.rows_summary_ms, 2) << " ms, device summary "
+                << fmt(row.summary_ms, 2) << " ms\n";
       std::cout << "decode batch " << B << ": " << fmt(step * 1e3, 2) << " ms/step with graphs ("
                 << fmt(direct * 1e3, 2) << " without), " << fmt(static_cast<double>(B) / step, 0)
                 << " tokens/s, " << fmt(100.0 * floor_s / step, 1) << "% of the floor ("
@@ -493,6 +525,14 @@ int main(int argc, char** argv) try {
       md << "| " << r.batch << " | " << fmt(r.step_ms, 2) << " | " << fmt(r.direct_ms, 2) << " | "
          << fmt(r.tokens_per_s, 0) << " | " << fmt(r.floor_ms, 2) << " | "
          << fmt(r.pct_of_floor, 1) << " |\n";
+    md << "\nDecode step with the logits hand-off (graphs on): full rows to the host, then a host "
+          "argmax or a host summary (argmax, log-sum-exp, top " << kSummaryTopK << ") per row; or "
+          "the summary made on the device (LogitsMode::kSummary), only it copied back:\n\n"
+       << "| decode batch | full rows + host argmax ms | full rows + host summary ms | device summary ms |\n"
+       << "|---|---|---|---|\n";
+    for (const auto& r : rows)
+      md << "| " << r.batch << " | " << fmt(r.rows_argmax_ms, 2) << " | "
+         << fmt(r.rows_summary_ms, 2) << " | " << fmt(r.summary_ms, 2) << " |\n";
     md << "\ngraphs: " << graphs.captures << " captured, " << graphs.replays << " replays, "
        << graphs.direct << " direct steps, " << graphs.mismatches << " signature changes, "
        << graphs.aborts << " dropped captures\n";
@@ -538,7 +578,10 @@ int main(int argc, char** argv) try {
                                   {"step_ms_without_graphs", r.direct_ms},
                                   {"tokens_per_s", r.tokens_per_s},
                                   {"floor_ms", r.floor_ms},
-                                  {"percent_of_floor", r.pct_of_floor}});
+                                  {"percent_of_floor", r.pct_of_floor},
+                                  {"step_ms_rows_host_argmax", r.rows_argmax_ms},
+                                  {"step_ms_rows_host_summary", r.rows_summary_ms},
+                                  {"step_ms_device_summary", r.summary_ms}});
   }
   fs::create_directories(args.out);
   std::ofstream(args.out / "gpu_bench.json") << result.dump(2) << "\n";
