@@ -11,6 +11,8 @@
 #include <mutex>
 #include <thread>
 
+#include <boost/asio/post.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include "engine/tokenizer/tokenizer.h"
@@ -18,6 +20,7 @@
 #include "launcher/engine_setup.h"
 #include "launcher/fault_hooks.h"
 #include "launcher/serve/api.h"
+#include "launcher/serve/ipc_server.h"
 #include "parallel/world.h"
 
 namespace saker::cli {
@@ -61,6 +64,7 @@ int run_serve(const std::vector<std::string>& args) {
   std::string body_limit = "4MiB";
   std::int64_t max_input = 0, max_output = 0;
   double load_timeout = 1800;
+  std::vector<std::string> ipc_endpoints;
   po::options_description desc("options");
   desc.add_options()("help,h", "show this help")("model", po::value(&o.model_dir)->required(),
                                                  "Hugging Face model directory (safetensors + tokenizer.json)")(
@@ -77,6 +81,8 @@ int run_serve(const std::vector<std::string>& args) {
       "json or jsonlines (DJL: /invocations streams by default)")(
       "model-loading-timeout", po::value(&load_timeout)->default_value(load_timeout),
       "seconds loading and warm-up may take before the job is aborted")(
+      "ipc", po::value(&ipc_endpoints)->composing(),
+      "backend socket for a frontend: unix:PATH or stdio (NDJSON; docs/ipc.md); HTTP stays on")(
       "log-prompts", po::bool_switch(), "log request bodies (prompts) too");
   desc.add(engine_options(o));
   po::variables_map vm;
@@ -91,6 +97,8 @@ int run_serve(const std::vector<std::string>& args) {
     throw UsageError("--output-formatter must be json or jsonlines, got '" + formatter + "'");
   const std::size_t body_bytes = parse_bytes(body_limit, "--max-body-bytes");
 
+  // Logs go to stderr: stdout may carry the backend socket's protocol (--ipc stdio).
+  spdlog::set_default_logger(spdlog::stderr_color_mt("saker"));
   Communicator& comm = world().tensor_parallel();
   const FaultHooks faults = FaultHooks::from_env(comm.rank());
   if (comm.rank() != 0) {
@@ -125,6 +133,11 @@ int run_serve(const std::vector<std::string>& args) {
     spdlog::info("chat: no chat template in the checkpoint; the Falcon User:/Falcon: format");
   }
   serve::HttpServer server(loop, serve::make_router(ctx), body_bytes);
+  serve::IpcServer ipc(server.io_context(), ctx);
+  for (const std::string& e : ipc_endpoints) {
+    ipc.open(e);
+    spdlog::info("backend socket on {}", e);
+  }
   server.start(host, static_cast<unsigned short>(port), [&loop, drain](int sig) {
     spdlog::info("signal {}: draining for up to {} s", sig, drain);
     loop.shutdown(drain);
@@ -153,6 +166,7 @@ int run_serve(const std::vector<std::string>& args) {
   spdlog::info("ready: {} ({} KV blocks of {} tokens, {} rank(s))", name, engine.cache().num_blocks(),
                engine.cache().block_size(), comm.size());
   loop.run(batch, engine.runner());
+  boost::asio::post(server.io_context(), [&ipc] { ipc.close(); });
   server.stop();
   spdlog::info("stopped");
   return 0;

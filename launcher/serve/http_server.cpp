@@ -256,6 +256,8 @@ HttpServer::HttpServer(EngineLoop& loop, Router router, std::size_t body_limit)
 
 HttpServer::~HttpServer() { stop(); }
 
+boost::asio::io_context& HttpServer::io_context() { return impl_->io; }
+
 void HttpServer::start(const std::string& host, unsigned short port, std::function<void(int)> on_signal) {
   beast::error_code ec;
   const auto address = net::ip::make_address(host, ec);

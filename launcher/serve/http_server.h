@@ -60,6 +60,8 @@ class HttpServer {
   // Stops accepting, closes every connection and joins the thread.
   void stop();
   unsigned short port() const { return port_; }
+  // The one Asio context every connection runs on (the backend socket joins it too).
+  boost::asio::io_context& io_context();
 
  private:
   struct Impl;
