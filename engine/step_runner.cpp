@@ -3,6 +3,25 @@
 #include <stdexcept>
 
 namespace saker {
+namespace {
+
+// Arms the watchdog for one step's collectives, whatever way the step ends.
+class WatchGuard {
+ public:
+  WatchGuard(CollectiveWatchdog* w, std::uint64_t step) : w_(w) {
+    if (w_) w_->arm(step);
+  }
+  ~WatchGuard() {
+    if (w_) w_->disarm();
+  }
+  WatchGuard(const WatchGuard&) = delete;
+  WatchGuard& operator=(const WatchGuard&) = delete;
+
+ private:
+  CollectiveWatchdog* w_;
+};
+
+}  // namespace
 
 StepRunner::StepRunner(FalconModel& model, KvCache& cache, Communicator& comm)
     : model_(model), cache_(cache), comm_(comm) {}
@@ -15,6 +34,7 @@ void StepRunner::send(const IterationPlan& plan) {
 std::span<const float> StepRunner::step(std::span<const SequenceStep> batch, LogitsMode mode) {
   if (!is_driver()) throw std::logic_error("only rank 0 drives steps");
   if (before_step_) before_step_(iteration_);
+  const WatchGuard watch(watchdog_, iteration_);
   if (comm_.size() > 1) {
     plan_.iteration = iteration_;
     plan_.stop = false;
@@ -58,6 +78,7 @@ std::uint64_t StepRunner::serve() {
     steps_.clear();
     for (const PlanSequence& s : plan_.sequences)
       steps_.push_back({s.tokens, s.start_pos, s.block_table, s.all_logits, s.id});
+    const WatchGuard watch(watchdog_, plan_.iteration);
     model_.forward(steps_, cache_);
     ++steps;
   }

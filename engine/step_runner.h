@@ -12,6 +12,7 @@
 #include "engine/model/kv_cache.h"
 #include "parallel/communicator.h"
 #include "parallel/iteration_plan.h"
+#include "parallel/watchdog.h"
 
 namespace saker {
 
@@ -34,6 +35,8 @@ class StepRunner {
   std::uint64_t serve();
   // Called with the step number before every step, on every rank (fault-injection tests).
   void before_each_step(std::function<void(std::uint64_t)> fn) { before_step_ = std::move(fn); }
+  // Watches each step's collectives (not the wait for the next plan); null: none.
+  void set_watchdog(CollectiveWatchdog* w) { watchdog_ = w; }
 
  private:
   void send(const IterationPlan& plan);
@@ -46,6 +49,7 @@ class StepRunner {
   std::vector<std::byte> wire_;
   std::vector<SequenceStep> steps_;
   std::function<void(std::uint64_t)> before_step_;
+  CollectiveWatchdog* watchdog_ = nullptr;
 };
 
 }  // namespace saker

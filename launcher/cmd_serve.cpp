@@ -162,6 +162,9 @@ int run_serve(const std::vector<std::string>& args) {
     batch.take_result(0);
   }
   watchdog.done();
+  const CollectiveWatchdog& collectives = engine.watchdog();
+  const double stall_s = o.collective_timeout_s / 2;
+  loop.set_stall_probe([&collectives, stall_s] { return collectives.busy_seconds() > stall_s; });
   loop.set_health(serve::Health::kReady);
   spdlog::info("ready: {} ({} KV blocks of {} tokens, {} rank(s))", name, engine.cache().num_blocks(),
                engine.cache().block_size(), comm.size());

@@ -5,9 +5,11 @@
 #include <cstring>
 #include <cstdlib>
 #include <fstream>
+#include <iostream>
 #include <sstream>
 
 #include "parallel/collectives.h"
+#include "parallel/world.h"
 
 namespace saker::cli {
 namespace {
@@ -67,7 +69,9 @@ po::options_description engine_options(EngineOptions& o) {
                                       "KV pool per rank, e.g. 2GiB (default: a share of free "
                                       "memory, see --kv-cache-fraction)")(
       "kv-cache-fraction", po::value(&o.kv_cache_fraction)->default_value(o.kv_cache_fraction),
-      "share of the memory free after loading given to the KV pool");
+      "share of the memory free after loading given to the KV pool")(
+      "collective-timeout", po::value(&o.collective_timeout_s)->default_value(o.collective_timeout_s),
+      "seconds a step's collectives may take before the job is aborted (a hung rank)");
   return d;
 }
 
@@ -168,6 +172,13 @@ Engine::Engine(const EngineOptions& o, Communicator& comm)
         " bytes); raise --kv-cache-memory or lower --block-size");
   cache_ = std::make_unique<KvCache>(*backend_, config_, kv_heads, blocks, o.block_size);
   runner_ = std::make_unique<StepRunner>(*model_, *cache_, comm);
+  if (!(o.collective_timeout_s > 0)) throw UsageError("--collective-timeout must be positive");
+  const int rank = comm.rank();
+  watchdog_ = std::make_unique<CollectiveWatchdog>(o.collective_timeout_s, [rank](const std::string& msg) {
+    std::cerr << "saker: error (rank " << rank << "): " << msg << "; aborting the job" << std::endl;
+    world().abort(1);
+  });
+  runner_->set_watchdog(watchdog_.get());
 }
 
 }  // namespace saker::cli

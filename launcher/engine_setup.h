@@ -18,6 +18,7 @@
 #include "kernels/backend.h"
 #include "launcher/cli.h"
 #include "parallel/communicator.h"
+#include "parallel/watchdog.h"
 
 namespace saker::cli {
 
@@ -33,6 +34,7 @@ struct EngineOptions {
   std::string policy = "max_utilization";
   std::string batching = "rolling";
   double max_batch_delay_ms = 100;       // dynamic: max_batch_delay
+  double collective_timeout_s = 600;     // a step's collectives longer than this abort the job
 };
 
 // The flags for EngineOptions (--max-rolling-batch-size, --kv-cache-memory, ...).
@@ -62,6 +64,7 @@ class Engine {
   Backend& backend() { return *backend_; }
   unsigned threads() const { return threads_; }
   SchedulerConfig scheduler_config() const { return sched_; }
+  const CollectiveWatchdog& watchdog() const { return *watchdog_; }
 
  private:
   FalconConfig config_;
@@ -73,6 +76,7 @@ class Engine {
   std::unique_ptr<FalconModel> model_;
   std::unique_ptr<KvCache> cache_;
   std::unique_ptr<StepRunner> runner_;
+  std::unique_ptr<CollectiveWatchdog> watchdog_;
   SchedulerConfig sched_;
 };
 

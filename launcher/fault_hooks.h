@@ -1,7 +1,8 @@
 // Test-only fault injection, driven by the environment so that multi-rank tests can make one
 // rank fail the way real ranks fail. SAKER_TEST_FAULT="RANK:load" throws on that rank once its
 // weights are loaded; "RANK:kill:N" sends that rank SIGKILL before its N-th step;
-// "RANK:delay_load:S" makes loading take S seconds longer (health checks during a load). Unset in
+// "RANK:delay_load:S" makes loading take S seconds longer (health checks during a load);
+// "RANK:hang:N" makes that rank stop before its N-th step, as a hung rank would. Unset in
 // production, where these calls cost one getenv at start-up.
 #pragma once
 
@@ -14,6 +15,7 @@ struct FaultHooks {
   bool at_load = false;         // throw after loading
   std::int64_t kill_step = -1;  // SIGKILL before this step
   double load_delay_s = 0;      // sleep after loading
+  std::int64_t hang_step = -1;  // block forever before this step
 
   static FaultHooks from_env(int my_rank);
   void after_load() const;

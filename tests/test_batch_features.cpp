@@ -91,7 +91,7 @@ TEST_CASE("a stop string spanning tokens ends generation and is cut exactly", "[
   CHECK_THROWS_WITH(no_text.add(r), Catch::Contains("stop strings need the model's tokenizer"));
 }
 
-TEST_CASE("stop token ids end like eos; min_new_tokens suppresses both", "[batch][stop]") {
+TEST_CASE("stop token ids end like eos, and min_new_tokens suppresses both", "[batch][stop]") {
   Rig rig(kFixtures / "gqa8x2-fp32");
   const auto ref = read_reference(kFixtures / "gqa8x2-fp32");
   BatchRequest r;
@@ -158,7 +158,7 @@ TEST_CASE("log-probabilities match transformers' logits", "[batch][logprobs]") {
   }
 }
 
-TEST_CASE("cancelling a running request frees its blocks at once; the rest are unaffected",
+TEST_CASE("cancelling a running request frees its blocks at once, the rest unaffected",
           "[batch][cancel]") {
   Rig rig(kFixtures / "gqa8x2-fp32");
   std::vector<BatchRequest> reqs(3);

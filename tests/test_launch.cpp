@@ -27,6 +27,21 @@ Run launch(const std::string& args, const std::string& env = "") {
   return saker::test::run_command(env + " '" + std::string(SAKER_BIN) + "' launch " + args + " </dev/null");
 }
 
+// The 384-token model with its tokenizer and a serving.properties for 2 ranks, in a directory of
+// the test's own (CTest may run test cases at the same time).
+fs::path launch_model(const std::string& tag) {
+  const fs::path dir = fs::temp_directory_path() / ("saker_launch_model_" + tag);
+  fs::create_directories(dir);
+  for (const auto& e : fs::directory_iterator(kFixtures / "gqa8x4-bf16-sharded"))
+    if (e.path().filename() != "reference.json")
+      fs::copy_file(e.path(), dir / e.path().filename(), fs::copy_options::overwrite_existing);
+  fs::copy_file(kFixtures / "tokenizers" / "small384" / "tokenizer.json", dir / "tokenizer.json",
+                fs::copy_options::overwrite_existing);
+  std::ofstream(dir / "serving.properties") << "engine=MPI\noption.model_id=" << dir.string()
+                                            << "\noption.tensor_parallel_degree=2\n";
+  return dir;
+}
+
 fs::path write(const std::string& name, const std::string& text) {
   const fs::path p = fs::temp_directory_path() / name;
   std::ofstream(p) << text;
@@ -164,16 +179,7 @@ TEST_CASE("saker launch: file < environment < command line, and --dry-run prints
 }
 
 TEST_CASE("saker launch runs a real 2-rank server and stops it gracefully", "[launch][cli]") {
-  // The 384-token model with its tokenizer, and serving.properties inside the model directory.
-  const fs::path dir = fs::temp_directory_path() / "saker_launch_model";
-  fs::create_directories(dir);
-  for (const auto& e : fs::directory_iterator(kFixtures / "gqa8x4-bf16-sharded"))
-    if (e.path().filename() != "reference.json")
-      fs::copy_file(e.path(), dir / e.path().filename(), fs::copy_options::overwrite_existing);
-  fs::copy_file(kFixtures / "tokenizers" / "small384" / "tokenizer.json", dir / "tokenizer.json",
-                fs::copy_options::overwrite_existing);
-  std::ofstream(dir / "serving.properties") << "engine=MPI\noption.model_id=" << dir.string()
-                                            << "\noption.tensor_parallel_degree=2\n";
+  const fs::path dir = launch_model("run");
   const int port = 18000 + static_cast<int>(::getpid() % 2000);
   const fs::path log = fs::temp_directory_path() / "saker_launch.log";
   const pid_t pid = ::fork();
@@ -208,4 +214,103 @@ TEST_CASE("saker launch runs a real 2-rank server and stops it gracefully", "[la
   CHECK(WEXITSTATUS(status) == 0);
   CHECK(text.find("passed to rank 0") != std::string::npos);
   CHECK(text.find("stopped") != std::string::npos);
+}
+
+namespace {
+
+// Starts `cmd` in the background with its output in `log`; returns the pid.
+pid_t spawn(const std::string& cmd, const fs::path& log) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    const std::string full = "exec " + cmd + " >'" + log.string() + "' 2>&1 </dev/null";
+    ::execl("/bin/sh", "sh", "-c", full.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  return pid;
+}
+
+// Waits up to `limit` for pid; returns its wait status, or -1 if it is still running (killed).
+int wait_for(pid_t pid, std::chrono::seconds limit, double* seconds) {
+  const auto t0 = std::chrono::steady_clock::now();
+  int status = 0;
+  while (::waitpid(pid, &status, WNOHANG) == 0) {
+    if (std::chrono::steady_clock::now() - t0 > limit) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, &status, 0);
+      return -1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  *seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return status;
+}
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p);
+  return std::string((std::istreambuf_iterator<char>(in)), {});
+}
+
+bool wait_ready(const std::string& url) {
+  for (int i = 0; i < 150; ++i) {
+    if (saker::test::run_command("curl -s -o /dev/null -w '%{http_code}' " + url + "/ping").out == "200") return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  return false;
+}
+
+}  // namespace
+
+TEST_CASE("a rank killed while serving ends the launched job within 10 s, named", "[launch][fault]") {
+  const fs::path dir = launch_model("kill");
+  const int port = 20000 + static_cast<int>(::getpid() % 2000);
+  const fs::path log = fs::temp_directory_path() / "saker_launch_kill.log";
+  const std::string url = "http://127.0.0.1:" + std::to_string(port);
+  // Rank 1 dies (SIGKILL) before its 4th step; saker launch forwards SAKER_* to every rank.
+  const pid_t pid = spawn("env SAKER_TEST_FAULT=1:kill:4 '" + std::string(SAKER_BIN) + "' launch --model '" +
+                              dir.string() + "' --port " + std::to_string(port),
+                          log);
+  REQUIRE(wait_ready(url));
+  saker::test::run_command("curl -s -m 20 " + url +
+                           "/generate -d '{\"inputs\": \"The falcon\", \"parameters\": {\"max_new_tokens\": 30}}'");
+  double seconds = 0;
+  const int status = wait_for(pid, std::chrono::seconds(10), &seconds);
+  const std::string text = slurp(log);
+  INFO(text);
+  REQUIRE(status != -1);  // gone within 10 s of the request that hit the dead rank
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) != 0);
+  CHECK(text.find("rank 1") != std::string::npos);
+  CHECK(text.find("signal 9") != std::string::npos);
+}
+
+TEST_CASE("a hung collective is ended by the watchdog with a message, health 503 meanwhile",
+          "[launch][fault]") {
+  const fs::path dir = launch_model("hang");
+  const int port = 22000 + static_cast<int>(::getpid() % 2000);
+  const fs::path log = fs::temp_directory_path() / "saker_watchdog.log";
+  const std::string url = "http://127.0.0.1:" + std::to_string(port);
+  const pid_t pid = spawn("'" + std::string(SAKER_MPIEXEC) +
+                              "' --allow-run-as-root --oversubscribe -np 2 -x SAKER_TEST_FAULT=1:hang:3 '" +
+                              std::string(SAKER_BIN) + "' serve --threads 1 --model '" + dir.string() +
+                              "' --port " + std::to_string(port) + " --collective-timeout 4",
+                          log);
+  REQUIRE(wait_ready(url));
+  // The request's third step never completes: rank 1 stopped before it.
+  const pid_t req = spawn("curl -s -m 30 " + url + "/generate -d '{\"inputs\": \"hi\", \"parameters\": "
+                          "{\"max_new_tokens\": 30}}'",
+                          fs::temp_directory_path() / "saker_watchdog_req.log");
+  std::this_thread::sleep_for(std::chrono::milliseconds(3000));
+  const Run ping = saker::test::run_command("curl -s -w ' %{http_code}' " + url + "/ping");
+  CHECK(ping.out.find("503") != std::string::npos);
+  CHECK(ping.out.find("stuck") != std::string::npos);
+  double seconds = 0;
+  const int status = wait_for(pid, std::chrono::seconds(20), &seconds);
+  double ignored = 0;
+  wait_for(req, std::chrono::seconds(5), &ignored);
+  const std::string text = slurp(log);
+  INFO(text);
+  REQUIRE(status != -1);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) != 0);
+  CHECK(text.find("collective watchdog: step 3 has not completed after") != std::string::npos);
 }

@@ -152,7 +152,7 @@ TEST_CASE("continuous arrivals: nobody waits forever, first come first served", 
   CHECK(blocks.free_blocks() == blocks.num_blocks());
 }
 
-TEST_CASE("cancelling frees blocks at once; impossible requests are refused", "[scheduler]") {
+TEST_CASE("cancelling frees blocks at once, and impossible requests are refused", "[scheduler]") {
   BlockManager blocks(10, 4);
   Scheduler sched({4, 64, AdmissionPolicy::kMaxUtilization}, blocks);
   sched.add(1, std::vector<std::int32_t>(12, 1), 4);

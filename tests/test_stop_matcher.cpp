@@ -36,7 +36,7 @@ TEST_CASE("text that only looks like a stop string's start is held, then release
   CHECK(m.flush() == "ab");  // the sequence ended for another reason
 }
 
-TEST_CASE("the earliest of several stop strings wins; the same piece may hold a match", "[stop]") {
+TEST_CASE("the earliest of several stop strings wins, and one piece may hold a match", "[stop]") {
   CHECK(feed(StopMatcher({"world", "lo"}), {"hello world"}) == std::pair<std::string, bool>("hel", true));
   CHECK(feed(StopMatcher({"zz"}), {"no match here"}) == std::pair<std::string, bool>("no match here", false));
   CHECK(feed(StopMatcher({"é!"}), {"caf", "é", "!", "x"}) == std::pair<std::string, bool>("caf", true));

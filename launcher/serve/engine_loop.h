@@ -52,7 +52,12 @@ class EngineLoop {
   enum class Admit { kQueued, kQueueFull, kNotReady };
   Admit submit(Submission s);
   void cancel(std::uint64_t id);
-  Health health() const { return health_.load(); }
+  // kFailed while a step has been stuck long enough that the watchdog is about to end the job.
+  Health health() const {
+    const Health h = health_.load();
+    return h == Health::kReady && stalled_ && stalled_() ? Health::kFailed : h;
+  }
+  void set_stall_probe(std::function<bool()> p) { stalled_ = std::move(p); }
   // Stops taking requests; in-flight ones may finish for drain_timeout_s, then are cancelled.
   void shutdown(double drain_timeout_s);
   std::size_t queue_limit() const { return queue_limit_; }
@@ -81,6 +86,7 @@ class EngineLoop {
   std::size_t queue_limit_;
   std::atomic<std::uint64_t> next_id_{1};
   std::atomic<Health> health_{Health::kLoading};
+  std::function<bool()> stalled_;
   std::atomic<std::size_t> waiting_{0};  // inbox + scheduler queue, for the 429 check
   std::mutex mu_;
   std::condition_variable cv_;

@@ -71,8 +71,10 @@ Router make_router(ServeContext& ctx) {
         if (!get) return wrong_method("GET");
         if (ready(ctx)) return answer(path == "/ping" ? json_response(http::status::ok, {{"status", "Healthy"}})
                                                       : text(http::status::ok, "", "text/plain"));
-        const std::string why = ctx.loop.health() == Health::kLoading ? "the model is loading or warming up"
-                                                                       : "the server is shutting down";
+        const Health h = ctx.loop.health();
+        const std::string why = h == Health::kLoading  ? "the model is loading or warming up"
+                                : h == Health::kFailed ? "a step has been stuck for a long time: a rank may be hung or gone"
+                                                       : "the server is shutting down";
         return answer(error_for(family, http::status::service_unavailable, why));
       }
       if (path == "/metrics") {

@@ -1,0 +1,44 @@
+// A watchdog over the collectives of each step. A step whose collectives have not completed
+// within the timeout (a rank that hangs, a network that stalls) calls on_expire, which ends the
+// job with a message, instead of leaving every rank blocked forever. Waiting for the next plan is
+// not a step: an idle server may wait for hours.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+
+namespace saker {
+
+class CollectiveWatchdog {
+ public:
+  // on_expire runs on the watchdog's thread with a message naming the step and the time.
+  CollectiveWatchdog(double timeout_s, std::function<void(const std::string&)> on_expire);
+  ~CollectiveWatchdog();
+  CollectiveWatchdog(const CollectiveWatchdog&) = delete;
+  CollectiveWatchdog& operator=(const CollectiveWatchdog&) = delete;
+
+  void arm(std::uint64_t step);
+  void disarm();
+  // Seconds the current step has been running (0 when none is): health checks use it.
+  double busy_seconds() const;
+
+ private:
+  using clock = std::chrono::steady_clock;
+  static std::int64_t now_ns();
+  double timeout_s_;
+  std::function<void(const std::string&)> on_expire_;
+  std::atomic<std::int64_t> armed_at_ns_{0};  // 0: disarmed
+  std::atomic<std::uint64_t> step_{0};
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+}  // namespace saker
