@@ -137,9 +137,26 @@ Engine::Engine(const EngineOptions& o, Communicator& comm)
       comm.size() > 1
           ? TensorParallel{&plan_->rank(comm.rank()), model_comm_ ? model_comm_.get() : &comm}
           : TensorParallel{};
-  model_ = std::make_unique<FalconModel>(
-      config_, checkpoint_, *backend_,
-      ModelOptions{o.max_batch_tokens, o.max_batch_size, config_.max_positions}, tp);
+  // Running out of memory while loading says how much this rank needed and had.
+  const std::optional<std::size_t> device_free_before = backend_->free_memory();
+  const std::size_t host_free_before = available_host_memory();
+  const std::string where = "rank " + std::to_string(comm.rank());
+  try {
+    model_ = std::make_unique<FalconModel>(
+        config_, checkpoint_, *backend_,
+        ModelOptions{o.max_batch_tokens, o.max_batch_size, config_.max_positions}, tp);
+  } catch (const std::bad_alloc&) {
+    throw std::runtime_error(where + " ran out of host memory loading its shard: the checkpoint holds " +
+                             std::to_string(checkpoint_.total_bytes()) + " bytes (about 1/" +
+                             std::to_string(comm.size()) + " of them per rank); " +
+                             std::to_string(host_free_before) + " bytes were available");
+  } catch (const std::runtime_error& e) {
+    if (!device_free_before || std::string(e.what()).find("out of memory") == std::string::npos) throw;
+    throw std::runtime_error(where + " ran out of device memory loading its shard (" + e.what() +
+                             "): the checkpoint holds " + std::to_string(checkpoint_.total_bytes()) +
+                             " bytes (about 1/" + std::to_string(comm.size()) + " of them per rank); " +
+                             std::to_string(*device_free_before) + " bytes were free on the device");
+  }
 
   // The KV pool: the budget given, or a share of what is free now that the weights are bound
   // (mapped weights not yet read in are counted as taken; ranks on one node split the node).
@@ -147,6 +164,12 @@ Engine::Engine(const EngineOptions& o, Communicator& comm)
   std::size_t budget = 0;
   if (kv_bytes) {
     budget = *kv_bytes;
+    // An explicit budget the machine cannot hold would end in the OOM killer, not an error.
+    const std::size_t have = backend_->free_memory().value_or(available_host_memory());
+    if (budget > have)
+      throw std::runtime_error(where + ": --kv-cache-memory " + o.kv_cache_memory + " (" +
+                               std::to_string(budget) + " bytes) is more than the " +
+                               std::to_string(have) + " bytes free after loading");
   } else if (const auto device_free = backend_->free_memory()) {
     // A GPU: its own free memory now that the weights and workspaces are allocated (one rank
     // per GPU, so no sharing with other ranks).
@@ -170,7 +193,14 @@ Engine::Engine(const EngineOptions& o, Communicator& comm)
         std::to_string(o.block_size) + " tokens (" +
         std::to_string(2 * config_.layers * kv_heads * config_.head_dim * o.block_size * 4) +
         " bytes); raise --kv-cache-memory or lower --block-size");
-  cache_ = std::make_unique<KvCache>(*backend_, config_, kv_heads, blocks, o.block_size);
+  try {
+    cache_ = std::make_unique<KvCache>(*backend_, config_, kv_heads, blocks, o.block_size);
+  } catch (const std::bad_alloc&) {
+    const std::int64_t per_block = 2 * config_.layers * kv_heads * config_.head_dim * o.block_size * 4;
+    throw std::runtime_error(where + " ran out of memory allocating its KV pool: " + std::to_string(blocks) +
+                             " blocks of " + std::to_string(per_block) + " bytes = " +
+                             std::to_string(blocks * per_block) + " bytes; lower --kv-cache-memory");
+  }
   runner_ = std::make_unique<StepRunner>(*model_, *cache_, comm);
   if (!(o.collective_timeout_s > 0)) throw UsageError("--collective-timeout must be positive");
   const int rank = comm.rank();

@@ -191,6 +191,7 @@ TEST_CASE("saker bench and the engine flags reject bad values", "[cli][bench]") 
       {"--batching static", "--batching must be rolling or dynamic"},
       {"--kv-cache-memory 12XB", "unknown unit 'XB'"},
       {"--kv-cache-memory 1KiB", "holds no block of 16 tokens"},
+      {"--kv-cache-memory 100TB", "bytes) is more than the"},
       {"--scheduler-policy fifo", "--scheduler-policy must be"},
   };
   for (const auto& [flags, msg] : cases) {
