@@ -9,6 +9,7 @@ packages=(
   libopenmpi-dev openmpi-bin
   catch2 libbenchmark-dev
   curl python3-venv
+  slurm-wlm munge
 )
 
 missing=()
