@@ -185,8 +185,9 @@ TEST_CASE("saker launch runs a real 2-rank server and stops it gracefully", "[la
   const pid_t pid = ::fork();
   REQUIRE(pid >= 0);
   if (pid == 0) {
-    const std::string cmd = "exec '" + std::string(SAKER_BIN) + "' launch --model '" + dir.string() +
-                            "' --port " + std::to_string(port) + " >'" + log.string() + "' 2>&1";
+    const std::string cmd = "exec '" + std::string(SAKER_BIN) + "' launch --properties '" +
+                            (dir / "serving.properties").string() + "' --port " + std::to_string(port) +
+                            " >'" + log.string() + "' 2>&1";
     ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
     ::_exit(127);
   }
@@ -313,4 +314,22 @@ TEST_CASE("a hung collective is ended by the watchdog with a message, health 503
   CHECK(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) != 0);
   CHECK(text.find("collective watchdog: step 3 has not completed after") != std::string::npos);
+}
+
+TEST_CASE("a load slower than the model loading timeout ends the job with a message", "[launch][fault]") {
+  const fs::path dir = launch_model("slow");
+  const fs::path log = fs::temp_directory_path() / "saker_slow_load.log";
+  // Rank 0's load takes 30 s more than it should; option.model_loading_timeout is 2 s.
+  const pid_t pid = spawn("env SAKER_TEST_FAULT=0:delay_load:30 '" + std::string(SAKER_BIN) + "' launch --model '" +
+                              dir.string() + "' --set option.model_loading_timeout=2 --port 0",
+                          log);
+  double seconds = 0;
+  const int status = wait_for(pid, std::chrono::seconds(20), &seconds);
+  const std::string text = slurp(log);
+  INFO(text);
+  REQUIRE(status != -1);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) != 0);
+  CHECK(seconds < 15);
+  CHECK(text.find("loading the model took longer than --model-loading-timeout (2 s)") != std::string::npos);
 }
