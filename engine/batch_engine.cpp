@@ -13,7 +13,9 @@
 namespace saker {
 namespace {
 
-bool contains(const auto& v, std::int64_t x) { return std::find(v.begin(), v.end(), x) != v.end(); }
+bool contains(const auto& v, std::int64_t x) {
+  return std::find(v.begin(), v.end(), x) != v.end();
+}
 
 }  // namespace
 
@@ -40,7 +42,8 @@ void BatchRequest::validate(std::int64_t vocab) const {
     if (t < 0 || t >= vocab)
       fail("prompt token id " + std::to_string(t) + " is outside the vocabulary of " +
            std::to_string(vocab));
-  if (max_new_tokens < 1) fail("max_new_tokens must be >= 1, got " + std::to_string(max_new_tokens));
+  if (max_new_tokens < 1)
+    fail("max_new_tokens must be >= 1, got " + std::to_string(max_new_tokens));
   if (min_new_tokens < 0 || min_new_tokens > max_new_tokens)
     fail("min_new_tokens must be in [0, max_new_tokens = " + std::to_string(max_new_tokens) +
          "], got " + std::to_string(min_new_tokens));
@@ -162,8 +165,7 @@ std::int32_t BatchEngine::choose(const ScheduledSequence& r, const Live& live,
   return sampler_.sample_top({s.top_ids, n}, {s.top_logits, n}, p, r.start + r.count);
 }
 
-FinishReason BatchEngine::finish_of(const Live& live, std::int32_t token,
-                                    std::int64_t generated) {
+FinishReason BatchEngine::finish_of(const Live& live, std::int32_t token, std::int64_t generated) {
   const BatchRequest& req = live.req;
   if (generated >= req.min_new_tokens) {
     if (!req.ignore_eos && contains(eos_, token)) return FinishReason::kEosToken;
@@ -242,8 +244,7 @@ bool BatchEngine::step() {
   for (const ScheduledSequence& r : sched.run)
     if (summary && r.samples && !r.padding) summary = summary_serves(r, live_.at(r.id));
   const double f0 = clock_();
-  const auto logits =
-      runner_.step(steps_, summary ? LogitsMode::kSummary : LogitsMode::kRows);
+  const auto logits = runner_.step(steps_, summary ? LogitsMode::kSummary : LogitsMode::kRows);
   const auto summaries = runner_.model().summaries();
   const double t = clock_();
   stats_.forward_seconds += t - f0;

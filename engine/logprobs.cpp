@@ -21,7 +21,8 @@ float log_probabilities(std::span<const float> logits, std::int32_t chosen, std:
     order.resize(logits.size());
     std::iota(order.begin(), order.end(), 0);
     auto better = [&](std::int32_t a, std::int32_t b) {
-      const float la = logits[static_cast<std::size_t>(a)], lb = logits[static_cast<std::size_t>(b)];
+      const float la = logits[static_cast<std::size_t>(a)],
+                  lb = logits[static_cast<std::size_t>(b)];
       return la > lb || (la == lb && a < b);
     };
     std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(k), order.end(),

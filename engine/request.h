@@ -46,8 +46,8 @@ struct TokenEvent {
   // Text this token releases: whole UTF-8 characters, anything that may begin a stop string held
   // back, a matched stop string and what follows it never released. Empty without a tokenizer.
   std::string_view text;
-  float logprob = 0;                 // when the request asked for logprobs
-  std::span<const TokenLogprob> top;  // its `logprobs` most likely alternatives, best first
+  float logprob = 0;                          // when the request asked for logprobs
+  std::span<const TokenLogprob> top;          // its `logprobs` most likely alternatives, best first
   FinishReason finish = FinishReason::kNone;  // set on a sequence's last event
 };
 
@@ -56,10 +56,10 @@ struct BatchResult {
   std::string text;                  // the detokenized output, cut before a stop string
   FinishReason finish = FinishReason::kNone;
   std::int64_t prompt_tokens = 0;
-  std::vector<float> logprobs;                         // per generated token, when asked
+  std::vector<float> logprobs;                          // per generated token, when asked
   std::vector<std::vector<TokenLogprob>> top_logprobs;  // likewise
   double arrival = 0, scheduled = -1, first_token = 0, finished = 0;  // engine clock, seconds
-  std::vector<double> token_times;                     // when each token was produced
+  std::vector<double> token_times;  // when each token was produced
 };
 
 }  // namespace saker

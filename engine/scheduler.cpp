@@ -76,7 +76,8 @@ void Scheduler::admit_dynamic_batch(double now) {
   end_finished_batch();  // also a batch whose live sequences were all cancelled
   if (!running_.empty() || waiting_.empty()) return;
   const auto batch = static_cast<std::size_t>(config_.max_batch_size);
-  if (waiting_.size() < batch && now - seqs_.at(waiting_.front()).arrival < config_.max_batch_delay_s)
+  if (waiting_.size() < batch &&
+      now - seqs_.at(waiting_.front()).arrival < config_.max_batch_delay_s)
     return;
   // A static batch runs to its end: admit only what is sure to fit, so nothing is ever preempted.
   while (!waiting_.empty() && running_.size() < batch) {
@@ -151,7 +152,8 @@ Schedule Scheduler::schedule(double now) {
 std::vector<SequenceState> Scheduler::complete(const Schedule& sched,
                                                std::span<const std::int32_t> sampled,
                                                std::span<const std::uint8_t> finished) {
-  if (sampled.size() != sched.run.size() || (!finished.empty() && finished.size() != sampled.size()))
+  if (sampled.size() != sched.run.size() ||
+      (!finished.empty() && finished.size() != sampled.size()))
     throw std::invalid_argument("complete() needs one sampled entry per scheduled sequence");
   std::vector<SequenceState> retired;
   for (std::size_t i = 0; i < sched.run.size(); ++i) {

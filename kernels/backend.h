@@ -131,9 +131,7 @@ class Backend {
   // downloads run at full speed).
   virtual std::unique_ptr<Buffer> allocate_host(std::size_t floats) { return allocate(floats); }
   // host[0, n) = src[0, n) once every operation issued before has finished.
-  virtual void download(const float* src, std::size_t n, float* host) {
-    std::copy_n(src, n, host);
-  }
+  virtual void download(const float* src, std::size_t n, float* host) { std::copy_n(src, n, host); }
   // Waits until every operation issued so far has finished.
   virtual void synchronize() {}
   // Bytes of the backend's own memory still free for new allocations (a device's), or nullopt

@@ -17,11 +17,11 @@ constexpr int kSummaryTopK = 64;
 
 // Plain data: a device backend writes it in its own memory and it is copied back byte for byte.
 struct LogitSummary {
-  double log_z = 0;           // log(sum exp(l)) computed as max + log(sum exp(l - max)), in double
-  float max = 0;              // the row's largest logit (= logits[argmax])
-  std::int32_t argmax = 0;    // first index of the largest logit (torch.argmax's tie rule)
-  std::int32_t count = 0;     // entries of top: min(kSummaryTopK, vocab)
-  std::int32_t pad_ = 0;      // keeps the arrays 8-byte aligned and the layout fixed
+  double log_z = 0;         // log(sum exp(l)) computed as max + log(sum exp(l - max)), in double
+  float max = 0;            // the row's largest logit (= logits[argmax])
+  std::int32_t argmax = 0;  // first index of the largest logit (torch.argmax's tie rule)
+  std::int32_t count = 0;   // entries of top: min(kSummaryTopK, vocab)
+  std::int32_t pad_ = 0;    // keeps the arrays 8-byte aligned and the layout fixed
   std::int32_t top_ids[kSummaryTopK] = {};
   float top_logits[kSummaryTopK] = {};  // descending; lower id first on ties
 

@@ -39,7 +39,8 @@ LatencyMetrics latency_metrics(const std::vector<BatchResult>& results) {
     e2el.push_back((r.finished - r.arrival) * 1e3);
     const auto n = r.token_times.size();
     if (n > 1) tpot.push_back((r.finished - r.first_token) * 1e3 / static_cast<double>(n - 1));
-    for (std::size_t i = 1; i < n; ++i) itl.push_back((r.token_times[i] - r.token_times[i - 1]) * 1e3);
+    for (std::size_t i = 1; i < n; ++i)
+      itl.push_back((r.token_times[i] - r.token_times[i - 1]) * 1e3);
   }
   m.ttft_ms = distribution(std::move(ttft));
   m.tpot_ms = distribution(std::move(tpot));

@@ -29,8 +29,10 @@ WorkloadSpec parse_workload(const std::string& text, std::int64_t context) {
   } else if (two("random:%lld:%lld%c")) {
     w.kind = WorkloadSpec::kRandom;
   } else {
-    throw UsageError("--workload must be mixed, mixed:SHORT:LONG, fixed:IN:OUT, random or "
-                     "random:IN:OUT, got '" + text + "'");
+    throw UsageError(
+        "--workload must be mixed, mixed:SHORT:LONG, fixed:IN:OUT, random or "
+        "random:IN:OUT, got '" +
+        text + "'");
   }
   if (a <= 0 || b <= 0) throw UsageError("--workload lengths must be positive in '" + text + "'");
   w.a = a;

@@ -14,7 +14,7 @@ namespace saker {
 class Backend;
 class Communicator;
 class MpiWorld;
-}
+}  // namespace saker
 
 namespace saker::cli {
 

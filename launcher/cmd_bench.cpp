@@ -7,8 +7,8 @@
 #include <fstream>
 #include <iomanip>
 #include <iostream>
-#include <sstream>
 #include <limits>
+#include <sstream>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -103,8 +103,8 @@ int run_bench(const std::vector<std::string>& args) {
       "request-rate", po::value(&rate_text)->default_value(rate_text),
       "Poisson arrivals per second, or inf (all at once)")(
       "max-concurrency", po::value(&concurrency)->default_value(0),
-      "most requests in flight (0: no limit)")(
-      "seed", po::value(&seed)->default_value(0), "prompts, order and arrivals")(
+      "most requests in flight (0: no limit)")("seed", po::value(&seed)->default_value(0),
+                                               "prompts, order and arrivals")(
       "output-json", po::value(&output_json), "also write the results as JSON");
   desc.add(engine_options(o));
   po::variables_map vm;
@@ -125,7 +125,8 @@ int run_bench(const std::vector<std::string>& args) {
   comm.all_reduce_sum(&step_bytes_f, 1);
   auto machine_bandwidth = [&] {
     comm.barrier();
-    float bw = static_cast<float>(backend_read_bandwidth(engine.backend(), std::size_t{512} << 20, 3));
+    float bw =
+        static_cast<float>(backend_read_bandwidth(engine.backend(), std::size_t{512} << 20, 3));
     comm.all_reduce_sum(&bw, 1);
     return static_cast<double>(bw);
   };
@@ -211,14 +212,15 @@ int run_bench(const std::vector<std::string>& args) {
       {"tpot_floor_ms", tpot_floor_ms},
       {"tpot_fraction_of_floor", lat.tpot_ms.p50 > 0 ? tpot_floor_ms / lat.tpot_ms.p50 : 0.0}};
   std::cout << std::fixed << std::setprecision(2) << "model                   " << o.model_dir
-            << " (" << config.variant() << "), " << comm.size() << " rank(s) x "
-            << engine.threads() << " threads\n"
-            << "workload                " << workload << ", " << num_requests
-            << " requests, rate " << rate_text << "/s, max concurrency "
+            << " (" << config.variant() << "), " << comm.size() << " rank(s) x " << engine.threads()
+            << " threads\n"
+            << "workload                " << workload << ", " << num_requests << " requests, rate "
+            << rate_text << "/s, max concurrency "
             << (concurrency ? std::to_string(concurrency) : std::string("none")) << "\n"
             << "batching                " << o.batching << ", max batch " << o.max_batch_size
             << (o.batching == "dynamic"
-                    ? ", max delay " + std::to_string(static_cast<int>(o.max_batch_delay_ms)) + " ms"
+                    ? ", max delay " + std::to_string(static_cast<int>(o.max_batch_delay_ms)) +
+                          " ms"
                     : std::string())
             << "\n"
             << "duration                " << duration << " s\n"
@@ -237,8 +239,8 @@ int run_bench(const std::vector<std::string>& args) {
             << "KV usage                mean " << 100 * j["kv_usage_mean"].get<double>()
             << " %, max " << 100 * j["kv_usage_max"].get<double>() << " % of " << pool_blocks
             << " blocks; " << preemptions << " preemptions\n"
-            << "bandwidth floor         " << tpot_floor_ms << " ms per step ("
-            << step_bytes / 1e9 << " GB of weights at " << bw / 1e9 << " GB/s); p50 TPOT is "
+            << "bandwidth floor         " << tpot_floor_ms << " ms per step (" << step_bytes / 1e9
+            << " GB of weights at " << bw / 1e9 << " GB/s); p50 TPOT is "
             << 100 * j["tpot_fraction_of_floor"].get<double>() << " % of it\n";
   if (!output_json.empty()) {
     std::ofstream out(output_json);

@@ -39,9 +39,10 @@ Job read_job(const std::string& path, const Tokenizer& tok, const FalconConfig& 
       for (const auto& [key, v] : j.items())
         if (key != "prompt" && key != "inputs" && key != "parameters" && key != "id")
           throw ParameterError("unknown field `" + key + "` (expected prompt, parameters, id)");
-      const json* prompt = j.contains("prompt") ? &j["prompt"] : j.contains("inputs") ? &j["inputs"] : nullptr;
-      if (!prompt || !prompt->is_string())
-        throw ParameterError("`prompt` must be a string");
+      const json* prompt = j.contains("prompt")   ? &j["prompt"]
+                           : j.contains("inputs") ? &j["inputs"]
+                                                  : nullptr;
+      if (!prompt || !prompt->is_string()) throw ParameterError("`prompt` must be a string");
       BatchRequest r;
       r.id = job.requests.size();
       r.max_new_tokens = default_max_new;
@@ -51,10 +52,10 @@ Job read_job(const std::string& path, const Tokenizer& tok, const FalconConfig& 
       r.validate(c.vocab_size);
       const auto total = static_cast<std::int64_t>(r.prompt.size()) + r.max_new_tokens;
       if (total > c.max_positions)
-        throw ParameterError("prompt tokens + max_new_tokens must be <= " +
-                             std::to_string(c.max_positions) + ". Given: " +
-                             std::to_string(r.prompt.size()) + " prompt tokens and " +
-                             std::to_string(r.max_new_tokens) + " max_new_tokens");
+        throw ParameterError(
+            "prompt tokens + max_new_tokens must be <= " + std::to_string(c.max_positions) +
+            ". Given: " + std::to_string(r.prompt.size()) + " prompt tokens and " +
+            std::to_string(r.max_new_tokens) + " max_new_tokens");
       job.ids.push_back(j.contains("id") ? j["id"] : json());
       job.requests.push_back(std::move(r));
     } catch (const json::exception& e) {

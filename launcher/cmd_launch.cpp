@@ -27,7 +27,8 @@ namespace saker::cli {
 namespace {
 
 std::string quoted(const std::string& a) {
-  if (!a.empty() && a.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./:=@,") ==
+  if (!a.empty() && a.find_first_not_of(
+                        "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./:=@,") ==
                         std::string::npos)
     return a;
   std::string q = "'";
@@ -43,7 +44,9 @@ std::vector<std::string> environment() {
 
 // The signal to pass on; a handler may only set such a variable.
 volatile sig_atomic_t g_signal = 0;
-extern "C" void note_signal(int sig) { g_signal = sig; }
+extern "C" void note_signal(int sig) {
+  g_signal = sig;
+}
 
 // Rank 0 drains and then stops the other ranks itself, so a stop signal goes to rank 0 (whose pid
 // it writes to the file launch names), not to mpirun: Open MPI's mpirun would pass it on only
@@ -53,7 +56,8 @@ void pass_on(int sig, pid_t mpirun, const std::string& pidfile) {
   std::ifstream in(pidfile);
   long rank0 = 0;
   if (in >> rank0 && rank0 > 0 && kill(static_cast<pid_t>(rank0), sig) == 0) {
-    std::cerr << "saker launch: signal " << sig << " passed to rank 0 (pid " << rank0 << ")" << std::endl;
+    std::cerr << "saker launch: signal " << sig << " passed to rank 0 (pid " << rank0 << ")"
+              << std::endl;
     return;
   }
   kill(mpirun, sig);
@@ -62,31 +66,38 @@ void pass_on(int sig, pid_t mpirun, const std::string& pidfile) {
 }  // namespace
 
 int run_launch(const std::vector<std::string>& args) {
-  std::string properties_file, model_dir, tp, host = "127.0.0.1", hostfile, hosts, mpirun = "mpirun";
+  std::string properties_file, model_dir, tp, host = "127.0.0.1", hostfile, hosts,
+                                              mpirun = "mpirun";
   int port = 8080;
   double drain = 30;
   std::vector<std::string> sets;
   po::options_description desc("options");
   desc.add_options()("help,h", "show this help")(
-      "properties", po::value(&properties_file), "serving.properties (default: DIR/serving.properties)")(
-      "model", po::value(&model_dir), "model directory (option.model_id)")(
-      "tensor-parallel-degree", po::value(&tp), "ranks: a number or max (option.tensor_parallel_degree)")(
-      "set", po::value(&sets)->composing(), "KEY=VALUE: any serving.properties key, over file and environment")(
+      "properties", po::value(&properties_file),
+      "serving.properties (default: DIR/serving.properties)")("model", po::value(&model_dir),
+                                                              "model directory (option.model_id)")(
+      "tensor-parallel-degree", po::value(&tp),
+      "ranks: a number or max (option.tensor_parallel_degree)")(
+      "set", po::value(&sets)->composing(),
+      "KEY=VALUE: any serving.properties key, over file and environment")(
       "host", po::value(&host)->default_value(host), "address rank 0 serves on")(
       "port", po::value(&port)->default_value(port), "port rank 0 serves on")(
-      "drain-timeout", po::value(&drain)->default_value(drain), "seconds to finish requests on SIGTERM")(
-      "hostfile", po::value(&hostfile), "passed to mpirun (multi-node)")(
+      "drain-timeout", po::value(&drain)->default_value(drain),
+      "seconds to finish requests on SIGTERM")("hostfile", po::value(&hostfile),
+                                               "passed to mpirun (multi-node)")(
       "mpi-host", po::value(&hosts), "passed to mpirun as --host (multi-node)")(
       "mpirun", po::value(&mpirun)->default_value(mpirun), "the mpirun to run")(
       "dry-run", po::bool_switch(), "print the mpirun command only");
   po::variables_map vm;
-  if (!parse(args, desc, vm, "usage: saker launch (--properties FILE | --model DIR) [options]")) return 0;
+  if (!parse(args, desc, vm, "usage: saker launch (--properties FILE | --model DIR) [options]"))
+    return 0;
   if (port < 0 || port > 65535) throw UsageError("--port must be in [0, 65535]");
 
   // file < environment < command line
   Properties p;
   std::string file = properties_file;
-  if (file.empty() && !model_dir.empty() && std::ifstream(model_dir + "/serving.properties")) file = model_dir + "/serving.properties";
+  if (file.empty() && !model_dir.empty() && std::ifstream(model_dir + "/serving.properties"))
+    file = model_dir + "/serving.properties";
   if (!file.empty()) {
     std::ifstream in(file);
     if (!in) throw UsageError("cannot read --properties " + file);
@@ -103,7 +114,8 @@ int run_launch(const std::vector<std::string>& args) {
   if (!tp.empty()) p["option.tensor_parallel_degree"] = tp;
   for (const std::string& kv : sets) {
     const auto eq = kv.find('=');
-    if (eq == std::string::npos || eq == 0) throw UsageError("--set takes KEY=VALUE, got '" + kv + "'");
+    if (eq == std::string::npos || eq == 0)
+      throw UsageError("--set takes KEY=VALUE, got '" + kv + "'");
     p[kv.substr(0, eq)] = kv.substr(eq + 1);
   }
   LaunchSettings s;
@@ -163,7 +175,8 @@ int run_launch(const std::vector<std::string>& args) {
   for (const std::string& a : cmd) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
   pid_t pid = 0;
-  if (const int rc = posix_spawnp(&pid, cmd[0].c_str(), nullptr, nullptr, argv.data(), environ); rc != 0)
+  if (const int rc = posix_spawnp(&pid, cmd[0].c_str(), nullptr, nullptr, argv.data(), environ);
+      rc != 0)
     throw std::runtime_error("cannot run " + cmd[0] + ": " + std::strerror(rc));
   std::signal(SIGTERM, note_signal);
   std::signal(SIGINT, note_signal);
@@ -171,7 +184,8 @@ int run_launch(const std::vector<std::string>& args) {
   for (;;) {
     const pid_t r = waitpid(pid, &status, WNOHANG);
     if (r == pid) break;
-    if (r < 0 && errno != EINTR) throw std::runtime_error(std::string("waiting for mpirun: ") + std::strerror(errno));
+    if (r < 0 && errno != EINTR)
+      throw std::runtime_error(std::string("waiting for mpirun: ") + std::strerror(errno));
     if (const int sig = g_signal) {
       g_signal = 0;
       pass_on(sig, pid, pidfile);

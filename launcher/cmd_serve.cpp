@@ -11,9 +11,9 @@
 #include <mutex>
 #include <thread>
 
-#include <boost/asio/post.hpp>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <boost/asio/post.hpp>
 
 #include "engine/tokenizer/tokenizer.h"
 #include "launcher/cli.h"
@@ -31,9 +31,11 @@ class LoadWatchdog {
   explicit LoadWatchdog(double seconds)
       : thread_([this, seconds] {
           std::unique_lock lock(mu_);
-          if (cv_.wait_for(lock, std::chrono::duration<double>(seconds), [this] { return done_; })) return;
-          spdlog::error("loading the model took longer than --model-loading-timeout ({} s); aborting the job",
-                        seconds);
+          if (cv_.wait_for(lock, std::chrono::duration<double>(seconds), [this] { return done_; }))
+            return;
+          spdlog::error(
+              "loading the model took longer than --model-loading-timeout ({} s); aborting the job",
+              seconds);
           world().abort(1);
         }) {}
   ~LoadWatchdog() { done(); }
@@ -66,17 +68,20 @@ int run_serve(const std::vector<std::string>& args) {
   double load_timeout = 1800;
   std::vector<std::string> ipc_endpoints;
   po::options_description desc("options");
-  desc.add_options()("help,h", "show this help")("model", po::value(&o.model_dir)->required(),
-                                                 "Hugging Face model directory (safetensors + tokenizer.json)")(
+  desc.add_options()("help,h", "show this help")(
+      "model", po::value(&o.model_dir)->required(),
+      "Hugging Face model directory (safetensors + tokenizer.json)")(
       "host", po::value(&host)->default_value(host), "address to listen on")(
       "port", po::value(&port)->default_value(port), "port (0: any free one, printed)")(
       "served-model-name", po::value(&name), "the model's name in the APIs (default: DIR's name)")(
       "job-queue-size", po::value(&queue)->default_value(queue), "waiting requests before 429")(
       "drain-timeout", po::value(&drain)->default_value(drain),
       "seconds in-flight requests may finish after SIGTERM / SIGINT")(
-      "max-body-bytes", po::value(&body_limit)->default_value(body_limit), "request body size limit")(
-      "max-input-len", po::value(&max_input)->default_value(0), "prompt tokens (0: the context)")(
-      "max-output-len", po::value(&max_output)->default_value(0), "new tokens per request (0: no own limit)")(
+      "max-body-bytes", po::value(&body_limit)->default_value(body_limit),
+      "request body size limit")("max-input-len", po::value(&max_input)->default_value(0),
+                                 "prompt tokens (0: the context)")(
+      "max-output-len", po::value(&max_output)->default_value(0),
+      "new tokens per request (0: no own limit)")(
       "output-formatter", po::value(&formatter)->default_value(formatter),
       "json or jsonlines (DJL: /invocations streams by default)")(
       "model-loading-timeout", po::value(&load_timeout)->default_value(load_timeout),
@@ -86,7 +91,8 @@ int run_serve(const std::vector<std::string>& args) {
       "log-prompts", po::bool_switch(), "log request bodies (prompts) too");
   desc.add(engine_options(o));
   po::variables_map vm;
-  if (!parse(args, desc, vm, "usage: [mpirun -np N] saker serve --model DIR [--host H] [--port P] [options]"))
+  if (!parse(args, desc, vm,
+             "usage: [mpirun -np N] saker serve --model DIR [--host H] [--port P] [options]"))
     return 0;
   finish_engine_options(vm, o);
   if (port < 0 || port > 65535) throw UsageError("--port must be in [0, 65535]");
@@ -113,15 +119,29 @@ int run_serve(const std::vector<std::string>& args) {
   }
 
   // saker launch passes stop signals to rank 0 directly (cmd_launch.cpp).
-  if (const char* pidfile = std::getenv("SAKER_RANK0_PIDFILE")) std::ofstream(pidfile) << getpid() << "\n";
+  if (const char* pidfile = std::getenv("SAKER_RANK0_PIDFILE"))
+    std::ofstream(pidfile) << getpid() << "\n";
   const FalconConfig config = load_config(o.model_dir);
   const Tokenizer tokenizer = Tokenizer::from_model_dir(o.model_dir);
-  if (name.empty()) name = std::filesystem::path(o.model_dir).lexically_normal().filename().string();
-  if (name.empty()) name = std::filesystem::path(o.model_dir).lexically_normal().parent_path().filename().string();
+  if (name.empty())
+    name = std::filesystem::path(o.model_dir).lexically_normal().filename().string();
+  if (name.empty())
+    name = std::filesystem::path(o.model_dir).lexically_normal().parent_path().filename().string();
   serve::ServingMetrics metrics;
   serve::EngineLoop loop(metrics, queue);
-  serve::ServeContext ctx{loop, metrics, tokenizer, config, name, config.max_positions, max_input,
-                          max_output, vm["log-prompts"].as<bool>(), formatter == "jsonlines", {}, {}, {}};
+  serve::ServeContext ctx{loop,
+                          metrics,
+                          tokenizer,
+                          config,
+                          name,
+                          config.max_positions,
+                          max_input,
+                          max_output,
+                          vm["log-prompts"].as<bool>(),
+                          formatter == "jsonlines",
+                          {},
+                          {},
+                          {}};
   for (const AddedToken& t : tokenizer.added_tokens())
     if (t.special) ctx.special_ids.insert(t.id);
   // A chat template that cannot be parsed stops the server here, naming the line and column.
@@ -142,7 +162,8 @@ int run_serve(const std::vector<std::string>& args) {
     spdlog::info("signal {}: draining for up to {} s", sig, drain);
     loop.shutdown(drain);
   });
-  spdlog::info("listening on http://{}:{} (503 until the model is loaded and warmed up)", host, server.port());
+  spdlog::info("listening on http://{}:{} (503 until the model is loaded and warmed up)", host,
+               server.port());
 
   // A load that takes too long (a stuck filesystem, a rank that never joins) ends the whole job
   // with a message instead of a server that answers 503 forever.
@@ -166,8 +187,8 @@ int run_serve(const std::vector<std::string>& args) {
   const double stall_s = o.collective_timeout_s / 2;
   loop.set_stall_probe([&collectives, stall_s] { return collectives.busy_seconds() > stall_s; });
   loop.set_health(serve::Health::kReady);
-  spdlog::info("ready: {} ({} KV blocks of {} tokens, {} rank(s))", name, engine.cache().num_blocks(),
-               engine.cache().block_size(), comm.size());
+  spdlog::info("ready: {} ({} KV blocks of {} tokens, {} rank(s))", name,
+               engine.cache().num_blocks(), engine.cache().block_size(), comm.size());
   loop.run(batch, engine.runner());
   boost::asio::post(server.io_context(), [&ipc] { ipc.close(); });
   server.stop();

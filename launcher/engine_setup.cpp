@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -55,8 +55,8 @@ po::options_description engine_options(EngineOptions& o) {
       "batching", po::value(&o.batching)->default_value(o.batching),
       "rolling (continuous) or dynamic (request-level, DJL's rolling_batch=disable)")(
       "max-rolling-batch-size", po::value(&o.max_batch_size)->default_value(o.max_batch_size),
-      "most sequences in flight (rolling)")(
-      "batch-size", po::value<std::int32_t>(), "requests per batch (dynamic; DJL's batch_size)")(
+      "most sequences in flight (rolling)")("batch-size", po::value<std::int32_t>(),
+                                            "requests per batch (dynamic; DJL's batch_size)")(
       "max-batch-delay", po::value(&o.max_batch_delay_ms)->default_value(o.max_batch_delay_ms),
       "ms a dynamic batch waits to fill (DJL's max_batch_delay)")(
       "max-rolling-batch-prefill-tokens",
@@ -70,7 +70,8 @@ po::options_description engine_options(EngineOptions& o) {
                                       "memory, see --kv-cache-fraction)")(
       "kv-cache-fraction", po::value(&o.kv_cache_fraction)->default_value(o.kv_cache_fraction),
       "share of the memory free after loading given to the KV pool")(
-      "collective-timeout", po::value(&o.collective_timeout_s)->default_value(o.collective_timeout_s),
+      "collective-timeout",
+      po::value(&o.collective_timeout_s)->default_value(o.collective_timeout_s),
       "seconds a step's collectives may take before the job is aborted (a hung rank)");
   return d;
 }
@@ -78,8 +79,9 @@ po::options_description engine_options(EngineOptions& o) {
 void finish_engine_options(const po::variables_map& vm, EngineOptions& o) {
   if (vm.count("batch-size")) {
     if (o.batching != "dynamic")
-      throw UsageError("--batch-size is for --batching dynamic; rolling batching takes "
-                       "--max-rolling-batch-size");
+      throw UsageError(
+          "--batch-size is for --batching dynamic; rolling batching takes "
+          "--max-rolling-batch-size");
     o.max_batch_size = vm["batch-size"].as<std::int32_t>();
     if (o.max_batch_size <= 0) throw UsageError("--batch-size must be positive");
   }
@@ -93,9 +95,13 @@ std::size_t parse_bytes(const std::string& text, const std::string& flag) {
     throw UsageError(flag + " must be a positive size such as 512MiB or 2GiB, got '" + text + "'");
   in >> unit;
   static const std::pair<const char*, double> units[] = {
-      {"", 1},      {"B", 1},        {"K", 1e3},        {"KB", 1e3},       {"KiB", 1024.0},
-      {"M", 1e6},   {"MB", 1e6},     {"MiB", 1 << 20},  {"G", 1e9},        {"GB", 1e9},
-      {"GiB", 1 << 30}, {"T", 1e12}, {"TB", 1e12},      {"TiB", 1099511627776.0}};
+      {"", 1},          {"B", 1},
+      {"K", 1e3},       {"KB", 1e3},
+      {"KiB", 1024.0},  {"M", 1e6},
+      {"MB", 1e6},      {"MiB", 1 << 20},
+      {"G", 1e9},       {"GB", 1e9},
+      {"GiB", 1 << 30}, {"T", 1e12},
+      {"TB", 1e12},     {"TiB", 1099511627776.0}};
   for (const auto& [name, scale] : units)
     if (unit == name) return static_cast<std::size_t>(v * scale);
   throw UsageError(flag + ": unknown unit '" + unit + "' in '" + text +
@@ -104,9 +110,8 @@ std::size_t parse_bytes(const std::string& text, const std::string& flag) {
 
 std::int64_t kv_blocks_for_budget(std::size_t bytes, const FalconConfig& c, std::int64_t kv_heads,
                                   std::int64_t block_size) {
-  const auto per_block = static_cast<std::size_t>(2 * c.layers * kv_heads * c.head_dim *
-                                                  block_size) *
-                         sizeof(float);
+  const auto per_block =
+      static_cast<std::size_t>(2 * c.layers * kv_heads * c.head_dim * block_size) * sizeof(float);
   return static_cast<std::int64_t>(bytes / per_block);
 }
 
@@ -146,16 +151,19 @@ Engine::Engine(const EngineOptions& o, Communicator& comm)
         config_, checkpoint_, *backend_,
         ModelOptions{o.max_batch_tokens, o.max_batch_size, config_.max_positions}, tp);
   } catch (const std::bad_alloc&) {
-    throw std::runtime_error(where + " ran out of host memory loading its shard: the checkpoint holds " +
+    throw std::runtime_error(where +
+                             " ran out of host memory loading its shard: the checkpoint holds " +
                              std::to_string(checkpoint_.total_bytes()) + " bytes (about 1/" +
                              std::to_string(comm.size()) + " of them per rank); " +
                              std::to_string(host_free_before) + " bytes were available");
   } catch (const std::runtime_error& e) {
-    if (!device_free_before || std::string(e.what()).find("out of memory") == std::string::npos) throw;
-    throw std::runtime_error(where + " ran out of device memory loading its shard (" + e.what() +
-                             "): the checkpoint holds " + std::to_string(checkpoint_.total_bytes()) +
-                             " bytes (about 1/" + std::to_string(comm.size()) + " of them per rank); " +
-                             std::to_string(*device_free_before) + " bytes were free on the device");
+    if (!device_free_before || std::string(e.what()).find("out of memory") == std::string::npos)
+      throw;
+    throw std::runtime_error(
+        where + " ran out of device memory loading its shard (" + e.what() +
+        "): the checkpoint holds " + std::to_string(checkpoint_.total_bytes()) +
+        " bytes (about 1/" + std::to_string(comm.size()) + " of them per rank); " +
+        std::to_string(*device_free_before) + " bytes were free on the device");
   }
 
   // The KV pool: the budget given, or a share of what is free now that the weights are bound
@@ -183,31 +191,35 @@ Engine::Engine(const EngineOptions& o, Communicator& comm)
   }
   std::int64_t blocks = kv_blocks_for_budget(budget, config_, kv_heads, o.block_size);
   // More than every sequence at full context could use is never needed.
-  const std::int64_t most = o.max_batch_size * ((config_.max_positions + o.block_size - 1) /
-                                                o.block_size);
+  const std::int64_t most =
+      o.max_batch_size * ((config_.max_positions + o.block_size - 1) / o.block_size);
   blocks = std::min({blocks, most, (std::int64_t{1} << 24) - 1});
   blocks = min_over_ranks(comm, blocks);  // block ids mean the same slots on every rank
   if (blocks < 1)
     throw std::runtime_error(
-        "the KV cache budget of " + std::to_string(budget) + " bytes on some rank holds no block of " +
-        std::to_string(o.block_size) + " tokens (" +
+        "the KV cache budget of " + std::to_string(budget) +
+        " bytes on some rank holds no block of " + std::to_string(o.block_size) + " tokens (" +
         std::to_string(2 * config_.layers * kv_heads * config_.head_dim * o.block_size * 4) +
         " bytes); raise --kv-cache-memory or lower --block-size");
   try {
     cache_ = std::make_unique<KvCache>(*backend_, config_, kv_heads, blocks, o.block_size);
   } catch (const std::bad_alloc&) {
-    const std::int64_t per_block = 2 * config_.layers * kv_heads * config_.head_dim * o.block_size * 4;
-    throw std::runtime_error(where + " ran out of memory allocating its KV pool: " + std::to_string(blocks) +
-                             " blocks of " + std::to_string(per_block) + " bytes = " +
-                             std::to_string(blocks * per_block) + " bytes; lower --kv-cache-memory");
+    const std::int64_t per_block =
+        2 * config_.layers * kv_heads * config_.head_dim * o.block_size * 4;
+    throw std::runtime_error(
+        where + " ran out of memory allocating its KV pool: " + std::to_string(blocks) +
+        " blocks of " + std::to_string(per_block) +
+        " bytes = " + std::to_string(blocks * per_block) + " bytes; lower --kv-cache-memory");
   }
   runner_ = std::make_unique<StepRunner>(*model_, *cache_, comm);
   if (!(o.collective_timeout_s > 0)) throw UsageError("--collective-timeout must be positive");
   const int rank = comm.rank();
-  watchdog_ = std::make_unique<CollectiveWatchdog>(o.collective_timeout_s, [rank](const std::string& msg) {
-    std::cerr << "saker: error (rank " << rank << "): " << msg << "; aborting the job" << std::endl;
-    world().abort(1);
-  });
+  watchdog_ =
+      std::make_unique<CollectiveWatchdog>(o.collective_timeout_s, [rank](const std::string& msg) {
+        std::cerr << "saker: error (rank " << rank << "): " << msg << "; aborting the job"
+                  << std::endl;
+        world().abort(1);
+      });
   runner_->set_watchdog(watchdog_.get());
 }
 

@@ -25,16 +25,16 @@ namespace saker::cli {
 struct EngineOptions {
   std::string model_dir;
   int threads = 0;
-  std::string device;                    // cuda, cpu, or empty: cuda when a GPU is visible
-  std::int32_t max_batch_size = 32;      // option.max_rolling_batch_size (dynamic: batch_size)
-  std::int64_t max_batch_tokens = 512;   // option.max_rolling_batch_prefill_tokens
+  std::string device;                   // cuda, cpu, or empty: cuda when a GPU is visible
+  std::int32_t max_batch_size = 32;     // option.max_rolling_batch_size (dynamic: batch_size)
+  std::int64_t max_batch_tokens = 512;  // option.max_rolling_batch_prefill_tokens
   std::int64_t block_size = 16;
-  std::string kv_cache_memory;           // per rank, e.g. "2GiB"; empty: a share of free memory
-  double kv_cache_fraction = 0.9;        // of the memory free after loading
+  std::string kv_cache_memory;     // per rank, e.g. "2GiB"; empty: a share of free memory
+  double kv_cache_fraction = 0.9;  // of the memory free after loading
   std::string policy = "max_utilization";
   std::string batching = "rolling";
-  double max_batch_delay_ms = 100;       // dynamic: max_batch_delay
-  double collective_timeout_s = 600;     // a step's collectives longer than this abort the job
+  double max_batch_delay_ms = 100;    // dynamic: max_batch_delay
+  double collective_timeout_s = 600;  // a step's collectives longer than this abort the job
 };
 
 // The flags for EngineOptions (--max-rolling-batch-size, --kv-cache-memory, ...).

@@ -2,10 +2,10 @@
 
 #include <chrono>
 #include <csignal>
-#include <thread>
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
+#include <thread>
 
 namespace saker::cli {
 

@@ -31,9 +31,10 @@ void Progress::update(std::int64_t done, std::uint64_t tokens, bool final) {
                  static_cast<long long>(done), static_cast<long long>(total_), tps, elapsed,
                  final ? "\n" : "");
   } else {
-    std::fprintf(stderr, "progress: %lld/%lld requests done, %llu tokens generated, %.1f tokens/s, %.0f s\n",
-                 static_cast<long long>(done), static_cast<long long>(total_),
-                 static_cast<unsigned long long>(tokens), tps, elapsed);
+    std::fprintf(
+        stderr, "progress: %lld/%lld requests done, %llu tokens generated, %.1f tokens/s, %.0f s\n",
+        static_cast<long long>(done), static_cast<long long>(total_),
+        static_cast<unsigned long long>(tokens), tps, elapsed);
   }
   std::fflush(stderr);
 }

@@ -119,11 +119,20 @@ Properties properties_from_env(const std::vector<std::string>& env) {
 }
 
 LaunchSettings validate_properties(const Properties& p) {
-  static const std::set<std::string> known = {
-      "engine", "option.model_id", "option.tensor_parallel_degree", "option.rolling_batch",
-      "option.max_rolling_batch_size", "option.max_rolling_batch_prefill_tokens", "option.dtype",
-      "option.max_input_len", "option.max_output_len", "option.output_formatter",
-      "option.model_loading_timeout", "batch_size", "max_batch_delay", "job_queue_size"};
+  static const std::set<std::string> known = {"engine",
+                                              "option.model_id",
+                                              "option.tensor_parallel_degree",
+                                              "option.rolling_batch",
+                                              "option.max_rolling_batch_size",
+                                              "option.max_rolling_batch_prefill_tokens",
+                                              "option.dtype",
+                                              "option.max_input_len",
+                                              "option.max_output_len",
+                                              "option.output_formatter",
+                                              "option.model_loading_timeout",
+                                              "batch_size",
+                                              "max_batch_delay",
+                                              "job_queue_size"};
   LaunchSettings s;
   for (const auto& [k, v] : p)
     if (!known.count(k)) s.unknown_keys.push_back(k);
@@ -131,7 +140,8 @@ LaunchSettings validate_properties(const Properties& p) {
   if (has("engine") && p.at("engine") != "MPI")
     bad("engine", p.at("engine"), "saker runs as engine=MPI (one process per device under mpirun)");
   if (!has("option.model_id") || p.at("option.model_id").empty())
-    throw std::invalid_argument("serving.properties: option.model_id is required (a local model directory)");
+    throw std::invalid_argument(
+        "serving.properties: option.model_id is required (a local model directory)");
   s.model_dir = p.at("option.model_id");
   if (!std::filesystem::is_directory(s.model_dir) ||
       !std::filesystem::exists(std::filesystem::path(s.model_dir) / "config.json"))
@@ -146,11 +156,13 @@ LaunchSettings validate_properties(const Properties& p) {
     const std::string rb = lower(p.at("option.rolling_batch"));
     if (rb == "disable")
       s.batching = "dynamic";
-    else if (rb == "auto" || rb == "lmi-dist" || rb == "scheduler" || rb == "vllm" || rb == "trtllm")
+    else if (rb == "auto" || rb == "lmi-dist" || rb == "scheduler" || rb == "vllm" ||
+             rb == "trtllm")
       s.batching = "rolling";
     else
       bad("option.rolling_batch", p.at("option.rolling_batch"),
-          "must be auto, lmi-dist, scheduler, vllm, trtllm (all: saker's rolling batch) or disable");
+          "must be auto, lmi-dist, scheduler, vllm, trtllm (all: saker's rolling batch) or "
+          "disable");
   }
   if (has("option.max_rolling_batch_size"))
     s.max_rolling_batch_size = integer(p, "option.max_rolling_batch_size", 1);
@@ -160,8 +172,10 @@ LaunchSettings validate_properties(const Properties& p) {
     const std::string d = lower(p.at("option.dtype"));
     if (d == "int8")
       bad("option.dtype", p.at("option.dtype"),
-          "int8 weights are not supported yet; use the checkpoint's own precision (fp16, bf16, fp32)");
-    if (d != "fp16" && d != "bf16" && d != "fp32" && d != "float16" && d != "bfloat16" && d != "float32")
+          "int8 weights are not supported yet; use the checkpoint's own precision (fp16, bf16, "
+          "fp32)");
+    if (d != "fp16" && d != "bf16" && d != "fp32" && d != "float16" && d != "bfloat16" &&
+        d != "float32")
       bad("option.dtype", p.at("option.dtype"), "must be fp16, bf16, fp32 or int8");
     s.dtype = d;
   }
@@ -199,7 +213,8 @@ std::vector<std::string> mpirun_command(const LaunchSettings& s, const LaunchTar
   if (s.batching == "dynamic") {
     opt("--batch-size", s.batch_size);
     if (s.max_batch_delay_ms)
-      c.insert(c.end(), {"--max-batch-delay", std::to_string(static_cast<long>(*s.max_batch_delay_ms))});
+      c.insert(c.end(),
+               {"--max-batch-delay", std::to_string(static_cast<long>(*s.max_batch_delay_ms))});
   } else {
     opt("--max-rolling-batch-size", s.max_rolling_batch_size);
   }
@@ -207,9 +222,10 @@ std::vector<std::string> mpirun_command(const LaunchSettings& s, const LaunchTar
   opt("--max-input-len", s.max_input_len);
   opt("--max-output-len", s.max_output_len);
   opt("--job-queue-size", s.job_queue_size);
-  c.insert(c.end(), {"--output-formatter", s.output_formatter, "--model-loading-timeout",
-                     std::to_string(static_cast<long>(std::ceil(s.model_loading_timeout_s))),
-                     "--drain-timeout", std::to_string(static_cast<long>(std::ceil(t.drain_timeout_s)))});
+  c.insert(c.end(),
+           {"--output-formatter", s.output_formatter, "--model-loading-timeout",
+            std::to_string(static_cast<long>(std::ceil(s.model_loading_timeout_s))),
+            "--drain-timeout", std::to_string(static_cast<long>(std::ceil(t.drain_timeout_s)))});
   c.insert(c.end(), t.extra_serve_args.begin(), t.extra_serve_args.end());
   return c;
 }

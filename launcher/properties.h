@@ -48,7 +48,7 @@ struct LaunchTarget {
   int port = 8080;
   std::string hostfile, hosts;  // passed through for multi-node jobs
   bool as_root = false;
-  int cores = 1;                // on this node: above it, ranks oversubscribe
+  int cores = 1;  // on this node: above it, ranks oversubscribe
   double drain_timeout_s = 30;
   std::vector<std::string> env_to_forward;  // names passed with -x
   std::vector<std::string> extra_serve_args;

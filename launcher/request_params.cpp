@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <optional>
 #include <limits>
+#include <optional>
 
 namespace saker::cli {
 namespace {
@@ -20,11 +20,13 @@ double number(const json& v, const std::string& key) {
 }
 
 std::int64_t integer(const json& v, const std::string& key, std::int64_t lo, std::int64_t hi) {
-  if (!v.is_number_integer() && !(v.is_number_float() && std::floor(v.get<double>()) == v.get<double>()))
+  if (!v.is_number_integer() &&
+      !(v.is_number_float() && std::floor(v.get<double>()) == v.get<double>()))
     fail(key, "must be an integer, got " + v.dump());
   const double d = v.get<double>();
   if (d < static_cast<double>(lo) || d > static_cast<double>(hi))
-    fail(key, "must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got " + v.dump());
+    fail(key,
+         "must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got " + v.dump());
   return static_cast<std::int64_t>(d);
 }
 
@@ -42,7 +44,8 @@ std::vector<std::string> strings(const json& v, const std::string& key) {
     if (s.get<std::string>().empty()) fail(key, "must not hold an empty string");
     out.push_back(s.get<std::string>());
   }
-  if (out.size() > 16) fail(key, "holds " + std::to_string(out.size()) + " strings; the limit is 16");
+  if (out.size() > 16)
+    fail(key, "holds " + std::to_string(out.size()) + " strings; the limit is 16");
   return out;
 }
 
@@ -50,7 +53,8 @@ std::vector<std::string> strings(const json& v, const std::string& key) {
 
 void apply_parameters(const json& params, BatchRequest& r) {
   if (params.is_null()) return;
-  if (!params.is_object()) throw ParameterError("`parameters` must be an object, got " + params.dump());
+  if (!params.is_object())
+    throw ParameterError("`parameters` must be an object, got " + params.dump());
   constexpr auto kMax = std::numeric_limits<std::int32_t>::max();
   std::optional<bool> do_sample;
   std::optional<double> temperature;
@@ -90,7 +94,8 @@ void apply_parameters(const json& params, BatchRequest& r) {
     } else if (key == "stop_token_ids") {
       if (!v.is_array()) fail(key, "must be a list of token ids, got " + v.dump());
       r.stop_token_ids.clear();
-      for (const json& id : v) r.stop_token_ids.push_back(static_cast<std::int32_t>(integer(id, key, 0, kMax)));
+      for (const json& id : v)
+        r.stop_token_ids.push_back(static_cast<std::int32_t>(integer(id, key, 0, kMax)));
     } else if (key == "ignore_eos" || key == "ignore_eos_token") {
       r.ignore_eos = boolean(v, key);
     } else if (key == "logprobs" || key == "top_n_tokens") {
@@ -117,8 +122,9 @@ void apply_parameters(const json& params, BatchRequest& r) {
     fail("temperature", "must be >= 0, got " + params.at("temperature").dump());
   s.temperature = sample ? static_cast<float>(temperature.value_or(1.0)) : 0.0f;
   if (r.min_new_tokens > r.max_new_tokens)
-    fail("min_new_tokens", "(" + std::to_string(r.min_new_tokens) + ") must be <= max_new_tokens (" +
-                               std::to_string(r.max_new_tokens) + ")");
+    fail("min_new_tokens", "(" + std::to_string(r.min_new_tokens) +
+                               ") must be <= max_new_tokens (" + std::to_string(r.max_new_tokens) +
+                               ")");
   try {
     s.validate();
   } catch (const std::invalid_argument& e) {

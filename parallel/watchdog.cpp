@@ -5,10 +5,12 @@
 namespace saker {
 
 std::int64_t CollectiveWatchdog::now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now().time_since_epoch()).count();
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now().time_since_epoch())
+      .count();
 }
 
-CollectiveWatchdog::CollectiveWatchdog(double timeout_s, std::function<void(const std::string&)> on_expire)
+CollectiveWatchdog::CollectiveWatchdog(double timeout_s,
+                                       std::function<void(const std::string&)> on_expire)
     : timeout_s_(timeout_s), on_expire_(std::move(on_expire)) {
   thread_ = std::thread([this] {
     std::unique_lock lock(mu_);
@@ -20,10 +22,11 @@ CollectiveWatchdog::CollectiveWatchdog(double timeout_s, std::function<void(cons
       const double busy = static_cast<double>(now_ns() - at) * 1e-9;
       if (busy < timeout_s_) continue;
       char msg[256];
-      std::snprintf(msg, sizeof msg,
-                    "collective watchdog: step %llu has not completed after %.1f s (--collective-timeout "
-                    "%.0f s); a rank is hung or gone",
-                    static_cast<unsigned long long>(step_.load()), busy, timeout_s_);
+      std::snprintf(
+          msg, sizeof msg,
+          "collective watchdog: step %llu has not completed after %.1f s (--collective-timeout "
+          "%.0f s); a rank is hung or gone",
+          static_cast<unsigned long long>(step_.load()), busy, timeout_s_);
       on_expire_(msg);
       armed_at_ns_ = 0;  // reported once
     }
@@ -44,7 +47,9 @@ void CollectiveWatchdog::arm(std::uint64_t step) {
   armed_at_ns_ = now_ns();
 }
 
-void CollectiveWatchdog::disarm() { armed_at_ns_ = 0; }
+void CollectiveWatchdog::disarm() {
+  armed_at_ns_ = 0;
+}
 
 double CollectiveWatchdog::busy_seconds() const {
   const std::int64_t at = armed_at_ns_.load();

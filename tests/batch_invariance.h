@@ -24,7 +24,8 @@ inline std::vector<BatchRequest> invariance_requests(std::int64_t vocab) {
     BatchRequest r;
     r.id = id;
     r.prompt.resize(id <= 2 ? 27 : 1 + rng() % 30);
-    for (auto& t : r.prompt) t = static_cast<std::int32_t>(rng() % static_cast<std::uint32_t>(vocab));
+    for (auto& t : r.prompt)
+      t = static_cast<std::int32_t>(rng() % static_cast<std::uint32_t>(vocab));
     r.max_new_tokens = 4 + static_cast<std::int64_t>(rng() % 9);
     r.ignore_eos = true;
     if (id == 2 || id % 5 == 0) {

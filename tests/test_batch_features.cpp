@@ -40,8 +40,7 @@ Tokenizer small_tokenizer() {
 BatchResult run_one(Rig& rig, const BatchRequest& r, std::vector<std::int64_t> eos = {},
                     const Tokenizer* tok = nullptr, std::string* streamed = nullptr) {
   BatchEngine engine(rig.runner, {4, 32, AdmissionPolicy::kMaxUtilization}, std::move(eos), tok);
-  if (streamed)
-    engine.set_listener([&](const TokenEvent& ev) { streamed->append(ev.text); });
+  if (streamed) engine.set_listener([&](const TokenEvent& ev) { streamed->append(ev.text); });
   engine.add(r);
   engine.run_to_completion();
   REQUIRE(engine.blocks().free_blocks() == engine.blocks().num_blocks());
@@ -100,7 +99,8 @@ TEST_CASE("stop token ids end like eos, and min_new_tokens suppresses both", "[b
   const auto want = ref["cases"][1]["greedy_ids"].get<std::vector<std::int32_t>>();
   r.max_new_tokens = 30;
   const std::int32_t stop_id = want[5];
-  const auto first = static_cast<std::size_t>(std::find(want.begin(), want.end(), stop_id) - want.begin());
+  const auto first =
+      static_cast<std::size_t>(std::find(want.begin(), want.end(), stop_id) - want.begin());
 
   r.stop_token_ids = {stop_id};
   BatchResult res = run_one(rig, r);
@@ -112,14 +112,16 @@ TEST_CASE("stop token ids end like eos, and min_new_tokens suppresses both", "[b
     BatchRequest m = r;
     if (as_eos) m.stop_token_ids.clear();
     m.min_new_tokens = static_cast<std::int64_t>(first) + 4;
-    res = run_one(rig, m, as_eos ? std::vector<std::int64_t>{stop_id} : std::vector<std::int64_t>{});
+    res =
+        run_one(rig, m, as_eos ? std::vector<std::int64_t>{stop_id} : std::vector<std::int64_t>{});
     INFO("as eos: " << as_eos);
     CHECK(std::equal(want.begin(), want.begin() + first, res.tokens.begin()));
     REQUIRE(res.tokens.size() > first);
     CHECK(res.tokens[first] != stop_id);
     const auto hit = std::find(res.tokens.begin(), res.tokens.end(), stop_id);
     CHECK(hit - res.tokens.begin() >= m.min_new_tokens);
-    CHECK(res.finish == (hit == res.tokens.end() ? FinishReason::kLength : FinishReason::kEosToken));
+    CHECK(res.finish ==
+          (hit == res.tokens.end() ? FinishReason::kLength : FinishReason::kEosToken));
   }
   // ignore_eos leaves stop ids in force.
   BatchRequest ig = r;
@@ -143,7 +145,9 @@ TEST_CASE("log-probabilities match transformers' logits", "[batch][logprobs]") {
       const double mx = *std::max_element(row.begin(), row.end());
       double z = 0;
       for (const double l : row) z += std::exp(l - mx);
-      auto ref_lp = [&](std::int32_t id) { return row[static_cast<std::size_t>(id)] - mx - std::log(z); };
+      auto ref_lp = [&](std::int32_t id) {
+        return row[static_cast<std::size_t>(id)] - mx - std::log(z);
+      };
       INFO(name << " prompt of " << r.prompt.size());
       REQUIRE(res.tokens.size() == 1);
       CHECK(res.tokens[0] == c["greedy_ids"][0].get<std::int32_t>());
@@ -151,7 +155,8 @@ TEST_CASE("log-probabilities match transformers' logits", "[batch][logprobs]") {
       REQUIRE(res.top_logprobs[0].size() == 5);
       CHECK(res.top_logprobs[0][0].id == res.tokens[0]);  // greedy: the best is the chosen one
       for (std::size_t i = 0; i < 5; ++i) {
-        CHECK(res.top_logprobs[0][i].logprob == Approx(ref_lp(res.top_logprobs[0][i].id)).margin(1e-4));
+        CHECK(res.top_logprobs[0][i].logprob ==
+              Approx(ref_lp(res.top_logprobs[0][i].id)).margin(1e-4));
         if (i) CHECK(res.top_logprobs[0][i].logprob <= res.top_logprobs[0][i - 1].logprob);
       }
     }
@@ -242,8 +247,9 @@ TEST_CASE("dynamic batching gathers a batch, runs it to its end, then takes the 
     now += 0.001;
   }
   CHECK(first_step.at(2) > last_step.at(1));  // request 1 ran alone (its batch had one)
-  const auto batch2_end = std::max({last_step.at(2), last_step.at(3), last_step.at(4), last_step.at(5)});
-  CHECK(first_step.at(6) > batch2_end);       // 2..5 filled the second batch
+  const auto batch2_end =
+      std::max({last_step.at(2), last_step.at(3), last_step.at(4), last_step.at(5)});
+  CHECK(first_step.at(6) > batch2_end);  // 2..5 filled the second batch
   CHECK(engine.blocks().free_blocks() == engine.blocks().num_blocks());
   for (const auto& r : reqs) CHECK(engine.results().at(r.id).tokens == run_one(rig, r).tokens);
 }

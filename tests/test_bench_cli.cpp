@@ -71,8 +71,8 @@ TEST_CASE("percentiles interpolate between order statistics", "[bench]") {
 TEST_CASE("saker generate --input runs a JSONL job in input order, as each prompt alone would",
           "[cli][jsonl]") {
   const fs::path model = text_model("job");
-  const std::vector<std::string> prompts = {"The falcon flies", "Hello", "a b c d e f g",
-                                            "Falcon", "The quick brown fox"};
+  const std::vector<std::string> prompts = {"The falcon flies", "Hello", "a b c d e f g", "Falcon",
+                                            "The quick brown fox"};
   std::ostringstream in;
   for (std::size_t i = 0; i < prompts.size(); ++i) {
     json line = {{"prompt", prompts[i]},
@@ -117,10 +117,13 @@ TEST_CASE("saker generate --input names the file and line of a bad request", "[c
   const std::pair<std::string, std::string> cases[] = {
       {"{\"prompt\": \"x\"", "line 2: not valid JSON"},
       {R"({"prompt": 3})", "line 2: `prompt` must be a string"},
-      {R"({"prompt": "x", "parameters": {"top_p": 7}})", "line 2: parameter top_p must be in (0, 1], got 7"},
+      {R"({"prompt": "x", "parameters": {"top_p": 7}})",
+       "line 2: parameter top_p must be in (0, 1], got 7"},
       {R"({"prompt": "x", "parameters": {"best_of": 2}})", "line 2: parameter `best_of` must be 1"},
-      {R"({"prompt": "x", "parameters": {"beam_width": 2}})", "line 2: parameter `beam_width` is not supported"},
-      {R"({"prompt": "x", "parameters": {"max_new_tokens": 100000}})", "line 2: prompt tokens + max_new_tokens must be <="},
+      {R"({"prompt": "x", "parameters": {"beam_width": 2}})",
+       "line 2: parameter `beam_width` is not supported"},
+      {R"({"prompt": "x", "parameters": {"max_new_tokens": 100000}})",
+       "line 2: prompt tokens + max_new_tokens must be <="},
       {R"({"prompt": "", "parameters": {}})", "line 2: the prompt is empty"},
       {R"({"text": "x"})", "line 2: unknown field `text`"},
   };
@@ -165,8 +168,7 @@ TEST_CASE("saker bench reports vLLM's serving metrics for rolling and dynamic ba
     CHECK(j["total_output_tokens"] == 42);  // EOS ignored: exactly as asked
     for (const char* k : {"request_throughput", "output_throughput", "total_token_throughput"})
       CHECK(j[k].get<double>() > 0);
-    CHECK(j["output_throughput"].get<double>() ==
-          Approx(42 / j["duration_s"].get<double>()));
+    CHECK(j["output_throughput"].get<double>() == Approx(42 / j["duration_s"].get<double>()));
     for (const char* k : {"ttft_ms", "tpot_ms", "itl_ms", "e2el_ms"}) {
       INFO(k);
       const json& d = j[k];
@@ -210,8 +212,8 @@ TEST_CASE("the KV pool is sized from --kv-cache-memory, the same on every rank",
   for (const int np : {1, 2}) {
     const Run r = saker_cmd("bench --threads 1 --model '" + dir.string() +
                                 "' --workload fixed:8:6 --num-requests 3 --kv-cache-memory " +
-                                std::to_string(10 * per_block + per_block / 4) + " --output-json '" +
-                                out.string() + "'",
+                                std::to_string(10 * per_block + per_block / 4) +
+                                " --output-json '" + out.string() + "'",
                             np);
     INFO(r.err);
     REQUIRE(r.code == 0);

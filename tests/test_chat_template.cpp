@@ -10,10 +10,10 @@
 
 #include "engine/chat_template/chat_template.h"
 
+using Catch::Matchers::Contains;
 using saker::ChatMessage;
 using saker::ChatTemplate;
 using saker::ChatTemplateError;
-using Catch::Matchers::Contains;
 
 namespace {
 
@@ -31,7 +31,9 @@ struct TempDir {
     std::filesystem::create_directories(path);
   }
   ~TempDir() { std::filesystem::remove_all(path); }
-  void write(const std::string& file, const std::string& text) const { std::ofstream(path / file) << text; }
+  void write(const std::string& file, const std::string& text) const {
+    std::ofstream(path / file) << text;
+  }
 };
 
 }  // namespace
@@ -45,10 +47,12 @@ TEST_CASE("real chat templates render exactly as transformers renders them", "[c
     INFO(c["name"].get<std::string>());
     std::vector<ChatMessage> msgs;
     for (const auto& m : c["messages"]) msgs.push_back({m["role"], m["content"]});
-    const std::map<std::string, std::string> vars = {{"bos_token", c["bos_token"]}, {"eos_token", c["eos_token"]}};
+    const std::map<std::string, std::string> vars = {{"bos_token", c["bos_token"]},
+                                                     {"eos_token", c["eos_token"]}};
     const auto tmpl = ChatTemplate::parse(c["template"]);
     if (c.contains("expected")) {
-      CHECK(tmpl.render(msgs, c["add_generation_prompt"], vars) == c["expected"].get<std::string>());
+      CHECK(tmpl.render(msgs, c["add_generation_prompt"], vars) ==
+            c["expected"].get<std::string>());
     } else {
       const std::string want = c["expected_error"];
       try {
@@ -64,19 +68,25 @@ TEST_CASE("real chat templates render exactly as transformers renders them", "[c
 TEST_CASE("syntax outside the subset fails at parse time with its position", "[chat_template]") {
   CHECK_THROWS_WITH(ChatTemplate::parse("ok\n  {% macro f() %}{% endmacro %}"),
                     Contains("unsupported statement 'macro'") && Contains("line 2, column 6"));
-  CHECK_THROWS_WITH(ChatTemplate::parse("{% raw %}x{% endraw %}"), Contains("unsupported statement 'raw'"));
-  CHECK_THROWS_WITH(ChatTemplate::parse("{% set x %}body{% endset %}"), Contains("unsupported block set"));
+  CHECK_THROWS_WITH(ChatTemplate::parse("{% raw %}x{% endraw %}"),
+                    Contains("unsupported statement 'raw'"));
+  CHECK_THROWS_WITH(ChatTemplate::parse("{% set x %}body{% endset %}"),
+                    Contains("unsupported block set"));
   CHECK_THROWS_WITH(ChatTemplate::parse("{% for x in xs %}a"), Contains("missing '{% endfor %}'"));
   CHECK_THROWS_WITH(ChatTemplate::parse("{% if x %}a"), Contains("missing '{% endif %}'"));
-  CHECK_THROWS_WITH(ChatTemplate::parse("{{ x "), Contains("unterminated tag") && Contains("line 1, column 1"));
+  CHECK_THROWS_WITH(ChatTemplate::parse("{{ x "),
+                    Contains("unterminated tag") && Contains("line 1, column 1"));
   CHECK_THROWS_WITH(ChatTemplate::parse("{{ 'abc }}"), Contains("unterminated string"));
-  CHECK_THROWS_WITH(ChatTemplate::parse("a\nb {{ x ; y }}"), Contains("unexpected character ';' at line 2, column 8"));
+  CHECK_THROWS_WITH(ChatTemplate::parse("a\nb {{ x ; y }}"),
+                    Contains("unexpected character ';' at line 2, column 8"));
   CHECK_THROWS_WITH(ChatTemplate::parse("{{ (a, b) }}"), Contains("unsupported tuple"));
   CHECK_THROWS_WITH(ChatTemplate::parse("{# never closed"), Contains("unterminated comment"));
 }
 
-TEST_CASE("unsupported filters, methods and functions fail when rendered, naming them", "[chat_template]") {
-  CHECK_THROWS_WITH(render("{{ 'a' | wordwrap }}"), Contains("unsupported filter 'wordwrap'") && Contains("line 1"));
+TEST_CASE("unsupported filters, methods and functions fail when rendered, naming them",
+          "[chat_template]") {
+  CHECK_THROWS_WITH(render("{{ 'a' | wordwrap }}"),
+                    Contains("unsupported filter 'wordwrap'") && Contains("line 1"));
   CHECK_THROWS_WITH(render("{{ 'a'.zfill(3) }}"), Contains("no method 'zfill'"));
   CHECK_THROWS_WITH(render("{{ cycler() }}"), Contains("unknown function 'cycler'"));
   CHECK_THROWS_WITH(render("{{ nope.attr }}"), Contains("'nope' is undefined"));
@@ -84,15 +94,22 @@ TEST_CASE("unsupported filters, methods and functions fail when rendered, naming
 }
 
 TEST_CASE("jinja2 semantics the fixture does not reach", "[chat_template]") {
-  CHECK(render("{{ missing }}|{{ missing | length }}|{% if missing %}t{% else %}f{% endif %}") == "|0|f");
+  CHECK(render("{{ missing }}|{{ missing | length }}|{% if missing %}t{% else %}f{% endif %}") ==
+        "|0|f");
   CHECK(render("{{ none }} {{ true }} {{ 1.0 }} {{ 1e20 }} {{ 0.0001 }} {{ [1, 'a'] }}") ==
         "None True 1.0 1e+20 0.0001 [1, 'a']");
-  CHECK(render("{% for x in [1,2,3,4] %}{% if x == 2 %}{% continue %}{% endif %}{% if x == 4 %}{% break %}"
+  CHECK(render("{% for x in [1,2,3,4] %}{% if x == 2 %}{% continue %}{% endif %}{% if x == 4 %}{% "
+               "break %}"
                "{% endif %}{{ x }}{% endfor %}") == "13");
   CHECK(render("{% for x in [] %}a{% else %}empty{% endfor %}") == "empty");
-  CHECK(render("{% for k, v in {'a': 1, 'b': 2}.items() %}{{ k }}={{ v }};{% endfor %}") == "a=1;b=2;");
-  CHECK(render("{% set x = 1 %}{% for i in [5] %}{% set x = i %}{% endfor %}{{ x }}") == "1");  // loop scope
-  CHECK(render("{{ 'abcdef'[1:4] }}{{ 'abc'[::-1] }}{{ [1,2,3][-1] }}{{ 'a b  c'.split() | length }}") == "bcdcba33");
+  CHECK(render("{% for k, v in {'a': 1, 'b': 2}.items() %}{{ k }}={{ v }};{% endfor %}") ==
+        "a=1;b=2;");
+  CHECK(render("{% set x = 1 %}{% for i in [5] %}{% set x = i %}{% endfor %}{{ x }}") ==
+        "1");  // loop scope
+  CHECK(
+      render(
+          "{{ 'abcdef'[1:4] }}{{ 'abc'[::-1] }}{{ [1,2,3][-1] }}{{ 'a b  c'.split() | length }}") ==
+      "bcdcba33");
   CHECK(render("{{ x if false }}|{{ 'y' if true else 'n' }}") == "|y");
   CHECK(render("{{ tools is none }} {{ documents is none }}") == "True True");
   CHECK(render("{{ {'a': 'é\n'} | tojson(indent=2) }}") == "{\n  \"a\": \"é\\n\"\n}");
@@ -100,11 +117,13 @@ TEST_CASE("jinja2 semantics the fixture does not reach", "[chat_template]") {
   CHECK(render("line\n") == "line");  // keep_trailing_newline=False
 }
 
-TEST_CASE("from_model_dir reads tokenizer_config.json's chat_template in both forms", "[chat_template]") {
+TEST_CASE("from_model_dir reads tokenizer_config.json's chat_template in both forms",
+          "[chat_template]") {
   const std::vector<ChatMessage> msgs = {{"user", "hi"}};
   SECTION("a string, with bos/eos as plain strings and as AddedToken objects") {
     TempDir dir("string");
-    dir.write("tokenizer_config.json", R"({"bos_token": "<s>", "eos_token": {"content": "</s>", "lstrip": false},
+    dir.write("tokenizer_config.json",
+              R"({"bos_token": "<s>", "eos_token": {"content": "</s>", "lstrip": false},
       "chat_template": "{{ bos_token }}{% for m in messages %}{{ m.content }}{% endfor %}{{ eos_token }}"})");
     const auto loaded = ChatTemplate::from_model_dir(dir.path);
     REQUIRE(loaded);
@@ -139,6 +158,7 @@ TEST_CASE("from_model_dir reads tokenizer_config.json's chat_template in both fo
   SECTION("a template outside the subset is an error naming it") {
     TempDir dir("bad");
     dir.write("tokenizer_config.json", R"({"chat_template": "{% macro m() %}{% endmacro %}"})");
-    CHECK_THROWS_WITH(ChatTemplate::from_model_dir(dir.path), Contains("unsupported statement 'macro'"));
+    CHECK_THROWS_WITH(ChatTemplate::from_model_dir(dir.path),
+                      Contains("unsupported statement 'macro'"));
   }
 }

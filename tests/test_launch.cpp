@@ -21,10 +21,13 @@ namespace {
 
 const fs::path kFixtures = SAKER_FIXTURES_DIR;
 
-fs::path model_dir() { return kFixtures / "gqa8x2-fp32"; }
+fs::path model_dir() {
+  return kFixtures / "gqa8x2-fp32";
+}
 
 Run launch(const std::string& args, const std::string& env = "") {
-  return saker::test::run_command(env + " '" + std::string(SAKER_BIN) + "' launch " + args + " </dev/null");
+  return saker::test::run_command(env + " '" + std::string(SAKER_BIN) + "' launch " + args +
+                                  " </dev/null");
 }
 
 // The 384-token model with its tokenizer and a serving.properties for 2 ranks, in a directory of
@@ -37,8 +40,8 @@ fs::path launch_model(const std::string& tag) {
       fs::copy_file(e.path(), dir / e.path().filename(), fs::copy_options::overwrite_existing);
   fs::copy_file(kFixtures / "tokenizers" / "small384" / "tokenizer.json", dir / "tokenizer.json",
                 fs::copy_options::overwrite_existing);
-  std::ofstream(dir / "serving.properties") << "engine=MPI\noption.model_id=" << dir.string()
-                                            << "\noption.tensor_parallel_degree=2\n";
+  std::ofstream(dir / "serving.properties")
+      << "engine=MPI\noption.model_id=" << dir.string() << "\noption.tensor_parallel_degree=2\n";
   return dir;
 }
 
@@ -62,13 +65,16 @@ TEST_CASE("serving.properties lines, comments and continuations", "[launch]") {
   CHECK(p.at("empty") == "");
   CHECK(p.at("batch_size") == "4");
   CHECK(p.size() == 6);
-  CHECK_THROWS_WITH(parse_properties("a=1\n=2\n", "f.properties"), Catch::Contains("f.properties line 2: no key"));
-  CHECK_THROWS_WITH(parse_properties("a=1\\", "f"), Catch::Contains("ends inside a continued line"));
+  CHECK_THROWS_WITH(parse_properties("a=1\n=2\n", "f.properties"),
+                    Catch::Contains("f.properties line 2: no key"));
+  CHECK_THROWS_WITH(parse_properties("a=1\\", "f"),
+                    Catch::Contains("ends inside a continued line"));
 }
 
 TEST_CASE("OPTION_* and SERVING_* environment variables name properties", "[launch]") {
-  const Properties p = properties_from_env(
-      {"OPTION_MAX_ROLLING_BATCH_SIZE=8", "SERVING_JOB_QUEUE_SIZE=5", "OPTION_=x", "HOME=/root", "junk"});
+  const Properties p =
+      properties_from_env({"OPTION_MAX_ROLLING_BATCH_SIZE=8", "SERVING_JOB_QUEUE_SIZE=5",
+                           "OPTION_=x", "HOME=/root", "junk"});
   CHECK(p == Properties{{"option.max_rolling_batch_size", "8"}, {"job_queue_size", "5"}});
 }
 
@@ -76,10 +82,12 @@ TEST_CASE("every key is checked for type and range, with the key and value named
   const std::string dir = model_dir().string();
   const std::pair<Properties, std::string> bad[] = {
       {{}, "option.model_id is required"},
-      {{{"option.model_id", "/nonexistent"}}, "option.model_id=/nonexistent: must be a local model directory"},
+      {{{"option.model_id", "/nonexistent"}},
+       "option.model_id=/nonexistent: must be a local model directory"},
       {{{"engine", "Python"}}, "engine=Python: saker runs as engine=MPI"},
       {{{"option.tensor_parallel_degree", "0"}}, "option.tensor_parallel_degree=0: must be >= 1"},
-      {{{"option.tensor_parallel_degree", "two"}}, "option.tensor_parallel_degree=two: must be an integer"},
+      {{{"option.tensor_parallel_degree", "two"}},
+       "option.tensor_parallel_degree=two: must be an integer"},
       {{{"option.rolling_batch", "sometimes"}}, "option.rolling_batch=sometimes: must be auto"},
       {{{"option.max_rolling_batch_size", "-1"}}, "option.max_rolling_batch_size=-1: must be >= 1"},
       {{{"option.max_rolling_batch_prefill_tokens", "1.5"}}, "must be an integer"},
@@ -87,7 +95,8 @@ TEST_CASE("every key is checked for type and range, with the key and value named
       {{{"option.dtype", "int8"}}, "int8 weights are not supported yet"},
       {{{"option.max_input_len", "0"}}, "option.max_input_len=0: must be >= 1"},
       {{{"option.max_output_len", "x"}}, "option.max_output_len=x: must be an integer"},
-      {{{"option.output_formatter", "xml"}}, "option.output_formatter=xml: must be json or jsonlines"},
+      {{{"option.output_formatter", "xml"}},
+       "option.output_formatter=xml: must be json or jsonlines"},
       {{{"option.model_loading_timeout", "0"}}, "option.model_loading_timeout=0: must be >= 1"},
       {{{"batch_size", "0"}}, "batch_size=0: must be >= 1"},
       {{{"max_batch_delay", "-5"}}, "max_batch_delay=-5: must be >= 0"},
@@ -121,14 +130,41 @@ TEST_CASE("the mpirun command for several configurations", "[launch]") {
   t.cores = 2;
   t.env_to_forward = {"LD_LIBRARY_PATH", "NCCL_DEBUG"};
   const std::string dir = model_dir().string();
-  CHECK(mpirun_command(s, t) ==
-        std::vector<std::string>{"mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "4", "--bind-to",
-                                 "none", "-x", "LD_LIBRARY_PATH", "-x", "NCCL_DEBUG", "/bin/saker", "serve",
-                                 "--model", dir, "--host", "127.0.0.1", "--port", "8080", "--batching",
-                                 "rolling", "--threads", "1", "--max-rolling-batch-size", "16",
-                                 "--max-rolling-batch-prefill-tokens", "256", "--job-queue-size", "50",
-                                 "--output-formatter", "json", "--model-loading-timeout", "1800",
-                                 "--drain-timeout", "30"});
+  CHECK(mpirun_command(s, t) == std::vector<std::string>{"mpirun",
+                                                         "--allow-run-as-root",
+                                                         "--oversubscribe",
+                                                         "-np",
+                                                         "4",
+                                                         "--bind-to",
+                                                         "none",
+                                                         "-x",
+                                                         "LD_LIBRARY_PATH",
+                                                         "-x",
+                                                         "NCCL_DEBUG",
+                                                         "/bin/saker",
+                                                         "serve",
+                                                         "--model",
+                                                         dir,
+                                                         "--host",
+                                                         "127.0.0.1",
+                                                         "--port",
+                                                         "8080",
+                                                         "--batching",
+                                                         "rolling",
+                                                         "--threads",
+                                                         "1",
+                                                         "--max-rolling-batch-size",
+                                                         "16",
+                                                         "--max-rolling-batch-prefill-tokens",
+                                                         "256",
+                                                         "--job-queue-size",
+                                                         "50",
+                                                         "--output-formatter",
+                                                         "json",
+                                                         "--model-loading-timeout",
+                                                         "1800",
+                                                         "--drain-timeout",
+                                                         "30"});
   // Multi-node, not root, dynamic batching: no --threads guess, no oversubscription.
   s = validate_properties({{"option.model_id", dir},
                            {"option.tensor_parallel_degree", "8"},
@@ -142,27 +178,37 @@ TEST_CASE("the mpirun command for several configurations", "[launch]") {
   t.hostfile = "hosts.txt";
   t.port = 9000;
   t.host = "0.0.0.0";
-  CHECK(mpirun_command(s, t) ==
-        std::vector<std::string>{"mpirun", "-np", "8", "--bind-to", "none", "--hostfile", "hosts.txt", "saker",
-                                 "serve", "--model", dir, "--host", "0.0.0.0", "--port", "9000", "--batching",
-                                 "dynamic", "--batch-size", "4", "--max-batch-delay", "50",
-                                 "--output-formatter", "jsonlines", "--model-loading-timeout", "600",
-                                 "--drain-timeout", "30"});
+  CHECK(mpirun_command(s, t) == std::vector<std::string>{"mpirun",    "-np",
+                                                         "8",         "--bind-to",
+                                                         "none",      "--hostfile",
+                                                         "hosts.txt", "saker",
+                                                         "serve",     "--model",
+                                                         dir,         "--host",
+                                                         "0.0.0.0",   "--port",
+                                                         "9000",      "--batching",
+                                                         "dynamic",   "--batch-size",
+                                                         "4",         "--max-batch-delay",
+                                                         "50",        "--output-formatter",
+                                                         "jsonlines", "--model-loading-timeout",
+                                                         "600",       "--drain-timeout",
+                                                         "30"});
 }
 
 TEST_CASE("saker launch: file < environment < command line, and --dry-run prints the command",
           "[launch][cli]") {
   const std::string dir = model_dir().string();
-  const fs::path props = write("saker_launch.properties",
-                               "engine=MPI\noption.model_id=" + dir +
-                                   "\noption.tensor_parallel_degree=2\noption.max_rolling_batch_size=16\n"
-                                   "job_queue_size=10\noption.custom_thing=1\n");
+  const fs::path props =
+      write("saker_launch.properties",
+            "engine=MPI\noption.model_id=" + dir +
+                "\noption.tensor_parallel_degree=2\noption.max_rolling_batch_size=16\n"
+                "job_queue_size=10\noption.custom_thing=1\n");
   Run r = launch("--properties '" + props.string() + "' --dry-run");
   REQUIRE(r.code == 0);
   CHECK(r.out.find(" -np 2 ") != std::string::npos);
   CHECK(r.out.find("--max-rolling-batch-size 16") != std::string::npos);
   CHECK(r.out.find("--job-queue-size 10") != std::string::npos);
-  CHECK(r.err.find("warning: ignoring keys saker does not know: option.custom_thing") != std::string::npos);
+  CHECK(r.err.find("warning: ignoring keys saker does not know: option.custom_thing") !=
+        std::string::npos);
   // The environment overrides the file; the command line overrides both.
   r = launch("--properties '" + props.string() + "' --dry-run --set job_queue_size=30",
              "OPTION_MAX_ROLLING_BATCH_SIZE=8 SERVING_JOB_QUEUE_SIZE=20");
@@ -186,27 +232,31 @@ TEST_CASE("saker launch runs a real 2-rank server and stops it gracefully", "[la
   REQUIRE(pid >= 0);
   if (pid == 0) {
     const std::string cmd = "exec '" + std::string(SAKER_BIN) + "' launch --properties '" +
-                            (dir / "serving.properties").string() + "' --port " + std::to_string(port) +
-                            " >'" + log.string() + "' 2>&1";
+                            (dir / "serving.properties").string() + "' --port " +
+                            std::to_string(port) + " >'" + log.string() + "' 2>&1";
     ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
     ::_exit(127);
   }
   const std::string url = "http://127.0.0.1:" + std::to_string(port);
   bool ready = false;
   for (int i = 0; i < 150 && !ready; ++i) {
-    ready = saker::test::run_command("curl -s -o /dev/null -w '%{http_code}' " + url + "/ping").out == "200";
+    ready =
+        saker::test::run_command("curl -s -o /dev/null -w '%{http_code}' " + url + "/ping").out ==
+        "200";
     if (!ready) std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
   CHECK(ready);
   const Run gen = saker::test::run_command(
-      "curl -s " + url + "/generate -H 'Content-Type: application/json' -d '{\"inputs\": \"The falcon\", "
+      "curl -s " + url +
+      "/generate -H 'Content-Type: application/json' -d '{\"inputs\": \"The falcon\", "
       "\"parameters\": {\"max_new_tokens\": 5, \"details\": true}}'");
   CHECK(gen.out.find("\"generated_tokens\":5") != std::string::npos);
   // SIGTERM to launch reaches rank 0, which drains and stops every rank: the job exits 0.
   ::kill(pid, SIGTERM);
   int status = 0;
   const auto t0 = std::chrono::steady_clock::now();
-  while (::waitpid(pid, &status, WNOHANG) == 0 && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(30))
+  while (::waitpid(pid, &status, WNOHANG) == 0 &&
+         std::chrono::steady_clock::now() - t0 < std::chrono::seconds(30))
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   std::ifstream in(log);
   const std::string text((std::istreambuf_iterator<char>(in)), {});
@@ -253,7 +303,9 @@ std::string slurp(const fs::path& p) {
 
 bool wait_ready(const std::string& url) {
   for (int i = 0; i < 150; ++i) {
-    if (saker::test::run_command("curl -s -o /dev/null -w '%{http_code}' " + url + "/ping").out == "200") return true;
+    if (saker::test::run_command("curl -s -o /dev/null -w '%{http_code}' " + url + "/ping").out ==
+        "200")
+      return true;
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
   return false;
@@ -261,18 +313,21 @@ bool wait_ready(const std::string& url) {
 
 }  // namespace
 
-TEST_CASE("a rank killed while serving ends the launched job within 10 s, named", "[launch][fault]") {
+TEST_CASE("a rank killed while serving ends the launched job within 10 s, named",
+          "[launch][fault]") {
   const fs::path dir = launch_model("kill");
   const int port = 20000 + static_cast<int>(::getpid() % 2000);
   const fs::path log = fs::temp_directory_path() / "saker_launch_kill.log";
   const std::string url = "http://127.0.0.1:" + std::to_string(port);
   // Rank 1 dies (SIGKILL) before its 4th step; saker launch forwards SAKER_* to every rank.
-  const pid_t pid = spawn("env SAKER_TEST_FAULT=1:kill:4 '" + std::string(SAKER_BIN) + "' launch --model '" +
-                              dir.string() + "' --port " + std::to_string(port),
-                          log);
+  const pid_t pid =
+      spawn("env SAKER_TEST_FAULT=1:kill:4 '" + std::string(SAKER_BIN) + "' launch --model '" +
+                dir.string() + "' --port " + std::to_string(port),
+            log);
   REQUIRE(wait_ready(url));
-  saker::test::run_command("curl -s -m 20 " + url +
-                           "/generate -d '{\"inputs\": \"The falcon\", \"parameters\": {\"max_new_tokens\": 30}}'");
+  saker::test::run_command(
+      "curl -s -m 20 " + url +
+      "/generate -d '{\"inputs\": \"The falcon\", \"parameters\": {\"max_new_tokens\": 30}}'");
   double seconds = 0;
   const int status = wait_for(pid, std::chrono::seconds(10), &seconds);
   const std::string text = slurp(log);
@@ -290,15 +345,17 @@ TEST_CASE("a hung collective is ended by the watchdog with a message, health 503
   const int port = 22000 + static_cast<int>(::getpid() % 2000);
   const fs::path log = fs::temp_directory_path() / "saker_watchdog.log";
   const std::string url = "http://127.0.0.1:" + std::to_string(port);
-  const pid_t pid = spawn("'" + std::string(SAKER_MPIEXEC) +
-                              "' --allow-run-as-root --oversubscribe -np 2 -x SAKER_TEST_FAULT=1:hang:3 '" +
-                              std::string(SAKER_BIN) + "' serve --threads 1 --model '" + dir.string() +
-                              "' --port " + std::to_string(port) + " --collective-timeout 4",
-                          log);
+  const pid_t pid =
+      spawn("'" + std::string(SAKER_MPIEXEC) +
+                "' --allow-run-as-root --oversubscribe -np 2 -x SAKER_TEST_FAULT=1:hang:3 '" +
+                std::string(SAKER_BIN) + "' serve --threads 1 --model '" + dir.string() +
+                "' --port " + std::to_string(port) + " --collective-timeout 4",
+            log);
   REQUIRE(wait_ready(url));
   // The request's third step never completes: rank 1 stopped before it.
-  const pid_t req = spawn("curl -s -m 30 " + url + "/generate -d '{\"inputs\": \"hi\", \"parameters\": "
-                          "{\"max_new_tokens\": 30}}'",
+  const pid_t req = spawn("curl -s -m 30 " + url +
+                              "/generate -d '{\"inputs\": \"hi\", \"parameters\": "
+                              "{\"max_new_tokens\": 30}}'",
                           fs::temp_directory_path() / "saker_watchdog_req.log");
   std::this_thread::sleep_for(std::chrono::milliseconds(3000));
   const Run ping = saker::test::run_command("curl -s -w ' %{http_code}' " + url + "/ping");
@@ -316,12 +373,14 @@ TEST_CASE("a hung collective is ended by the watchdog with a message, health 503
   CHECK(text.find("collective watchdog: step 3 has not completed after") != std::string::npos);
 }
 
-TEST_CASE("a load slower than the model loading timeout ends the job with a message", "[launch][fault]") {
+TEST_CASE("a load slower than the model loading timeout ends the job with a message",
+          "[launch][fault]") {
   const fs::path dir = launch_model("slow");
   const fs::path log = fs::temp_directory_path() / "saker_slow_load.log";
   // Rank 0's load takes 30 s more than it should; option.model_loading_timeout is 2 s.
-  const pid_t pid = spawn("env SAKER_TEST_FAULT=0:delay_load:30 '" + std::string(SAKER_BIN) + "' launch --model '" +
-                              dir.string() + "' --set option.model_loading_timeout=2 --port 0",
+  const pid_t pid = spawn("env SAKER_TEST_FAULT=0:delay_load:30 '" + std::string(SAKER_BIN) +
+                              "' launch --model '" + dir.string() +
+                              "' --set option.model_loading_timeout=2 --port 0",
                           log);
   double seconds = 0;
   const int status = wait_for(pid, std::chrono::seconds(20), &seconds);
@@ -331,5 +390,6 @@ TEST_CASE("a load slower than the model loading timeout ends the job with a mess
   CHECK(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) != 0);
   CHECK(seconds < 15);
-  CHECK(text.find("loading the model took longer than --model-loading-timeout (2 s)") != std::string::npos);
+  CHECK(text.find("loading the model took longer than --model-loading-timeout (2 s)") !=
+        std::string::npos);
 }

@@ -17,8 +17,10 @@ struct Rig {
   ServingMetrics metrics;
   EngineLoop loop{metrics, 8};
   Tokenizer tok = Tokenizer::load(test::kFixtures / "tokenizers" / "small384" / "tokenizer.json");
-  ServeContext ctx{loop, metrics, tok, load_config(test::kFixtures / "gqa8x4-bf16-sharded"), "demo",
-                   2048, 0, 0, false, false, {}, {}, {}};
+  ServeContext ctx{loop,   metrics, tok, load_config(test::kFixtures / "gqa8x4-bf16-sharded"),
+                   "demo", 2048,    0,   0,
+                   false,  false,   {},  {},
+                   {}};
   Router router = make_router(ctx);
 
   Routed call(http::verb method, const std::string& target, const std::string& body = "") {
@@ -34,7 +36,9 @@ struct Rig {
   }
 };
 
-json body_of(const HttpResponse& r) { return json::parse(r.body()); }
+json body_of(const HttpResponse& r) {
+  return json::parse(r.body());
+}
 
 }  // namespace
 
@@ -65,25 +69,44 @@ TEST_CASE("every API answers bad requests in its own shape and status", "[serve]
     return s + "]";
   }();
   const Case cases[] = {
-      {http::verb::post, "/v1/completions", "{not json", http::status::bad_request, "message", "not valid JSON"},
-      {http::verb::post, "/generate", "{not json", http::status::unprocessable_entity, "error", "not valid JSON"},
-      {http::verb::post, "/invocations", "{not json", http::status::bad_request, "error", "not valid JSON"},
-      {http::verb::post, "/generate", "{\"inputs\": \"\xff\xfe\"}", http::status::unprocessable_entity, "error", "UTF-8"},
-      {http::verb::post, "/generate", "[1, 2]", http::status::unprocessable_entity, "error", "must be a JSON object"},
-      {http::verb::post, "/generate", R"({"inputs": 5})", http::status::unprocessable_entity, "error", "`inputs` must be a string"},
-      {http::verb::post, "/generate", R"({"inputs": ""})", http::status::unprocessable_entity, "error", "`inputs` must not be empty"},
-      {http::verb::post, "/generate", R"({"inputs": "hi", "parameters": {"temperature": -1}})", http::status::unprocessable_entity, "error", "temperature"},
-      {http::verb::post, "/generate", R"({"inputs": "hi", "parameters": {"top_p": 2.0, "do_sample": true}})", http::status::unprocessable_entity, "error", "top_p must be in (0, 1], got 2"},
-      {http::verb::post, "/invocations", R"({"inputs": "hi", "parameters": {"max_new_tokens": "many"}})", http::status::bad_request, "error", "`max_new_tokens` must be an integer"},
-      {http::verb::post, "/v1/completions", R"({"model": "demo", "prompt": )" + ids2000 + R"(, "max_tokens": 100})",
+      {http::verb::post, "/v1/completions", "{not json", http::status::bad_request, "message",
+       "not valid JSON"},
+      {http::verb::post, "/generate", "{not json", http::status::unprocessable_entity, "error",
+       "not valid JSON"},
+      {http::verb::post, "/invocations", "{not json", http::status::bad_request, "error",
+       "not valid JSON"},
+      {http::verb::post, "/generate", "{\"inputs\": \"\xff\xfe\"}",
+       http::status::unprocessable_entity, "error", "UTF-8"},
+      {http::verb::post, "/generate", "[1, 2]", http::status::unprocessable_entity, "error",
+       "must be a JSON object"},
+      {http::verb::post, "/generate", R"({"inputs": 5})", http::status::unprocessable_entity,
+       "error", "`inputs` must be a string"},
+      {http::verb::post, "/generate", R"({"inputs": ""})", http::status::unprocessable_entity,
+       "error", "`inputs` must not be empty"},
+      {http::verb::post, "/generate", R"({"inputs": "hi", "parameters": {"temperature": -1}})",
+       http::status::unprocessable_entity, "error", "temperature"},
+      {http::verb::post, "/generate",
+       R"({"inputs": "hi", "parameters": {"top_p": 2.0, "do_sample": true}})",
+       http::status::unprocessable_entity, "error", "top_p must be in (0, 1], got 2"},
+      {http::verb::post, "/invocations",
+       R"({"inputs": "hi", "parameters": {"max_new_tokens": "many"}})", http::status::bad_request,
+       "error", "`max_new_tokens` must be an integer"},
+      {http::verb::post, "/v1/completions",
+       R"({"model": "demo", "prompt": )" + ids2000 + R"(, "max_tokens": 100})",
        http::status::bad_request, "message",
-       "`inputs` tokens + `max_new_tokens` must be <= 2048. Given: 2000 `inputs` tokens and 100 `max_new_tokens`"},
-      {http::verb::post, "/v1/completions", R"({"model": "other", "prompt": "hi"})", http::status::not_found, "message", "The model `other` does not exist."},
-      {http::verb::post, "/v1/chat/completions", R"({"model": "demo", "messages": []})", http::status::bad_request, "message", "`messages` must be a non-empty list"},
-      {http::verb::post, "/v1/completions", R"({"model": "demo", "prompt": "hi", "n": 0})", http::status::bad_request, "message", "`n` must be an integer in [1, 16]"},
-      {http::verb::get, "/v1/nothing", "", http::status::not_found, "message", "no route /v1/nothing"},
+       "`inputs` tokens + `max_new_tokens` must be <= 2048. Given: 2000 `inputs` tokens and 100 "
+       "`max_new_tokens`"},
+      {http::verb::post, "/v1/completions", R"({"model": "other", "prompt": "hi"})",
+       http::status::not_found, "message", "The model `other` does not exist."},
+      {http::verb::post, "/v1/chat/completions", R"({"model": "demo", "messages": []})",
+       http::status::bad_request, "message", "`messages` must be a non-empty list"},
+      {http::verb::post, "/v1/completions", R"({"model": "demo", "prompt": "hi", "n": 0})",
+       http::status::bad_request, "message", "`n` must be an integer in [1, 16]"},
+      {http::verb::get, "/v1/nothing", "", http::status::not_found, "message",
+       "no route /v1/nothing"},
       {http::verb::get, "/nothing", "", http::status::not_found, "error", "no route /nothing"},
-      {http::verb::get, "/generate", "", http::status::method_not_allowed, "error", "GET is not allowed on /generate; use POST"},
+      {http::verb::get, "/generate", "", http::status::method_not_allowed, "error",
+       "GET is not allowed on /generate; use POST"},
       {http::verb::post, "/ping", "", http::status::method_not_allowed, "error", "use GET"},
   };
   for (const Case& c : cases) {
@@ -94,7 +117,8 @@ TEST_CASE("every API answers bad requests in its own shape and status", "[serve]
     REQUIRE(j.contains(c.key));
     CHECK_THAT(j[c.key].get<std::string>(), Catch::Contains(c.message));
     if (c.target.starts_with("/v1/")) CHECK(j["object"] == "error");
-    if (c.target == "/generate" && c.status == http::status::unprocessable_entity) CHECK(j["error_type"] == "validation");
+    if (c.target == "/generate" && c.status == http::status::unprocessable_entity)
+      CHECK(j["error_type"] == "validation");
   }
 }
 
@@ -116,7 +140,9 @@ TEST_CASE("the APIs stream in their clients' formats", "[serve]") {
   last.finish = FinishReason::kLength;
   last.result = result;
 
-  auto tgi = rig.call(http::verb::post, "/generate_stream", R"({"inputs": "hi", "parameters": {"max_new_tokens": 2}})").call;
+  auto tgi = rig.call(http::verb::post, "/generate_stream",
+                      R"({"inputs": "hi", "parameters": {"max_new_tokens": 2}})")
+                 .call;
   REQUIRE(tgi);
   CHECK(tgi->stream);
   CHECK(tgi->requests.at(0).max_new_tokens == 2);
@@ -129,8 +155,11 @@ TEST_CASE("the APIs stream in their clients' formats", "[serve]") {
   CHECK(j2["details"]["finish_reason"] == "length");
   CHECK(j2["details"]["generated_tokens"] == 2);
 
-  auto oa = rig.call(http::verb::post, "/v1/completions",
-                     R"({"model": "demo", "prompt": "hi", "stream": true, "stream_options": {"include_usage": true}, "temperature": 0})").call;
+  auto oa =
+      rig.call(
+             http::verb::post, "/v1/completions",
+             R"({"model": "demo", "prompt": "hi", "stream": true, "stream_options": {"include_usage": true}, "temperature": 0})")
+          .call;
   REQUIRE(oa);
   CHECK(oa->requests.at(0).sampling.greedy());
   const std::string c1 = oa->on_update(0, first);
@@ -141,11 +170,15 @@ TEST_CASE("the APIs stream in their clients' formats", "[serve]") {
   CHECK(tail.ends_with("data: [DONE]\n\n"));
   CHECK(json::parse(tail.substr(6, tail.find("\n\n") - 6))["usage"]["completion_tokens"] == 2);
   // OpenAI samples at temperature 1 unless told otherwise, with a fresh seed each time.
-  auto sampled = rig.call(http::verb::post, "/v1/completions", R"({"model": "demo", "prompt": "hi"})").call;
+  auto sampled =
+      rig.call(http::verb::post, "/v1/completions", R"({"model": "demo", "prompt": "hi"})").call;
   CHECK(sampled->requests.at(0).sampling.temperature == 1.0f);
 
-  auto chat = rig.call(http::verb::post, "/v1/chat/completions",
-                       R"({"model": "demo", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}], "stream": true})").call;
+  auto chat =
+      rig.call(
+             http::verb::post, "/v1/chat/completions",
+             R"({"model": "demo", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}], "stream": true})")
+          .call;
   REQUIRE(chat);
   CHECK(rig.tok.decode(chat->requests.at(0).prompt) == "Be brief.\nUser: Hi\nFalcon:");
   CHECK(chat->requests.at(0).stop == std::vector<std::string>{"\nUser:"});
@@ -155,7 +188,8 @@ TEST_CASE("the APIs stream in their clients' formats", "[serve]") {
   auto djl = rig.call(http::verb::post, "/invocations", R"({"inputs": "hi", "stream": true})").call;
   REQUIRE(djl);
   CHECK(djl->stream_content_type() == "application/jsonlines");
-  CHECK(json::parse(djl->on_update(0, first))["token"] == json{{"id", 40}, {"text", "a"}, {"log_prob", -0.5}});
+  CHECK(json::parse(djl->on_update(0, first))["token"] ==
+        json{{"id", 40}, {"text", "a"}, {"log_prob", -0.5}});
   const json jl = json::parse(djl->on_update(0, last));
   CHECK(jl["generated_text"] == "ab");
   CHECK(jl["details"]["finish_reason"] == "length");
@@ -176,12 +210,18 @@ TEST_CASE("metrics render in the Prometheus text format", "[serve]") {
   CHECK_THAT(t, Catch::Contains("vllm:prompt_tokens_total{model_name=\"demo\"} 13\n"));
   CHECK_THAT(t, Catch::Contains("finished_reason=\"abort\"} 1\n"));
   CHECK_THAT(t, Catch::Contains("# TYPE vllm:time_to_first_token_seconds histogram\n"));
-  CHECK_THAT(t, Catch::Contains("vllm:time_to_first_token_seconds_bucket{model_name=\"demo\",le=\"0.02\"} 1\n"));
-  CHECK_THAT(t, Catch::Contains("vllm:time_to_first_token_seconds_bucket{model_name=\"demo\",le=\"+Inf\"} 2\n"));
-  CHECK_THAT(t, Catch::Contains("vllm:time_per_output_token_seconds_count{model_name=\"demo\"} 1\n"));
+  CHECK_THAT(t,
+             Catch::Contains(
+                 "vllm:time_to_first_token_seconds_bucket{model_name=\"demo\",le=\"0.02\"} 1\n"));
+  CHECK_THAT(t,
+             Catch::Contains(
+                 "vllm:time_to_first_token_seconds_bucket{model_name=\"demo\",le=\"+Inf\"} 2\n"));
+  CHECK_THAT(t,
+             Catch::Contains("vllm:time_per_output_token_seconds_count{model_name=\"demo\"} 1\n"));
 }
 
-TEST_CASE("chat prompts come from the checkpoint's chat template when it has one", "[serve][chat_template]") {
+TEST_CASE("chat prompts come from the checkpoint's chat template when it has one",
+          "[serve][chat_template]") {
   std::ifstream in(test::kFixtures / "chat_templates" / "cases.json");
   const json cases = json::parse(in)["cases"];
   int rendered = 0, refused = 0;

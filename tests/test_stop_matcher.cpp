@@ -37,9 +37,12 @@ TEST_CASE("text that only looks like a stop string's start is held, then release
 }
 
 TEST_CASE("the earliest of several stop strings wins, and one piece may hold a match", "[stop]") {
-  CHECK(feed(StopMatcher({"world", "lo"}), {"hello world"}) == std::pair<std::string, bool>("hel", true));
-  CHECK(feed(StopMatcher({"zz"}), {"no match here"}) == std::pair<std::string, bool>("no match here", false));
-  CHECK(feed(StopMatcher({"é!"}), {"caf", "é", "!", "x"}) == std::pair<std::string, bool>("caf", true));
+  CHECK(feed(StopMatcher({"world", "lo"}), {"hello world"}) ==
+        std::pair<std::string, bool>("hel", true));
+  CHECK(feed(StopMatcher({"zz"}), {"no match here"}) ==
+        std::pair<std::string, bool>("no match here", false));
+  CHECK(feed(StopMatcher({"é!"}), {"caf", "é", "!", "x"}) ==
+        std::pair<std::string, bool>("caf", true));
 }
 
 TEST_CASE("before min_new_tokens, text passes unchecked and releases what was held", "[stop]") {

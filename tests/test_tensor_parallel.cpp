@@ -11,13 +11,13 @@
 #include "tests/golden.h"
 
 #include "engine/batch_engine.h"
-#include "parallel/collectives.h"
-#include "tests/batch_invariance.h"
 #include "engine/generate.h"
 #include "engine/model/falcon.h"
 #include "engine/model/shard_plan.h"
 #include "engine/step_runner.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "parallel/collectives.h"
+#include "tests/batch_invariance.h"
 #include "tests/mpi_fixture.h"
 
 using namespace saker;
@@ -168,8 +168,9 @@ TEST_CASE("across ranks too, a request's logits do not depend on its batch or it
   const Checkpoint checkpoint = Checkpoint::open(dir);
   const ShardPlan plan(config, comm.size());
   CpuBackend backend(1, config.max_positions, 1);
-  FalconModel model(config, checkpoint, backend, ModelOptions{1024, 32, 128},
-                    comm.size() > 1 ? TensorParallel{&plan.rank(comm.rank()), &comm} : TensorParallel{});
+  FalconModel model(
+      config, checkpoint, backend, ModelOptions{1024, 32, 128},
+      comm.size() > 1 ? TensorParallel{&plan.rank(comm.rank()), &comm} : TensorParallel{});
   KvCache cache(backend, config, model.local_kv_heads(), 512, 4);
   StepRunner runner(model, cache, comm);
   const auto all = test::invariance_requests(config.vocab_size);
@@ -179,7 +180,8 @@ TEST_CASE("across ranks too, a request's logits do not depend on its batch or it
     for (const std::int32_t budget : {1024, 16}) {
       const test::Trace crowd = test::trace_run(runner, budget, all, target);
       if (comm.rank() != 0) continue;
-      INFO("tp " << comm.size() << ", request " << target << ", " << budget << " tokens per iteration");
+      INFO("tp " << comm.size() << ", request " << target << ", " << budget
+                 << " tokens per iteration");
       CHECK(crowd.tokens == base.tokens);
       CHECK(crowd.logits == base.logits);
       CHECK(base.logits.size() == base.tokens.size());
@@ -187,10 +189,10 @@ TEST_CASE("across ranks too, a request's logits do not depend on its batch or it
   }
 }
 
-
 TEST_CASE("every rank learns the smallest KV capacity of the group", "[tp][kv]") {
   Communicator& comm = test::world().tensor_parallel();
-  const std::int64_t mine = 1000 - 7 * ((comm.rank() + 1) % comm.size());  // rank size-1 holds least
+  const std::int64_t mine =
+      1000 - 7 * ((comm.rank() + 1) % comm.size());  // rank size-1 holds least
   CHECK(min_over_ranks(comm, mine) == 1000 - 7 * (comm.size() - 1));
   CHECK_THROWS_AS(min_over_ranks(comm, std::int64_t{1} << 24), std::out_of_range);
 }

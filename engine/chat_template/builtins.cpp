@@ -10,7 +10,9 @@ namespace {
 
 const char* kPyWhitespace = " \t\n\r\v\f\x1c\x1d\x1e\x1f";
 
-[[noreturn]] void fail(const std::string& what) { throw ChatTemplateError("chat template: " + what); }
+[[noreturn]] void fail(const std::string& what) {
+  throw ChatTemplateError("chat template: " + what);
+}
 
 std::string strip(const std::string& s, bool left, bool right, const std::string& chars) {
   size_t b = 0, e = s.size();
@@ -65,7 +67,9 @@ List split(const std::string& s, const Value* sep, std::int64_t maxsplit) {
   size_t i = 0;
   for (;;) {
     size_t e = s.find(d, i);
-    if (e == std::string::npos || (maxsplit >= 0 && static_cast<std::int64_t>(out.size()) == maxsplit)) break;
+    if (e == std::string::npos ||
+        (maxsplit >= 0 && static_cast<std::int64_t>(out.size()) == maxsplit))
+      break;
     out.emplace_back(s.substr(i, e - i));
     i = e + d.size();
   }
@@ -73,7 +77,8 @@ List split(const std::string& s, const Value* sep, std::int64_t maxsplit) {
   return out;
 }
 
-std::string replace(const std::string& s, const std::string& a, const std::string& b, std::int64_t count) {
+std::string replace(const std::string& s, const std::string& a, const std::string& b,
+                    std::int64_t count) {
   std::string out;
   size_t i = 0;
   for (std::int64_t n = 0; count < 0 || n < count; ++n) {
@@ -136,7 +141,8 @@ List iterate(const Value& v) {
   fail("'" + v.type_name() + "' object is not iterable");
 }
 
-Value apply_filter(const std::string& name, const Value& v, const std::vector<Value>& args, const Dict& kwargs) {
+Value apply_filter(const std::string& name, const Value& v, const std::vector<Value>& args,
+                   const Dict& kwargs) {
   if (name == "default" || name == "d") {
     const Value* dflt = arg(args, kwargs, 0, "default_value");
     const Value* boolean = arg(args, kwargs, 1, "boolean");
@@ -145,12 +151,14 @@ Value apply_filter(const std::string& name, const Value& v, const std::vector<Va
   }
   if (name == "length" || name == "count") {
     if (v.is_string()) return static_cast<std::int64_t>(iterate(v).size());
-    if (v.is_undefined() || v.is_list() || v.is_dict()) return static_cast<std::int64_t>(iterate(v).size());
+    if (v.is_undefined() || v.is_list() || v.is_dict())
+      return static_cast<std::int64_t>(iterate(v).size());
     fail("object of type '" + v.type_name() + "' has no len()");
   }
   if (name == "tojson") {
     const Value* indent = arg(args, kwargs, 0, "indent");
-    return to_json(v, indent && !indent->is_none() ? static_cast<int>(want_int(*indent, "tojson")) : -1);
+    return to_json(
+        v, indent && !indent->is_none() ? static_cast<int>(want_int(*indent, "tojson")) : -1);
   }
   if (name == "first" || name == "last") {
     List items = iterate(v);
@@ -192,9 +200,9 @@ Value apply_filter(const std::string& name, const Value& v, const std::vector<Va
     List out;
     for (const Value& item : iterate(v)) {
       const Value a = attribute(item, attr);
-      const bool ok = args.size() > 1
-                          ? apply_test(want_str(args[1], name.c_str()), a, {args.begin() + 2, args.end()})
-                          : a.truthy();
+      const bool ok = args.size() > 1 ? apply_test(want_str(args[1], name.c_str()), a,
+                                                   {args.begin() + 2, args.end()})
+                                      : a.truthy();
       if (ok == (name == "selectattr")) out.push_back(item);
     }
     return out;
@@ -228,7 +236,8 @@ Value apply_filter(const std::string& name, const Value& v, const std::vector<Va
   if (name == "string") return s;
   if (name == "trim") {
     const Value* chars = arg(args, kwargs, 0, "chars");
-    return strip(s, true, true, chars && !chars->is_none() ? want_str(*chars, "trim") : kPyWhitespace);
+    return strip(s, true, true,
+                 chars && !chars->is_none() ? want_str(*chars, "trim") : kPyWhitespace);
   }
   if (name == "upper") return map_chars(s, [](int c) { return std::toupper(c); });
   if (name == "lower") return map_chars(s, [](int c) { return std::tolower(c); });
@@ -236,7 +245,8 @@ Value apply_filter(const std::string& name, const Value& v, const std::vector<Va
   if (name == "title") return title(s);
   if (name == "replace") {
     if (args.size() < 2) fail("replace: expected two arguments");
-    return replace(s, args[0].to_str(), args[1].to_str(), args.size() > 2 ? want_int(args[2], "replace") : -1);
+    return replace(s, args[0].to_str(), args[1].to_str(),
+                   args.size() > 2 ? want_int(args[2], "replace") : -1);
   }
   fail("unsupported filter '" + name + "'");
 }
@@ -254,7 +264,8 @@ bool apply_test(const std::string& name, const Value& v, const std::vector<Value
   if (name == "float") return std::holds_alternative<double>(v.v);
   if (name == "mapping") return v.is_dict();
   if (name == "sequence" || name == "iterable") return v.is_list() || v.is_dict() || v.is_string();
-  if (name == "odd" || name == "even") return (want_int(v, name.c_str()) % 2 != 0) == (name == "odd");
+  if (name == "odd" || name == "even")
+    return (want_int(v, name.c_str()) % 2 != 0) == (name == "odd");
   if (name == "divisibleby") {
     if (args.size() != 1) fail("divisibleby: expected one argument");
     const auto d = want_int(args[0], "divisibleby");
@@ -278,7 +289,9 @@ Value call_method(const Value& obj, const std::string& name, const std::vector<V
   auto opt = [&](size_t i) -> const Value* { return i < args.size() ? &args[i] : nullptr; };
   if (obj.is_string()) {
     const std::string& s = obj.str();
-    auto set = [&] { return opt(0) && !opt(0)->is_none() ? want_str(*opt(0), name.c_str()) : kPyWhitespace; };
+    auto set = [&] {
+      return opt(0) && !opt(0)->is_none() ? want_str(*opt(0), name.c_str()) : kPyWhitespace;
+    };
     if (name == "strip") return strip(s, true, true, set());
     if (name == "lstrip") return strip(s, true, false, set());
     if (name == "rstrip") return strip(s, false, true, set());
@@ -292,7 +305,8 @@ Value call_method(const Value& obj, const std::string& name, const std::vector<V
       for (const Value& o : options) {
         const std::string& p = want_str(o, name.c_str());
         if (p.size() <= s.size() &&
-            (name == "startswith" ? s.compare(0, p.size(), p) == 0 : s.compare(s.size() - p.size(), p.size(), p) == 0))
+            (name == "startswith" ? s.compare(0, p.size(), p) == 0
+                                  : s.compare(s.size() - p.size(), p.size(), p) == 0))
           return true;
       }
       return false;

@@ -38,12 +38,14 @@ ChatTemplate ChatTemplate::parse(const std::string& source) {
   return t;
 }
 
-std::string ChatTemplate::render(const std::vector<ChatMessage>& messages, bool add_generation_prompt,
+std::string ChatTemplate::render(const std::vector<ChatMessage>& messages,
+                                 bool add_generation_prompt,
                                  const std::map<std::string, std::string>& vars) const {
   std::map<std::string, jinja::Value> globals;
   for (const auto& [k, v] : vars) globals[k] = v;
   jinja::List msgs;
-  for (const auto& m : messages) msgs.emplace_back(jinja::Dict{{"role", m.role}, {"content", m.content}});
+  for (const auto& m : messages)
+    msgs.emplace_back(jinja::Dict{{"role", m.role}, {"content", m.content}});
   globals["messages"] = std::move(msgs);
   globals["add_generation_prompt"] = add_generation_prompt;
   globals["tools"] = jinja::None{};
@@ -51,8 +53,8 @@ std::string ChatTemplate::render(const std::vector<ChatMessage>& messages, bool 
   return jinja::Evaluator(std::move(globals)).render(*body_);
 }
 
-std::optional<std::pair<ChatTemplate, std::map<std::string, std::string>>> ChatTemplate::from_model_dir(
-    const std::filesystem::path& dir) {
+std::optional<std::pair<ChatTemplate, std::map<std::string, std::string>>>
+ChatTemplate::from_model_dir(const std::filesystem::path& dir) {
   std::optional<std::string> source = read_file(dir / "chat_template.jinja");
   std::map<std::string, std::string> vars;
   const auto config_path = dir / "tokenizer_config.json";
@@ -71,8 +73,8 @@ std::optional<std::pair<ChatTemplate, std::map<std::string, std::string>>> ChatT
         source = ct->get<std::string>();
       } else if (ct->is_array()) {
         for (const auto& entry : *ct)
-          if (entry.is_object() && entry.value("name", "") == "default" && entry.contains("template") &&
-              entry["template"].is_string())
+          if (entry.is_object() && entry.value("name", "") == "default" &&
+              entry.contains("template") && entry["template"].is_string())
             source = entry["template"].get<std::string>();
       }
     }

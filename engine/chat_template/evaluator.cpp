@@ -11,14 +11,17 @@ namespace saker::jinja {
 namespace {
 
 [[noreturn]] void fail(const Expr& at, const std::string& what) {
-  throw ChatTemplateError("chat template: " + what + " at line " + std::to_string(at.line) + ", column " +
-                          std::to_string(at.col));
+  throw ChatTemplateError("chat template: " + what + " at line " + std::to_string(at.line) +
+                          ", column " + std::to_string(at.col));
 }
 
-std::int64_t to_index(std::int64_t i, std::int64_t n) { return i < 0 ? i + n : i; }
+std::int64_t to_index(std::int64_t i, std::int64_t n) {
+  return i < 0 ? i + n : i;
+}
 
 // Python's slice semantics on a length-n sequence; returns the chosen indices.
-std::vector<std::int64_t> slice_indices(std::int64_t n, const Value& a, const Value& b, const Value& c) {
+std::vector<std::int64_t> slice_indices(std::int64_t n, const Value& a, const Value& b,
+                                        const Value& c) {
   const std::int64_t step = c.is_int() ? std::get<std::int64_t>(c.v) : 1;
   if (step == 0) throw ChatTemplateError("chat template: slice step cannot be zero");
   auto clamp = [&](const Value& v, std::int64_t dflt) {
@@ -49,13 +52,19 @@ Value Evaluator::lookup(const std::string& name) const {
   return Value::undefined(name);
 }
 
-bool Evaluator::defined(const std::string& name) const { return !lookup(name).is_undefined(); }
+bool Evaluator::defined(const std::string& name) const {
+  return !lookup(name).is_undefined();
+}
 
 Evaluator::Flow Evaluator::exec(const std::vector<Stmt>& body, std::string& out) {
   for (const Stmt& s : body) {
     switch (s.kind) {
-      case Stmt::Kind::Text: out += s.text; break;
-      case Stmt::Kind::Output: out += eval(*s.expr).to_str(); break;
+      case Stmt::Kind::Text:
+        out += s.text;
+        break;
+      case Stmt::Kind::Output:
+        out += eval(*s.expr).to_str();
+        break;
       case Stmt::Kind::If:
         for (const auto& [cond, branch] : s.branches) {
           if (cond && !eval(*cond).truthy()) continue;
@@ -66,20 +75,28 @@ Evaluator::Flow Evaluator::exec(const std::vector<Stmt>& body, std::string& out)
       case Stmt::Kind::For:
         if (Flow f = exec_for(s, out); f != Flow::Normal) return f;
         break;
-      case Stmt::Kind::Set: scopes_.back()[s.targets[0]] = eval(*s.expr); break;
+      case Stmt::Kind::Set:
+        scopes_.back()[s.targets[0]] = eval(*s.expr);
+        break;
       case Stmt::Kind::SetAttr: {
         Value obj = lookup(s.targets[0]);
         auto* ns = std::get_if<std::shared_ptr<Namespace>>(&obj.v);
-        if (!ns) fail(*s.expr, "can only set attributes of a namespace, not of '" + s.targets[0] + "'");
+        if (!ns)
+          fail(*s.expr, "can only set attributes of a namespace, not of '" + s.targets[0] + "'");
         Value val = eval(*s.expr);
         Dict& attrs = (*ns)->attrs;
-        auto it = std::find_if(attrs.begin(), attrs.end(), [&](const auto& kv) { return kv.first == s.targets[1]; });
-        if (it != attrs.end()) it->second = std::move(val);
-        else attrs.emplace_back(s.targets[1], std::move(val));
+        auto it = std::find_if(attrs.begin(), attrs.end(),
+                               [&](const auto& kv) { return kv.first == s.targets[1]; });
+        if (it != attrs.end())
+          it->second = std::move(val);
+        else
+          attrs.emplace_back(s.targets[1], std::move(val));
         break;
       }
-      case Stmt::Kind::Break: return Flow::Break;
-      case Stmt::Kind::Continue: return Flow::Continue;
+      case Stmt::Kind::Break:
+        return Flow::Break;
+      case Stmt::Kind::Continue:
+        return Flow::Continue;
     }
   }
   return Flow::Normal;
@@ -92,7 +109,8 @@ Evaluator::Flow Evaluator::exec_for(const Stmt& s, std::string& out) {
   for (Value& item : iterate(seq)) {
     if (s.cond) {  // the filter sees the loop variables, not `loop`
       scopes_.emplace_back();
-      if (s.targets.size() == 1) scopes_.back()[s.targets[0]] = item;
+      if (s.targets.size() == 1)
+        scopes_.back()[s.targets[0]] = item;
       else if (item.is_list())
         for (size_t k = 0; k < s.targets.size() && k < item.list().size(); ++k)
           scopes_.back()[s.targets[k]] = item.list()[k];
@@ -117,12 +135,13 @@ Evaluator::Flow Evaluator::exec_for(const Stmt& s, std::string& out) {
       scope[s.targets[0]] = item;
     } else {
       if (!item.is_list() || item.list().size() != s.targets.size())
-        fail(*s.expr, "cannot unpack loop item into " + std::to_string(s.targets.size()) + " names");
+        fail(*s.expr,
+             "cannot unpack loop item into " + std::to_string(s.targets.size()) + " names");
       for (size_t k = 0; k < s.targets.size(); ++k) scope[s.targets[k]] = item.list()[k];
     }
-    Dict loop = {{"index", i + 1},          {"index0", i},           {"revindex", n - i},
-                 {"revindex0", n - i - 1},  {"first", i == 0},       {"last", i == n - 1},
-                 {"length", n}};
+    Dict loop = {
+        {"index", i + 1},  {"index0", i},        {"revindex", n - i}, {"revindex0", n - i - 1},
+        {"first", i == 0}, {"last", i == n - 1}, {"length", n}};
     if (i > 0) loop.emplace_back("previtem", items[static_cast<size_t>(i - 1)]);
     if (i + 1 < n) loop.emplace_back("nextitem", items[static_cast<size_t>(i + 1)]);
     scope["loop"] = Value(std::move(loop));
@@ -135,8 +154,10 @@ Evaluator::Flow Evaluator::exec_for(const Stmt& s, std::string& out) {
 
 Value Evaluator::eval(const Expr& e) {
   switch (e.kind) {
-    case Expr::Kind::Literal: return e.value;
-    case Expr::Kind::Name: return lookup(e.name);
+    case Expr::Kind::Literal:
+      return e.value;
+    case Expr::Kind::Name:
+      return lookup(e.name);
     case Expr::Kind::List: {
       List out;
       for (const auto& a : e.args) out.push_back(eval(*a));
@@ -182,14 +203,16 @@ Value Evaluator::eval(const Expr& e) {
       if (!obj.is_list() && !obj.is_string()) fail(e, "cannot slice a '" + obj.type_name() + "'");
       const List items = obj.is_list() ? obj.list() : iterate(obj);
       List out;
-      for (auto i : slice_indices(static_cast<std::int64_t>(items.size()), parts[0], parts[1], parts[2]))
+      for (auto i :
+           slice_indices(static_cast<std::int64_t>(items.size()), parts[0], parts[1], parts[2]))
         out.push_back(items[static_cast<size_t>(i)]);
       if (obj.is_list()) return out;
       std::string s;
       for (const Value& c : out) s += c.str();
       return s;
     }
-    case Expr::Kind::Call: return eval_call(e);
+    case Expr::Kind::Call:
+      return eval_call(e);
     case Expr::Kind::Filter:
     case Expr::Kind::Test: {
       const Value v = eval(*e.args[0]);
@@ -207,12 +230,14 @@ Value Evaluator::eval(const Expr& e) {
     case Expr::Kind::Unary: {
       const Value v = eval(*e.args[0]);
       if (e.name == "not") return !v.truthy();
-      if (!v.is_number()) fail(e, "bad operand type for unary " + e.name + ": '" + v.type_name() + "'");
+      if (!v.is_number())
+        fail(e, "bad operand type for unary " + e.name + ": '" + v.type_name() + "'");
       if (e.name == "+") return v;
       if (v.is_int()) return -std::get<std::int64_t>(v.v);
       return -v.as_double();
     }
-    case Expr::Kind::Binary: return eval_binary(e);
+    case Expr::Kind::Binary:
+      return eval_binary(e);
     case Expr::Kind::Cond:
       if (eval(*e.args[0]).truthy()) return eval(*e.args[1]);
       return e.args[2] ? eval(*e.args[2]) : Value::undefined("");
@@ -248,9 +273,13 @@ Value Evaluator::eval_binary(const Expr& e) {
     if (v->is_undefined()) fail(e, "'" + std::get<Undefined>(v->v).name + "' is undefined");
   if (op == "<" || op == ">" || op == "<=" || op == ">=") {
     int cmp;
-    if (a.is_number() && b.is_number()) cmp = a.as_double() < b.as_double() ? -1 : a.as_double() > b.as_double();
-    else if (a.is_string() && b.is_string()) cmp = a.str().compare(b.str());
-    else fail(e, "'" + op + "' not supported between '" + a.type_name() + "' and '" + b.type_name() + "'");
+    if (a.is_number() && b.is_number())
+      cmp = a.as_double() < b.as_double() ? -1 : a.as_double() > b.as_double();
+    else if (a.is_string() && b.is_string())
+      cmp = a.str().compare(b.str());
+    else
+      fail(e, "'" + op + "' not supported between '" + a.type_name() + "' and '" + b.type_name() +
+                  "'");
     return op == "<" ? cmp < 0 : op == ">" ? cmp > 0 : op == "<=" ? cmp <= 0 : cmp >= 0;
   }
   if (op == "+") {
@@ -268,7 +297,8 @@ Value Evaluator::eval_binary(const Expr& e) {
     return out;
   }
   if (!a.is_number() || !b.is_number())
-    fail(e, "unsupported operand types for " + op + ": '" + a.type_name() + "' and '" + b.type_name() + "'");
+    fail(e, "unsupported operand types for " + op + ": '" + a.type_name() + "' and '" +
+                b.type_name() + "'");
   const bool ints = a.is_int() && b.is_int();
   const double x = a.as_double(), y = b.as_double();
   if ((op == "/" || op == "//" || op == "%") && y == 0) fail(e, "division by zero");
@@ -279,7 +309,8 @@ Value Evaluator::eval_binary(const Expr& e) {
     if (op == "-") return i - j;
     if (op == "*") return i * j;
     // Python floors toward negative infinity.
-    if (op == "//") return static_cast<std::int64_t>(std::floor(static_cast<double>(i) / static_cast<double>(j)));
+    if (op == "//")
+      return static_cast<std::int64_t>(std::floor(static_cast<double>(i) / static_cast<double>(j)));
     if (op == "%") return ((i % j) + j) % j;
     if (op == "**" && j >= 0) return static_cast<std::int64_t>(std::llround(std::pow(x, y)));
   }
@@ -304,7 +335,8 @@ Value Evaluator::eval_call(const Expr& e) {
       fail(e, std::string(err.what()).substr(15));
     }
   }
-  if (callee.kind != Expr::Kind::Name || defined(callee.name)) fail(e, "this expression cannot be called");
+  if (callee.kind != Expr::Kind::Name || defined(callee.name))
+    fail(e, "this expression cannot be called");
   const std::string& fn = callee.name;
   if (fn == "raise_exception") {
     // The template's own message, unadorned: callers show it to the client as is.
@@ -324,8 +356,10 @@ Value Evaluator::eval_call(const Expr& e) {
     std::int64_t lo = 0, hi = 0, step = 1;
     for (const Value& a : args)
       if (!a.is_int()) fail(e, "range() takes integers");
-    if (args.size() == 1) hi = std::get<std::int64_t>(args[0].v);
-    else if (args.size() >= 2) lo = std::get<std::int64_t>(args[0].v), hi = std::get<std::int64_t>(args[1].v);
+    if (args.size() == 1)
+      hi = std::get<std::int64_t>(args[0].v);
+    else if (args.size() >= 2)
+      lo = std::get<std::int64_t>(args[0].v), hi = std::get<std::int64_t>(args[1].v);
     if (args.size() == 3) step = std::get<std::int64_t>(args[2].v);
     if (step == 0 || args.empty() || args.size() > 3) fail(e, "bad arguments to range()");
     List out;

@@ -11,7 +11,9 @@ namespace saker::jinja {
 
 class Evaluator {
  public:
-  explicit Evaluator(std::map<std::string, Value> globals) { scopes_.push_back(std::move(globals)); }
+  explicit Evaluator(std::map<std::string, Value> globals) {
+    scopes_.push_back(std::move(globals));
+  }
   std::string render(const std::vector<Stmt>& body);
 
  private:

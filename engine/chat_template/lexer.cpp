@@ -27,7 +27,9 @@ std::string normalize(const std::string& src) {
   return out;
 }
 
-bool is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+bool is_ws(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
 
 class Lexer {
  public:
@@ -55,8 +57,10 @@ class Lexer {
 
   void advance_to(size_t p) {
     for (; pos_ < p; ++pos_) {
-      if (s_[pos_] == '\n') ++line_, col_ = 1;
-      else ++col_;
+      if (s_[pos_] == '\n')
+        ++line_, col_ = 1;
+      else
+        ++col_;
     }
   }
 
@@ -100,7 +104,8 @@ class Lexer {
 
   void comment(int tline, int tcol) {
     const size_t end = s_.find("#}", pos_);
-    if (end == std::string::npos) throw ChatTemplateError("unterminated comment at " + where(tline, tcol));
+    if (end == std::string::npos)
+      throw ChatTemplateError("unterminated comment at " + where(tline, tcol));
     const bool minus = end > pos_ && s_[end - 1] == '-';
     advance_to(end + 2);
     after_tag(minus, true);
@@ -127,12 +132,16 @@ class Lexer {
     int depth = 0;
     for (;;) {
       while (pos_ < s_.size() && is_ws(s_[pos_])) advance_to(pos_ + 1);
-      if (pos_ >= s_.size()) throw ChatTemplateError("unterminated tag opened at " + where(tline, tcol));
+      if (pos_ >= s_.size())
+        throw ChatTemplateError("unterminated tag opened at " + where(tline, tcol));
       const int l = line_, c = col_;
       const char ch = s_[pos_];
-      auto at = [&](const char* t) { return s_.compare(pos_, std::char_traits<char>::length(t), t) == 0; };
+      auto at = [&](const char* t) {
+        return s_.compare(pos_, std::char_traits<char>::length(t), t) == 0;
+      };
       const std::string end2 = std::string(1, close) + "}";
-      if (depth == 0 && (at(("-" + end2).c_str()) || at(("+" + end2).c_str()) || at(end2.c_str()))) {
+      if (depth == 0 &&
+          (at(("-" + end2).c_str()) || at(("+" + end2).c_str()) || at(end2.c_str()))) {
         const bool minus = ch == '-';
         advance_to(pos_ + (ch == '-' || ch == '+' ? 3 : 2));
         out_.push_back({Tok::Close, "", l, c});
@@ -141,7 +150,8 @@ class Lexer {
       }
       if (std::isalpha(static_cast<unsigned char>(ch)) || ch == '_') {
         size_t e = pos_;
-        while (e < s_.size() && (std::isalnum(static_cast<unsigned char>(s_[e])) || s_[e] == '_')) ++e;
+        while (e < s_.size() && (std::isalnum(static_cast<unsigned char>(s_[e])) || s_[e] == '_'))
+          ++e;
         out_.push_back({Tok::Name, s_.substr(pos_, e - pos_), l, c});
         advance_to(e);
       } else if (std::isdigit(static_cast<unsigned char>(ch))) {
@@ -155,7 +165,8 @@ class Lexer {
           if (at(o)) op = o;
         if (op.empty()) {
           if (std::string("+-*/%~<>=()[]{}.,:|").find(ch) == std::string::npos)
-            throw ChatTemplateError(std::string("unexpected character '") + ch + "' at " + where(l, c));
+            throw ChatTemplateError(std::string("unexpected character '") + ch + "' at " +
+                                    where(l, c));
           op = std::string(1, ch);
         }
         if (op == "(" || op == "[" || op == "{") ++depth;
@@ -224,26 +235,53 @@ class Lexer {
       }
       const char e = s_[++i];
       switch (e) {
-        case 'n': val += '\n'; break;
-        case 't': val += '\t'; break;
-        case 'r': val += '\r'; break;
-        case '\\': val += '\\'; break;
-        case '\'': val += '\''; break;
-        case '"': val += '"'; break;
-        case '\n': break;
-        case 'a': val += '\a'; break;
-        case 'b': val += '\b'; break;
-        case 'f': val += '\f'; break;
-        case 'v': val += '\v'; break;
-        case '0': val += '\0'; break;
-        case 'x': case 'u': case 'U': {
+        case 'n':
+          val += '\n';
+          break;
+        case 't':
+          val += '\t';
+          break;
+        case 'r':
+          val += '\r';
+          break;
+        case '\\':
+          val += '\\';
+          break;
+        case '\'':
+          val += '\'';
+          break;
+        case '"':
+          val += '"';
+          break;
+        case '\n':
+          break;
+        case 'a':
+          val += '\a';
+          break;
+        case 'b':
+          val += '\b';
+          break;
+        case 'f':
+          val += '\f';
+          break;
+        case 'v':
+          val += '\v';
+          break;
+        case '0':
+          val += '\0';
+          break;
+        case 'x':
+        case 'u':
+        case 'U': {
           const size_t n = e == 'x' ? 2 : e == 'u' ? 4 : 8;
           if (i + n >= s_.size()) throw ChatTemplateError("bad escape in string at " + where(l, c));
           put_utf8(val, std::stoul(s_.substr(i + 1, n), nullptr, 16));
           i += n;
           break;
         }
-        default: val += '\\'; val += e;  // unknown escapes stay as written
+        default:
+          val += '\\';
+          val += e;  // unknown escapes stay as written
       }
     }
     out_.push_back({Tok::String, val, l, c});
@@ -262,6 +300,8 @@ class Lexer {
 
 }  // namespace
 
-std::vector<Token> lex(const std::string& source) { return Lexer(normalize(source)).run(); }
+std::vector<Token> lex(const std::string& source) {
+  return Lexer(normalize(source)).run();
+}
 
 }  // namespace saker::jinja

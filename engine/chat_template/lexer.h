@@ -9,15 +9,15 @@
 namespace saker::jinja {
 
 enum class Tok {
-  Text,       // literal output
-  ExprOpen,   // {{
-  StmtOpen,   // {%
-  Close,      // }} or %}
+  Text,      // literal output
+  ExprOpen,  // {{
+  StmtOpen,  // {%
+  Close,     // }} or %}
   Name,
-  String,     // text holds the unescaped value
+  String,  // text holds the unescaped value
   Int,
   Float,
-  Op,         // punctuation and operators
+  Op,  // punctuation and operators
   Eof,
 };
 

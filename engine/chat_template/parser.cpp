@@ -20,19 +20,27 @@ class Parser {
  private:
   const Token& peek(size_t k = 0) const { return t_[std::min(i_ + k, t_.size() - 1)]; }
   const Token& next() { return t_[i_ < t_.size() - 1 ? i_++ : i_]; }
-  bool is_op(const char* op, size_t k = 0) const { return peek(k).kind == Tok::Op && peek(k).text == op; }
-  bool is_name(const char* n, size_t k = 0) const { return peek(k).kind == Tok::Name && peek(k).text == n; }
+  bool is_op(const char* op, size_t k = 0) const {
+    return peek(k).kind == Tok::Op && peek(k).text == op;
+  }
+  bool is_name(const char* n, size_t k = 0) const {
+    return peek(k).kind == Tok::Name && peek(k).text == n;
+  }
 
   [[noreturn]] static void fail(const std::string& what, const Token& at) {
-    throw ChatTemplateError("chat template: " + what + " at line " + std::to_string(at.line) + ", column " +
-                            std::to_string(at.col));
+    throw ChatTemplateError("chat template: " + what + " at line " + std::to_string(at.line) +
+                            ", column " + std::to_string(at.col));
   }
   static std::string describe(const Token& t) {
     switch (t.kind) {
-      case Tok::Close: return "end of tag";
-      case Tok::Eof: return "end of template";
-      case Tok::String: return "string '" + t.text + "'";
-      default: return "'" + t.text + "'";
+      case Tok::Close:
+        return "end of tag";
+      case Tok::Eof:
+        return "end of template";
+      case Tok::String:
+        return "string '" + t.text + "'";
+      default:
+        return "'" + t.text + "'";
     }
   }
   void expect_op(const char* op) {
@@ -128,7 +136,8 @@ class Parser {
         s.targets.push_back(expect_name());
       }
       if (is_op(",")) fail("unsupported multiple assignment in set", peek());
-      if (peek().kind == Tok::Close) fail("unsupported block set ({% set x %}...{% endset %})", peek());
+      if (peek().kind == Tok::Close)
+        fail("unsupported block set ({% set x %}...{% endset %})", peek());
       expect_op("=");
       s.expr = expression();
       expect_close();
@@ -208,8 +217,8 @@ class Parser {
     for (;;) {
       const Token& at = peek();
       std::string op;
-      if (at.kind == Tok::Op && (at.text == "==" || at.text == "!=" || at.text == "<" || at.text == ">" ||
-                                 at.text == "<=" || at.text == ">=")) {
+      if (at.kind == Tok::Op && (at.text == "==" || at.text == "!=" || at.text == "<" ||
+                                 at.text == ">" || at.text == "<=" || at.text == ">=")) {
         op = next().text;
       } else if (is_name("in")) {
         next(), op = "in";
@@ -271,10 +280,14 @@ class Parser {
     if (t.kind == Tok::Name) {
       next();
       auto e = make(Expr::Kind::Literal, t);
-      if (t.text == "true" || t.text == "True") e->value = true;
-      else if (t.text == "false" || t.text == "False") e->value = false;
-      else if (t.text == "none" || t.text == "None") e->value = None{};
-      else e->kind = Expr::Kind::Name, e->name = t.text;
+      if (t.text == "true" || t.text == "True")
+        e->value = true;
+      else if (t.text == "false" || t.text == "False")
+        e->value = false;
+      else if (t.text == "none" || t.text == "None")
+        e->value = None{};
+      else
+        e->kind = Expr::Kind::Name, e->name = t.text;
       return e;
     }
     if (t.kind == Tok::String) {
@@ -288,8 +301,10 @@ class Parser {
       next();
       auto e = make(Expr::Kind::Literal, t);
       try {
-        if (t.kind == Tok::Int) e->value = static_cast<std::int64_t>(std::stoll(t.text));
-        else e->value = std::stod(t.text);
+        if (t.kind == Tok::Int)
+          e->value = static_cast<std::int64_t>(std::stoll(t.text));
+        else
+          e->value = std::stod(t.text);
       } catch (const std::exception&) {
         fail("number out of range", t);
       }
@@ -426,6 +441,8 @@ class Parser {
 
 }  // namespace
 
-std::vector<Stmt> parse(const std::vector<Token>& tokens) { return Parser(tokens).run(); }
+std::vector<Stmt> parse(const std::vector<Token>& tokens) {
+  return Parser(tokens).run();
+}
 
 }  // namespace saker::jinja

@@ -17,12 +17,18 @@ bool Value::truthy() const {
   return std::visit(
       [](const auto& x) -> bool {
         using T = std::decay_t<decltype(x)>;
-        if constexpr (std::is_same_v<T, Undefined> || std::is_same_v<T, None>) return false;
-        else if constexpr (std::is_same_v<T, bool>) return x;
-        else if constexpr (std::is_same_v<T, std::int64_t> || std::is_same_v<T, double>) return x != 0;
-        else if constexpr (std::is_same_v<T, std::string>) return !x.empty();
-        else if constexpr (std::is_same_v<T, std::shared_ptr<Namespace>>) return true;
-        else return !x->empty();
+        if constexpr (std::is_same_v<T, Undefined> || std::is_same_v<T, None>)
+          return false;
+        else if constexpr (std::is_same_v<T, bool>)
+          return x;
+        else if constexpr (std::is_same_v<T, std::int64_t> || std::is_same_v<T, double>)
+          return x != 0;
+        else if constexpr (std::is_same_v<T, std::string>)
+          return !x.empty();
+        else if constexpr (std::is_same_v<T, std::shared_ptr<Namespace>>)
+          return true;
+        else
+          return !x->empty();
       },
       v);
 }
@@ -50,7 +56,8 @@ std::string format_float(double d) {
   }
   if (exp < 0) return sign + "0." + std::string(static_cast<size_t>(-exp - 1), '0') + digits;
   const auto int_len = static_cast<size_t>(exp) + 1;
-  if (digits.size() <= int_len) return sign + digits + std::string(int_len - digits.size(), '0') + ".0";
+  if (digits.size() <= int_len)
+    return sign + digits + std::string(int_len - digits.size(), '0') + ".0";
   return sign + digits.substr(0, int_len) + "." + digits.substr(int_len);
 }
 
@@ -59,16 +66,22 @@ static std::string repr_string(const std::string& s) {
   const char q = dq ? '"' : '\'';
   std::string out(1, q);
   for (const unsigned char c : s) {
-    if (c == '\\') out += "\\\\";
-    else if (c == q) out += std::string("\\") + static_cast<char>(c);
-    else if (c == '\n') out += "\\n";
-    else if (c == '\r') out += "\\r";
-    else if (c == '\t') out += "\\t";
+    if (c == '\\')
+      out += "\\\\";
+    else if (c == q)
+      out += std::string("\\") + static_cast<char>(c);
+    else if (c == '\n')
+      out += "\\n";
+    else if (c == '\r')
+      out += "\\r";
+    else if (c == '\t')
+      out += "\\t";
     else if (c < 0x20 || c == 0x7f) {
       char b[8];
       std::snprintf(b, sizeof b, "\\x%02x", c);
       out += b;
-    } else out += static_cast<char>(c);
+    } else
+      out += static_cast<char>(c);
   }
   return out + q;
 }
@@ -96,28 +109,37 @@ std::string Value::to_str() const {
   return std::visit(
       [this](const auto& x) -> std::string {
         using T = std::decay_t<decltype(x)>;
-        if constexpr (std::is_same_v<T, Undefined>) return "";
-        else if constexpr (std::is_same_v<T, None>) return "None";
-        else if constexpr (std::is_same_v<T, bool>) return x ? "True" : "False";
-        else if constexpr (std::is_same_v<T, std::int64_t>) return std::to_string(x);
-        else if constexpr (std::is_same_v<T, double>) return format_float(x);
-        else if constexpr (std::is_same_v<T, std::string>) return x;
-        else if constexpr (std::is_same_v<T, std::shared_ptr<Namespace>>) return "<Namespace>";
-        else return repr();
+        if constexpr (std::is_same_v<T, Undefined>)
+          return "";
+        else if constexpr (std::is_same_v<T, None>)
+          return "None";
+        else if constexpr (std::is_same_v<T, bool>)
+          return x ? "True" : "False";
+        else if constexpr (std::is_same_v<T, std::int64_t>)
+          return std::to_string(x);
+        else if constexpr (std::is_same_v<T, double>)
+          return format_float(x);
+        else if constexpr (std::is_same_v<T, std::string>)
+          return x;
+        else if constexpr (std::is_same_v<T, std::shared_ptr<Namespace>>)
+          return "<Namespace>";
+        else
+          return repr();
       },
       v);
 }
 
 std::string Value::type_name() const {
-  static const char* names[] = {"undefined", "NoneType", "bool",  "int",      "float",
-                                "str",       "list",     "dict",  "Namespace"};
+  static const char* names[] = {"undefined", "NoneType", "bool", "int",      "float",
+                                "str",       "list",     "dict", "Namespace"};
   return names[v.index()];
 }
 
 bool equals(const Value& a, const Value& b) {
   if (a.is_number() && b.is_number()) return a.as_double() == b.as_double();
   // Python: True == 1; bools compare as ints against numbers.
-  if (std::holds_alternative<bool>(a.v) && b.is_number()) return (std::get<bool>(a.v) ? 1.0 : 0.0) == b.as_double();
+  if (std::holds_alternative<bool>(a.v) && b.is_number())
+    return (std::get<bool>(a.v) ? 1.0 : 0.0) == b.as_double();
   if (std::holds_alternative<bool>(b.v) && a.is_number()) return equals(b, a);
   if (a.v.index() != b.v.index()) return false;
   if (a.is_undefined() || a.is_none()) return true;
@@ -150,13 +172,27 @@ static std::string json_string(const std::string& s) {
   std::string out = "\"";
   for (const unsigned char c : s) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\b':
+        out += "\\b";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
       default:
         if (c < 0x20) {
           char b[8];
@@ -183,14 +219,17 @@ std::string to_json(const Value& v, int indent, int depth) {
   if (v.is_number()) return v.to_str();
   if (v.is_string()) return json_string(v.str());
   // json.dumps: ", " and ": " without indent; "," plus newline and indentation with one.
-  const std::string nl = indent < 0 ? "" : "\n" + std::string(static_cast<size_t>(indent * (depth + 1)), ' ');
-  const std::string close_nl = indent < 0 ? "" : "\n" + std::string(static_cast<size_t>(indent * depth), ' ');
+  const std::string nl =
+      indent < 0 ? "" : "\n" + std::string(static_cast<size_t>(indent * (depth + 1)), ' ');
+  const std::string close_nl =
+      indent < 0 ? "" : "\n" + std::string(static_cast<size_t>(indent * depth), ' ');
   const std::string sep = indent < 0 ? ", " : ",";
   std::string out;
   if (v.is_list()) {
     if (v.list().empty()) return "[]";
     out = "[";
-    for (size_t i = 0; i < v.list().size(); ++i) out += (i ? sep : "") + nl + to_json(v.list()[i], indent, depth + 1);
+    for (size_t i = 0; i < v.list().size(); ++i)
+      out += (i ? sep : "") + nl + to_json(v.list()[i], indent, depth + 1);
     return out + close_nl + "]";
   }
   const Dict& d = v.is_dict() ? v.dict() : std::get<std::shared_ptr<Namespace>>(v.v)->attrs;

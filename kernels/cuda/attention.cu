@@ -96,7 +96,7 @@ struct AttentionArgs {
   float scale;
   int splits;
   int keys_per_split;
-  int row_chunks;      // blocks per (tile, KV group, key range), each a slice of the tile's rows
+  int row_chunks;  // blocks per (tile, KV group, key range), each a slice of the tile's rows
   int rows_per_chunk;
   float* part_acc;  // [n][heads][splits][hd], unnormalised
   float* part_ml;   // [n][heads][splits][2]: running max, running sum
@@ -104,11 +104,11 @@ struct AttentionArgs {
 
 // Shared memory of one block, in floats, for `rows` query rows.
 std::size_t smem_floats(int rows, int hd) {
-  return 2 * static_cast<std::size_t>(rows) * hd           // q, acc
-         + static_cast<std::size_t>(rows) * kKeyTile       // scores / probabilities
-         + static_cast<std::size_t>(kKeyTile) * (hd + 1)   // K tile, padded against bank conflicts
-         + static_cast<std::size_t>(kKeyTile) * hd         // V tile
-         + 3 * static_cast<std::size_t>(rows);             // max, sum, correction
+  return 2 * static_cast<std::size_t>(rows) * hd          // q, acc
+         + static_cast<std::size_t>(rows) * kKeyTile      // scores / probabilities
+         + static_cast<std::size_t>(kKeyTile) * (hd + 1)  // K tile, padded against bank conflicts
+         + static_cast<std::size_t>(kKeyTile) * hd        // V tile
+         + 3 * static_cast<std::size_t>(rows);            // max, sum, correction
 }
 
 // grid: (tile, kv group x row chunk, key range). Row R of a tile is token first + R / gs, head
@@ -173,8 +173,8 @@ __global__ void attention_kernel(AttentionArgs a) {
         // transformers adds bf16(bf16(slope) * key position) / sqrt(head_dim), as the CPU kernel.
         if (a.slopes) {
           const float slope = a.slopes[g * gs + (r0 + r) % gs];
-          score = __fadd_rn(score,
-                            __fmul_rn(round_bf16(__fmul_rn(slope, static_cast<float>(key))), a.scale));
+          score = __fadd_rn(
+              score, __fmul_rn(round_bf16(__fmul_rn(slope, static_cast<float>(key))), a.scale));
         }
       }
       sc[i] = score;
@@ -230,11 +230,12 @@ __global__ void attention_kernel(AttentionArgs a) {
 
 // out = sum_s acc_s e^(m_s - M) / sum_s l_s e^(m_s - M); one thread per output element (a
 // block per token left each thread ~18 elements of dependent loads: 35 us at batch 1).
-__global__ void attention_combine_kernel(const float* part_acc, const float* part_ml, std::int64_t n,
-                                         int heads, int hd, int splits, float* out) {
+__global__ void attention_combine_kernel(const float* part_acc, const float* part_ml,
+                                         std::int64_t n, int heads, int hd, int splits,
+                                         float* out) {
   const std::int64_t count = n * heads * hd;
-  for (std::int64_t e = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
-       e < count; e += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+  for (std::int64_t e = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; e < count;
+       e += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
     const std::int64_t t = e / (static_cast<std::int64_t>(heads) * hd);
     const int i = static_cast<int>(e % (static_cast<std::int64_t>(heads) * hd));
     const int head = i / hd, d = i % hd;
@@ -255,12 +256,13 @@ __global__ void attention_combine_kernel(const float* part_acc, const float* par
 
 }  // namespace
 
-void launch_rotary(float* qkv, const DevicePlaces& p, const AttentionShape& s,
-                   const float* cos_sin, cudaStream_t stream) {
+void launch_rotary(float* qkv, const DevicePlaces& p, const AttentionShape& s, const float* cos_sin,
+                   cudaStream_t stream) {
   if (p.n == 0) return;
   const Layout L = layout_of(s);
-  const dim3 grid(static_cast<unsigned>((L.heads + L.kv_heads) * (L.hd / 2) + kThreads - 1) / kThreads,
-                  static_cast<unsigned>(p.n));
+  const dim3 grid(
+      static_cast<unsigned>((L.heads + L.kv_heads) * (L.hd / 2) + kThreads - 1) / kThreads,
+      static_cast<unsigned>(p.n));
   rotary_kernel<<<grid, kThreads, 0, stream>>>(qkv, p.pos, L, cos_sin);
   SAKER_CUDA_LAUNCH_CHECK("rotary_kernel");
 }
@@ -318,9 +320,8 @@ void launch_attention(const float* qkv, const DevicePlaces& p, const AttentionSh
   // happens inside a graph capture).
   static std::size_t raised[64] = {};
   if (device >= 64 || raised[device] < smem) {
-    SAKER_CUDA_CHECK(cudaFuncSetAttribute(attention_kernel,
-                                          cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          static_cast<int>(smem)));
+    SAKER_CUDA_CHECK(cudaFuncSetAttribute(
+        attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
     if (device < 64) raised[device] = smem;
   }
 
@@ -344,8 +345,8 @@ void launch_attention(const float* qkv, const DevicePlaces& p, const AttentionSh
   SAKER_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   const std::int64_t blocks = std::max<std::int64_t>(1, p.num_tiles * s.kv_heads * splits);
   const std::int64_t most = std::max(1, (max_rows + 7) / 8);
-  const auto chunks = static_cast<int>(
-      std::clamp<std::int64_t>((2 * static_cast<std::int64_t>(sms) + blocks - 1) / blocks, 1, most));
+  const auto chunks = static_cast<int>(std::clamp<std::int64_t>(
+      (2 * static_cast<std::int64_t>(sms) + blocks - 1) / blocks, 1, most));
   a.rows_per_chunk = (max_rows + chunks - 1) / chunks;
   a.row_chunks = (max_rows + a.rows_per_chunk - 1) / a.rows_per_chunk;
   const dim3 grid(static_cast<unsigned>(p.num_tiles),

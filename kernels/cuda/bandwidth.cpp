@@ -19,9 +19,9 @@ double median_seconds(int reps, cudaStream_t stream, const std::function<void()>
   SAKER_CUDA_CHECK(cudaEventCreate(&start));
   SAKER_CUDA_CHECK(cudaEventCreate(&stop));
   const std::unique_ptr<CUevent_st, decltype(&cudaEventDestroy)> start_owner(start,
-                                                                              &cudaEventDestroy);
-  const std::unique_ptr<CUevent_st, decltype(&cudaEventDestroy)> stop_owner(stop,
                                                                              &cudaEventDestroy);
+  const std::unique_ptr<CUevent_st, decltype(&cudaEventDestroy)> stop_owner(stop,
+                                                                            &cudaEventDestroy);
   op();
   SAKER_CUDA_CHECK(cudaStreamSynchronize(stream));
   std::vector<double> times;
@@ -43,9 +43,8 @@ double median_seconds(int reps, cudaStream_t stream, const std::function<void()>
 double measure_read_bandwidth(std::size_t bytes, int reps) {
   DeviceMemory data(bytes), sink(sizeof(float));
   SAKER_CUDA_CHECK(cudaMemset(data.get(), 1, bytes));
-  const double s = median_seconds(reps, nullptr, [&] {
-    launch_read_probe(data.get(), bytes, sink.as<float>(), nullptr);
-  });
+  const double s = median_seconds(
+      reps, nullptr, [&] { launch_read_probe(data.get(), bytes, sink.as<float>(), nullptr); });
   return static_cast<double>(bytes) / s * 1e-9;
 }
 
@@ -62,7 +61,8 @@ double measure_host_to_device_bandwidth(std::size_t bytes, int reps) {
   PinnedMemory host(bytes);
   DeviceMemory dev(bytes);
   const double s = median_seconds(reps, nullptr, [&] {
-    SAKER_CUDA_CHECK(cudaMemcpyAsync(dev.get(), host.get(), bytes, cudaMemcpyHostToDevice, nullptr));
+    SAKER_CUDA_CHECK(
+        cudaMemcpyAsync(dev.get(), host.get(), bytes, cudaMemcpyHostToDevice, nullptr));
   });
   return static_cast<double>(bytes) / s * 1e-9;
 }

@@ -20,7 +20,8 @@ namespace {
 
 class DeviceBuffer final : public Buffer {
  public:
-  DeviceBuffer(std::size_t floats, cudaStream_t stream) : mem_(floats * sizeof(float)), size_(floats) {
+  DeviceBuffer(std::size_t floats, cudaStream_t stream)
+      : mem_(floats * sizeof(float)), size_(floats) {
     // Zeroed like the CPU backend's buffers; on the backend's stream so it is ordered with it.
     if (floats > 0) SAKER_CUDA_CHECK(cudaMemsetAsync(mem_.get(), 0, mem_.bytes(), stream));
   }
@@ -301,8 +302,8 @@ const DevicePlaces& CudaBackend::Impl::stage_places(std::span<const TokenPlace> 
       const std::int64_t count = std::min(tokens_per_tile, j - a);
       std::int32_t tile_max = 0;
       for (std::int64_t t = a; t < a + count; ++t) tile_max = std::max(tile_max, places[t].pos);
-      tiles.insert(tiles.end(), {static_cast<std::int32_t>(a), static_cast<std::int32_t>(count),
-                                 tile_max + 1});
+      tiles.insert(tiles.end(),
+                   {static_cast<std::int32_t>(a), static_cast<std::int32_t>(count), tile_max + 1});
     }
     max_keys = std::max<std::int64_t>(max_keys, run_max + 1);
     i = j;
@@ -312,8 +313,10 @@ const DevicePlaces& CudaBackend::Impl::stage_places(std::span<const TokenPlace> 
   for (std::int64_t t = 0; t < n; ++t) h[t] = places[t].pos;
   std::copy(table_off.begin(), table_off.end(), h.begin() + n);
   std::copy(tiles.begin(), tiles.end(), h.begin() + 2 * n);
-  std::copy(tables.begin(), tables.end(), h.begin() + 2 * n + static_cast<std::int64_t>(tiles.size()));
-  const auto* d = reinterpret_cast<const std::int32_t*>(stage(h.data(), ints * sizeof(std::int32_t)));
+  std::copy(tables.begin(), tables.end(),
+            h.begin() + 2 * n + static_cast<std::int64_t>(tiles.size()));
+  const auto* d =
+      reinterpret_cast<const std::int32_t*>(stage(h.data(), ints * sizeof(std::int32_t)));
 
   dev.pos = d;
   dev.table_off = d + n;
@@ -348,8 +351,8 @@ CudaBackend::CudaBackend(CudaOptions options) {
   int count = 0;
   SAKER_CUDA_CHECK(cudaGetDeviceCount(&count));
   if (options.device < 0 || options.device >= count)
-    throw std::runtime_error("CUDA device " + std::to_string(options.device) +
-                             " does not exist (" + std::to_string(count) + " visible)");
+    throw std::runtime_error("CUDA device " + std::to_string(options.device) + " does not exist (" +
+                             std::to_string(count) + " visible)");
   SAKER_CUDA_CHECK(cudaSetDevice(options.device));
   impl_ = std::make_unique<Impl>(options);
   SAKER_CUDA_CHECK(
@@ -393,7 +396,8 @@ Weight CudaBackend::upload_weight(const Weight& host) {
   if (bytes > 0) {
     if (impl_->options.synthetic_weights) {
       // Small enough that every layer's activations stay of order one.
-      const float scale = 1.0f / std::sqrt(static_cast<float>(std::max<std::int64_t>(1, host.cols)));
+      const float scale =
+          1.0f / std::sqrt(static_cast<float>(std::max<std::int64_t>(1, host.cols)));
       fill_random(mem.get(), count, host.dtype, impl_->weight_seed++, scale);
     } else {
       SAKER_CUDA_CHECK(cudaMemcpyAsync(mem.get(), host.data, bytes, cudaMemcpyHostToDevice,
@@ -444,7 +448,8 @@ void CudaBackend::linear_impl(const float* x, std::int64_t n, const Weight& w, c
   const int parts = w.dtype != DType::F32 && m.options.split_activations ? 2 : 1;
   const std::size_t half_bytes = static_cast<std::size_t>(n * K) * 2;
   if (w.dtype != DType::F32) m.ensure_scratch(m.act_parts, parts * half_bytes);
-  if (parts > 1) m.ensure_scratch(m.gemm_out, static_cast<std::size_t>(parts * n * N) * sizeof(float));
+  if (parts > 1)
+    m.ensure_scratch(m.gemm_out, static_cast<std::size_t>(parts * n * N) * sizeof(float));
   m.record(m.act_parts.get(), m.gemm_out.get(), parts);
   if (!m.launching()) return;
   const void* b = x;
@@ -516,8 +521,8 @@ namespace {
 // The parts of staged places a kernel's launch depends on (not max_keys: see attention).
 template <typename Impl>
 void record_places(Impl& m, const DevicePlaces& p, const AttentionShape& s) {
-  m.record(p.pos, p.table_off, p.tables, p.tiles, p.n, p.num_tiles, s.heads, s.kv_heads,
-           s.head_dim, s.alibi_slopes);
+  m.record(p.pos, p.table_off, p.tables, p.tiles, p.n, p.num_tiles, s.heads, s.kv_heads, s.head_dim,
+           s.alibi_slopes);
 }
 }  // namespace
 
@@ -563,8 +568,8 @@ void CudaBackend::download(const float* src, std::size_t n, float* host) {
   if (impl_->mode != Mode::kDirect)
     throw std::logic_error("CudaBackend::download inside run_step's body");
   if (n > 0)
-    SAKER_CUDA_CHECK(cudaMemcpyAsync(host, src, n * sizeof(float), cudaMemcpyDeviceToHost,
-                                     impl_->stream.get()));
+    SAKER_CUDA_CHECK(
+        cudaMemcpyAsync(host, src, n * sizeof(float), cudaMemcpyDeviceToHost, impl_->stream.get()));
   SAKER_CUDA_CHECK(cudaStreamSynchronize(impl_->stream.get()));
 }
 

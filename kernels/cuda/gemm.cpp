@@ -62,8 +62,8 @@ const LtGemm::Plan* LtGemm::plan(const Key& key) {
   // a column-major K x N matrix, B the row-major activations read as K x m.
   SAKER_CUDA_CHECK(cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   const cublasOperation_t trans = CUBLAS_OP_T, no_trans = CUBLAS_OP_N;
-  SAKER_CUDA_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &trans,
-                                                  sizeof trans));
+  SAKER_CUDA_CHECK(
+      cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &trans, sizeof trans));
   SAKER_CUDA_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &no_trans,
                                                   sizeof no_trans));
   SAKER_CUDA_CHECK(cublasLtMatrixLayoutCreate(&p->a, type, static_cast<std::uint64_t>(K),
@@ -94,20 +94,22 @@ const LtGemm::Plan* LtGemm::plan(const Key& key) {
   int found = 0;
   SAKER_CUDA_CHECK(cublasLtMatmulAlgoGetHeuristic(handle_, p->op, p->a, p->b, p->d, p->d, pref, 1,
                                                   &result, &found));
-  if (found == 0) p.reset();  // remembered too, so the heuristic is asked once per shape
-  else p->algo = result.algo;
+  if (found == 0)
+    p.reset();  // remembered too, so the heuristic is asked once per shape
+  else
+    p->algo = result.algo;
   return plans_.emplace(key, std::move(p)).first->second.get();
 }
 
 bool LtGemm::run(DType dtype, const void* a, const void* b, float* d, std::int64_t N,
                  std::int64_t m, std::int64_t K, cudaStream_t stream) {
   if (N == 0 || m == 0) return true;
-  const Plan* p = plan(Key{static_cast<int>(dtype), N, m, K, alignment(a), alignment(b),
-                           alignment(d)});
+  const Plan* p =
+      plan(Key{static_cast<int>(dtype), N, m, K, alignment(a), alignment(b), alignment(d)});
   if (!p) return false;
   const float alpha = 1.0f, beta = 0.0f;
-  SAKER_CUDA_CHECK(cublasLtMatmul(handle_, p->op, &alpha, a, p->a, b, p->b, &beta, d, p->d, d,
-                                  p->d, &p->algo, workspace_.get(), workspace_.bytes(), stream));
+  SAKER_CUDA_CHECK(cublasLtMatmul(handle_, p->op, &alpha, a, p->a, b, p->b, &beta, d, p->d, d, p->d,
+                                  &p->algo, workspace_.get(), workspace_.bytes(), stream));
   return true;
 }
 

@@ -52,12 +52,12 @@ __device__ __forceinline__ void unpack16(const uint4 raw, float* out) {
 template <DType D, int NT, int R, int U, bool VEC, int W = kGemvWarps>
 __global__ void __launch_bounds__(W * 32)
     gemv_warp_kernel(const float* __restrict__ x, int n, const void* __restrict__ w, std::int64_t N,
-                std::int64_t K, const float* __restrict__ bias, bool gelu, float* __restrict__ y) {
+                     std::int64_t K, const float* __restrict__ bias, bool gelu,
+                     float* __restrict__ y) {
   constexpr int V = VEC ? kVecElems<D> : 1;
   const int lane = threadIdx.x % 32;
-  const std::int64_t row0 =
-      (static_cast<std::int64_t>(blockIdx.x) * W + threadIdx.x / 32) * R;
-  if (row0 >= N) return;  // a whole warp; the kernel has no block-wide barrier
+  const std::int64_t row0 = (static_cast<std::int64_t>(blockIdx.x) * W + threadIdx.x / 32) * R;
+  if (row0 >= N) return;              // a whole warp; the kernel has no block-wide barrier
   const std::int64_t chunks = K / V;  // K % V == 0 when VEC
 
   // Row r's chunk c; a ragged group re-reads the last row (its result is not written).
@@ -65,7 +65,8 @@ __global__ void __launch_bounds__(W * 32)
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     const std::int64_t row = row0 + r < N ? row0 + r : N - 1;
-    rows[r] = static_cast<const unsigned char*>(w) + row * K * static_cast<std::int64_t>(dtype_size(D));
+    rows[r] =
+        static_cast<const unsigned char*>(w) + row * K * static_cast<std::int64_t>(dtype_size(D));
   }
 
   float acc[R][NT];
@@ -236,8 +237,8 @@ void gemv_dispatch(const float* x, std::int64_t n, const Weight& w, const float*
   const bool vec = w.cols % kVecElems<D> == 0 && reinterpret_cast<std::uintptr_t>(x) % 16 == 0 &&
                    reinterpret_cast<std::uintptr_t>(w.data) % 16 == 0;
   if (vec)
-    gemv_kernel<D, NT, R, true><<<blocks, kGemvThreads, 0, stream>>>(
-        x, static_cast<int>(n), w.data, w.rows, w.cols, bias, gelu, y);
+    gemv_kernel<D, NT, R, true><<<blocks, kGemvThreads, 0, stream>>>(x, static_cast<int>(n), w.data,
+                                                                     w.rows, w.cols, bias, gelu, y);
   else
     gemv_kernel<D, NT, R, false><<<blocks, kGemvThreads, 0, stream>>>(
         x, static_cast<int>(n), w.data, w.rows, w.cols, bias, gelu, y);

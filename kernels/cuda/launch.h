@@ -18,8 +18,8 @@ void launch_embedding(const std::int32_t* ids, std::int64_t n, const Weight& tab
                       std::int64_t first_id, float* y, cudaStream_t stream);
 // One block per row. With `residual`: x_sum = x + residual is written and normalised instead.
 void launch_layer_norm(const float* x, const float* residual, float* x_sum, std::int64_t n,
-                       std::int64_t dim, const float* gamma, const float* beta, float eps,
-                       float* y, cudaStream_t stream);
+                       std::int64_t dim, const float* gamma, const float* beta, float eps, float* y,
+                       cudaStream_t stream);
 void launch_gelu(float* x, std::int64_t count, cudaStream_t stream);
 void launch_add(const float* x, std::int64_t count, float* y, cudaStream_t stream);
 void launch_gather_rows(const float* src, const std::int64_t* rows, std::int64_t n,
@@ -47,8 +47,8 @@ struct DevicePlaces {
   std::int64_t max_keys = 0;  // max over tokens of pos + 1
 };
 
-void launch_rotary(float* qkv, const DevicePlaces& p, const AttentionShape& s,
-                   const float* cos_sin, cudaStream_t stream);
+void launch_rotary(float* qkv, const DevicePlaces& p, const AttentionShape& s, const float* cos_sin,
+                   cudaStream_t stream);
 void launch_kv_write(const float* qkv, const DevicePlaces& p, const AttentionShape& s,
                      const KvLayer& kv, cudaStream_t stream);
 

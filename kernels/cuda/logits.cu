@@ -187,7 +187,7 @@ __global__ void __launch_bounds__(kSummaryThreads)
       any = any || k[u] >= prefix;  // key 0 is below every real key (it would be a NaN)
     }
     if (!__syncthreads_or(any)) continue;  // most of the row: nothing to collect here
-    for (int u = 0; u < kUnroll; ++u) {  // tile by tile, in id order
+    for (int u = 0; u < kUnroll; ++u) {    // tile by tile, in id order
       const std::int64_t i = base + u * kSummaryThreads + tid;
       const bool above = i < vocab && k[u] > prefix, equal = i < vocab && k[u] == prefix;
       int tile_total = 0;
@@ -211,8 +211,7 @@ __global__ void __launch_bounds__(kSummaryThreads)
     const std::uint32_t k = cand_key[tid];
     const std::int32_t id = cand_id[tid];
     int rank = 0;
-    for (int j = 0; j < need; ++j)
-      rank += cand_key[j] > k || (cand_key[j] == k && cand_id[j] < id);
+    for (int j = 0; j < need; ++j) rank += cand_key[j] > k || (cand_key[j] == k && cand_id[j] < id);
     s.top_ids[rank] = id;
     s.top_logits[rank] = row[id];
   }

@@ -26,9 +26,9 @@ __global__ void embedding_kernel(const std::int32_t* ids, DType dtype, const voi
 // over many threads instead of being a long latency chain.
 constexpr int kNormThreads = 1024;
 
-__global__ void __launch_bounds__(kNormThreads) layer_norm_kernel(const float* x, const float* residual, float* x_sum,
-                                  std::int64_t dim, const float* gamma, const float* beta,
-                                  float eps, float* y) {
+__global__ void __launch_bounds__(kNormThreads)
+    layer_norm_kernel(const float* x, const float* residual, float* x_sum, std::int64_t dim,
+                      const float* gamma, const float* beta, float eps, float* y) {
   const std::int64_t r = blockIdx.x;
   const float* xr = x + r * dim;
   float* yr = y + r * dim;
@@ -58,14 +58,14 @@ __global__ void __launch_bounds__(kNormThreads) layer_norm_kernel(const float* x
 }
 
 __global__ void gelu_kernel(float* x, std::int64_t count) {
-  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
-       i < count; i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < count;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
     x[i] = gelu_erf(x[i]);
 }
 
 __global__ void add_kernel(const float* x, std::int64_t count, float* y) {
-  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
-       i < count; i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < count;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
     y[i] = __fadd_rn(y[i], x[i]);
 }
 
@@ -79,8 +79,8 @@ __global__ void gather_rows_kernel(const float* src, const std::int64_t* rows, s
 __global__ void bias_act_kernel(const float* parts, int nparts, std::int64_t n, std::int64_t cols,
                                 const float* bias, bool gelu, float* y) {
   const std::int64_t count = n * cols;
-  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
-       i < count; i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < count;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
     float v = parts[i];
     for (int p = 1; p < nparts; ++p) v = __fadd_rn(v, parts[p * count + i]);
     if (bias) v = __fadd_rn(v, bias[i % cols]);
@@ -102,8 +102,8 @@ __device__ __forceinline__ __half to_half<__half>(float v) {
 
 template <typename Half>
 __global__ void split_kernel(const float* x, std::int64_t count, Half* hi, Half* lo) {
-  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
-       i < count; i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < count;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
     const float v = x[i];
     const Half h = to_half<Half>(v);
     hi[i] = h;
@@ -121,8 +121,8 @@ __device__ __forceinline__ std::uint64_t mix64(std::uint64_t z) {
 
 __global__ void fill_random_kernel(void* data, std::int64_t count, DType dtype, std::uint64_t seed,
                                    float scale) {
-  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
-       i < count; i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < count;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
     const std::uint64_t r = mix64(seed * 0x100000001b3ull + static_cast<std::uint64_t>(i));
     const float u = static_cast<float>(r >> 40) * (1.0f / 16777216.0f);  // [0, 1)
     const float v = (2.0f * u - 1.0f) * scale;
@@ -162,11 +162,11 @@ void launch_embedding(const std::int32_t* ids, std::int64_t n, const Weight& tab
 }
 
 void launch_layer_norm(const float* x, const float* residual, float* x_sum, std::int64_t n,
-                       std::int64_t dim, const float* gamma, const float* beta, float eps,
-                       float* y, cudaStream_t stream) {
+                       std::int64_t dim, const float* gamma, const float* beta, float eps, float* y,
+                       cudaStream_t stream) {
   if (n == 0) return;
-  layer_norm_kernel<<<static_cast<unsigned>(n), kNormThreads, 0, stream>>>(
-      x, residual, x_sum, dim, gamma, beta, eps, y);
+  layer_norm_kernel<<<static_cast<unsigned>(n), kNormThreads, 0, stream>>>(x, residual, x_sum, dim,
+                                                                           gamma, beta, eps, y);
   SAKER_CUDA_LAUNCH_CHECK("layer_norm_kernel");
 }
 

@@ -23,8 +23,8 @@ struct ServeContext {
   const Tokenizer& tokenizer;
   FalconConfig config;
   std::string model_name;
-  std::int64_t max_context = 0;    // prompt + new tokens
-  std::int64_t max_input_len = 0;  // prompt tokens (option.max_input_len; 0: max_context - 1)
+  std::int64_t max_context = 0;     // prompt + new tokens
+  std::int64_t max_input_len = 0;   // prompt tokens (option.max_input_len; 0: max_context - 1)
   std::int64_t max_output_len = 0;  // new tokens (option.max_output_len; 0: no own limit)
   bool log_prompts = false;
   bool jsonlines_default = false;  // option.output_formatter=jsonlines: /invocations streams
@@ -59,7 +59,8 @@ Router make_router(ServeContext& ctx);
 std::unique_ptr<Call> openai_completions(ServeContext& ctx, const json& body);
 std::unique_ptr<Call> openai_chat(ServeContext& ctx, const json& body);
 HttpResponse openai_error(http::status s, const std::string& message);
-std::unique_ptr<Call> tgi_generate(ServeContext& ctx, const json& body, bool stream, bool compat_list);
+std::unique_ptr<Call> tgi_generate(ServeContext& ctx, const json& body, bool stream,
+                                   bool compat_list);
 HttpResponse tgi_error(http::status s, const std::string& message);
 std::unique_ptr<Call> djl_invocations(ServeContext& ctx, const json& body, bool jsonlines_default);
 HttpResponse djl_error(http::status s, const std::string& message);

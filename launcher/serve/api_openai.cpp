@@ -35,10 +35,22 @@ const char* openai_reason(FinishReason r) {
 }
 
 // Fields that shape the reply rather than the generation; everything else goes to the engine.
-const std::set<std::string> kShapeFields = {"model", "prompt", "messages", "stream", "stream_options",
-                                            "n", "echo", "user", "logprobs", "top_logprobs",
-                                            "max_completion_tokens", "suffix", "logit_bias",
-                                            "response_format", "tools", "tool_choice"};
+const std::set<std::string> kShapeFields = {"model",
+                                            "prompt",
+                                            "messages",
+                                            "stream",
+                                            "stream_options",
+                                            "n",
+                                            "echo",
+                                            "user",
+                                            "logprobs",
+                                            "top_logprobs",
+                                            "max_completion_tokens",
+                                            "suffix",
+                                            "logit_bias",
+                                            "response_format",
+                                            "tools",
+                                            "tool_choice"};
 
 BatchRequest request_from(const json& body, std::int64_t logprobs) {
   json params = json::object();
@@ -46,7 +58,8 @@ BatchRequest request_from(const json& body, std::int64_t logprobs) {
     if (!kShapeFields.count(k)) params[k] = v;
   if (body.contains("max_completion_tokens")) params["max_tokens"] = body["max_completion_tokens"];
   // OpenAI samples at temperature 1 unless told otherwise.
-  if (!params.contains("temperature") || params["temperature"].is_null()) params["temperature"] = 1.0;
+  if (!params.contains("temperature") || params["temperature"].is_null())
+    params["temperature"] = 1.0;
   for (const char* k : {"suffix", "tools", "response_format"})
     if (body.contains(k) && !body[k].is_null())
       throw ApiError(ErrorKind::kValidation, std::string("`") + k + "` is not supported");
@@ -67,24 +80,29 @@ BatchRequest request_from(const json& body, std::int64_t logprobs) {
 
 std::int64_t choices_n(const json& body) {
   if (!body.contains("n") || body["n"].is_null()) return 1;
-  if (!body["n"].is_number_integer() || body["n"].get<std::int64_t>() < 1 || body["n"].get<std::int64_t>() > 16)
-    throw ApiError(ErrorKind::kValidation, "`n` must be an integer in [1, 16], got " + dump(body["n"]));
+  if (!body["n"].is_number_integer() || body["n"].get<std::int64_t>() < 1 ||
+      body["n"].get<std::int64_t>() > 16)
+    throw ApiError(ErrorKind::kValidation,
+                   "`n` must be an integer in [1, 16], got " + dump(body["n"]));
   return body["n"].get<std::int64_t>();
 }
 
 void check_model(const ServeContext& ctx, const json& body) {
   if (body.contains("model") && !body["model"].is_null() &&
       (!body["model"].is_string() || body["model"].get<std::string>() != ctx.model_name))
-    throw ApiError(ErrorKind::kNotFound, "The model `" + (body["model"].is_string() ? body["model"].get<std::string>()
-                                                                                   : dump(body["model"])) +
-                                             "` does not exist.");
+    throw ApiError(
+        ErrorKind::kNotFound,
+        "The model `" +
+            (body["model"].is_string() ? body["model"].get<std::string>() : dump(body["model"])) +
+            "` does not exist.");
 }
 
 // An optional boolean field: absent or null is `fallback`, anything but a boolean is refused.
 bool flag(const json& obj, const char* key, bool fallback) {
   if (!obj.contains(key) || obj[key].is_null()) return fallback;
   if (!obj[key].is_boolean())
-    throw ApiError(ErrorKind::kValidation, std::string("`") + key + "` must be true or false, got " + dump(obj[key]));
+    throw ApiError(ErrorKind::kValidation,
+                   std::string("`") + key + "` must be true or false, got " + dump(obj[key]));
   return obj[key].get<bool>();
 }
 
@@ -105,7 +123,13 @@ class OpenAiCall : public Call {
 
   HttpResponse error(http::status s, const std::string& m) override { return openai_error(s, m); }
   std::string stream_error(const std::string& m) override {
-    return "data: " + dump({{"object", "error"}, {"message", m}, {"type", "BadRequestError"}, {"param", nullptr}, {"code", 400}}) + "\n\n";
+    return "data: " +
+           dump({{"object", "error"},
+                 {"message", m},
+                 {"type", "BadRequestError"},
+                 {"param", nullptr},
+                 {"code", 400}}) +
+           "\n\n";
   }
   std::string end_stream() override {
     std::string out;
@@ -119,13 +143,20 @@ class OpenAiCall : public Call {
 
  protected:
   json envelope(json choices, const std::string& object) const {
-    return {{"id", id_}, {"object", object}, {"created", created_}, {"model", ctx_.model_name}, {"choices", std::move(choices)}};
+    return {{"id", id_},
+            {"object", object},
+            {"created", created_},
+            {"model", ctx_.model_name},
+            {"choices", std::move(choices)}};
   }
   json usage() const {
-    return {{"prompt_tokens", prompt_tokens}, {"completion_tokens", completion_tokens_},
+    return {{"prompt_tokens", prompt_tokens},
+            {"completion_tokens", completion_tokens_},
             {"total_tokens", prompt_tokens + completion_tokens_}};
   }
-  std::string token_str(std::int32_t id) const { return ctx_.tokenizer.decode(std::span(&id, 1), false); }
+  std::string token_str(std::int32_t id) const {
+    return ctx_.tokenizer.decode(std::span(&id, 1), false);
+  }
 
   ServeContext& ctx_;
   std::string id_;
@@ -146,9 +177,12 @@ class CompletionCall final : public OpenAiCall {
     std::string text = u.text;
     if (echo && u.index == 0 && u.token >= 0) text = prompts[i / n] + text;
     json choice = {{"index", i}, {"text", text}, {"logprobs", nullptr}, {"finish_reason", nullptr}};
-    if (u.token >= 0 && want_logprobs_(i)) choice["logprobs"] = logprobs({u.token}, {u.logprob}, {u.top});
-    if (u.finish != FinishReason::kNone) choice["finish_reason"] = openai_reason(u.finish);
-    else if (text.empty() && choice["logprobs"].is_null()) return "";
+    if (u.token >= 0 && want_logprobs_(i))
+      choice["logprobs"] = logprobs({u.token}, {u.logprob}, {u.top});
+    if (u.finish != FinishReason::kNone)
+      choice["finish_reason"] = openai_reason(u.finish);
+    else if (text.empty() && choice["logprobs"].is_null())
+      return "";
     return "data: " + dump(envelope(json::array({choice}), object_)) + "\n\n";
   }
   HttpResponse final_response(const std::vector<std::shared_ptr<const BatchResult>>& rs) override {
@@ -156,7 +190,9 @@ class CompletionCall final : public OpenAiCall {
     for (std::size_t i = 0; i < rs.size(); ++i) {
       const BatchResult& r = *rs[i];
       completion_tokens_ += static_cast<std::int64_t>(r.tokens.size());
-      json c = {{"index", i}, {"text", (echo ? prompts[i / n] : "") + r.text}, {"logprobs", nullptr},
+      json c = {{"index", i},
+                {"text", (echo ? prompts[i / n] : "") + r.text},
+                {"logprobs", nullptr},
                 {"finish_reason", openai_reason(r.finish)}};
       if (want_logprobs_(i)) c["logprobs"] = logprobs(r.tokens, r.logprobs, r.top_logprobs);
       choices.push_back(c);
@@ -170,7 +206,8 @@ class CompletionCall final : public OpenAiCall {
  private:
   json logprobs(const std::vector<std::int32_t>& ids, const std::vector<float>& lps,
                 const std::vector<std::vector<TokenLogprob>>& tops) const {
-    json tokens = json::array(), token_lps = json::array(), top = json::array(), offsets = json::array();
+    json tokens = json::array(), token_lps = json::array(), top = json::array(),
+         offsets = json::array();
     std::size_t offset = 0;
     for (std::size_t t = 0; t < ids.size(); ++t) {
       const std::string s = token_str(ids[t]);
@@ -183,7 +220,10 @@ class CompletionCall final : public OpenAiCall {
       offsets.push_back(offset);
       offset += s.size();
     }
-    return {{"tokens", tokens}, {"token_logprobs", token_lps}, {"top_logprobs", top}, {"text_offset", offsets}};
+    return {{"tokens", tokens},
+            {"token_logprobs", token_lps},
+            {"top_logprobs", top},
+            {"text_offset", offsets}};
   }
 };
 
@@ -195,15 +235,23 @@ class ChatCall final : public OpenAiCall {
   std::string on_update(std::size_t i, const Update& u) override {
     std::string out;
     if (u.index == 0 && u.token >= 0) {  // the role comes first, on its own
-      json c = {{"index", i}, {"delta", {{"role", "assistant"}, {"content", ""}}}, {"logprobs", nullptr}, {"finish_reason", nullptr}};
+      json c = {{"index", i},
+                {"delta", {{"role", "assistant"}, {"content", ""}}},
+                {"logprobs", nullptr},
+                {"finish_reason", nullptr}};
       out += "data: " + dump(envelope(json::array({c}), object_)) + "\n\n";
     }
     if (u.token >= 0) ++completion_tokens_;
-    json c = {{"index", i}, {"delta", u.text.empty() ? json::object() : json{{"content", u.text}}},
-              {"logprobs", nullptr}, {"finish_reason", nullptr}};
-    if (logprobs && u.token >= 0) c["logprobs"] = {{"content", json::array({entry(u.token, u.logprob, u.top)})}};
-    if (u.finish != FinishReason::kNone) c["finish_reason"] = openai_reason(u.finish);
-    else if (u.text.empty() && !logprobs) return out;
+    json c = {{"index", i},
+              {"delta", u.text.empty() ? json::object() : json{{"content", u.text}}},
+              {"logprobs", nullptr},
+              {"finish_reason", nullptr}};
+    if (logprobs && u.token >= 0)
+      c["logprobs"] = {{"content", json::array({entry(u.token, u.logprob, u.top)})}};
+    if (u.finish != FinishReason::kNone)
+      c["finish_reason"] = openai_reason(u.finish);
+    else if (u.text.empty() && !logprobs)
+      return out;
     return out + "data: " + dump(envelope(json::array({c}), object_)) + "\n\n";
   }
   HttpResponse final_response(const std::vector<std::shared_ptr<const BatchResult>>& rs) override {
@@ -211,13 +259,16 @@ class ChatCall final : public OpenAiCall {
     for (std::size_t i = 0; i < rs.size(); ++i) {
       const BatchResult& r = *rs[i];
       completion_tokens_ += static_cast<std::int64_t>(r.tokens.size());
-      json c = {{"index", i}, {"message", {{"role", "assistant"}, {"content", r.text}}}, {"logprobs", nullptr},
+      json c = {{"index", i},
+                {"message", {{"role", "assistant"}, {"content", r.text}}},
+                {"logprobs", nullptr},
                 {"finish_reason", openai_reason(r.finish)}};
       if (logprobs) {
         json content = json::array();
         for (std::size_t t = 0; t < r.tokens.size(); ++t)
-          content.push_back(entry(r.tokens[t], t < r.logprobs.size() ? r.logprobs[t] : 0.0f,
-                                  t < r.top_logprobs.size() ? r.top_logprobs[t] : std::vector<TokenLogprob>{}));
+          content.push_back(
+              entry(r.tokens[t], t < r.logprobs.size() ? r.logprobs[t] : 0.0f,
+                    t < r.top_logprobs.size() ? r.top_logprobs[t] : std::vector<TokenLogprob>{}));
         c["logprobs"] = {{"content", content}};
       }
       choices.push_back(c);
@@ -250,12 +301,14 @@ std::string message_text(const json& m) {
     throw ApiError(ErrorKind::kValidation, "each message needs a string `role`");
   const json& c = m.contains("content") ? m["content"] : json();
   if (c.is_string()) return c.get<std::string>();
-  if (!c.is_array()) throw ApiError(ErrorKind::kValidation, "each message needs `content`: a string or text parts");
+  if (!c.is_array())
+    throw ApiError(ErrorKind::kValidation, "each message needs `content`: a string or text parts");
   std::string content;
   for (const json& part : c) {
-    if (!part.is_object() || !part.contains("type") || part["type"] != "text" || !part.contains("text") ||
-        !part["text"].is_string())
-      throw ApiError(ErrorKind::kValidation, "message content parts must be {\"type\": \"text\", \"text\": str}");
+    if (!part.is_object() || !part.contains("type") || part["type"] != "text" ||
+        !part.contains("text") || !part["text"].is_string())
+      throw ApiError(ErrorKind::kValidation,
+                     "message content parts must be {\"type\": \"text\", \"text\": str}");
     content += part["text"].get<std::string>();
   }
   return content;
@@ -268,12 +321,14 @@ std::string chat_prompt(const ServeContext& ctx, const json& messages, BatchRequ
   if (!messages.is_array() || messages.empty())
     throw ApiError(ErrorKind::kValidation, "`messages` must be a non-empty list");
   std::vector<ChatMessage> turns;
-  for (const json& m : messages) turns.push_back({m["role"].is_string() ? m["role"].get<std::string>() : "", message_text(m)});
+  for (const json& m : messages)
+    turns.push_back({m["role"].is_string() ? m["role"].get<std::string>() : "", message_text(m)});
   if (ctx.chat_template) {
     try {
       return ctx.chat_template->render(turns, true, ctx.chat_vars);
     } catch (const ChatTemplateError& e) {
-      throw ApiError(ErrorKind::kValidation, e.what());  // raise_exception(): the template's message
+      throw ApiError(ErrorKind::kValidation,
+                     e.what());  // raise_exception(): the template's message
     }
   }
   std::string out;
@@ -285,7 +340,8 @@ std::string chat_prompt(const ServeContext& ctx, const json& messages, BatchRequ
     else if (m.role == "assistant")
       out += "Falcon: " + m.content + "\n";
     else
-      throw ApiError(ErrorKind::kValidation, "message role must be system, user or assistant, got `" + m.role + "`");
+      throw ApiError(ErrorKind::kValidation,
+                     "message role must be system, user or assistant, got `" + m.role + "`");
   }
   r.stop.push_back("\nUser:");
   return out + "Falcon:";
@@ -294,12 +350,16 @@ std::string chat_prompt(const ServeContext& ctx, const json& messages, BatchRequ
 }  // namespace
 
 HttpResponse openai_error(http::status s, const std::string& message) {
-  const char* type = s == http::status::not_found           ? "NotFoundError"
-                     : s == http::status::too_many_requests  ? "RateLimitError"
+  const char* type = s == http::status::not_found             ? "NotFoundError"
+                     : s == http::status::too_many_requests   ? "RateLimitError"
                      : s == http::status::service_unavailable ? "ServiceUnavailableError"
-                                                               : "BadRequestError";
-  if (s == http::status::unprocessable_entity || s == http::status::failed_dependency) s = http::status::bad_request;
-  return json_response(s, {{"object", "error"}, {"message", message}, {"type", type}, {"param", nullptr},
+                                                              : "BadRequestError";
+  if (s == http::status::unprocessable_entity || s == http::status::failed_dependency)
+    s = http::status::bad_request;
+  return json_response(s, {{"object", "error"},
+                           {"message", message},
+                           {"type", type},
+                           {"param", nullptr},
                            {"code", static_cast<int>(s)}});
 }
 
@@ -313,8 +373,10 @@ std::unique_ptr<Call> openai_completions(ServeContext& ctx, const json& body) {
   call->route = "/v1/completions";
   std::int64_t logprobs = -1;
   if (body.contains("logprobs") && !body["logprobs"].is_null()) {
-    if (!body["logprobs"].is_number_integer() || body["logprobs"].get<std::int64_t>() < 0 || body["logprobs"].get<std::int64_t>() > 20)
-      throw ApiError(ErrorKind::kValidation, "`logprobs` must be an integer in [0, 20], got " + dump(body["logprobs"]));
+    if (!body["logprobs"].is_number_integer() || body["logprobs"].get<std::int64_t>() < 0 ||
+        body["logprobs"].get<std::int64_t>() > 20)
+      throw ApiError(ErrorKind::kValidation,
+                     "`logprobs` must be an integer in [0, 20], got " + dump(body["logprobs"]));
     logprobs = body["logprobs"].get<std::int64_t>();
     call->want_logprobs_ = [](std::size_t) { return true; };
   }
@@ -326,21 +388,26 @@ std::unique_ptr<Call> openai_completions(ServeContext& ctx, const json& body) {
   } else if (p.is_array() && !p.empty() && p[0].is_number_integer()) {
     std::vector<std::int32_t> ids;
     for (const json& t : p) {
-      if (!t.is_number_integer() || t.get<std::int64_t>() < 0 || t.get<std::int64_t>() >= ctx.config.vocab_size)
-        throw ApiError(ErrorKind::kValidation, "`prompt` token ids must be integers in [0, " + std::to_string(ctx.config.vocab_size) + ")");
+      if (!t.is_number_integer() || t.get<std::int64_t>() < 0 ||
+          t.get<std::int64_t>() >= ctx.config.vocab_size)
+        throw ApiError(ErrorKind::kValidation, "`prompt` token ids must be integers in [0, " +
+                                                   std::to_string(ctx.config.vocab_size) + ")");
       ids.push_back(t.get<std::int32_t>());
     }
     call->prompts.push_back(ctx.tokenizer.decode(ids));
     id_prompts.push_back(std::move(ids));
   } else if (p.is_array() && !p.empty()) {
     for (const json& s : p) {
-      if (!s.is_string()) throw ApiError(ErrorKind::kValidation, "`prompt` must be a string, a list of strings or a list of token ids");
+      if (!s.is_string())
+        throw ApiError(ErrorKind::kValidation,
+                       "`prompt` must be a string, a list of strings or a list of token ids");
       call->prompts.push_back(s.get<std::string>());
     }
   } else {
-    throw ApiError(ErrorKind::kValidation, "`prompt` must be a non-empty string, list of strings or list of token ids");
-  for (const std::string& text : call->prompts)
-    if (text.empty()) throw ApiError(ErrorKind::kValidation, "`prompt` must not be empty");
+    throw ApiError(ErrorKind::kValidation,
+                   "`prompt` must be a non-empty string, list of strings or list of token ids");
+    for (const std::string& text : call->prompts)
+      if (text.empty()) throw ApiError(ErrorKind::kValidation, "`prompt` must not be empty");
   }
   for (std::size_t i = 0; i < call->prompts.size(); ++i) {
     BatchRequest base = request_from(body, logprobs);
@@ -372,13 +439,16 @@ std::unique_ptr<Call> openai_chat(ServeContext& ctx, const json& body) {
     call->logprobs = true;
     logprobs = 0;
     if (body.contains("top_logprobs") && !body["top_logprobs"].is_null()) {
-      if (!body["top_logprobs"].is_number_integer() || body["top_logprobs"].get<std::int64_t>() < 0 || body["top_logprobs"].get<std::int64_t>() > 20)
+      if (!body["top_logprobs"].is_number_integer() ||
+          body["top_logprobs"].get<std::int64_t>() < 0 ||
+          body["top_logprobs"].get<std::int64_t>() > 20)
         throw ApiError(ErrorKind::kValidation, "`top_logprobs` must be an integer in [0, 20]");
       logprobs = body["top_logprobs"].get<std::int64_t>();
     }
   }
   BatchRequest base = request_from(body, logprobs);
-  const std::string prompt = chat_prompt(ctx, body.contains("messages") ? body["messages"] : json(), base);
+  const std::string prompt =
+      chat_prompt(ctx, body.contains("messages") ? body["messages"] : json(), base);
   set_prompt(ctx, prompt, base);
   call->prompt_tokens = static_cast<std::int64_t>(base.prompt.size());
   for (std::int64_t j = 0; j < n; ++j) {

@@ -19,7 +19,8 @@ BatchRequest request_from(const json& body, std::int64_t default_max_new) {
   } catch (const std::invalid_argument& e) {
     throw ApiError(ErrorKind::kValidation, e.what());
   }
-  if (!r.sampling.greedy() && !(params.is_object() && params.contains("seed") && !params["seed"].is_null()))
+  if (!r.sampling.greedy() &&
+      !(params.is_object() && params.contains("seed") && !params["seed"].is_null()))
     r.sampling.seed = std::random_device{}();
   return r;
 }
@@ -40,14 +41,21 @@ class TgiCall final : public Call {
   std::string inputs;
 
   std::string on_update(std::size_t, const Update& u) override {
-    json token = {{"id", u.token}, {"text", u.text}, {"logprob", u.logprob},
+    json token = {{"id", u.token},
+                  {"text", u.text},
+                  {"logprob", u.logprob},
                   {"special", ctx_.special_ids.count(u.token) > 0}};
-    json ev = {{"index", u.index}, {"token", token}, {"top_tokens", nullptr},
-               {"generated_text", nullptr}, {"details", nullptr}};
+    json ev = {{"index", u.index},
+               {"token", token},
+               {"top_tokens", nullptr},
+               {"generated_text", nullptr},
+               {"details", nullptr}};
     if (!u.top.empty()) {
       json top = json::array();
       for (const TokenLogprob& t : u.top)
-        top.push_back({{"id", t.id}, {"text", token_text(ctx_, t.id)}, {"logprob", t.logprob},
+        top.push_back({{"id", t.id},
+                       {"text", token_text(ctx_, t.id)},
+                       {"logprob", t.logprob},
                        {"special", ctx_.special_ids.count(t.id) > 0}});
       ev["top_tokens"] = top;
     }
@@ -67,7 +75,8 @@ class TgiCall final : public Call {
     if (details) {
       json tokens = json::array();
       for (std::size_t i = 0; i < r.tokens.size(); ++i)
-        tokens.push_back({{"id", r.tokens[i]}, {"text", token_text(ctx_, r.tokens[i])},
+        tokens.push_back({{"id", r.tokens[i]},
+                          {"text", token_text(ctx_, r.tokens[i])},
                           {"logprob", i < r.logprobs.size() ? json(r.logprobs[i]) : json(nullptr)},
                           {"special", ctx_.special_ids.count(r.tokens[i]) > 0}});
       out["details"] = {{"finish_reason", finish_reason_name(r.finish)},
@@ -127,7 +136,8 @@ class DjlCall final : public Call {
   json details_of(const BatchResult& r, std::size_t i) const {
     json tokens = json::array();
     for (std::size_t t = 0; t < r.tokens.size(); ++t)
-      tokens.push_back({{"id", r.tokens[t]}, {"text", token_text(ctx_, r.tokens[t])},
+      tokens.push_back({{"id", r.tokens[t]},
+                        {"text", token_text(ctx_, r.tokens[t])},
                         {"log_prob", t < r.logprobs.size() ? json(r.logprobs[t]) : json(nullptr)}});
     return {{"finish_reason", finish_reason_name(r.finish)},
             {"generated_tokens", r.tokens.size()},
@@ -140,11 +150,11 @@ class DjlCall final : public Call {
 }  // namespace
 
 HttpResponse tgi_error(http::status s, const std::string& message) {
-  const char* type = s == http::status::unprocessable_entity ? "validation"
-                     : s == http::status::too_many_requests  ? "overloaded"
+  const char* type = s == http::status::unprocessable_entity  ? "validation"
+                     : s == http::status::too_many_requests   ? "overloaded"
                      : s == http::status::service_unavailable ? "unhealthy"
                      : s == http::status::failed_dependency   ? "generation"
-                                                               : "validation";
+                                                              : "validation";
   // TGI answers every refusal of a request's content with 422.
   if (s == http::status::bad_request) s = http::status::unprocessable_entity;
   return json_response(s, {{"error", message}, {"error_type", type}});
@@ -154,19 +164,21 @@ HttpResponse djl_error(http::status s, const std::string& message) {
   return json_response(s, {{"error", message}, {"code", static_cast<int>(s)}});
 }
 
-std::unique_ptr<Call> tgi_generate(ServeContext& ctx, const json& body, bool stream, bool compat_list) {
+std::unique_ptr<Call> tgi_generate(ServeContext& ctx, const json& body, bool stream,
+                                   bool compat_list) {
   if (!body.contains("inputs") || !body["inputs"].is_string())
     throw ApiError(ErrorKind::kValidation, "`inputs` must be a string");
   auto call = std::make_unique<TgiCall>(ctx, compat_list);
   BatchRequest r = request_from(body, 100);  // TGI's default max_new_tokens
-  r.logprobs = std::max(r.logprobs, 0);       // TGI always reports each token's logprob
+  r.logprobs = std::max(r.logprobs, 0);      // TGI always reports each token's logprob
   call->inputs = body["inputs"].get<std::string>();
   set_prompt(ctx, call->inputs, r);
   call->details = flag(body, "details");
   call->full_text = flag(body, "return_full_text");
   call->sampling_ = r.sampling;
   if (body.contains("stream") && !body["stream"].is_null() && !body["stream"].is_boolean())
-    throw ApiError(ErrorKind::kValidation, "`stream` must be true or false, got " + dump(body["stream"]));
+    throw ApiError(ErrorKind::kValidation,
+                   "`stream` must be true or false, got " + dump(body["stream"]));
   call->stream = stream || (compat_list && body.contains("stream") && body["stream"].is_boolean() &&
                             body["stream"].get<bool>());
   call->route = stream ? "/generate_stream" : compat_list ? "/" : "/generate";
@@ -181,19 +193,23 @@ std::unique_ptr<Call> djl_invocations(ServeContext& ctx, const json& body, bool 
     call->inputs.push_back(in.get<std::string>());
   } else if (in.is_array() && !in.empty()) {
     for (const json& s : in) {
-      if (!s.is_string()) throw ApiError(ErrorKind::kValidation, "`inputs` must be a string or a list of strings");
+      if (!s.is_string())
+        throw ApiError(ErrorKind::kValidation, "`inputs` must be a string or a list of strings");
       call->inputs.push_back(s.get<std::string>());
     }
     call->list = true;
   } else {
-    throw ApiError(ErrorKind::kValidation, "`inputs` must be a string or a non-empty list of strings");
+    throw ApiError(ErrorKind::kValidation,
+                   "`inputs` must be a string or a non-empty list of strings");
   }
   if (body.contains("stream") && !body["stream"].is_null() && !body["stream"].is_boolean())
-    throw ApiError(ErrorKind::kValidation, "`stream` must be true or false, got " + dump(body["stream"]));
+    throw ApiError(ErrorKind::kValidation,
+                   "`stream` must be true or false, got " + dump(body["stream"]));
   call->stream = body.contains("stream") && body["stream"].is_boolean() ? body["stream"].get<bool>()
-                                                                       : jsonlines_default;
+                                                                        : jsonlines_default;
   if (call->stream && call->list)
-    throw ApiError(ErrorKind::kValidation, "streaming takes one input; send a list without `stream`");
+    throw ApiError(ErrorKind::kValidation,
+                   "streaming takes one input; send a list without `stream`");
   call->details = flag(body, "details");
   call->full_text = flag(body, "return_full_text");
   call->route = "/invocations";

@@ -135,8 +135,8 @@ void EngineLoop::run(BatchEngine& engine, StepRunner& runner) {
       // Idle: sleep until a command arrives (or, with requests queued, e.g. a dynamic batch
       // gathering, until its delay may have passed).
       if (inbox_.empty() && !shutdown_)
-        cv_.wait_for(lock, engine.idle() ? std::chrono::milliseconds(500)
-                                         : std::chrono::milliseconds(0));
+        cv_.wait_for(lock,
+                     engine.idle() ? std::chrono::milliseconds(500) : std::chrono::milliseconds(0));
       batch.swap(inbox_);
       if (shutdown_ && !deadline)
         deadline = clock::now() + std::chrono::duration_cast<clock::duration>(

@@ -96,7 +96,8 @@ class EngineLoop {
   // Engine thread only.
   std::unordered_map<std::uint64_t, Live> live_;
   std::vector<Update> updates_;  // this iteration's, delivered once it is over
-  std::int64_t last_sequences_ = 0, last_tokens_ = 0;  // last events of this iteration, delivered with their results
+  std::int64_t last_sequences_ = 0,
+               last_tokens_ = 0;  // last events of this iteration, delivered with their results
 };
 
 }  // namespace saker::serve

@@ -3,13 +3,13 @@
 #include <deque>
 #include <set>
 
+#include <spdlog/spdlog.h>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <nlohmann/json.hpp>
-#include <spdlog/spdlog.h>
 
 namespace saker::serve {
 namespace {
@@ -28,7 +28,10 @@ class Session : public std::enable_shared_from_this<Session> {
  public:
   Session(tcp::socket socket, EngineLoop& loop, const Router& router, std::size_t body_limit,
           std::set<Session*>& sessions)
-      : stream_(std::move(socket)), loop_(loop), router_(router), body_limit_(body_limit),
+      : stream_(std::move(socket)),
+        loop_(loop),
+        router_(router),
+        body_limit_(body_limit),
         sessions_(sessions) {
     sessions_.insert(this);
   }
@@ -46,13 +49,15 @@ class Session : public std::enable_shared_from_this<Session> {
     parser_.emplace();
     parser_->body_limit(body_limit_);
     stream_.expires_after(std::chrono::seconds(120));  // idle keep-alive connections end
-    http::async_read(stream_, buffer_, *parser_,
-                     [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
+    http::async_read(
+        stream_, buffer_, *parser_,
+        [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
   }
 
   void on_read(beast::error_code ec) {
-    if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == net::error::operation_aborted ||
-        ec == net::error::connection_reset || ec == net::error::eof)
+    if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
+        ec == net::error::operation_aborted || ec == net::error::connection_reset ||
+        ec == net::error::eof)
       return close();
     if (ec) {
       const bool too_big = ec == http::error::body_limit;
@@ -80,7 +85,8 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   static std::string nlohmann_error(const std::string& message) {
-    return nlohmann::json{{"error", message}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    return nlohmann::json{{"error", message}}.dump(-1, ' ', false,
+                                                   nlohmann::json::error_handler_t::replace);
   }
 
   void write_now(HttpResponse res) {
@@ -88,10 +94,11 @@ class Session : public std::enable_shared_from_this<Session> {
     res.prepare_payload();
     auto msg = std::make_shared<HttpResponse>(std::move(res));
     stream_.expires_never();
-    http::async_write(stream_, *msg, [self = shared_from_this(), msg](beast::error_code ec, std::size_t) {
-      if (ec || !msg->keep_alive()) return self->close();
-      self->read();
-    });
+    http::async_write(stream_, *msg,
+                      [self = shared_from_this(), msg](beast::error_code ec, std::size_t) {
+                        if (ec || !msg->keep_alive()) return self->close();
+                        self->read();
+                      });
   }
 
   // --- engine-backed calls ---
@@ -109,7 +116,8 @@ class Session : public std::enable_shared_from_this<Session> {
       net::any_io_executor ex = stream_.get_executor();
       const auto admit = loop_.submit({std::move(r), call_->route, [weak, ex, i](Update&& u) {
                                          net::post(ex, [weak, i, u = std::move(u)]() mutable {
-                                           if (auto self = weak.lock()) self->on_update(i, std::move(u));
+                                           if (auto self = weak.lock())
+                                             self->on_update(i, std::move(u));
                                          });
                                        }});
       if (admit != EngineLoop::Admit::kQueued) {
@@ -117,10 +125,11 @@ class Session : public std::enable_shared_from_this<Session> {
         ids_.clear();
         call_->requests.clear();
         const bool full = admit == EngineLoop::Admit::kQueueFull;
-        auto res = call_->error(full ? http::status::too_many_requests : http::status::service_unavailable,
-                                full ? "the request queue is full (" + std::to_string(loop_.queue_limit()) +
-                                           " waiting); retry later"
-                                     : "the model is not ready: it is loading, warming up or shutting down");
+        auto res = call_->error(
+            full ? http::status::too_many_requests : http::status::service_unavailable,
+            full ? "the request queue is full (" + std::to_string(loop_.queue_limit()) +
+                       " waiting); retry later"
+                 : "the model is not ready: it is loading, warming up or shutting down");
         call_.reset();
         return write_now(std::move(res));
       }
@@ -139,12 +148,15 @@ class Session : public std::enable_shared_from_this<Session> {
     // The watch belongs to this call only: on a kept-alive connection the next request's bytes
     // also make the socket readable, after this call has ended.
     const std::uint64_t call = ++calls_;
-    stream_.socket().async_wait(tcp::socket::wait_read, [self = shared_from_this(), call](beast::error_code ec) {
-      if (ec || !self->call_ || call != self->calls_) return;
-      beast::error_code ec2;
-      if (self->stream_.socket().available(ec2) == 0 || ec2) self->abandon();
-      // Otherwise the client sent its next request early (pipelining); it is read afterwards.
-    });
+    stream_.socket().async_wait(tcp::socket::wait_read,
+                                [self = shared_from_this(), call](beast::error_code ec) {
+                                  if (ec || !self->call_ || call != self->calls_) return;
+                                  beast::error_code ec2;
+                                  if (self->stream_.socket().available(ec2) == 0 || ec2)
+                                    self->abandon();
+                                  // Otherwise the client sent its next request early (pipelining);
+                                  // it is read afterwards.
+                                });
   }
 
   void abandon() {
@@ -195,11 +207,12 @@ class Session : public std::enable_shared_from_this<Session> {
       return;
     }
     writing_ = true;
-    net::async_write(stream_, net::buffer(out_.front()), [self = shared_from_this()](beast::error_code ec, std::size_t) {
-      if (ec) return self->abandon();
-      self->out_.pop_front();
-      self->write_next();
-    });
+    net::async_write(stream_, net::buffer(out_.front()),
+                     [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                       if (ec) return self->abandon();
+                       self->out_.pop_front();
+                       self->write_next();
+                     });
   }
 
   beast::tcp_stream stream_;
@@ -223,7 +236,8 @@ class Session : public std::enable_shared_from_this<Session> {
 }  // namespace
 
 struct HttpServer::Impl {
-  Impl(EngineLoop& l, Router r, std::size_t limit) : loop(l), router(std::move(r)), body_limit(limit) {}
+  Impl(EngineLoop& l, Router r, std::size_t limit)
+      : loop(l), router(std::move(r)), body_limit(limit) {}
   EngineLoop& loop;
   Router router;
   std::size_t body_limit;
@@ -254,11 +268,16 @@ struct HttpServer::Impl {
 HttpServer::HttpServer(EngineLoop& loop, Router router, std::size_t body_limit)
     : impl_(std::make_unique<Impl>(loop, std::move(router), body_limit)) {}
 
-HttpServer::~HttpServer() { stop(); }
+HttpServer::~HttpServer() {
+  stop();
+}
 
-boost::asio::io_context& HttpServer::io_context() { return impl_->io; }
+boost::asio::io_context& HttpServer::io_context() {
+  return impl_->io;
+}
 
-void HttpServer::start(const std::string& host, unsigned short port, std::function<void(int)> on_signal) {
+void HttpServer::start(const std::string& host, unsigned short port,
+                       std::function<void(int)> on_signal) {
   beast::error_code ec;
   const auto address = net::ip::make_address(host, ec);
   if (ec) throw std::runtime_error("--host " + host + " is not an IP address: " + ec.message());
@@ -269,7 +288,8 @@ void HttpServer::start(const std::string& host, unsigned short port, std::functi
   if (!ec) s.acceptor.bind(ep, ec);
   if (!ec) s.acceptor.listen(net::socket_base::max_listen_connections, ec);
   if (ec)
-    throw std::runtime_error("cannot listen on " + host + ":" + std::to_string(port) + ": " + ec.message());
+    throw std::runtime_error("cannot listen on " + host + ":" + std::to_string(port) + ": " +
+                             ec.message());
   port_ = s.acceptor.local_endpoint().port();
   s.on_signal = std::move(on_signal);
   s.wait_signal();
@@ -290,7 +310,8 @@ void HttpServer::stop() {
     beast::error_code ec;
     s.acceptor.close(ec);
     s.signals.cancel(ec);
-    for (Session* session : std::vector<Session*>(s.sessions.begin(), s.sessions.end())) session->close();
+    for (Session* session : std::vector<Session*>(s.sessions.begin(), s.sessions.end()))
+      session->close();
   });
   s.thread.join();
 }

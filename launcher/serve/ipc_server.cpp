@@ -7,13 +7,13 @@
 #include <map>
 #include <set>
 
+#include <spdlog/spdlog.h>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/read_until.hpp>
 #include <boost/asio/streambuf.hpp>
 #include <boost/asio/write.hpp>
-#include <spdlog/spdlog.h>
 
 namespace saker::serve {
 namespace {
@@ -51,7 +51,8 @@ class SocketChannel final : public Channel {
 
 class StdioChannel final : public Channel {
  public:
-  explicit StdioChannel(net::io_context& io) : in_(io, ::dup(STDIN_FILENO)), out_(io, ::dup(STDOUT_FILENO)) {}
+  explicit StdioChannel(net::io_context& io)
+      : in_(io, ::dup(STDIN_FILENO)), out_(io, ::dup(STDOUT_FILENO)) {}
   void read_line(net::streambuf& buf, std::function<void(error_code, std::size_t)> h) override {
     net::async_read_until(in_, buf, '\n', std::move(h));
   }
@@ -68,10 +69,13 @@ class StdioChannel final : public Channel {
   net::posix::stream_descriptor in_, out_;
 };
 
-json token_json(const Update& u) { return {{"id", u.token}, {"text", u.text}, {"log_prob", u.logprob}}; }
+json token_json(const Update& u) {
+  return {{"id", u.token}, {"text", u.text}, {"log_prob", u.logprob}};
+}
 
 json details(const BatchResult& r) {
-  return {{"finish_reason", finish_reason_name(r.finish)}, {"generated_tokens", r.tokens.size()},
+  return {{"finish_reason", finish_reason_name(r.finish)},
+          {"generated_tokens", r.tokens.size()},
           {"prompt_tokens", r.prompt_tokens}};
 }
 
@@ -94,7 +98,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void read() {
     ch_->read_line(buf_, [self = shared_from_this()](error_code ec, std::size_t n) {
       if (ec) return self->close();  // the frontend went away: its requests are cancelled
-      std::string line(net::buffers_begin(self->buf_.data()), net::buffers_begin(self->buf_.data()) + static_cast<std::ptrdiff_t>(n));
+      std::string line(net::buffers_begin(self->buf_.data()),
+                       net::buffers_begin(self->buf_.data()) + static_cast<std::ptrdiff_t>(n));
       self->buf_.consume(n);
       self->handle(line);
       self->read();
@@ -119,12 +124,16 @@ class Connection : public std::enable_shared_from_this<Connection> {
     try {
       msg = json::parse(line);
     } catch (const json::exception& e) {
-      return send({{"error", std::string("malformed message (not JSON): ") + e.what()}, {"code", 400}});
+      return send(
+          {{"error", std::string("malformed message (not JSON): ") + e.what()}, {"code", 400}});
     }
-    if (!msg.is_object()) return send({{"error", "malformed message: expected a JSON object"}, {"code", 400}});
+    if (!msg.is_object())
+      return send({{"error", "malformed message: expected a JSON object"}, {"code", 400}});
     if (msg.contains("health")) {
       const Health h = ctx_.loop.health();
-      const char* state = h == Health::kReady ? "ready" : h == Health::kLoading ? "loading" : "unavailable";
+      const char* state = h == Health::kReady     ? "ready"
+                          : h == Health::kLoading ? "loading"
+                                                  : "unavailable";
       return send({{"health", state}, {"ok", h == Health::kReady}});
     }
     if (msg.contains("cancel")) {
@@ -133,13 +142,18 @@ class Connection : public std::enable_shared_from_this<Connection> {
           ctx_.loop.cancel(engine_id);
           return;
         }
-      return send({{"id", msg["cancel"]}, {"error", "no request in flight with this id"}, {"code", 404}});
+      return send(
+          {{"id", msg["cancel"]}, {"error", "no request in flight with this id"}, {"code", 404}});
     }
     if (!msg.contains("id") || !(msg["id"].is_string() || msg["id"].is_number_integer()))
-      return send({{"error", "a request needs an `id` (string or integer), its own among those in flight"}, {"code", 400}});
+      return send(
+          {{"error", "a request needs an `id` (string or integer), its own among those in flight"},
+           {"code", 400}});
     const json id = msg["id"];
     for (const auto& [engine_id, p] : live_)
-      if (p.client_id == id) return send({{"id", id}, {"error", "id " + dump(id) + " is already in flight"}, {"code", 400}});
+      if (p.client_id == id)
+        return send(
+            {{"id", id}, {"error", "id " + dump(id) + " is already in flight"}, {"code", 400}});
     std::unique_ptr<Call> call;
     try {
       if (msg.contains("inputs") && !msg["inputs"].is_string())
@@ -148,7 +162,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
     } catch (const ApiError& e) {
       return send({{"id", id}, {"error", e.what()}, {"code", 400}});
     } catch (const json::exception& e) {
-      return send({{"id", id}, {"error", std::string("a field has the wrong type: ") + e.what()}, {"code", 400}});
+      return send({{"id", id},
+                   {"error", std::string("a field has the wrong type: ") + e.what()},
+                   {"code", 400}});
     }
     BatchRequest r = std::move(call->requests.at(0));
     r.id = ctx_.loop.next_id();
@@ -157,14 +173,16 @@ class Connection : public std::enable_shared_from_this<Connection> {
     net::any_io_executor ex = executor_;
     const auto admit = ctx_.loop.submit({std::move(r), "ipc", [weak, ex](Update&& u) {
                                            net::post(ex, [weak, u = std::move(u)]() mutable {
-                                             if (auto self = weak.lock()) self->on_update(std::move(u));
+                                             if (auto self = weak.lock())
+                                               self->on_update(std::move(u));
                                            });
                                          }});
     if (admit != EngineLoop::Admit::kQueued) {
       const bool full = admit == EngineLoop::Admit::kQueueFull;
-      return send({{"id", id},
-                   {"error", full ? "the request queue is full; retry later" : "the model is not ready"},
-                   {"code", full ? 429 : 503}});
+      return send(
+          {{"id", id},
+           {"error", full ? "the request queue is full; retry later" : "the model is not ready"},
+           {"code", full ? 429 : 503}});
     }
     live_[engine_id] = {id, call->stream};
   }
@@ -188,7 +206,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
       }
       send(line);
     } else if (last && u.result) {
-      send({{"id", p.client_id}, {"generated_text", u.result->text}, {"details", details(*u.result)}});
+      send({{"id", p.client_id},
+            {"generated_text", u.result->text},
+            {"details", details(*u.result)}});
     }
     if (last) live_.erase(it);
   }
@@ -234,7 +254,8 @@ struct IpcServer::Impl {
   }
 };
 
-IpcServer::IpcServer(net::io_context& io, ServeContext& ctx) : impl_(std::make_shared<Impl>(io, ctx)) {}
+IpcServer::IpcServer(net::io_context& io, ServeContext& ctx)
+    : impl_(std::make_shared<Impl>(io, ctx)) {}
 
 IpcServer::~IpcServer() = default;
 

@@ -13,12 +13,11 @@ std::string num(double v) {
   return b;
 }
 
-const std::vector<double> kLatencyBuckets = {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1,
-                                              0.25,  0.5,   0.75, 1.0,  2.5,  5.0,  7.5,  10.0,
-                                              20.0,  40.0,  80.0, 160.0};
-const std::vector<double> kTokenBuckets = {0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05,
-                                           0.075, 0.1,  0.15,  0.2,  0.3,   0.4,  0.5,  0.75,
-                                           1.0,   2.5};
+const std::vector<double> kLatencyBuckets = {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08,
+                                             0.1,   0.25,  0.5,  0.75, 1.0,  2.5,  5.0,
+                                             7.5,   10.0,  20.0, 40.0, 80.0, 160.0};
+const std::vector<double> kTokenBuckets = {0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075,
+                                           0.1,   0.15, 0.2,   0.3,  0.4,   0.5,  0.75, 1.0,  2.5};
 
 }  // namespace
 
@@ -45,7 +44,10 @@ void Histogram::render(std::string& out, const std::string& name, const std::str
 }
 
 ServingMetrics::ServingMetrics()
-    : queue_(kLatencyBuckets), ttft_(kLatencyBuckets), tpot_(kTokenBuckets), e2e_(kLatencyBuckets) {}
+    : queue_(kLatencyBuckets),
+      ttft_(kLatencyBuckets),
+      tpot_(kTokenBuckets),
+      e2e_(kLatencyBuckets) {}
 
 void ServingMetrics::set_gauges(const Gauges& g) {
   std::lock_guard lock(mu_);
@@ -101,33 +103,51 @@ std::string ServingMetrics::render(const std::string& model) const {
     out += "# HELP " + name + " " + help + "\n# TYPE " + name + " counter\n" + name + label + " " +
            num(v) + "\n";
   };
-  gauge("vllm:num_requests_running", "Sequences in the running batch.", static_cast<double>(g_.running));
-  gauge("vllm:num_requests_waiting", "Requests waiting to be scheduled.", static_cast<double>(g_.waiting));
-  gauge("vllm:gpu_cache_usage_perc", "Share of the KV cache's blocks in use (1 = full).", g_.kv_usage);
-  gauge("saker:iteration_sequences", "Sequences in the last iteration.", static_cast<double>(g_.iteration_sequences));
-  gauge("saker:iteration_tokens", "Tokens in the last iteration.", static_cast<double>(g_.iteration_tokens));
+  gauge("vllm:num_requests_running", "Sequences in the running batch.",
+        static_cast<double>(g_.running));
+  gauge("vllm:num_requests_waiting", "Requests waiting to be scheduled.",
+        static_cast<double>(g_.waiting));
+  gauge("vllm:gpu_cache_usage_perc", "Share of the KV cache's blocks in use (1 = full).",
+        g_.kv_usage);
+  gauge("saker:iteration_sequences", "Sequences in the last iteration.",
+        static_cast<double>(g_.iteration_sequences));
+  gauge("saker:iteration_tokens", "Tokens in the last iteration.",
+        static_cast<double>(g_.iteration_tokens));
   counter("saker:iterations_total", "Iterations run.", static_cast<double>(iterations_));
-  counter("saker:iteration_seconds_total", "Engine thread time in iterations: scheduling, the model, sampling, detokenizing.", step_seconds_);
+  counter("saker:iteration_seconds_total",
+          "Engine thread time in iterations: scheduling, the model, sampling, detokenizing.",
+          step_seconds_);
   counter("saker:forward_seconds_total", "Of which the model's forward pass.", forward_seconds_);
   timespec cpu{};
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu);  // rendering runs on the HTTP thread
   counter("saker:http_thread_cpu_seconds_total", "CPU time of the HTTP thread.",
           static_cast<double>(cpu.tv_sec) + static_cast<double>(cpu.tv_nsec) * 1e-9);
-  counter("vllm:num_preemptions_total", "Sequences preempted (recomputed later).", static_cast<double>(preemptions_));
-  counter("vllm:prompt_tokens_total", "Prompt tokens of finished requests.", static_cast<double>(prompt_tokens_));
-  counter("vllm:generation_tokens_total", "Generated tokens of finished requests.", static_cast<double>(generated_tokens_));
-  out += "# HELP vllm:request_success_total Finished requests by finish reason.\n"
-         "# TYPE vllm:request_success_total counter\n";
+  counter("vllm:num_preemptions_total", "Sequences preempted (recomputed later).",
+          static_cast<double>(preemptions_));
+  counter("vllm:prompt_tokens_total", "Prompt tokens of finished requests.",
+          static_cast<double>(prompt_tokens_));
+  counter("vllm:generation_tokens_total", "Generated tokens of finished requests.",
+          static_cast<double>(generated_tokens_));
+  out +=
+      "# HELP vllm:request_success_total Finished requests by finish reason.\n"
+      "# TYPE vllm:request_success_total counter\n";
   for (const auto& [reason, n] : {std::pair<const char*, std::uint64_t>{"length", finished_length_},
-                                  {"stop", finished_stop_}, {"abort", finished_cancelled_}})
+                                  {"stop", finished_stop_},
+                                  {"abort", finished_cancelled_}})
     out += "vllm:request_success_total{model_name=\"" + model + "\",finished_reason=\"" + reason +
            "\"} " + std::to_string(n) + "\n";
-  counter("saker:requests_rejected_4xx_total", "Requests refused as invalid or over a limit.", static_cast<double>(rejected_4xx_));
-  counter("saker:requests_rejected_5xx_total", "Requests refused while unhealthy or failed.", static_cast<double>(rejected_5xx_));
-  queue_.render(out, "vllm:request_queue_time_seconds", "Time from arrival to first scheduled.", model);
-  ttft_.render(out, "vllm:time_to_first_token_seconds", "Time from arrival to the first token.", model);
-  tpot_.render(out, "vllm:time_per_output_token_seconds", "Mean time between output tokens per request.", model);
-  e2e_.render(out, "vllm:e2e_request_latency_seconds", "Time from arrival to the last token.", model);
+  counter("saker:requests_rejected_4xx_total", "Requests refused as invalid or over a limit.",
+          static_cast<double>(rejected_4xx_));
+  counter("saker:requests_rejected_5xx_total", "Requests refused while unhealthy or failed.",
+          static_cast<double>(rejected_5xx_));
+  queue_.render(out, "vllm:request_queue_time_seconds", "Time from arrival to first scheduled.",
+                model);
+  ttft_.render(out, "vllm:time_to_first_token_seconds", "Time from arrival to the first token.",
+               model);
+  tpot_.render(out, "vllm:time_per_output_token_seconds",
+               "Mean time between output tokens per request.", model);
+  e2e_.render(out, "vllm:e2e_request_latency_seconds", "Time from arrival to the last token.",
+              model);
   return out;
 }
 

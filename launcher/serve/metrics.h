@@ -12,7 +12,8 @@ namespace saker::serve {
 
 class Histogram {
  public:
-  explicit Histogram(std::vector<double> bounds) : bounds_(std::move(bounds)), counts_(bounds_.size() + 1) {}
+  explicit Histogram(std::vector<double> bounds)
+      : bounds_(std::move(bounds)), counts_(bounds_.size() + 1) {}
   void observe(double v);
   void render(std::string& out, const std::string& name, const std::string& help,
               const std::string& model) const;

@@ -33,8 +33,8 @@
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/device.h"
 #include "kernels/cuda/gemm.h"
-#include "kernels/cuda/memory.h"
 #include "kernels/cuda/launch.h"
+#include "kernels/cuda/memory.h"
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
@@ -55,8 +55,8 @@ struct Args {
   fs::path out = "gpu-bench-results";
   fs::path workdir = fs::temp_directory_path() / "saker-falcon7b-sparse";
   std::vector<std::int64_t> batches = {1, 8, 32, 64};
-  std::int64_t context = 128;         // tokens already in each sequence's cache when decode is timed
-  std::int64_t steps = 16;            // decode steps timed per batch size
+  std::int64_t context = 128;  // tokens already in each sequence's cache when decode is timed
+  std::int64_t steps = 16;     // decode steps timed per batch size
   std::int64_t prefill_tokens = 512;  // one prompt of this many tokens
   bool skip_model = false;
   bool checkpoint_only = false;  // write and validate the sparse checkpoint, nothing else (no GPU)
@@ -78,14 +78,22 @@ Args parse_args(int argc, char** argv) {
       if (i + 1 >= argc) throw std::invalid_argument(k + " needs a value");
       return argv[++i];
     };
-    if (k == "--out") a.out = value();
-    else if (k == "--workdir") a.workdir = value();
-    else if (k == "--batches") a.batches = parse_list(value());
-    else if (k == "--context") a.context = std::stoll(value());
-    else if (k == "--steps") a.steps = std::stoll(value());
-    else if (k == "--prefill-tokens") a.prefill_tokens = std::stoll(value());
-    else if (k == "--skip-model") a.skip_model = true;
-    else if (k == "--checkpoint-only") a.checkpoint_only = true;
+    if (k == "--out")
+      a.out = value();
+    else if (k == "--workdir")
+      a.workdir = value();
+    else if (k == "--batches")
+      a.batches = parse_list(value());
+    else if (k == "--context")
+      a.context = std::stoll(value());
+    else if (k == "--steps")
+      a.steps = std::stoll(value());
+    else if (k == "--prefill-tokens")
+      a.prefill_tokens = std::stoll(value());
+    else if (k == "--skip-model")
+      a.skip_model = true;
+    else if (k == "--checkpoint-only")
+      a.checkpoint_only = true;
     else
       throw std::invalid_argument("unknown argument " + k +
                                   " (--out DIR --workdir DIR --batches 1,8,32,64 --context N "
@@ -106,7 +114,8 @@ void write_sparse_checkpoint(const fs::path& dir, const FalconConfig& c) {
   for (const ExpectedTensor& t : tensors) {
     std::uint64_t n = 1;
     for (const auto d : t.shape) n *= static_cast<std::uint64_t>(d);
-    header[t.name] = {{"dtype", "BF16"}, {"shape", t.shape}, {"data_offsets", {offset, offset + 2 * n}}};
+    header[t.name] = {
+        {"dtype", "BF16"}, {"shape", t.shape}, {"data_offsets", {offset, offset + 2 * n}}};
     const bool is_norm_weight = t.shape.size() == 1 && t.name.ends_with(".weight");
     if (is_norm_weight) ones.emplace_back(offset, n);
     offset += 2 * n;
@@ -252,38 +261,36 @@ std::vector<Stage> stage_breakdown(cuda::CudaBackend& backend, KvCache& cache,
                   double per_step) {
     const double us = time_us([&](int i) {
       const Weight& wi = w[static_cast<std::size_t>(i) % w.size()];
-      if (gelu) backend.linear_gelu(x->data(), n, wi, nullptr, y->data());
-      else backend.linear(x->data(), n, wi, nullptr, y->data());
+      if (gelu)
+        backend.linear_gelu(x->data(), n, wi, nullptr, y->data());
+      else
+        backend.linear(x->data(), n, wi, nullptr, y->data());
     });
     out.push_back({name, us, wbytes(w[0]), per_step});
   };
-  out.push_back({"embedding", time_us([&](int) { backend.embedding(ids, wlm[0], 0, x->data()); }),
-                 0, 1});
+  out.push_back(
+      {"embedding", time_us([&](int) { backend.embedding(ids, wlm[0], 0, x->data()); }), 0, 1});
   out.push_back({"layer_norm", time_us([&](int) {
                    backend.layer_norm(x->data(), 1, H, gamma->data(), beta->data(), 1e-5f,
                                       y->data());
                  }),
                  0, L});
   gemv("qkv GEMV " + std::to_string(qkv_rows) + "x" + std::to_string(H), wqkv, 1, false, L);
-  out.push_back({"rotary", time_us([&](int) {
-                   backend.rotary(qkv->data(), places, shape, cos_sin->data());
-                 }),
+  out.push_back({"rotary",
+                 time_us([&](int) { backend.rotary(qkv->data(), places, shape, cos_sin->data()); }),
                  0, L});
-  out.push_back({"kv_write", time_us([&](int) {
-                   backend.kv_write(qkv->data(), places, shape, kv);
-                 }),
-                 0, L});
-  out.push_back({"attention (+ combine), " + std::to_string(context + 1) + " keys",
-                 time_us([&](int) { backend.attention(qkv->data(), places, shape, kv, attn->data()); }),
-                 0, L});
+  out.push_back(
+      {"kv_write", time_us([&](int) { backend.kv_write(qkv->data(), places, shape, kv); }), 0, L});
+  out.push_back(
+      {"attention (+ combine), " + std::to_string(context + 1) + " keys",
+       time_us([&](int) { backend.attention(qkv->data(), places, shape, kv, attn->data()); }), 0,
+       L});
   gemv("dense GEMV " + std::to_string(H) + "x" + std::to_string(H), wdense, 1, false, L);
   gemv("fc_in GEMV + GELU " + std::to_string(F) + "x" + std::to_string(H), wfc_in, 1, true, L);
   gemv("fc_out GEMV " + std::to_string(H) + "x" + std::to_string(F), wfc_out, 1, false, L);
   out.push_back({"add", time_us([&](int) { backend.add(x->data(), H, y->data()); }), 0, 2 * L});
-  out.push_back({"gather_rows", time_us([&](int) {
-                   backend.gather_rows(x->data(), rows, H, y->data());
-                 }),
-                 0, 1});
+  out.push_back({"gather_rows",
+                 time_us([&](int) { backend.gather_rows(x->data(), rows, H, y->data()); }), 0, 1});
   out.push_back({"final layer_norm", out[1].us, 0, 1});
   gemv("lm_head GEMV " + std::to_string(c.vocab_size) + "x" + std::to_string(H), wlm, 1, false, 1);
   {
@@ -323,7 +330,10 @@ std::vector<Stage> stage_breakdown(cuda::CudaBackend& backend, KvCache& cache,
   gemv("batch 2: fc_out GEMV", wfc_out, 2, false, 0);
   // GEMV kernel variants (tuning): every shape, every variant, rotating weights.
   const std::vector<std::pair<std::string, const std::vector<Weight>*>> shapes = {
-      {"qkv", &wqkv}, {"dense", &wdense}, {"fc_in", &wfc_in}, {"fc_out", &wfc_out},
+      {"qkv", &wqkv},
+      {"dense", &wdense},
+      {"fc_in", &wfc_in},
+      {"fc_out", &wfc_out},
       {"lm_head", &wlm}};
   for (const auto& [shape_name, w] : shapes)
     for (int v = 0; v < cuda::gemv_variant_count(); ++v) {
@@ -387,7 +397,8 @@ int main(int argc, char** argv) try {
     const std::int64_t max_batch = *std::max_element(args.batches.begin(), args.batches.end());
     const std::int64_t max_tokens = std::max(args.prefill_tokens, max_batch);
     const auto t_load = Clock::now();
-    FalconModel model(config, ck, backend, ModelOptions{max_tokens, max_batch, config.max_positions});
+    FalconModel model(config, ck, backend,
+                      ModelOptions{max_tokens, max_batch, config.max_positions});
     backend.synchronize();
     step_bytes = model.step_weight_bytes();
     std::cout << "Falcon-7B-shaped model: " << fmt(model.weight_bytes() / 1e9, 2)
@@ -400,7 +411,8 @@ int main(int argc, char** argv) try {
     const std::int64_t seq_blocks = (std::max(per_seq, args.prefill_tokens) + block - 1) / block;
     KvCache cache(backend, config, model.local_kv_heads(), seq_blocks * max_batch, block);
     std::mt19937 rng(1);
-    std::uniform_int_distribution<std::int32_t> token(0, static_cast<std::int32_t>(config.vocab_size - 1));
+    std::uniform_int_distribution<std::int32_t> token(
+        0, static_cast<std::int32_t>(config.vocab_size - 1));
     auto random_tokens = [&](std::int64_t n) {
       std::vector<std::int32_t> t(static_cast<std::size_t>(n));
       for (auto& x : t) x = token(rng);
@@ -422,8 +434,9 @@ int main(int argc, char** argv) try {
         if (i > 0) times.push_back(seconds_since(t0));  // the first run picks GEMM algorithms
       }
       prefill_tps = static_cast<double>(args.prefill_tokens) / median(times);
-      std::cout << "prefill of " << args.prefill_tokens << " tokens: " << fmt(median(times) * 1e3, 1)
-                << " ms, " << fmt(prefill_tps, 0) << " tokens/s\n"
+      std::cout << "prefill of " << args.prefill_tokens
+                << " tokens: " << fmt(median(times) * 1e3, 1) << " ms, " << fmt(prefill_tps, 0)
+                << " tokens/s\n"
                 << std::flush;
     }
 
@@ -457,8 +470,8 @@ int main(int argc, char** argv) try {
         for (std::int64_t i = 0; i < args.steps + warm; ++i, ++pos) {
           std::vector<SequenceStep> steps;
           for (std::int64_t s = 0; s < B; ++s)
-            steps.push_back({std::span(next).subspan(static_cast<std::size_t>(s), 1), pos,
-                             tables[s], false});
+            steps.push_back(
+                {std::span(next).subspan(static_cast<std::size_t>(s), 1), pos, tables[s], false});
           const auto t0 = Clock::now();
           if (h == Handoff::kSummary) {
             model.forward(steps, cache, LogitsMode::kSummary);
@@ -482,16 +495,20 @@ int main(int argc, char** argv) try {
       };
       const double direct = run(false, Handoff::kNone);
       const double step = run(true, Handoff::kNone);
-      DecodeRow row{B, step * 1e3, static_cast<double>(B) / step, floor_s * 1e3,
-                    100.0 * floor_s / step, direct * 1e3};
+      DecodeRow row{B,
+                    step * 1e3,
+                    static_cast<double>(B) / step,
+                    floor_s * 1e3,
+                    100.0 * floor_s / step,
+                    direct * 1e3};
       row.rows_argmax_ms = run(true, Handoff::kRowsArgmax) * 1e3;
       row.rows_summary_ms = run(true, Handoff::kRowsSummary) * 1e3;
       row.summary_ms = run(true, Handoff::kSummary) * 1e3;
       rows.push_back(row);
       std::cout << "decode batch " << B << " with the logits hand-off: full rows + host argmax "
                 << fmt(row.rows_argmax_ms, 2) << " ms, full rows + host summary "
-                << fmt(row.rows_summary_ms, 2) << " ms, device summary "
-                << fmt(row.summary_ms, 2) << " ms\n";
+                << fmt(row.rows_summary_ms, 2) << " ms, device summary " << fmt(row.summary_ms, 2)
+                << " ms\n";
       std::cout << "decode batch " << B << ": " << fmt(step * 1e3, 2) << " ms/step with graphs ("
                 << fmt(direct * 1e3, 2) << " without), " << fmt(static_cast<double>(B) / step, 0)
                 << " tokens/s, " << fmt(100.0 * floor_s / step, 1) << "% of the floor ("
@@ -516,19 +533,24 @@ int main(int argc, char** argv) try {
      << "| host-to-device copy (pinned) | " << fmt(h2d_gbs, 1) << " GB/s |\n"
      << "| cuBLASLt bf16 GEMM 8192^3, fp32 accumulate | " << fmt(tflops, 1) << " TFLOP/s |\n";
   if (!args.skip_model) {
-    md << "| Falcon-7B shape: weight bytes per decode step | " << fmt(step_bytes / 1e9, 2) << " GB |\n"
+    md << "| Falcon-7B shape: weight bytes per decode step | " << fmt(step_bytes / 1e9, 2)
+       << " GB |\n"
        << "| prefill, " << args.prefill_tokens << " tokens | " << fmt(prefill_tps, 0)
        << " tokens/s |\n\n"
-       << "| decode batch | ms/step (graphs) | ms/step (no graphs) | tokens/s | floor ms (weights / read bw) | % of floor |\n"
+       << "| decode batch | ms/step (graphs) | ms/step (no graphs) | tokens/s | floor ms (weights "
+          "/ read bw) | % of floor |\n"
        << "|---|---|---|---|---|---|\n";
     for (const auto& r : rows)
       md << "| " << r.batch << " | " << fmt(r.step_ms, 2) << " | " << fmt(r.direct_ms, 2) << " | "
-         << fmt(r.tokens_per_s, 0) << " | " << fmt(r.floor_ms, 2) << " | "
-         << fmt(r.pct_of_floor, 1) << " |\n";
+         << fmt(r.tokens_per_s, 0) << " | " << fmt(r.floor_ms, 2) << " | " << fmt(r.pct_of_floor, 1)
+         << " |\n";
     md << "\nDecode step with the logits hand-off (graphs on): full rows to the host, then a host "
-          "argmax or a host summary (argmax, log-sum-exp, top " << kSummaryTopK << ") per row; or "
+          "argmax or a host summary (argmax, log-sum-exp, top "
+       << kSummaryTopK
+       << ") per row; or "
           "the summary made on the device (LogitsMode::kSummary), only it copied back:\n\n"
-       << "| decode batch | full rows + host argmax ms | full rows + host summary ms | device summary ms |\n"
+       << "| decode batch | full rows + host argmax ms | full rows + host summary ms | device "
+          "summary ms |\n"
        << "|---|---|---|---|\n";
     for (const auto& r : rows)
       md << "| " << r.batch << " | " << fmt(r.rows_argmax_ms, 2) << " | "
@@ -540,7 +562,8 @@ int main(int argc, char** argv) try {
       md << "\nBatch-1 stages (context " << args.context
          << "), each call issued back to back on the stream (launch gaps included); GB/s = weight "
             "bytes / time:\n\n"
-         << "| stage | us/call | calls/step | us/step | GB/s | % of read bw |\n|---|---|---|---|---|---|\n";
+         << "| stage | us/call | calls/step | us/step | GB/s | % of read bw "
+            "|\n|---|---|---|---|---|---|\n";
       double total = 0;
       for (const auto& st : stages) {
         const double gbs = st.bytes > 0 ? st.bytes / (st.us * 1e-6) / 1e9 : 0;
@@ -552,8 +575,10 @@ int main(int argc, char** argv) try {
       md << "| sum of the batch-1 stages (calls/step > 0) | | | " << fmt(total, 0) << " | | |\n";
     }
     if (!sweep.empty()) {
-      md << "\nGEMV kernel variants (bf16, back to back; R rows per warp, U loads per row per lane, "
-            "W warps per block):\n\n| shape: variant | us/call | GB/s | % of read bw |\n|---|---|---|---|\n";
+      md << "\nGEMV kernel variants (bf16, back to back; R rows per warp, U loads per row per "
+            "lane, "
+            "W warps per block):\n\n| shape: variant | us/call | GB/s | % of read bw "
+            "|\n|---|---|---|---|\n";
       for (const auto& st : sweep) {
         const double gbs = st.bytes / (st.us * 1e-6) / 1e9;
         md << "| " << st.name << " | " << fmt(st.us, 1) << " | " << fmt(gbs, 0) << " | "
@@ -564,8 +589,10 @@ int main(int argc, char** argv) try {
     result["prefill_tokens"] = args.prefill_tokens;
     result["prefill_tokens_per_s"] = prefill_tps;
     result["decode_context"] = args.context;
-    result["graphs"] = {{"captures", graphs.captures},     {"replays", graphs.replays},
-                        {"direct", graphs.direct},         {"mismatches", graphs.mismatches},
+    result["graphs"] = {{"captures", graphs.captures},
+                        {"replays", graphs.replays},
+                        {"direct", graphs.direct},
+                        {"mismatches", graphs.mismatches},
                         {"aborts", graphs.aborts}};
     for (const auto& st : sweep)
       result["gemv_variants"].push_back({{"name", st.name}, {"us", st.us}, {"bytes", st.bytes}});
@@ -586,7 +613,9 @@ int main(int argc, char** argv) try {
   fs::create_directories(args.out);
   std::ofstream(args.out / "gpu_bench.json") << result.dump(2) << "\n";
   std::ofstream(args.out / "gpu_bench.md") << md.str();
-  std::cout << "\n" << md.str() << "\nwritten to " << (args.out / "gpu_bench.md").string() << " and gpu_bench.json\n";
+  std::cout << "\n"
+            << md.str() << "\nwritten to " << (args.out / "gpu_bench.md").string()
+            << " and gpu_bench.json\n";
   return 0;
 } catch (const std::exception& e) {
   std::cerr << "saker_gpu_bench: " << e.what() << "\n";

@@ -35,8 +35,8 @@ double linear_tolerance(DType d, std::int64_t n, bool split) {
   return d == DType::BF16 ? 2e-2 : 4e-3;
 }
 
-void check_linear(cuda::CudaBackend& g, DType dtype, std::int64_t N, std::int64_t K,
-                  std::int64_t n, bool with_bias, bool gelu, bool split) {
+void check_linear(cuda::CudaBackend& g, DType dtype, std::int64_t N, std::int64_t K, std::int64_t n,
+                  bool with_bias, bool gelu, bool split) {
   const auto seed = static_cast<std::uint32_t>(N * 131 + K * 7 + n);
   const HostWeight w = random_weight(dtype, N, K, seed, 1.0f / std::sqrt(static_cast<float>(K)));
   const auto x = random_floats(static_cast<std::size_t>(n * K), seed + 1);
@@ -171,7 +171,7 @@ TEST_CASE("cuda layer_norm and add_layer_norm match the CPU backend", "[gpu][ker
 
       std::vector<float> xs = x;
       ref_cpu().add_layer_norm(a.data(), n, dim, xs.data(), gamma.data(), beta.data(), 1e-5f,
-                           want.data());
+                               want.data());
       poison(dev(), dy->data(), count);
       dev().add_layer_norm(da->data(), n, dim, dx->data(), dg->data(), dbeta->data(), 1e-5f,
                            dy->data());
@@ -215,8 +215,8 @@ TEST_CASE("cuda gelu, add and gather_rows match the CPU backend", "[gpu][kernels
 
 TEST_CASE("cuda rotary, kv_write and attention match the CPU backend", "[gpu][kernels]") {
   const std::vector<Shape> shapes = {
-      {7, 1, 16, false},  {8, 2, 32, false}, {4, 4, 8, false},  {71, 1, 64, false},
-      {6, 6, 8, true},    {16, 16, 4, true}, {8, 2, 64, true},
+      {7, 1, 16, false}, {8, 2, 32, false}, {4, 4, 8, false}, {71, 1, 64, false},
+      {6, 6, 8, true},   {16, 16, 4, true}, {8, 2, 64, true},
   };
   struct Scenario {
     const char* name;
@@ -232,7 +232,7 @@ TEST_CASE("cuda rotary, kv_write and attention match the CPU backend", "[gpu][ke
   for (const Shape& sh : shapes)
     for (const Scenario& sc : scenarios) {
       DYNAMIC_SECTION(sh.heads << "x" << sh.kv_heads << "x" << sh.head_dim
-                                << (sh.alibi ? " alibi " : " rotary ") << sc.name) {
+                               << (sh.alibi ? " alibi " : " rotary ") << sc.name) {
         std::vector<float> slopes(static_cast<std::size_t>(sh.heads));
         cpu::alibi_slopes(sh.heads, slopes.data());
         auto dslopes = dev().upload(slopes);

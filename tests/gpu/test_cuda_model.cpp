@@ -103,8 +103,9 @@ TEST_CASE("cuda model: prefill logits match the CPU backend and transformers", "
         vs_cpu = std::max(vs_cpu, worst_row_error(got, want, f.V));
         fast_vs_cpu = std::max(fast_vs_cpu, worst_row_error(got_fast, want, f.V));
         for (std::size_t p = 0; p < prompt.size(); ++p)
-          vs_ref = std::max(vs_ref, rel_l2(row(got, p, f.V),
-                                           f.ref["cases"][c]["logits"][p].get<std::vector<float>>()));
+          vs_ref = std::max(
+              vs_ref,
+              rel_l2(row(got, p, f.V), f.ref["cases"][c]["logits"][p].get<std::vector<float>>()));
       }
       std::cout << dir.filename().string() << ": prefill logits, worst relative L2 error vs CPU "
                 << vs_cpu << ", vs transformers " << vs_ref
@@ -194,7 +195,8 @@ TEST_CASE("cuda model: a sequence's logits do not depend on its batch", "[gpu][m
         tables.push_back(block_range(static_cast<std::int32_t>(8 * c), 8));
       }
       std::vector<SequenceStep> steps;
-      for (std::size_t c = 0; c < prompts.size(); ++c) steps.push_back({prompts[c], 0, tables[c], false});
+      for (std::size_t c = 0; c < prompts.size(); ++c)
+        steps.push_back({prompts[c], 0, tables[c], false});
       auto cache = make_cache(gpu, f.config);
       const auto batched_span = m.forward(steps, cache);
       const std::vector<float> batched(batched_span.begin(), batched_span.end());
@@ -202,8 +204,8 @@ TEST_CASE("cuda model: a sequence's logits do not depend on its batch", "[gpu][m
       for (std::size_t c = 0; c < prompts.size(); ++c) {
         auto alone_cache = make_cache(gpu, f.config);
         const SequenceStep step{prompts[c], 0, tables[0], false};
-        worst = std::max(worst, rel_l2(row(m.forward({&step, 1}, alone_cache), 0, f.V),
-                                       row(batched, c, f.V)));
+        worst = std::max(
+            worst, rel_l2(row(m.forward({&step, 1}, alone_cache), 0, f.V), row(batched, c, f.V)));
       }
       INFO("worst relative L2 error, alone vs batched: " << worst);
       CHECK(worst < 1e-4);
@@ -260,8 +262,7 @@ TEST_CASE("cuda model: decode steps replayed from graphs equal direct ones, bit 
       }
       const cuda::GraphStats st = with_graphs.graph_stats();
       INFO("graphs: " << st.captures << " captured, " << st.replays << " replays, " << st.direct
-                      << " direct, " << st.mismatches << " mismatches, " << st.aborts
-                      << " aborts");
+                      << " direct, " << st.mismatches << " mismatches, " << st.aborts << " aborts");
       CHECK(st.captures >= 2);
       CHECK(st.replays >= 20);
       CHECK(st.aborts == 0);

@@ -71,8 +71,8 @@ TEST_CASE("cuda logit_summary matches the host summary", "[gpu][kernels][summary
     const std::int64_t n = 9;
     std::vector<float> rows;
     for (std::int64_t r = 0; r < n; ++r) {
-      const auto row = summary_row(static_cast<std::size_t>(vocab),
-                                   static_cast<std::uint32_t>(vocab * 16 + r));
+      const auto row =
+          summary_row(static_cast<std::size_t>(vocab), static_cast<std::uint32_t>(vocab * 16 + r));
       rows.insert(rows.end(), row.begin(), row.end());
     }
     const auto got = device_summaries(g, rows, n, vocab);
@@ -85,7 +85,8 @@ TEST_CASE("cuda logit_summary matches the host summary", "[gpu][kernels][summary
   }
 }
 
-TEST_CASE("cuda model: summaries equal the host summaries of the full rows", "[gpu][model][summary]") {
+TEST_CASE("cuda model: summaries equal the host summaries of the full rows",
+          "[gpu][model][summary]") {
   for (const auto& dir : fixture_dirs()) {
     DYNAMIC_SECTION(dir.filename().string()) {
       const FalconConfig config = load_config(dir);
@@ -129,8 +130,8 @@ TEST_CASE("cuda model: summaries equal the host summaries of the full rows", "[g
           const auto greedy = ref["cases"][i]["greedy_ids"].get<std::vector<std::int32_t>>();
           if (static_cast<std::size_t>(d) >= greedy.size()) continue;
           next[i] = {greedy[static_cast<std::size_t>(d)]};
-          steps.push_back({next[i], static_cast<std::int32_t>(prompts[i].size()) + d, tables[i],
-                           false, i});
+          steps.push_back(
+              {next[i], static_cast<std::int32_t>(prompts[i].size()) + d, tables[i], false, i});
         }
         if (steps.size() == prompts.size()) compare_modes(steps);
       }
