@@ -4,6 +4,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "tests/engine_rig.h"
+
 #include "engine/batch_engine.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "kernels/cpu/cpu_backend.h"
@@ -14,22 +16,7 @@ using namespace saker::test;
 
 namespace {
 
-struct Rig {
-  FalconConfig config;
-  Checkpoint checkpoint;
-  CpuBackend backend;
-  FalconModel model;
-  KvCache cache;
-  SingleRankCommunicator single;
-  StepRunner runner;
-  explicit Rig(const std::filesystem::path& dir, std::int64_t blocks = 128)
-      : config(load_config(dir)),
-        checkpoint(Checkpoint::open(dir)),
-        backend(2, config.max_positions, 1),
-        model(config, checkpoint, backend, ModelOptions{64, 32, 256}),
-        cache(backend, config, config.kv_heads, blocks, 4),
-        runner(model, cache, single) {}
-};
+using Rig = test::EngineRig;
 
 const std::filesystem::path kTextModel = kFixtures / "gqa8x4-bf16-sharded";  // vocab 384
 

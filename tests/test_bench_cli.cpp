@@ -9,6 +9,7 @@
 #include "engine/model/config.h"
 #include "launcher/bench_metrics.h"
 #include "tests/run_command.h"
+#include "tests/text_model.h"
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
@@ -26,18 +27,8 @@ Run saker_cmd(const std::string& args, int np = 1) {
   return saker::test::run_command(cmd + args + " </dev/null");
 }
 
-// The 384-token fixture model with the 384-token tokenizer beside it, in a folder of the caller's
-// own (CTest runs test cases in parallel).
 fs::path text_model(const std::string& tag) {
-  const fs::path dir = fs::temp_directory_path() / ("saker_test_text_model_" + tag);
-  fs::create_directories(dir);
-  const fs::path src = kFixtures / "gqa8x4-bf16-sharded";
-  for (const auto& e : fs::directory_iterator(src))
-    if (e.path().filename() != "reference.json")
-      fs::copy_file(e.path(), dir / e.path().filename(), fs::copy_options::overwrite_existing);
-  fs::copy_file(kFixtures / "tokenizers" / "small384" / "tokenizer.json", dir / "tokenizer.json",
-                fs::copy_options::overwrite_existing);
-  return dir;
+  return saker::test::text_model(kFixtures, tag);
 }
 
 std::vector<json> read_lines(const fs::path& p) {

@@ -12,6 +12,7 @@
 
 #include "launcher/properties.h"
 #include "tests/run_command.h"
+#include "tests/text_model.h"
 
 namespace fs = std::filesystem;
 using namespace saker::cli;
@@ -33,13 +34,7 @@ Run launch(const std::string& args, const std::string& env = "") {
 // The 384-token model with its tokenizer and a serving.properties for 2 ranks, in a directory of
 // the test's own (CTest may run test cases at the same time).
 fs::path launch_model(const std::string& tag) {
-  const fs::path dir = fs::temp_directory_path() / ("saker_launch_model_" + tag);
-  fs::create_directories(dir);
-  for (const auto& e : fs::directory_iterator(kFixtures / "gqa8x4-bf16-sharded"))
-    if (e.path().filename() != "reference.json")
-      fs::copy_file(e.path(), dir / e.path().filename(), fs::copy_options::overwrite_existing);
-  fs::copy_file(kFixtures / "tokenizers" / "small384" / "tokenizer.json", dir / "tokenizer.json",
-                fs::copy_options::overwrite_existing);
+  const fs::path dir = saker::test::text_model(kFixtures, "launch_" + tag);
   std::ofstream(dir / "serving.properties")
       << "engine=MPI\noption.model_id=" << dir.string() << "\noption.tensor_parallel_degree=2\n";
   return dir;

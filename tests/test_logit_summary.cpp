@@ -10,6 +10,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "tests/engine_rig.h"
+
 #include "engine/batch_engine.h"
 #include "engine/logprobs.h"
 #include "kernels/cpu/cpu_backend.h"
@@ -127,22 +129,7 @@ TEST_CASE("sampling and log-probabilities from a summary equal the full row's", 
 
 namespace {
 
-struct Rig {
-  FalconConfig config;
-  Checkpoint checkpoint;
-  CpuBackend backend;
-  FalconModel model;
-  KvCache cache;
-  SingleRankCommunicator single;
-  StepRunner runner;
-  explicit Rig(const std::filesystem::path& dir)
-      : config(load_config(dir)),
-        checkpoint(Checkpoint::open(dir)),
-        backend(2, config.max_positions, 1),
-        model(config, checkpoint, backend, ModelOptions{64, 32, 256}),
-        cache(backend, config, config.kv_heads, 128, 4),
-        runner(model, cache, single) {}
-};
+using Rig = test::EngineRig;
 
 // Runs every request in one engine, summaries allowed or not.
 std::map<std::uint64_t, BatchResult> run_all(Rig& rig, const std::vector<BatchRequest>& reqs,

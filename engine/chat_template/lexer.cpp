@@ -3,6 +3,7 @@
 #include <cctype>
 
 #include "engine/chat_template/error.h"
+#include "engine/tokenizer/utf8.h"
 
 namespace saker::jinja {
 namespace {
@@ -202,24 +203,6 @@ class Lexer {
     advance_to(e);
   }
 
-  static void put_utf8(std::string& out, unsigned long cp) {
-    if (cp < 0x80) {
-      out += static_cast<char>(cp);
-    } else if (cp < 0x800) {
-      out += static_cast<char>(0xC0 | (cp >> 6));
-      out += static_cast<char>(0x80 | (cp & 0x3F));
-    } else if (cp < 0x10000) {
-      out += static_cast<char>(0xE0 | (cp >> 12));
-      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-      out += static_cast<char>(0x80 | (cp & 0x3F));
-    } else {
-      out += static_cast<char>(0xF0 | (cp >> 18));
-      out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-      out += static_cast<char>(0x80 | (cp & 0x3F));
-    }
-  }
-
   // Python's unicode-escape rules, which jinja2 applies to string literals.
   void string_literal(int l, int c) {
     const char q = s_[pos_];
@@ -275,7 +258,8 @@ class Lexer {
         case 'U': {
           const size_t n = e == 'x' ? 2 : e == 'u' ? 4 : 8;
           if (i + n >= s_.size()) throw ChatTemplateError("bad escape in string at " + where(l, c));
-          put_utf8(val, std::stoul(s_.substr(i + 1, n), nullptr, 16));
+          utf8::append_code_point(
+              static_cast<char32_t>(std::stoul(s_.substr(i + 1, n), nullptr, 16)), val);
           i += n;
           break;
         }

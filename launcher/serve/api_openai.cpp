@@ -177,7 +177,7 @@ class CompletionCall final : public OpenAiCall {
     std::string text = u.text;
     if (echo && u.index == 0 && u.token >= 0) text = prompts[i / n] + text;
     json choice = {{"index", i}, {"text", text}, {"logprobs", nullptr}, {"finish_reason", nullptr}};
-    if (u.token >= 0 && want_logprobs_(i))
+    if (u.token >= 0 && want_logprobs)
       choice["logprobs"] = logprobs({u.token}, {u.logprob}, {u.top});
     if (u.finish != FinishReason::kNone)
       choice["finish_reason"] = openai_reason(u.finish);
@@ -194,14 +194,14 @@ class CompletionCall final : public OpenAiCall {
                 {"text", (echo ? prompts[i / n] : "") + r.text},
                 {"logprobs", nullptr},
                 {"finish_reason", openai_reason(r.finish)}};
-      if (want_logprobs_(i)) c["logprobs"] = logprobs(r.tokens, r.logprobs, r.top_logprobs);
+      if (want_logprobs) c["logprobs"] = logprobs(r.tokens, r.logprobs, r.top_logprobs);
       choices.push_back(c);
     }
     json out = envelope(choices, object_);
     out["usage"] = usage();
     return json_response(http::status::ok, out);
   }
-  std::function<bool(std::size_t)> want_logprobs_ = [](std::size_t) { return false; };
+  bool want_logprobs = false;
 
  private:
   json logprobs(const std::vector<std::int32_t>& ids, const std::vector<float>& lps,
@@ -378,7 +378,7 @@ std::unique_ptr<Call> openai_completions(ServeContext& ctx, const json& body) {
       throw ApiError(ErrorKind::kValidation,
                      "`logprobs` must be an integer in [0, 20], got " + dump(body["logprobs"]));
     logprobs = body["logprobs"].get<std::int64_t>();
-    call->want_logprobs_ = [](std::size_t) { return true; };
+    call->want_logprobs = true;
   }
   // One prompt (text or token ids) or a list of texts.
   const json& p = body.contains("prompt") ? body["prompt"] : json();

@@ -1,0 +1,31 @@
+// A fixture model on one rank with a KV pool and a step runner: what the batch-engine tests drive.
+#pragma once
+
+#include <filesystem>
+
+#include "engine/model/checkpoint.h"
+#include "engine/model/config.h"
+#include "engine/model/falcon.h"
+#include "engine/step_runner.h"
+#include "kernels/cpu/cpu_backend.h"
+
+namespace saker::test {
+
+struct EngineRig {
+  FalconConfig config;
+  Checkpoint checkpoint;
+  CpuBackend backend;
+  FalconModel model;
+  KvCache cache;
+  SingleRankCommunicator single;
+  StepRunner runner;
+  explicit EngineRig(const std::filesystem::path& dir, std::int64_t blocks = 128)
+      : config(load_config(dir)),
+        checkpoint(Checkpoint::open(dir)),
+        backend(2, config.max_positions, 1),
+        model(config, checkpoint, backend, ModelOptions{64, 32, 256}),
+        cache(backend, config, config.kv_heads, blocks, 4),
+        runner(model, cache, single) {}
+};
+
+}  // namespace saker::test
