@@ -896,7 +896,7 @@ def section_sigterm(c):
                 except OSError as e:
                     during.append((path, e))
             break
-        time.sleep(0.02)
+        time.sleep(0.002)  # the drain may last only as long as the requests then in flight
     stop.set()
     for th in lanes:
         th.join(timeout=30)
@@ -912,8 +912,13 @@ def section_sigterm(c):
         print(f"      lane {r['lane']}: {r['start'] - t0:6.2f}..{r['end'] - t0:6.2f} s  status {r.get('status')}  "
               f"tokens {len(r.get('ids', []))}  final {bool(r.get('final'))}  {r.get('exception', '')}", flush=True)
     check(rc is not None, "mpirun exited", a.log_tail())
-    check(t_drain is not None, "/ping answered 503 while draining (before the port closed)", repr(ping))
-    check("shutting down" in ping.body.decode(), "/ping's 503 says the server is shutting down", repr(ping))
+    # The drain lasts as long as the requests in flight when the signal lands, which may be a few
+    # milliseconds: a 503 seen by /ping or by a lane's new request both show it.
+    lane_503 = [r for r in records if r.get("status") == 503]
+    check(t_drain is not None or lane_503, "the server answered 503 while draining (before the port closed)",
+          repr(ping))
+    if t_drain is not None:
+        check("shutting down" in ping.body.decode(), "/ping's 503 says the server is shutting down", repr(ping))
     for path, r in during:
         ok = isinstance(r, Resp) and r.status == 503 or isinstance(r, ConnectionRefusedError)
         check(ok, f"{path} during the drain: 503 (or refused once the port closed)", repr(r))
