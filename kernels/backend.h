@@ -16,13 +16,34 @@
 
 namespace saker {
 
-// A row-major [rows, cols] matrix in its stored precision (e.g. a Linear weight [out, in]).
+// How a weight's elements are laid out in memory.
+enum class WeightLayout : std::uint8_t {
+  kRowMajor,  // [rows, cols], as a checkpoint stores it
+  kPanels16,  // the CPU backend's packed form: panels of 16 rows, each [cols][16] (cpu/linear.h)
+};
+
+// What a backend should make of a checkpoint weight.
+enum class WeightQuant : std::uint8_t {
+  kNone,  // keep the stored precision
+  kInt8,  // weight-only int8, one scale per output row (`--dtype int8`)
+};
+
+// A [rows, cols] matrix (e.g. a Linear weight [out, in]) in its stored precision, or in a form a
+// backend's upload_weight made of it (only that backend reads such a form).
 struct Weight {
   DType dtype = DType::F32;
   const void* data = nullptr;
   std::int64_t rows = 0;
   std::int64_t cols = 0;
+  WeightLayout layout = WeightLayout::kRowMajor;
+  const float* scales = nullptr;  // [rows] for I8: row r's value is scales[r] * q[r, k]
 };
+
+// Bytes a step reads to stream the whole weight once.
+inline std::size_t weight_bytes(const Weight& w) {
+  return static_cast<std::size_t>(w.rows * w.cols) * dtype_size(w.dtype) +
+         (w.scales ? static_cast<std::size_t>(w.rows) * sizeof(float) : 0);
+}
 
 // One layer's KV storage: [slots][kv_heads][head_dim] for K and for V, where slot =
 // block_table[pos / block_size] * block_size + pos % block_size.
@@ -63,9 +84,10 @@ class Backend {
   virtual std::unique_ptr<Buffer> allocate(std::size_t floats) = 0;
   // A copy of host data in backend memory (small fp32 tensors: norms, biases, tables).
   virtual std::unique_ptr<Buffer> upload(std::span<const float> host) = 0;
-  // Makes a stored-precision weight usable by the kernels (the CPU backend reads the mapping in
-  // place; a device backend copies it once).
-  virtual Weight upload_weight(const Weight& host) = 0;
+  // Makes a row-major, stored-precision weight usable by linear and embedding, quantized as
+  // asked: the CPU backend packs it into its own memory, a device backend copies it once. The
+  // host copy may be released afterwards. Throws if the backend cannot quantize as asked.
+  virtual Weight upload_weight(const Weight& host, WeightQuant quant) = 0;
 
   // y[t, r] = sum_k x[t, k] * w[r, k] (+ bias[r]); x [n, w.cols], y [n, w.rows].
   // Each output is computed the same way whatever n is (batch invariance).

@@ -1,4 +1,5 @@
-// Element types of stored weights. Activations are always fp32 on the CPU backend.
+// Element types of stored weights. Activations are always fp32 on the CPU backend. I8 exists only
+// as a backend's quantized form of a weight (`--dtype int8`), never as a checkpoint's dtype.
 #pragma once
 
 #include <bit>
@@ -9,10 +10,10 @@
 
 namespace saker {
 
-enum class DType : std::uint8_t { F32, F16, BF16 };
+enum class DType : std::uint8_t { F32, F16, BF16, I8 };
 
 constexpr std::size_t dtype_size(DType t) {
-  return t == DType::F32 ? 4 : 2;
+  return t == DType::F32 ? 4 : t == DType::I8 ? 1 : 2;
 }
 
 // Names as safetensors spells them ("F32", "F16", "BF16").
@@ -24,6 +25,8 @@ constexpr std::string_view dtype_name(DType t) {
       return "F16";
     case DType::BF16:
       return "BF16";
+    case DType::I8:
+      return "I8";
   }
   return "?";
 }

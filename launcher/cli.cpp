@@ -68,6 +68,25 @@ std::vector<std::int32_t> parse_token_ids(const std::string& text, std::int64_t 
   return ids;
 }
 
+// --dtype: auto and int8, or the checkpoint's own precision by name (a conversion would be
+// silent otherwise).
+WeightQuant parse_dtype(const std::string& d, const Checkpoint& ck) {
+  if (d == "auto") return WeightQuant::kNone;
+  if (d == "int8") return WeightQuant::kInt8;
+  const TensorInfo* t = ck.find("transformer.word_embeddings.weight");
+  const std::string stored = t ? std::string(dtype_name(t->dtype)) : "?";
+  const std::string want = d == "bf16" || d == "bfloat16"  ? "BF16"
+                           : d == "fp16" || d == "float16" ? "F16"
+                           : d == "fp32" || d == "float32" ? "F32"
+                                                           : "";
+  if (want.empty())
+    throw UsageError("--dtype must be auto, int8, bf16, fp16 or fp32, got '" + d + "'");
+  if (want != stored)
+    throw UsageError("--dtype " + d + ": the checkpoint stores " + stored +
+                     " weights, and saker runs them as stored (--dtype auto) or as int8");
+  return WeightQuant::kNone;
+}
+
 unsigned thread_count(int flag) {
   if (flag < 0) throw UsageError("--threads must be >= 0");
   if (flag > 0) return static_cast<unsigned>(flag);
@@ -122,6 +141,11 @@ double backend_read_bandwidth(Backend& backend, std::size_t bytes, int repeats) 
   if (auto* cpu = dynamic_cast<CpuBackend*>(&backend))
     return cpu::measure_read_bandwidth(cpu->pool(), bytes, repeats);
   throw std::logic_error("backend_read_bandwidth: unknown backend");
+}
+
+std::optional<double> backend_fma_peak(Backend& backend) {
+  if (auto* cpu = dynamic_cast<CpuBackend*>(&backend)) return cpu::measure_fma_peak(cpu->pool());
+  return std::nullopt;
 }
 
 }  // namespace saker::cli

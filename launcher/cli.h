@@ -4,11 +4,15 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include <boost/program_options.hpp>
+
+#include "engine/model/checkpoint.h"
+#include "kernels/backend.h"
 
 namespace saker {
 class Backend;
@@ -38,6 +42,13 @@ bool parse(const std::vector<std::string>& args, const po::options_description& 
 std::vector<std::int32_t> parse_token_ids(const std::string& text, std::int64_t vocab,
                                           const std::string& flag);
 
+// --dtype: "auto" (the checkpoint's precision) or "int8" (weight-only), or the checkpoint's own
+// precision by name (bf16, fp16, fp32); anything else is a UsageError naming both.
+inline constexpr const char* kDtypeHelp =
+    "weights: auto (the checkpoint's precision), int8 (weight-only, a scale per output row; CPU "
+    "backend), or bf16, fp16, fp32 when the checkpoint stores that";
+WeightQuant parse_dtype(const std::string& dtype, const Checkpoint& checkpoint);
+
 // Threads for the CPU backend: the flag if given, else OMP_NUM_THREADS, else every available core.
 unsigned thread_count(int flag);
 
@@ -54,6 +65,8 @@ std::unique_ptr<Backend> make_backend(const std::string& device, unsigned thread
 std::unique_ptr<Communicator> make_model_communicator(Backend& backend, Communicator& comm);
 // Memory read bandwidth (bytes per second) of the memory `backend` streams weights from.
 double backend_read_bandwidth(Backend& backend, std::size_t bytes, int repeats);
+// FP32 fused multiply-add peak (FLOP/s) of the CPU backend's threads; nullopt for a device.
+std::optional<double> backend_fma_peak(Backend& backend);
 // This process's rank among the ranks of its node (0 outside mpirun).
 int local_rank();
 

@@ -32,6 +32,25 @@ double parse_rate(const std::string& s) {
   return r;
 }
 
+// FLOPs of one prompt token of a prompt `len` tokens long: the layers' matrices (2 per weight) and
+// attention over the (len + 1) / 2 positions it sees on average; the lm_head runs for the last
+// token only and is left out.
+double prefill_flops_per_token(const FalconConfig& c, double len) {
+  const double matrices =
+      static_cast<double>(c.qkv_rows() * c.hidden + c.hidden * c.hidden + 2 * c.hidden * c.ffn);
+  const double attention = 4.0 * static_cast<double>(c.heads * c.head_dim) * (len + 1) / 2;
+  return static_cast<double>(c.layers) * (2 * matrices + attention);
+}
+
+// FLOPs of one decode token at context `ctx`: every matrix including the lm_head, and attention.
+double decode_flops_per_token(const FalconConfig& c, double ctx) {
+  const double matrices =
+      static_cast<double>(c.qkv_rows() * c.hidden + c.hidden * c.hidden + 2 * c.hidden * c.ffn);
+  const double attention = 4.0 * static_cast<double>(c.heads * c.head_dim) * ctx;
+  return static_cast<double>(c.layers) * (2 * matrices + attention) +
+         2.0 * static_cast<double>(c.vocab_size * c.hidden);
+}
+
 // Runs the requests through the engine, releasing each at its arrival time and while fewer than
 // `concurrency` are in flight; a request held back by the limit is sent when a slot frees.
 std::vector<BatchResult> drive(BatchEngine& engine, const std::vector<BenchRequest>& reqs,
@@ -123,6 +142,13 @@ int run_bench(const std::vector<std::string>& args) {
   // measured with every rank reading at once, before and after the run (shared hosts drift).
   float step_bytes_f = static_cast<float>(engine.model().step_weight_bytes());
   comm.all_reduce_sum(&step_bytes_f, 1);
+  // Prefill is arithmetic-bound: its floor is the FMA peak, measured with every rank at once.
+  auto machine_fma_peak = [&] {
+    comm.barrier();
+    float peak = static_cast<float>(backend_fma_peak(engine.backend()).value_or(0.0));
+    comm.all_reduce_sum(&peak, 1);
+    return static_cast<double>(peak);
+  };
   auto machine_bandwidth = [&] {
     comm.barrier();
     float bw =
@@ -136,6 +162,7 @@ int run_bench(const std::vector<std::string>& args) {
     machine_bandwidth();
     runner.serve();
     machine_bandwidth();
+    machine_fma_peak();
     return 0;
   }
   double bw_before = 0;
@@ -167,6 +194,7 @@ int run_bench(const std::vector<std::string>& args) {
     pool_blocks = batch.blocks().num_blocks();
   }
   const double bw = std::max(bw_before, machine_bandwidth());
+  const double fma_peak = machine_fma_peak();
   const LatencyMetrics lat = latency_metrics(results);
   const double duration = lat.last_finish - lat.first_arrival;
   std::int64_t in_tokens = 0, out_tokens = 0;
@@ -177,6 +205,28 @@ int run_bench(const std::vector<std::string>& args) {
   const double iters = static_cast<double>(std::max<std::uint64_t>(stats.iterations, 1));
   const double step_bytes = step_bytes_f;
   const double tpot_floor_ms = bw > 0 ? step_bytes / bw * 1e3 : 0.0;
+  // Prefill: prompt tokens over the time from scheduling to the first token (the prefill itself
+  // when requests run alone, --max-concurrency 1), against the FLOPs they take at the FMA peak.
+  double prompt_sum = 0, ttft_sum = 0;
+  for (std::size_t i = 0; i < reqs.size(); ++i) {
+    prompt_sum += static_cast<double>(reqs[i].prompt.size());
+    const BatchResult& r = results[i];
+    ttft_sum += r.first_token - (r.scheduled >= 0 ? r.scheduled : r.arrival);
+  }
+  const double mean_prompt = prompt_sum / static_cast<double>(reqs.size());
+  const double prefill_tps = ttft_sum > 0 ? prompt_sum / ttft_sum : 0.0;
+  const double prefill_flops = prefill_flops_per_token(config, mean_prompt);
+  const double prefill_fraction = fma_peak > 0 ? prefill_tps * prefill_flops / fma_peak : 0.0;
+  // A decode step of B sequences reads every weight once and does B tokens' arithmetic: its floor
+  // is the larger of the two times (batch 1 is bandwidth-bound; large batches on a CPU are not).
+  double out_sum = 0;
+  for (const BenchRequest& r : reqs) out_sum += static_cast<double>(r.output);
+  const double mean_ctx = mean_prompt + out_sum / static_cast<double>(reqs.size()) / 2;
+  const double decode_flops = decode_flops_per_token(config, mean_ctx);
+  const double decode_batch =
+      static_cast<double>(stats.batch_sequences) / iters;  // sequences per iteration
+  const double step_floor_ms =
+      std::max(tpot_floor_ms, fma_peak > 0 ? decode_batch * decode_flops / fma_peak * 1e3 : 0.0);
   nlohmann::json j = {
       {"model", o.model_dir},
       {"workload", workload},
@@ -210,7 +260,15 @@ int run_bench(const std::vector<std::string>& args) {
       {"memory_bandwidth_gbps", bw / 1e9},
       {"weight_bytes_per_step", step_bytes},
       {"tpot_floor_ms", tpot_floor_ms},
-      {"tpot_fraction_of_floor", lat.tpot_ms.p50 > 0 ? tpot_floor_ms / lat.tpot_ms.p50 : 0.0}};
+      {"tpot_fraction_of_floor", lat.tpot_ms.p50 > 0 ? tpot_floor_ms / lat.tpot_ms.p50 : 0.0},
+      {"decode_tokens_per_s_per_sequence", lat.tpot_ms.p50 > 0 ? 1e3 / lat.tpot_ms.p50 : 0.0},
+      {"decode_flops_per_token", decode_flops},
+      {"decode_step_floor_ms", step_floor_ms},
+      {"tpot_fraction_of_step_floor", lat.tpot_ms.p50 > 0 ? step_floor_ms / lat.tpot_ms.p50 : 0.0},
+      {"prefill_tokens_per_s", prefill_tps},
+      {"prefill_flops_per_token", prefill_flops},
+      {"fma_peak_gflops", fma_peak / 1e9},
+      {"prefill_fraction_of_fma_peak", prefill_fraction}};
   std::cout << std::fixed << std::setprecision(2) << "model                   " << o.model_dir
             << " (" << config.variant() << "), " << comm.size() << " rank(s) x " << engine.threads()
             << " threads\n"
@@ -241,7 +299,17 @@ int run_bench(const std::vector<std::string>& args) {
             << " blocks; " << preemptions << " preemptions\n"
             << "bandwidth floor         " << tpot_floor_ms << " ms per step (" << step_bytes / 1e9
             << " GB of weights at " << bw / 1e9 << " GB/s); p50 TPOT is "
-            << 100 * j["tpot_fraction_of_floor"].get<double>() << " % of it\n";
+            << 100 * j["tpot_fraction_of_floor"].get<double>() << " % of it\n"
+            << "prefill                 " << prefill_tps << " tokens/s (scheduled to first token); "
+            << prefill_flops / 1e9 << " GFLOP per token";
+  if (fma_peak > 0)
+    std::cout << ", FMA peak " << fma_peak / 1e9 << " GFLOP/s: " << 100 * prefill_fraction
+              << " % of it";
+  std::cout << "\n";
+  if (fma_peak > 0)
+    std::cout << "decode step floor       " << step_floor_ms << " ms (bandwidth, or "
+              << decode_batch << " tokens' FLOPs at the FMA peak); p50 TPOT is "
+              << 100 * j["tpot_fraction_of_step_floor"].get<double>() << " % of it\n";
   if (!output_json.empty()) {
     std::ofstream out(output_json);
     if (!out) throw std::runtime_error("cannot write " + output_json);

@@ -53,7 +53,7 @@ int run_generate(const std::vector<std::string>& args) {
   std::string model_dir;
   std::int64_t max_new = 32, chunk = 256, block_size = 16;
   int threads = 0;
-  std::string device;
+  std::string device, dtype = "auto";
   po::options_description desc("options");
   desc.add_options()("help,h", "show this help")("model", po::value(&model_dir)->required(),
                                                  "Hugging Face model directory (safetensors)")(
@@ -65,6 +65,7 @@ int run_generate(const std::vector<std::string>& args) {
       "threads", po::value(&threads)->default_value(0),
       "CPU threads per rank (0: OMP_NUM_THREADS or all)")(
       "device", po::value(&device)->default_value(""), kDeviceHelp)(
+      "dtype", po::value(&dtype)->default_value(dtype), kDtypeHelp)(
       "prefill-chunk", po::value(&chunk)->default_value(256), "prompt tokens per forward step")(
       "block-size", po::value(&block_size)->default_value(16), "KV cache block size (tokens)")(
       "stats", po::bool_switch(), "print timing and per-rank weight bytes to stderr");
@@ -122,6 +123,7 @@ int run_generate(const std::vector<std::string>& args) {
   // Every rank checks the layout itself, so an impossible one fails everywhere with one message.
   const ShardPlan plan(config, comm.size());
   const Checkpoint checkpoint = Checkpoint::open(model_dir);
+  const WeightQuant quant = parse_dtype(dtype, checkpoint);
   const auto backend_owner = make_backend(device, thread_count(threads), config.max_positions);
   Backend& backend = *backend_owner;
   // On GPUs the model's all-reduce runs over NCCL on the compute stream; plans still go by MPI.
@@ -129,7 +131,8 @@ int run_generate(const std::vector<std::string>& args) {
   const TensorParallel tp = comm.size() > 1 ? TensorParallel{&plan.rank(comm.rank()),
                                                              model_comm ? model_comm.get() : &comm}
                                             : TensorParallel{};
-  FalconModel model(config, checkpoint, backend, ModelOptions{chunk, 1, config.max_positions}, tp);
+  FalconModel model(config, checkpoint, backend,
+                    ModelOptions{chunk, 1, config.max_positions, quant}, tp);
   KvCache cache(backend, config, model.local_kv_heads(), (total + block_size - 1) / block_size,
                 block_size);
   faults.after_load();

@@ -138,7 +138,7 @@ int run_launch(const std::vector<std::string>& args) {
     std::cerr << "saker launch: option.tensor_parallel_degree=max: " << s.tensor_parallel
               << (gpus ? " visible GPU(s)" : " rank (no GPU visible)") << "\n";
   }
-  if (s.dtype)
+  if (s.dtype && *s.dtype != "int8")
     std::cerr << "saker launch: note: option.dtype=" << *s.dtype
               << ": weights are used in the checkpoint's stored precision\n";
 

@@ -52,6 +52,7 @@ po::options_description engine_options(EngineOptions& o) {
   d.add_options()("threads", po::value(&o.threads)->default_value(o.threads),
                   "CPU threads per rank (0: OMP_NUM_THREADS or all)")(
       "device", po::value(&o.device)->default_value(o.device), kDeviceHelp)(
+      "dtype", po::value(&o.dtype)->default_value(o.dtype), kDtypeHelp)(
       "batching", po::value(&o.batching)->default_value(o.batching),
       "rolling (continuous) or dynamic (request-level, DJL's rolling_batch=disable)")(
       "max-rolling-batch-size", po::value(&o.max_batch_size)->default_value(o.max_batch_size),
@@ -135,6 +136,7 @@ Engine::Engine(const EngineOptions& o, Communicator& comm)
 
   // Every rank checks the layout itself, so an impossible one fails everywhere with one message.
   plan_.emplace(config_, comm.size());
+  const WeightQuant quant = parse_dtype(o.dtype, checkpoint_);
   threads_ = thread_count(o.threads);
   backend_ = make_backend(o.device, threads_, config_.max_positions);
   model_comm_ = make_model_communicator(*backend_, comm);
@@ -149,7 +151,7 @@ Engine::Engine(const EngineOptions& o, Communicator& comm)
   try {
     model_ = std::make_unique<FalconModel>(
         config_, checkpoint_, *backend_,
-        ModelOptions{o.max_batch_tokens, o.max_batch_size, config_.max_positions}, tp);
+        ModelOptions{o.max_batch_tokens, o.max_batch_size, config_.max_positions, quant}, tp);
   } catch (const std::bad_alloc&) {
     throw std::runtime_error(where +
                              " ran out of host memory loading its shard: the checkpoint holds " +
@@ -166,8 +168,8 @@ Engine::Engine(const EngineOptions& o, Communicator& comm)
         std::to_string(*device_free_before) + " bytes were free on the device");
   }
 
-  // The KV pool: the budget given, or a share of what is free now that the weights are bound
-  // (mapped weights not yet read in are counted as taken; ranks on one node split the node).
+  // The KV pool: the budget given, or a share of what is free now that the weights are loaded
+  // (ranks on one node split the node).
   const std::int64_t kv_heads = model_->local_kv_heads();
   std::size_t budget = 0;
   if (kv_bytes) {
@@ -183,9 +185,9 @@ Engine::Engine(const EngineOptions& o, Communicator& comm)
     // per GPU, so no sharing with other ranks).
     budget = static_cast<std::size_t>(o.kv_cache_fraction * static_cast<double>(*device_free));
   } else {
-    const std::size_t avail = available_host_memory();
-    const std::size_t weights = model_->weight_bytes();
-    const std::size_t free_now = avail > weights ? avail - weights : 0;
+    // The CPU backend has copied the weights into its own memory by now, so what is available
+    // is what is left (the checkpoint's page cache counts as available: it can be dropped).
+    const std::size_t free_now = available_host_memory();
     budget = static_cast<std::size_t>(o.kv_cache_fraction * static_cast<double>(free_now) /
                                       local_ranks());
   }

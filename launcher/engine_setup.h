@@ -26,6 +26,7 @@ struct EngineOptions {
   std::string model_dir;
   int threads = 0;
   std::string device;                   // cuda, cpu, or empty: cuda when a GPU is visible
+  std::string dtype = "auto";           // weights: auto (as stored) or int8; option.dtype
   std::int32_t max_batch_size = 32;     // option.max_rolling_batch_size (dynamic: batch_size)
   std::int64_t max_batch_tokens = 512;  // option.max_rolling_batch_prefill_tokens
   std::int64_t block_size = 16;

@@ -170,12 +170,8 @@ LaunchSettings validate_properties(const Properties& p) {
     s.max_rolling_batch_prefill_tokens = integer(p, "option.max_rolling_batch_prefill_tokens", 1);
   if (has("option.dtype")) {
     const std::string d = lower(p.at("option.dtype"));
-    if (d == "int8")
-      bad("option.dtype", p.at("option.dtype"),
-          "int8 weights are not supported yet; use the checkpoint's own precision (fp16, bf16, "
-          "fp32)");
-    if (d != "fp16" && d != "bf16" && d != "fp32" && d != "float16" && d != "bfloat16" &&
-        d != "float32")
+    if (d != "int8" && d != "fp16" && d != "bf16" && d != "fp32" && d != "float16" &&
+        d != "bfloat16" && d != "float32")
       bad("option.dtype", p.at("option.dtype"), "must be fp16, bf16, fp32 or int8");
     s.dtype = d;
   }
@@ -219,6 +215,7 @@ std::vector<std::string> mpirun_command(const LaunchSettings& s, const LaunchTar
     opt("--max-rolling-batch-size", s.max_rolling_batch_size);
   }
   opt("--max-rolling-batch-prefill-tokens", s.max_rolling_batch_prefill_tokens);
+  if (s.dtype == "int8") c.insert(c.end(), {"--dtype", "int8"});
   opt("--max-input-len", s.max_input_len);
   opt("--max-output-len", s.max_output_len);
   opt("--job-queue-size", s.job_queue_size);

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <random>
 #include <span>
 #include <vector>
 
@@ -12,6 +13,15 @@
 
 namespace saker::ref {
 
+// n normal(0, scale) floats: the random inputs of the kernel tests.
+inline std::vector<float> random_floats(std::size_t n, std::mt19937& rng, float scale = 1.0f) {
+  std::normal_distribution<float> d(0.0f, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+// Row-major, stored precision (as a checkpoint holds it).
 inline double weight_at(const Weight& w, std::int64_t r, std::int64_t k) {
   const std::int64_t i = r * w.cols + k;
   switch (w.dtype) {
@@ -21,6 +31,8 @@ inline double weight_at(const Weight& w, std::int64_t r, std::int64_t k) {
       return bf16_to_f32(static_cast<const std::uint16_t*>(w.data)[i]);
     case DType::F16:
       return f16_to_f32(static_cast<const std::uint16_t*>(w.data)[i]);
+    case DType::I8:
+      break;
   }
   return 0;
 }

@@ -144,6 +144,35 @@ TEST_CASE("saker generate rejects bad input with a message and an exit code", "[
   CHECK_THAT(r.err, Catch::Contains("model.safetensors"));
 }
 
+TEST_CASE("saker generate --dtype: int8 halves the bytes read, other names must match", "[cli]") {
+  const std::string model = "--model '" + (kFixtures / "mqa7-bf16").string() + "' ";
+  const auto bytes_read = [](const std::string& err) {
+    const auto at = err.find(" weight bytes read");
+    REQUIRE(at != std::string::npos);
+    return std::stod(err.substr(err.rfind(' ', at - 1) + 1, at));
+  };
+  Run as_stored = saker("generate " + model + "--prompt-ids '1 2 3' --max-new-tokens 3 --stats");
+  Run int8 =
+      saker("generate " + model + "--prompt-ids '1 2 3' --max-new-tokens 3 --stats --dtype int8");
+  Run named =
+      saker("generate " + model + "--prompt-ids '1 2 3' --max-new-tokens 3 --stats --dtype bf16");
+  REQUIRE(as_stored.code == 0);
+  REQUIRE(int8.code == 0);
+  REQUIRE(named.code == 0);
+  CHECK(named.out == as_stored.out);
+  // One byte per weight plus a float per row, against two bytes (norms and biases stay fp32).
+  const double ratio = bytes_read(int8.err) / bytes_read(as_stored.err);
+  INFO(as_stored.err << int8.err);
+  CHECK(ratio > 0.45);
+  CHECK(ratio < 0.6);
+  Run r = saker("generate " + model + "--prompt-ids 1 --dtype fp32");
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Catch::Contains("--dtype fp32: the checkpoint stores BF16 weights"));
+  r = saker("generate " + model + "--prompt-ids 1 --dtype int4");
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Catch::Contains("--dtype must be auto, int8, bf16, fp16 or fp32, got 'int4'"));
+}
+
 TEST_CASE("saker generate samples reproducibly from the seed", "[cli][sampler]") {
   const auto dir = kFixtures / "gqa8x2-fp32";
   const auto ref = read_json(dir / "reference.json");

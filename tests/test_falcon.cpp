@@ -25,11 +25,12 @@ struct Loaded {
   Checkpoint checkpoint;
   CpuBackend backend;
   FalconModel model;
-  explicit Loaded(const fs::path& dir, unsigned threads = 2, std::int64_t max_tokens = 128)
+  explicit Loaded(const fs::path& dir, unsigned threads = 2, std::int64_t max_tokens = 128,
+                  WeightQuant quant = WeightQuant::kNone)
       : config(load_config(dir)),
         checkpoint(Checkpoint::open(dir)),
         backend(threads, config.max_positions, /*min_work=*/1),
-        model(config, checkpoint, backend, ModelOptions{max_tokens, 128, 256}) {}
+        model(config, checkpoint, backend, ModelOptions{max_tokens, 128, 256, quant}) {}
   KvCache cache(std::int64_t block_size = 4) {
     return KvCache(backend, config, config.kv_heads, 256 / block_size, block_size);
   }
@@ -38,6 +39,10 @@ struct Loaded {
 std::vector<std::int32_t> ids_of(const nlohmann::json& j) {
   return j.get<std::vector<std::int32_t>>();
 }
+
+// Bound on the int8 models' relative L2 logit error against transformers, about twice the worst
+// fixture measured (docs/performance.md, "int8 accuracy").
+constexpr double kInt8FixtureLogitError = 0.1;
 
 std::vector<std::int32_t> identity_table(std::int64_t n) {
   std::vector<std::int32_t> t(static_cast<std::size_t>(n));
@@ -89,6 +94,47 @@ TEST_CASE("prefill logits match transformers", "[falcon][golden]") {
       CHECK(worst < 1e-4);
       // transformers running natively in bf16 rounds every activation to 8 bits of mantissa.
       if (bf16) CHECK(worst_native < 3e-2);
+    }
+  }
+}
+
+TEST_CASE("int8 weights stay close to transformers on every fixture", "[falcon][golden][int8]") {
+  // Weight-only int8 with a scale per output row: each weight moves by up to half a step,
+  // 1/254 of its row's largest magnitude. The fixtures' weights are wide (normal(0, 0.5)) and
+  // their heads tiny, so this is a harsher test than a trained model's smooth rows.
+  for (const auto& dir : fixture_dirs()) {
+    DYNAMIC_SECTION(dir.filename().string()) {
+      Loaded m(dir, 2, 128, WeightQuant::kInt8);
+      Loaded exact(dir);
+      const auto ref = read_reference(dir);
+      double worst = 0, worst_exact = 0;
+      std::size_t positions = 0, same_argmax = 0;
+      for (const auto& cs : ref["cases"]) {
+        const auto prompt = ids_of(cs["prompt_ids"]);
+        auto cache = m.cache();
+        auto exact_cache = exact.cache();
+        const auto table = identity_table(cache.num_blocks());
+        const SequenceStep step{prompt, 0, table, true};
+        const auto logits = m.model.forward({&step, 1}, cache);
+        const auto V = static_cast<std::size_t>(m.config.vocab_size);
+        for (std::size_t p = 0; p < prompt.size(); ++p) {
+          const auto row = logits.subspan(p * V, V);
+          const auto want = cs["logits"][p].get<std::vector<float>>();
+          worst = std::max(worst, rel_l2(row, want));
+          same_argmax += argmax(row) == argmax(want);
+          ++positions;
+        }
+        const auto exact_logits = exact.model.forward({&step, 1}, exact_cache);
+        for (std::size_t p = 0; p < prompt.size(); ++p)
+          worst_exact = std::max(worst_exact, rel_l2(exact_logits.subspan(p * V, V),
+                                                     cs["logits"][p].get<std::vector<float>>()));
+      }
+      INFO(dir.filename().string()
+           << ": int8 worst relative L2 error " << worst << ", as stored " << worst_exact
+           << ", same argmax at " << same_argmax << " of " << positions << " positions");
+      CHECK(worst > worst_exact);  // the int8 weights are really in use
+      CHECK(worst < kInt8FixtureLogitError);
+      CHECK(same_argmax * 5 >= positions * 4);
     }
   }
 }

@@ -17,12 +17,7 @@ using namespace saker;
 
 namespace {
 
-std::vector<float> random_floats(std::size_t n, std::mt19937& rng, float scale = 1.0f) {
-  std::normal_distribution<float> d(0.0f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
+using ref::random_floats;
 
 // A weight matrix in dtype d holding the given values (rounded to d).
 struct TestWeight {
@@ -96,52 +91,113 @@ TEST_CASE("thread pool covers every index once and rethrows", "[kernels]") {
   CHECK(count == 10);
 }
 
-TEST_CASE("linear matches the scalar reference for every dtype and ragged shape", "[kernels]") {
+namespace {
+
+// The rounding error bound of a sequential fp32 dot product of k terms: k u / (1 - k u) of the sum
+// of |terms| (Higham's gamma_k), u = 2^-24.
+double dot_error_bound(std::int64_t k, double magnitude) {
+  const double ku = static_cast<double>(k + 2) * std::ldexp(1.0, -24);
+  return ku / (1.0 - ku) * magnitude + 1e-30;
+}
+
+}  // namespace
+
+TEST_CASE("linear matches the scalar reference for every dtype, int8 and ragged shape",
+          "[kernels]") {
   std::mt19937 rng(7);
-  CpuBackend backend(2, 16);
-  const std::vector<cpu::Isa> isas = cpu::detect_isa() == cpu::Isa::kAvx2
-                                         ? std::vector{cpu::Isa::kPortable, cpu::Isa::kAvx2}
-                                         : std::vector{cpu::Isa::kPortable};
+  CpuBackend backend(2, 16, 1);
+  const std::vector<cpu::Isa> isas = cpu::supported_isas();
   for (DType d : {DType::F32, DType::BF16, DType::F16})
-    for (std::int64_t rows : {1, 3, 4, 5, 17, 37})
-      for (std::int64_t cols : {1, 15, 16, 17, 33, 100, 257})
-        for (std::int64_t n : {1, 3}) {
-          TestWeight tw(d, rows, cols, rng);
-          const auto x = random_floats(static_cast<std::size_t>(n * cols), rng);
-          const auto bias = random_floats(static_cast<std::size_t>(rows), rng);
-          std::vector<double> want, mag;
-          ref::linear(x.data(), n, tw.w, bias.data(), want, mag);
-          std::vector<std::vector<float>> results;
-          for (cpu::Isa isa : isas) {
-            backend.force_isa(isa);
-            std::vector<float> y(static_cast<std::size_t>(n * rows));
-            backend.linear(x.data(), n, tw.w, bias.data(), y.data());
-            for (std::size_t i = 0; i < y.size(); ++i) {
-              INFO(dtype_name(d) << " rows " << rows << " cols " << cols << " n " << n);
-              REQUIRE(std::fabs(y[i] - want[i]) <= 1e-6 * mag[i] + 1e-6);
+    for (WeightQuant quant : {WeightQuant::kNone, WeightQuant::kInt8})
+      for (std::int64_t rows : {1, 3, 16, 17, 37, 70})
+        for (std::int64_t cols : {1, 15, 17, 100, 300})
+          for (std::int64_t n : {1, 3, 13, 30}) {
+            INFO(dtype_name(d) << (quant == WeightQuant::kInt8 ? " int8" : "") << " rows " << rows
+                               << " cols " << cols << " n " << n);
+            TestWeight tw(d, rows, cols, rng);
+            const Weight packed = backend.upload_weight(tw.w, quant);
+            REQUIRE(packed.layout == WeightLayout::kPanels16);
+            REQUIRE(packed.dtype == (quant == WeightQuant::kInt8 ? DType::I8 : d));
+            const auto x = random_floats(static_cast<std::size_t>(n * cols), rng);
+            const auto bias = random_floats(static_cast<std::size_t>(rows), rng);
+            // The reference reads the weight's values as the kernels see them (dequantized).
+            std::vector<float> values(static_cast<std::size_t>(rows * cols));
+            for (std::int64_t r = 0; r < rows; ++r)
+              for (std::int64_t k = 0; k < cols; ++k) {
+                values[r * cols + k] = cpu::weight_element(packed, r, k);
+                const double stored = ref::weight_at(tw.w, r, k);
+                if (quant == WeightQuant::kNone) {
+                  REQUIRE(values[r * cols + k] == stored);
+                } else {  // round to nearest: within half a step of the stored value
+                  REQUIRE(std::fabs(values[r * cols + k] - stored) <=
+                          0.5001 * packed.scales[r] + 1e-12);
+                }
+              }
+            const Weight as_f32{DType::F32, values.data(), rows, cols};
+            std::vector<double> want, mag;
+            ref::linear(x.data(), n, as_f32, bias.data(), want, mag);
+            std::vector<float> first;
+            for (cpu::Isa isa : isas) {
+              INFO("isa " << cpu::isa_name(isa));
+              backend.force_isa(isa);
+              std::vector<float> y(static_cast<std::size_t>(n * rows));
+              backend.linear(x.data(), n, packed, bias.data(), y.data());
+              for (std::size_t i = 0; i < y.size(); ++i)
+                REQUIRE(std::fabs(y[i] - want[i]) <= dot_error_bound(cols + 1, mag[i]));
+              // Every path takes the same fused multiply-adds in the same order.
+              if (first.empty())
+                first = y;
+              else
+                REQUIRE(y == first);
             }
-            results.push_back(y);
+            // A weight that was never uploaded (row-major) gets the same arithmetic.
+            if (quant == WeightQuant::kNone) {
+              std::vector<float> y(static_cast<std::size_t>(n * rows));
+              backend.linear(x.data(), n, tw.w, bias.data(), y.data());
+              REQUIRE(y == first);
+            }
           }
-          // The portable kernel is the AVX2 kernel's arithmetic: identical bits.
-          INFO(dtype_name(d) << " rows " << rows << " cols " << cols << " n " << n);
-          if (results.size() == 2) REQUIRE(results[0] == results[1]);
-        }
   backend.force_isa(cpu::detect_isa());
+}
+
+TEST_CASE("int8 quantization keeps one scale per row and zero rows exact", "[kernels]") {
+  std::mt19937 rng(3);
+  CpuBackend backend(1, 16);
+  TestWeight tw(DType::BF16, 5, 40, rng);
+  std::fill_n(tw.half.begin() + 2 * 40, 40, std::uint16_t{0});  // row 2 all zero
+  tw.half[3 * 40 + 7] = f32_to_bf16(-2.5f);                     // row 3's largest magnitude
+  const Weight q = backend.upload_weight(tw.w, WeightQuant::kInt8);
+  CHECK(q.scales[2] == 0.0f);
+  CHECK(q.scales[3] == 2.5f / 127.0f);
+  CHECK(cpu::weight_element(q, 3, 7) == -127.0f * q.scales[3]);
+  for (std::int64_t k = 0; k < 40; ++k) CHECK(cpu::weight_element(q, 2, k) == 0.0f);
+  CHECK(weight_bytes(q) == 5 * 40 + 5 * 4);
+  tw.half[7] = 0x7f80;  // +inf
+  REQUIRE_THROWS_WITH(backend.upload_weight(tw.w, WeightQuant::kInt8),
+                      Catch::Contains("row 0") && Catch::Contains("non-finite"));
 }
 
 TEST_CASE("linear output does not depend on batch size or thread count", "[kernels]") {
   std::mt19937 rng(11);
-  CpuBackend one(1, 16), two(2, 16);
-  TestWeight tw(DType::BF16, 67, 531, rng);
-  const std::int64_t n = 9;
-  const auto x = random_floats(static_cast<std::size_t>(n * 531), rng);
-  std::vector<float> batched(static_cast<std::size_t>(n * 67));
-  two.linear(x.data(), n, tw.w, nullptr, batched.data());
-  for (std::int64_t t = 0; t < n; ++t) {
-    std::vector<float> alone(67);
-    one.linear(x.data() + t * 531, 1, tw.w, nullptr, alone.data());
-    for (std::int64_t r = 0; r < 67; ++r) REQUIRE(alone[r] == batched[t * 67 + r]);
-  }
+  CpuBackend one(1, 16), two(2, 16, 1);
+  for (WeightQuant quant : {WeightQuant::kNone, WeightQuant::kInt8})
+    for (cpu::Isa isa : cpu::supported_isas()) {
+      INFO("isa " << cpu::isa_name(isa) << (quant == WeightQuant::kInt8 ? " int8" : ""));
+      one.force_isa(isa);
+      two.force_isa(isa);
+      TestWeight tw(DType::BF16, 67, 531, rng);
+      const Weight w1 = one.upload_weight(tw.w, quant), w2 = two.upload_weight(tw.w, quant);
+      const std::int64_t n =
+          29;  // token blocks of 12, 12, 4 and 1 on AVX-512, 6 x 4 + 4 + 1 on AVX2
+      const auto x = random_floats(static_cast<std::size_t>(n * 531), rng);
+      std::vector<float> batched(static_cast<std::size_t>(n * 67));
+      two.linear(x.data(), n, w2, nullptr, batched.data());
+      for (std::int64_t t = 0; t < n; ++t) {
+        std::vector<float> alone(67);
+        one.linear(x.data() + t * 531, 1, w1, nullptr, alone.data());
+        for (std::int64_t r = 0; r < 67; ++r) REQUIRE(alone[r] == batched[t * 67 + r]);
+      }
+    }
 }
 
 TEST_CASE("layer norm, gelu, embedding match references", "[kernels]") {
@@ -177,6 +233,20 @@ TEST_CASE("layer norm, gelu, embedding match references", "[kernels]") {
   for (std::size_t t = 0; t < ids.size(); ++t)
     for (std::int64_t k = 0; k < 9; ++k)
       REQUIRE(e[t * 9 + k] == (ids[t] >= 40 ? ref::weight_at(table.w, ids[t] - 40, k) : 0.0));
+  // Packed tables (an uploaded, tied lm_head) read the same values; int8 ones dequantized.
+  for (WeightQuant quant : {WeightQuant::kNone, WeightQuant::kInt8}) {
+    const Weight packed = backend.upload_weight(table.w, quant);
+    backend.embedding(ids, packed, 0, e.data());
+    for (std::size_t t = 0; t < ids.size(); ++t)
+      for (std::int64_t k = 0; k < 9; ++k) {
+        const double want =
+            quant == WeightQuant::kNone
+                ? ref::weight_at(table.w, ids[t], k)
+                : packed.scales[ids[t]] *
+                      std::nearbyint(ref::weight_at(table.w, ids[t], k) / packed.scales[ids[t]]);
+        REQUIRE(e[t * 9 + k] == static_cast<float>(want));
+      }
+  }
 }
 
 TEST_CASE("ALiBi slopes follow the published formula, rounded to bf16", "[kernels]") {

@@ -8,6 +8,8 @@
 #include <fstream>
 #include <thread>
 
+#include <algorithm>
+
 #include <catch2/catch.hpp>
 
 #include "launcher/properties.h"
@@ -87,7 +89,6 @@ TEST_CASE("every key is checked for type and range, with the key and value named
       {{{"option.max_rolling_batch_size", "-1"}}, "option.max_rolling_batch_size=-1: must be >= 1"},
       {{{"option.max_rolling_batch_prefill_tokens", "1.5"}}, "must be an integer"},
       {{{"option.dtype", "fp8"}}, "option.dtype=fp8: must be fp16, bf16, fp32 or int8"},
-      {{{"option.dtype", "int8"}}, "int8 weights are not supported yet"},
       {{{"option.max_input_len", "0"}}, "option.max_input_len=0: must be >= 1"},
       {{{"option.max_output_len", "x"}}, "option.max_output_len=x: must be an integer"},
       {{{"option.output_formatter", "xml"}},
@@ -111,6 +112,16 @@ TEST_CASE("every key is checked for type and range, with the key and value named
   CHECK(s.tp_max);
   CHECK(s.batching == "dynamic");
   CHECK(s.unknown_keys == std::vector<std::string>{"option.entryPoint"});
+  // option.dtype=int8 quantizes the weights; the other names keep the stored precision.
+  LaunchTarget t;
+  t.saker = "/bin/saker";
+  const auto int8 =
+      mpirun_command(validate_properties({{"option.model_id", dir}, {"option.dtype", "int8"}}), t);
+  const auto at = std::find(int8.begin(), int8.end(), "--dtype");
+  REQUIRE(at != int8.end());
+  CHECK(*(at + 1) == "int8");
+  const auto bf16 = mpirun_command(s, t);
+  CHECK(std::find(bf16.begin(), bf16.end(), "--dtype") == bf16.end());
 }
 
 TEST_CASE("the mpirun command for several configurations", "[launch]") {

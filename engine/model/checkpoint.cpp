@@ -286,6 +286,10 @@ MappedFile::MappedFile(const fs::path& path) : path_(path) {
   size_ = size;
 }
 
+void MappedFile::release_resident() const {
+  if (data_) ::madvise(const_cast<std::byte*>(data_), size_, MADV_DONTNEED);
+}
+
 MappedFile::~MappedFile() {
   if (data_) ::munmap(const_cast<std::byte*>(data_), size_);
 }
@@ -417,6 +421,10 @@ void Checkpoint::validate(const std::vector<ExpectedTensor>& expected) const {
       throw CheckpointError("checkpoint " + dir_.string() + " has unexpected tensor " + name +
                             " (not part of this model)");
   }
+}
+
+void Checkpoint::release_resident() const {
+  for (const auto& f : files_) f->file().release_resident();
 }
 
 }  // namespace saker

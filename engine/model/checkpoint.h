@@ -45,6 +45,9 @@ class MappedFile {
   MappedFile& operator=(const MappedFile&) = delete;
   std::span<const std::byte> bytes() const { return {data_, size_}; }
   const std::filesystem::path& path() const { return path_; }
+  // Drops the pages read so far from this process (they stay in the page cache, and are read
+  // again on the next access), so that weights copied elsewhere are not counted twice in RSS.
+  void release_resident() const;
 
  private:
   std::filesystem::path path_;
@@ -58,6 +61,7 @@ class SafetensorsFile {
   explicit SafetensorsFile(const std::filesystem::path& path);  // throws CheckpointError
   const std::map<std::string, TensorInfo>& tensors() const { return tensors_; }
   const std::filesystem::path& path() const { return file_->path(); }
+  const MappedFile& file() const { return *file_; }
 
  private:
   std::unique_ptr<MappedFile> file_;
@@ -85,6 +89,9 @@ class Checkpoint {
   // Checks the tensor set against what the model expects: every expected tensor present with
   // that exact shape, and no tensor the model does not know. The first problem found throws.
   void validate(const std::vector<ExpectedTensor>& expected) const;
+
+  // MappedFile::release_resident for every file: call once the backend has its own copies.
+  void release_resident() const;
 
  private:
   std::filesystem::path dir_;

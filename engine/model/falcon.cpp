@@ -37,6 +37,9 @@ std::vector<float> tensor_to_f32(const TensorInfo& t) {
         out[i] = t.dtype == DType::BF16 ? bf16_to_f32(v) : f16_to_f32(v);
         break;
       }
+      case DType::I8:
+        out[i] = static_cast<float>(static_cast<std::int8_t>(p[i]));
+        break;
     }
   }
   return out;
@@ -56,13 +59,23 @@ std::vector<Range> FalconModel::row_ranges(Split split, std::int64_t rows) const
   }
 }
 
-Weight FalconModel::bind_weight(const Checkpoint& ck, const std::string& name, Split split) {
+Weight FalconModel::bind_weight(const Checkpoint& ck, const std::string& name, Split split,
+                                WeightQuant quant) {
   const TensorInfo& t = ck.get(name);
   const std::int64_t rows = t.shape[0], cols = t.shape[1];
-  if (!tp_.shard || split == Split::kWhole) {
-    weight_bytes_ += t.data.size();
-    return backend_.upload_weight(Weight{t.dtype, t.data.data(), rows, cols});
-  }
+  const auto upload = [&](const void* data) {
+    try {
+      const Weight w = backend_.upload_weight(Weight{t.dtype, data, rows, cols}, quant);
+      weight_bytes_ += saker::weight_bytes(w);
+      reads_mapping_ = reads_mapping_ || w.data == t.data.data();
+      return w;
+    } catch (const std::bad_alloc&) {
+      throw;
+    } catch (const std::exception& e) {
+      throw std::runtime_error("tensor " + name + ": " + e.what());
+    }
+  };
+  if (!tp_.shard || split == Split::kWhole) return upload(t.data.data());
   // A shard is read out of the mapping into this rank's own memory: only its bytes are touched,
   // and its rows end up contiguous for the kernels.
   const std::size_t es = dtype_size(t.dtype);
@@ -89,15 +102,17 @@ Weight FalconModel::bind_weight(const Checkpoint& ck, const std::string& name, S
       out_rows += r.size();
     }
   }
-  weight_bytes_ += buf.size();
-  owned_.push_back(std::move(buf));
-  return backend_.upload_weight(Weight{t.dtype, owned_.back().data(), out_rows, out_cols});
+  const Weight w = backend_.upload_weight(Weight{t.dtype, buf.data(), out_rows, out_cols}, quant);
+  weight_bytes_ += saker::weight_bytes(w);
+  // A backend that copied the slice (every one but a CPU backend reading the mapping) frees it.
+  if (w.data == buf.data()) owned_.push_back(std::move(buf));
+  return w;
 }
 
 FalconModel::Linear FalconModel::bind_linear(const Checkpoint& ck, const std::string& name,
                                              Split split) {
   Linear l;
-  l.w = bind_weight(ck, name + ".weight", split);
+  l.w = bind_weight(ck, name + ".weight", split, options_.quant);
   if (!config_.bias) return l;
   const TensorInfo& b = ck.get(name + ".bias");
   std::vector<float> full = tensor_to_f32(b);
@@ -143,12 +158,15 @@ FalconModel::FalconModel(const FalconConfig& config, const Checkpoint& checkpoin
   shape_ = AttentionShape{s ? s->local_heads() : c.heads, s ? s->local_kv_heads() : c.kv_heads,
                           c.head_dim, nullptr};
   vocab_begin_ = s ? s->vocab.begin : 0;
-  embeddings_ = bind_weight(checkpoint, "transformer.word_embeddings.weight", Split::kVocabRows);
-  lm_head_ =
-      has_lm_head ? bind_weight(checkpoint, "lm_head.weight", Split::kVocabRows) : embeddings_;
-  if (has_lm_head)
-    embedding_only_bytes_ = static_cast<std::size_t>(embeddings_.rows * embeddings_.cols) *
-                            dtype_size(embeddings_.dtype);
+  // A tied table is also the lm_head, streamed every step: it is quantized with the matrices.
+  // An untied one is only looked up, a row per token, and keeps its precision.
+  const std::size_t before = weight_bytes_;
+  embeddings_ = bind_weight(checkpoint, "transformer.word_embeddings.weight", Split::kVocabRows,
+                            has_lm_head ? WeightQuant::kNone : options_.quant);
+  if (has_lm_head) embedding_only_bytes_ = weight_bytes_ - before;
+  lm_head_ = has_lm_head
+                 ? bind_weight(checkpoint, "lm_head.weight", Split::kVocabRows, options_.quant)
+                 : embeddings_;
   ln_f_ = bind_norm(checkpoint, "transformer.ln_f");
   for (std::int64_t l = 0; l < c.layers; ++l) {
     const std::string p = layer_prefix(l);
@@ -172,6 +190,8 @@ FalconModel::FalconModel(const FalconConfig& config, const Checkpoint& checkpoin
     layer.fc_out = bind_linear(checkpoint, p + "mlp.dense_4h_to_h", Split::kFfnCols);
     layers_.push_back(std::move(layer));
   }
+  // The backend holds its own copies now: the mapping's pages need not stay in this process.
+  if (!reads_mapping_) checkpoint.release_resident();
 
   if (c.alibi) {
     std::vector<float> slopes(static_cast<std::size_t>(c.heads));

@@ -37,9 +37,10 @@ enum class LogitsMode {
 };
 
 struct ModelOptions {
-  std::int64_t max_tokens = 256;     // tokens per step (all sequences together)
-  std::int64_t max_logit_rows = 64;  // logit rows per step
-  std::int64_t max_context = 0;      // 0: the config's max_position_embeddings
+  std::int64_t max_tokens = 256;           // tokens per step (all sequences together)
+  std::int64_t max_logit_rows = 64;        // logit rows per step
+  std::int64_t max_context = 0;            // 0: the config's max_position_embeddings
+  WeightQuant quant = WeightQuant::kNone;  // matrices streamed every step (`--dtype int8`)
 };
 
 // This rank's place in its tensor-parallel group; the default is the whole model on one rank.
@@ -102,7 +103,7 @@ class FalconModel {
   };
   struct Workspace;
 
-  Weight bind_weight(const Checkpoint& ck, const std::string& name, Split split);
+  Weight bind_weight(const Checkpoint& ck, const std::string& name, Split split, WeightQuant quant);
   Linear bind_linear(const Checkpoint& ck, const std::string& name, Split split);
   Norm bind_norm(const Checkpoint& ck, const std::string& name);
   std::vector<Range> row_ranges(Split split, std::int64_t rows) const;
@@ -124,6 +125,7 @@ class FalconModel {
   std::unique_ptr<Workspace> ws_;
   std::span<const LogitSummary> summaries_;
   std::vector<std::vector<std::byte>> owned_;  // weight slices read out of the mapping
+  bool reads_mapping_ = false;  // some weight is used in place in the checkpoint's mapping
   std::size_t weight_bytes_ = 0;
   std::size_t embedding_only_bytes_ = 0;
 };

@@ -22,9 +22,13 @@ class CpuBackend final : public Backend {
 
   std::unique_ptr<Buffer> allocate(std::size_t floats) override;
   std::unique_ptr<Buffer> upload(std::span<const float> host) override;
-  Weight upload_weight(const Weight& host) override { return host; }
+  // Packs the weight into panels (cpu/linear.h) in memory of its own, on huge pages where the
+  // system allows, quantizing to int8 if asked.
+  Weight upload_weight(const Weight& host, WeightQuant quant) override;
   void linear(const float* x, std::int64_t n, const Weight& w, const float* bias,
               float* y) override;
+  void linear_gelu(const float* x, std::int64_t n, const Weight& w, const float* bias,
+                   float* y) override;
   void embedding(std::span<const std::int32_t> ids, const Weight& table, std::int64_t first_id,
                  float* y) override;
   void layer_norm(const float* x, std::int64_t n, std::int64_t dim, const float* gamma,
@@ -45,7 +49,16 @@ class CpuBackend final : public Backend {
   cpu::Isa isa_;
   std::int64_t max_context_;
   std::int64_t min_work_;
-  std::vector<std::vector<float>> scores_;  // per worker, max_context floats
+  // Calls fn(panel_begin, panel_end) over the weight's panels (whole rows for a row-major one),
+  // spread over the threads in slices worth waking a thread for.
+  void for_weight_slices(std::int64_t n, const Weight& w,
+                         FunctionRef<void(std::int64_t, std::int64_t)> fn);
+
+  struct FreeBytes {
+    void operator()(std::byte* p) const;
+  };
+  std::vector<std::unique_ptr<std::byte, FreeBytes>> weights_;  // packed weights
+  std::vector<std::vector<float>> scores_;  // per worker, attention scratch (cpu/attention.h)
 };
 
 }  // namespace saker

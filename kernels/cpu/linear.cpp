@@ -1,184 +1,431 @@
 #include "kernels/cpu/linear.h"
 
+// GCC 12's AVX-512 conversion intrinsics start from a self-initialised "undefined" vector and
+// warn about it at every use (GCC bug 105593); nothing here reads an uninitialised value.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <immintrin.h>
 
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
+#include <stdexcept>
+#include <string>
 
 namespace saker::cpu {
 namespace {
 
-constexpr int kRowBlock = 4;  // rows streamed together: 8 accumulators keep both FMA ports busy
+constexpr std::int64_t P = kPanelRows;
 
-inline float load_scalar(DType d, const void* row, std::int64_t k) {
+// Cache blocking of k for many tokens: a tile's kc x 16 NP weights and MR x kc inputs stay in L1
+// while it runs. Partial sums wait in y between blocks, which changes no rounding (fp32 either
+// way).
+constexpr std::int64_t kKBlock = 256;
+// Inputs copied k-major per pass (96 KiB, on the stack): 96 tokens x kKBlock, or 12 x 2048.
+constexpr std::int64_t kXpackFloats = 96 * kKBlock;
+// Weights are fetched this far ahead of use. On 2 MiB pages the hardware prefetchers keep up
+// with a group's single stream by themselves (measured: no difference within the noise); on
+// 4 KiB pages (no transparent huge pages) they stop at every page boundary, and this does not.
+constexpr std::int64_t kPrefetchBytes = 2048;
+
+inline float element(DType d, const void* base, std::int64_t i) {
   switch (d) {
     case DType::F32:
-      return static_cast<const float*>(row)[k];
+      return static_cast<const float*>(base)[i];
     case DType::BF16:
-      return bf16_to_f32(static_cast<const std::uint16_t*>(row)[k]);
+      return bf16_to_f32(static_cast<const std::uint16_t*>(base)[i]);
     case DType::F16:
-      return f16_to_f32(static_cast<const std::uint16_t*>(row)[k]);
+      return f16_to_f32(static_cast<const std::uint16_t*>(base)[i]);
+    case DType::I8:
+      return static_cast<float>(static_cast<const std::int8_t*>(base)[i]);
   }
   return 0.0f;
 }
 
-// --- portable kernel: the AVX2 kernel's arithmetic, lane by lane --------------------------------
-
-// Which element of a 16-wide block each accumulator lane takes. The bf16 kernel widens with
-// unpacks, which work within 128-bit halves: its low vector holds elements 0-3 and 8-11.
-struct LaneMap {
-  int lo[8], hi[8];
+// One tile: MR tokens x NP panels over k in [k0, k1).
+struct TileArgs {
+  // x[t, k] of the tile is x[t * ldx + (k - k0) * ldk]: a token's row of the input (ldk 1), or
+  // the block packed k-major (ldx 1, ldk MR), whose MR inputs of one k share a cache line.
+  const float* x;
+  std::int64_t ldx, ldk;
+  const std::byte* w;               // the tile's first panel at k = 0
+  std::int64_t panel_step, k_step;  // bytes to the next panel at the same k, and to the next k
+  std::int64_t k0, k1;
+  float* y;  // token 0, output row `row0`; row stride ldy
+  std::int64_t ldy;
+  std::int64_t valid;   // rows of the tile that exist (the rest are padding)
+  bool first, last;     // first: start from zero; last: apply the epilogue
+  const float* scales;  // at row0 (padded to whole panels), or null
+  const float* bias;    // at row0, or null
 };
-constexpr LaneMap kLinearLanes{{0, 1, 2, 3, 4, 5, 6, 7}, {8, 9, 10, 11, 12, 13, 14, 15}};
-constexpr LaneMap kUnpackLanes{{0, 1, 2, 3, 8, 9, 10, 11}, {4, 5, 6, 7, 12, 13, 14, 15}};
 
-template <int NR>
-void dot_rows_portable(DType d, const void* const* rows, const float* x, std::int64_t K,
-                       float* out) {
-  const LaneMap& m = d == DType::BF16 ? kUnpackLanes : kLinearLanes;
-  float acc0[NR][8] = {};
-  float acc1[NR][8] = {};
-  std::int64_t k = 0;
-  for (; k + 16 <= K; k += 16)
-    for (int r = 0; r < NR; ++r)
-      for (int l = 0; l < 8; ++l) {
-        const std::int64_t a = k + m.lo[l], b = k + m.hi[l];
-        acc0[r][l] = std::fma(load_scalar(d, rows[r], a), x[a], acc0[r][l]);
-        acc1[r][l] = std::fma(load_scalar(d, rows[r], b), x[b], acc1[r][l]);
+// --- portable: the reference arithmetic
+// -----------------------------------------------------------
+
+void tile_portable(DType d, const TileArgs& a, int mr, int np) {
+  const std::size_t es = dtype_size(d);
+  for (int t = 0; t < mr; ++t)
+    for (std::int64_t i = 0; i < std::min<std::int64_t>(a.valid, np * P); ++i) {
+      const std::byte* lane =
+          a.w + (i / P) * a.panel_step + static_cast<std::int64_t>(es) * (i % P);
+      float* out = a.y + t * a.ldy + i;
+      float acc = a.first ? 0.0f : *out;
+      for (std::int64_t k = a.k0; k < a.k1; ++k)
+        acc =
+            std::fma(element(d, lane + k * a.k_step, 0), a.x[t * a.ldx + (k - a.k0) * a.ldk], acc);
+      if (a.last) {
+        if (a.scales) acc = acc * a.scales[i];
+        if (a.bias) acc = acc + a.bias[i];
       }
-  for (int r = 0; r < NR; ++r) {
-    float v[8];
-    for (int l = 0; l < 8; ++l) v[l] = acc0[r][l] + acc1[r][l];
-    // Same tree as hsum256 below: 128-bit halves, then pairs, then the last two.
-    float q[4];
-    for (int l = 0; l < 4; ++l) q[l] = v[l] + v[l + 4];
-    const float p0 = q[0] + q[2];
-    const float p1 = q[1] + q[3];
-    float sum = p0 + p1;
-    for (std::int64_t t = k; t < K; ++t) sum += load_scalar(d, rows[r], t) * x[t];
-    out[r] = sum;
+      *out = acc;
+    }
+}
+
+// --- AVX-512
+// ---------------------------------------------------------------------------------------
+
+#define SAKER_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
+
+template <DType D>
+SAKER_AVX512 inline __m512 widen16(const std::byte* p) {
+  if constexpr (D == DType::F32) {
+    return _mm512_loadu_ps(p);
+  } else if constexpr (D == DType::BF16) {  // bf16 is the top half of an fp32
+    const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
+  } else if constexpr (D == DType::F16) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  } else {
+    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(raw));
   }
 }
 
-// --- AVX2 kernel ---------------------------------------------------------------------------------
+template <DType D, int MR, int NP>
+SAKER_AVX512 void tile_avx512(const TileArgs& a) {
+  __mmask16 mask[NP];
+  for (int p = 0; p < NP; ++p) {
+    const std::int64_t v = std::clamp<std::int64_t>(a.valid - p * P, 0, P);
+    mask[p] = static_cast<__mmask16>((1u << v) - 1u);
+  }
+  __m512 acc[MR][NP];
+  for (int t = 0; t < MR; ++t)
+    for (int p = 0; p < NP; ++p)
+      acc[t][p] =
+          a.first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(mask[p], a.y + t * a.ldy + p * P);
+  const std::byte* w[NP];
+  for (int p = 0; p < NP; ++p) w[p] = a.w + p * a.panel_step;
+  const float* x = a.x;
+  for (std::int64_t k = a.k0; k < a.k1; ++k) {
+    const std::int64_t off = k * a.k_step;
+    for (int p = 0; p < NP; ++p)  // once per cache line of the stream
+      if (((off + p * a.panel_step) & 63) == 0)
+        _mm_prefetch(reinterpret_cast<const char*>(w[p] + off + kPrefetchBytes), _MM_HINT_T0);
+    __m512 wv[NP];
+    for (int p = 0; p < NP; ++p) wv[p] = widen16<D>(w[p] + off);
+    for (int t = 0; t < MR; ++t) {
+      const __m512 xb = _mm512_set1_ps(x[t * a.ldx + (k - a.k0) * a.ldk]);
+      for (int p = 0; p < NP; ++p) acc[t][p] = _mm512_fmadd_ps(wv[p], xb, acc[t][p]);
+    }
+  }
+  for (int p = 0; p < NP; ++p) {
+    if (a.last) {
+      const __m512 sc = a.scales ? _mm512_loadu_ps(a.scales + p * P) : _mm512_setzero_ps();
+      const __m512 b =
+          a.bias ? _mm512_maskz_loadu_ps(mask[p], a.bias + p * P) : _mm512_setzero_ps();
+      for (int t = 0; t < MR; ++t) {
+        if (a.scales) acc[t][p] = _mm512_mul_ps(acc[t][p], sc);
+        if (a.bias) acc[t][p] = _mm512_add_ps(acc[t][p], b);
+      }
+    }
+    for (int t = 0; t < MR; ++t) _mm512_mask_storeu_ps(a.y + t * a.ldy + p * P, mask[p], acc[t][p]);
+  }
+}
+
+// --- AVX2: the same 16 lanes as two 8-wide halves
+// ----------------------------------------------------
 
 #define SAKER_AVX2 __attribute__((target("avx2,fma,f16c")))
 
-SAKER_AVX2 inline float hsum256(__m256 v) {
-  const __m128 q = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  const __m128 p = _mm_add_ps(q, _mm_movehl_ps(q, q));  // [q0+q2, q1+q3, ..]
-  return _mm_cvtss_f32(_mm_add_ss(p, _mm_movehdup_ps(p)));
+template <DType D>
+SAKER_AVX2 inline __m256 widen8(const std::byte* p) {
+  if constexpr (D == DType::F32) {
+    return _mm256_loadu_ps(reinterpret_cast<const float*>(p));
+  } else if constexpr (D == DType::BF16) {
+    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16));
+  } else if constexpr (D == DType::F16) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  } else {
+    const __m128i raw = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(raw));
+  }
+}
+
+template <DType D, int MR, int NP>
+SAKER_AVX2 void tile_avx2(const TileArgs& a) {
+  constexpr auto kEs = static_cast<std::int64_t>(dtype_size(D));
+  __m256i mask[NP][2];
+  for (int p = 0; p < NP; ++p)
+    for (int h = 0; h < 2; ++h) {
+      const std::int64_t v = std::clamp<std::int64_t>(a.valid - p * P - h * 8, 0, 8);
+      const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+      mask[p][h] = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(v)), lane);
+    }
+  __m256 acc[MR][NP][2];
+  for (int t = 0; t < MR; ++t)
+    for (int p = 0; p < NP; ++p)
+      for (int h = 0; h < 2; ++h)
+        acc[t][p][h] = a.first ? _mm256_setzero_ps()
+                               : _mm256_maskload_ps(a.y + t * a.ldy + p * P + h * 8, mask[p][h]);
+  const std::byte* w[NP];
+  for (int p = 0; p < NP; ++p) w[p] = a.w + p * a.panel_step;
+  const float* x = a.x;
+  for (std::int64_t k = a.k0; k < a.k1; ++k) {
+    const std::int64_t off = k * a.k_step;
+    for (int p = 0; p < NP; ++p)  // once per cache line of the stream
+      if (((off + p * a.panel_step) & 63) == 0)
+        _mm_prefetch(reinterpret_cast<const char*>(w[p] + off + kPrefetchBytes), _MM_HINT_T0);
+    for (int p = 0; p < NP; ++p) {
+      const __m256 lo = widen8<D>(w[p] + off);
+      const __m256 hi = widen8<D>(w[p] + off + 8 * kEs);
+      for (int t = 0; t < MR; ++t) {
+        const __m256 xb = _mm256_broadcast_ss(x + t * a.ldx + (k - a.k0) * a.ldk);
+        acc[t][p][0] = _mm256_fmadd_ps(lo, xb, acc[t][p][0]);
+        acc[t][p][1] = _mm256_fmadd_ps(hi, xb, acc[t][p][1]);
+      }
+    }
+  }
+  for (int p = 0; p < NP; ++p)
+    for (int h = 0; h < 2; ++h) {
+      const std::int64_t o = p * P + h * 8;
+      if (a.last) {
+        const __m256 sc = a.scales ? _mm256_loadu_ps(a.scales + o) : _mm256_setzero_ps();
+        const __m256 b = a.bias ? _mm256_maskload_ps(a.bias + o, mask[p][h]) : _mm256_setzero_ps();
+        for (int t = 0; t < MR; ++t) {
+          if (a.scales) acc[t][p][h] = _mm256_mul_ps(acc[t][p][h], sc);
+          if (a.bias) acc[t][p][h] = _mm256_add_ps(acc[t][p][h], b);
+        }
+      }
+      for (int t = 0; t < MR; ++t)
+        _mm256_maskstore_ps(a.y + t * a.ldy + o, mask[p][h], acc[t][p][h]);
+    }
+}
+
+// --- dispatch
+// -------------------------------------------------------------------------------------
+
+using TileFn = void (*)(const TileArgs&);
+
+// Token blocks (MR) each ISA runs, largest first, and the most panels (NP) a block of MR tokens
+// takes at once: MR x NP accumulators must fit the vector registers (32 zmm, 16 ymm). A block
+// that takes the whole group (4 panels) reads it as one stream; a block of 12 reads it as two
+// half-lines passes, which costs nothing when the weights come from L1 (prefill's k blocks).
+constexpr std::array<int, 5> kMrAvx512{12, 6, 4, 2, 1};
+constexpr std::array<int, 4> kMrAvx2{6, 4, 2, 1};
+constexpr int max_np(Isa isa, int mr) {
+  if (isa == Isa::kAvx512) return mr <= 6 ? 4 : 2;
+  return mr == 1 ? 4 : mr == 2 ? 2 : 1;
+}
+
+template <DType D, int MR, int NP>
+constexpr TileFn tile_fn(Isa isa) {
+  if (NP > max_np(isa, MR)) return nullptr;
+  if (isa == Isa::kAvx512) return &tile_avx512<D, MR, NP>;
+  return &tile_avx2<D, MR, NP>;
+}
+
+template <DType D, int MR>
+TileFn pick_np(Isa isa, int np) {
+  switch (np) {
+    case 4:
+      return tile_fn<D, MR, 4>(isa);
+    case 2:
+      return tile_fn<D, MR, 2>(isa);
+    default:
+      return tile_fn<D, MR, 1>(isa);
+  }
 }
 
 template <DType D>
-SAKER_AVX2 inline void load16(const void* row, std::int64_t k, __m256& lo, __m256& hi) {
-  if constexpr (D == DType::F32) {
-    lo = _mm256_loadu_ps(static_cast<const float*>(row) + k);
-    hi = _mm256_loadu_ps(static_cast<const float*>(row) + k + 8);
-  } else if constexpr (D == DType::BF16) {
-    // bf16 is the top half of an fp32: interleaving zeros below each element widens it in one
-    // instruction per 8 (kUnpackLanes gives the resulting element order).
-    const __m256i raw = _mm256_loadu_si256(
-        reinterpret_cast<const __m256i*>(static_cast<const std::uint16_t*>(row) + k));
-    lo = _mm256_castsi256_ps(_mm256_unpacklo_epi16(_mm256_setzero_si256(), raw));
-    hi = _mm256_castsi256_ps(_mm256_unpackhi_epi16(_mm256_setzero_si256(), raw));
-  } else {
-    const auto* p = static_cast<const std::uint16_t*>(row) + k;
-    lo = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-    hi = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 8)));
+TileFn pick(Isa isa, int mr, int np) {
+  switch (mr) {
+    case 12:
+      return isa == Isa::kAvx512 ? pick_np<D, 12>(isa, np) : nullptr;
+    case 6:
+      return pick_np<D, 6>(isa, np);
+    case 4:
+      return pick_np<D, 4>(isa, np);
+    case 2:
+      return pick_np<D, 2>(isa, np);
+    default:
+      return pick_np<D, 1>(isa, np);
   }
 }
 
-// `next` (may be null): rows the caller streams next. A 2048-wide bf16 row is exactly one 4 KiB
-// page and the hardware prefetcher stops at page boundaries, so the next block's lines are
-// requested by hand while this block is computed. Prefetches change no arithmetic.
-template <DType D, int NR>
-SAKER_AVX2 void dot_rows_avx2(const void* const* rows, const void* const* next, const float* x,
-                              std::int64_t K, float* out) {
-  constexpr auto kSize = static_cast<std::int64_t>(dtype_size(D));
-  __m256 acc0[NR], acc1[NR];
-  for (int r = 0; r < NR; ++r) acc0[r] = acc1[r] = _mm256_setzero_ps();
-  std::int64_t k = 0;
-  for (; k + 16 <= K; k += 16) {
-    if (next && (k * kSize) % 64 == 0)
-      for (int r = 0; r < NR; ++r)
-        _mm_prefetch(static_cast<const char*>(next[r]) + k * kSize, _MM_HINT_T0);
-    __m256 x0 = _mm256_loadu_ps(x + k);
-    __m256 x1 = _mm256_loadu_ps(x + k + 8);
-    if constexpr (D == DType::BF16) {  // match the unpacked weights' order (kUnpackLanes)
-      const __m256 a = x0;
-      x0 = _mm256_permute2f128_ps(a, x1, 0x20);
-      x1 = _mm256_permute2f128_ps(a, x1, 0x31);
-    }
-    for (int r = 0; r < NR; ++r) {
-      __m256 lo, hi;
-      load16<D>(rows[r], k, lo, hi);
-      acc0[r] = _mm256_fmadd_ps(lo, x0, acc0[r]);
-      acc1[r] = _mm256_fmadd_ps(hi, x1, acc1[r]);
-    }
+TileFn pick(Isa isa, DType d, int mr, int np) {
+  switch (d) {
+    case DType::F32:
+      return pick<DType::F32>(isa, mr, np);
+    case DType::BF16:
+      return pick<DType::BF16>(isa, mr, np);
+    case DType::F16:
+      return pick<DType::F16>(isa, mr, np);
+    case DType::I8:
+      return pick<DType::I8>(isa, mr, np);
   }
-  for (int r = 0; r < NR; ++r) {
-    float sum = hsum256(_mm256_add_ps(acc0[r], acc1[r]));
-    for (std::int64_t t = k; t < K; ++t) sum += load_scalar(D, rows[r], t) * x[t];
-    out[r] = sum;
-  }
+  return nullptr;
 }
 
-template <int NR>
-void dot_rows(Isa isa, DType d, const void* const* rows, const void* const* next, const float* x,
-              std::int64_t K, float* out) {
-  if (isa == Isa::kAvx2) {
-    switch (d) {
-      case DType::F32:
-        return dot_rows_avx2<DType::F32, NR>(rows, next, x, K, out);
-      case DType::BF16:
-        return dot_rows_avx2<DType::BF16, NR>(rows, next, x, K, out);
-      case DType::F16:
-        return dot_rows_avx2<DType::F16, NR>(rows, next, x, K, out);
-    }
+int block_tokens(Isa isa, std::int64_t left) {
+  if (isa == Isa::kAvx512) {
+    for (int mr : kMrAvx512)
+      if (mr <= left) return mr;
+  } else if (isa == Isa::kAvx2) {
+    for (int mr : kMrAvx2)
+      if (mr <= left) return mr;
   }
-  dot_rows_portable<NR>(d, rows, x, K, out);
+  return 1;
 }
 
 }  // namespace
 
-Isa detect_isa() {
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::kAvx2;
-  return Isa::kPortable;
+void pack_panels(const Weight& host, DType dtype, void* dst, float* scales,
+                 std::int64_t group_begin, std::int64_t group_end) {
+  const std::int64_t K = host.cols, N = host.rows, panels = panel_count(N);
+  const std::size_t in_es = dtype_size(host.dtype), out_es = dtype_size(dtype);
+  const auto* src = static_cast<const std::byte*>(host.data);
+  for (std::int64_t g = group_begin; g < group_end; ++g) {
+    const std::int64_t gn = std::min(kGroupPanels, panels - g * kGroupPanels);
+    auto* group =
+        static_cast<std::byte*>(dst) + static_cast<std::size_t>(g * kGroupPanels * P * K) * out_es;
+    for (std::int64_t j = 0; j < gn * P; ++j) {  // row r of the group: panel j / 16, lane j % 16
+      const std::int64_t r = g * kGroupRows + j;
+      const std::byte* row = src + static_cast<std::size_t>(r * K) * in_es;
+      // Element (r, k) sits at (k * gn + j / 16) * 16 + j % 16 = k * gn * 16 + j.
+      std::byte* lane = group + static_cast<std::size_t>(j) * out_es;
+      const std::size_t k_step = static_cast<std::size_t>(gn * P) * out_es;
+      if (dtype != DType::I8) {
+        for (std::int64_t k = 0; k < K; ++k) {
+          std::byte* to = lane + static_cast<std::size_t>(k) * k_step;
+          if (r < N)
+            std::memcpy(to, row + static_cast<std::size_t>(k) * in_es, out_es);
+          else
+            std::memset(to, 0, out_es);
+        }
+        continue;
+      }
+      float amax = 0.0f;
+      for (std::int64_t k = 0; r < N && k < K; ++k)
+        amax = std::max(amax, std::fabs(element(host.dtype, row, k)));
+      if (!std::isfinite(amax))
+        throw std::runtime_error("row " + std::to_string(r) +
+                                 " holds a non-finite value and cannot be quantized to int8");
+      const float scale = amax / 127.0f;
+      scales[r] = scale;
+      for (std::int64_t k = 0; k < K; ++k) {
+        const float v =
+            r < N && scale > 0.0f ? std::nearbyint(element(host.dtype, row, k) / scale) : 0.0f;
+        *reinterpret_cast<std::int8_t*>(lane + static_cast<std::size_t>(k) * k_step) =
+            static_cast<std::int8_t>(std::clamp(v, -127.0f, 127.0f));
+      }
+    }
+  }
 }
 
-void linear_rows(Isa isa, const float* x, std::int64_t n, const Weight& w, const float* bias,
-                 float* y, std::int64_t row_begin, std::int64_t row_end) {
-  const std::int64_t K = w.cols;
-  const std::int64_t N = w.rows;
-  const std::size_t row_bytes = static_cast<std::size_t>(K) * dtype_size(w.dtype);
+void linear_panels(Isa isa, const float* x, std::int64_t n, const Weight& w, const float* bias,
+                   float* y, std::int64_t group_begin, std::int64_t group_end) {
+  const std::int64_t K = w.cols, N = w.rows, panels = panel_count(N);
+  const auto es = static_cast<std::int64_t>(dtype_size(w.dtype));
   const auto* base = static_cast<const std::byte*>(w.data);
-  const void* rows[kRowBlock];
-  const void* next[kRowBlock];
-  float out[kRowBlock];
-  std::int64_t r = row_begin;
-  // Row blocks outermost: a block's weights stay in L1 while every token reuses them.
-  for (; r + kRowBlock <= row_end; r += kRowBlock) {
-    const bool has_next = r + 2 * kRowBlock <= row_end;
-    for (int i = 0; i < kRowBlock; ++i) {
-      rows[i] = base + static_cast<std::size_t>(r + i) * row_bytes;
-      next[i] = base + static_cast<std::size_t>(r + kRowBlock + i) * row_bytes;
+  // Up to 4 tokens (decode) stream each panel once over all of k, reading x in place. More
+  // tokens copy their inputs k-major first, a block of k at a time, and reuse each loaded weight
+  // from L1 for every token block: rows of x lie cols * 4 bytes apart, which for power-of-two
+  // widths puts a dozen of them in one L1 set, so reading them in place thrashes. The copy is
+  // made once per block and shared by all the slice's panels, so it costs little.
+  const bool packed_x = n > 4;
+  const std::int64_t kc = !packed_x ? std::max<std::int64_t>(K, 1) : n <= 12 ? 2048 : kKBlock;
+  const std::int64_t tokens_per_pass = !packed_x ? n : n <= 12 ? n : kXpackFloats / kKBlock;
+  alignas(64) float xp[kXpackFloats];
+  for (std::int64_t k0 = 0; k0 < K || k0 == 0; k0 += kc) {
+    const std::int64_t k1 = std::min(K, k0 + kc);
+    for (std::int64_t s0 = 0; s0 < n; s0 += tokens_per_pass) {
+      const std::int64_t s1 = std::min(n, s0 + tokens_per_pass);
+      if (packed_x) {  // token block b of the pass: [k1 - k0][mr] at xp + its first token * kc
+        for (std::int64_t t0 = s0; t0 < s1;) {
+          const int mr = block_tokens(isa, s1 - t0);
+          float* dst = xp + (t0 - s0) * kc;
+          for (std::int64_t k = k0; k < k1; ++k)
+            for (int t = 0; t < mr; ++t) dst[(k - k0) * mr + t] = x[(t0 + t) * K + k];
+          t0 += mr;
+        }
+      }
+      for (std::int64_t g = group_begin; g < group_end; ++g) {
+        const std::int64_t gn = std::min(kGroupPanels, panels - g * kGroupPanels);
+        const std::byte* group = base + g * kGroupPanels * P * K * es;
+        for (std::int64_t t0 = s0; t0 < s1;) {
+          const int mr = block_tokens(isa, s1 - t0);
+          const float* xt = packed_x ? xp + (t0 - s0) * kc : x + t0 * K + k0;
+          for (std::int64_t q = 0; q < gn;) {  // panel q of the group
+            int np = isa == Isa::kPortable
+                         ? 1
+                         : std::min<int>(max_np(isa, mr), static_cast<int>(gn - q));
+            np = np >= 4 ? 4 : np >= 2 ? 2 : 1;
+            const std::int64_t p = g * kGroupPanels + q;
+            const std::int64_t row0 = p * P;
+            const TileArgs a{xt,
+                             packed_x ? 1 : K,
+                             packed_x ? mr : 1,
+                             group + q * P * es,
+                             P * es,
+                             gn * P * es,
+                             k0,
+                             k1,
+                             y + t0 * N + row0,
+                             N,
+                             N - row0,
+                             k0 == 0,
+                             k1 == K,
+                             w.scales ? w.scales + row0 : nullptr,
+                             bias ? bias + row0 : nullptr};
+            if (isa == Isa::kPortable)
+              tile_portable(w.dtype, a, mr, np);
+            else
+              pick(isa, w.dtype, mr, np)(a);
+            q += np;
+          }
+          t0 += mr;
+        }
+      }
     }
-    for (std::int64_t t = 0; t < n; ++t) {
-      // Only the first token's pass needs to fetch ahead; later tokens find the block in L1.
-      dot_rows<kRowBlock>(isa, w.dtype, rows, t == 0 && has_next ? next : nullptr, x + t * K, K,
-                          out);
-      for (int i = 0; i < kRowBlock; ++i) y[t * N + r + i] = bias ? out[i] + bias[r + i] : out[i];
-    }
+    if (K == 0) break;
   }
-  for (; r < row_end; ++r) {
-    rows[0] = base + static_cast<std::size_t>(r) * row_bytes;
-    for (std::int64_t t = 0; t < n; ++t) {
-      dot_rows<1>(isa, w.dtype, rows, nullptr, x + t * K, K, out);
-      y[t * N + r] = bias ? out[0] + bias[r] : out[0];
+}
+
+void linear_rows_scalar(const float* x, std::int64_t n, const Weight& w, const float* bias,
+                        float* y, std::int64_t row_begin, std::int64_t row_end) {
+  for (std::int64_t t = 0; t < n; ++t)
+    for (std::int64_t r = row_begin; r < row_end; ++r) {
+      float acc = 0.0f;
+      for (std::int64_t k = 0; k < w.cols; ++k)
+        acc = std::fma(element(w.dtype, w.data, r * w.cols + k), x[t * w.cols + k], acc);
+      if (w.scales) acc = acc * w.scales[r];
+      if (bias) acc = acc + bias[r];
+      y[t * w.rows + r] = acc;
     }
+}
+
+float weight_element(const Weight& w, std::int64_t r, std::int64_t k) {
+  std::int64_t i = r * w.cols + k;
+  if (w.layout == WeightLayout::kPanels16) {
+    const std::int64_t g = r / kGroupRows, j = r % kGroupRows;
+    const std::int64_t gn = std::min(kGroupPanels, panel_count(w.rows) - g * kGroupPanels);
+    i = g * kGroupRows * w.cols + k * gn * P + j;
   }
+  const float v = element(w.dtype, w.data, i);
+  return w.scales ? v * w.scales[r] : v;
 }
 
 }  // namespace saker::cpu

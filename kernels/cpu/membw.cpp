@@ -1,10 +1,15 @@
 #include "kernels/cpu/membw.h"
 
 #include <immintrin.h>
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <new>
 #include <numeric>
 #include <vector>
 
@@ -30,29 +35,100 @@ __attribute__((target("avx2"))) float sum_avx2(const float* p, std::int64_t n) {
   return s;
 }
 
+// Chains of FMAs, enough of them to fill both FMA pipes through their latency. Returns a value
+// that depends on every chain so that none is optimised away.
+constexpr int kChains = 12;
+
+__attribute__((target("avx512f"))) float fma_chains_avx512(std::int64_t iters) {
+  __m512 acc[kChains];
+  for (int c = 0; c < kChains; ++c) acc[c] = _mm512_set1_ps(static_cast<float>(c));
+  const __m512 m = _mm512_set1_ps(0.999999f), a = _mm512_set1_ps(1e-7f);
+  for (std::int64_t i = 0; i < iters; ++i)
+    for (int c = 0; c < kChains; ++c) acc[c] = _mm512_fmadd_ps(acc[c], m, a);
+  __m512 s = acc[0];
+  for (int c = 1; c < kChains; ++c) s = _mm512_add_ps(s, acc[c]);
+  alignas(64) float lanes[16];
+  _mm512_store_ps(lanes, s);
+  return lanes[0] + lanes[15];
+}
+
+__attribute__((target("avx2,fma"))) float fma_chains_avx2(std::int64_t iters) {
+  __m256 acc[kChains];
+  for (int c = 0; c < kChains; ++c) acc[c] = _mm256_set1_ps(static_cast<float>(c));
+  const __m256 m = _mm256_set1_ps(0.999999f), a = _mm256_set1_ps(1e-7f);
+  for (std::int64_t i = 0; i < iters; ++i)
+    for (int c = 0; c < kChains; ++c) acc[c] = _mm256_fmadd_ps(acc[c], m, a);
+  __m256 s = acc[0];
+  for (int c = 1; c < kChains; ++c) s = _mm256_add_ps(s, acc[c]);
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, s);
+  return lanes[0] + lanes[7];
+}
+
+float fma_chains_portable(std::int64_t iters) {
+  float acc[kChains];
+  for (int c = 0; c < kChains; ++c) acc[c] = static_cast<float>(c);
+  for (std::int64_t i = 0; i < iters; ++i)
+    for (float& v : acc) v = std::fma(v, 0.999999f, 1e-7f);
+  return acc[0] + acc[kChains - 1];
+}
+
 }  // namespace
 
-double measure_read_bandwidth(ThreadPool& pool, std::size_t bytes, int repeats) {
-  const auto n = static_cast<std::int64_t>(bytes / sizeof(float));
-  std::vector<float> buf(static_cast<std::size_t>(n) + 8);
-  // 32-byte aligned start for the aligned loads.
-  auto* base = reinterpret_cast<float*>((reinterpret_cast<std::uintptr_t>(buf.data()) + 31) &
-                                        ~std::uintptr_t{31});
-  // Touch every page from the thread that will read it (first-touch placement).
-  pool.parallel_for_grain(
-      n, 8, [&](std::int64_t b, std::int64_t e, unsigned) { std::fill(base + b, base + e, 1.0f); });
-  const bool avx2 = detect_isa() == Isa::kAvx2;
+double measure_fma_peak(ThreadPool& pool, int repeats) {
+  const Isa isa = detect_isa();
+  const int lanes = isa == Isa::kAvx512 ? 16 : isa == Isa::kAvx2 ? 8 : 1;
+  const std::int64_t iters = isa == Isa::kPortable ? 2'000'000 : 20'000'000 / lanes * 8;
   std::vector<float> sink(pool.size());
   double best = 0;
   for (int r = 0; r < repeats; ++r) {
     const auto t0 = std::chrono::steady_clock::now();
-    pool.parallel_for_grain(n, 8, [&](std::int64_t b, std::int64_t e, unsigned w) {
-      sink[w] += avx2 ? sum_avx2(base + b, e - b) : std::accumulate(base + b, base + e, 0.0f);
+    pool.parallel_for(pool.size(), [&](std::int64_t, std::int64_t, unsigned w) {
+      sink[w] += isa == Isa::kAvx512 ? fma_chains_avx512(iters)
+                 : isa == Isa::kAvx2 ? fma_chains_avx2(iters)
+                                     : fma_chains_portable(iters);
     });
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    best = std::max(best, 2.0 * kChains * lanes * static_cast<double>(iters) * pool.size() / s);
+  }
+  volatile float keep = sink[0];
+  (void)keep;
+  return best;
+}
+
+float read_pass(ThreadPool& pool, const float* p, std::int64_t n) {
+  const bool avx2 = detect_isa() >= Isa::kAvx2;
+  float sink[256] = {};
+  pool.parallel_for_grain(n, 16, [&](std::int64_t b, std::int64_t e, unsigned w) {
+    sink[w % 256] += avx2 ? sum_avx2(p + b, e - b) : std::accumulate(p + b, p + e, 0.0f);
+  });
+  return std::accumulate(std::begin(sink), std::end(sink), 0.0f);
+}
+
+double measure_read_bandwidth(ThreadPool& pool, std::size_t bytes, int repeats) {
+  // On 2 MiB pages, as the packed weights are: with 4 KiB pages the TLB misses and the
+  // prefetchers' stops at page boundaries would understate what the kernels can stream.
+  constexpr std::size_t kHuge = std::size_t{2} << 20;
+  bytes = (bytes + kHuge - 1) / kHuge * kHuge;
+  std::unique_ptr<float, decltype(&std::free)> buf(
+      static_cast<float*>(std::aligned_alloc(kHuge, bytes)), &std::free);
+  if (!buf) throw std::bad_alloc();
+  madvise(buf.get(), bytes, MADV_HUGEPAGE);
+  float* base = buf.get();
+  const auto n = static_cast<std::int64_t>(bytes / sizeof(float));
+  // Touch every page from the thread that will read it (first-touch placement).
+  pool.parallel_for_grain(n, 16, [&](std::int64_t b, std::int64_t e, unsigned) {
+    std::fill(base + b, base + e, 1.0f);
+  });
+  float sink = 0;
+  double best = 0;
+  for (int r = 0; r < repeats; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    sink += read_pass(pool, base, n);
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     best = std::max(best, static_cast<double>(n) * sizeof(float) / s);
   }
-  volatile float keep = sink[0];
+  volatile float keep = sink;
   (void)keep;
   return best;
 }

@@ -1,5 +1,6 @@
-// Measures this machine's memory read bandwidth the way the decode kernels read weights: every
-// pool thread streams its own slice of a buffer much larger than the caches.
+// The two limits the CPU kernels are held to, measured on this machine with the pool's threads:
+// memory read bandwidth (decode streams every weight once a step) and fused multiply-add peak
+// (prefill is arithmetic-bound).
 #pragma once
 
 #include <cstddef>
@@ -11,5 +12,13 @@ namespace saker::cpu {
 // Best of `repeats` full passes over a `bytes`-byte buffer, in bytes per second.
 double measure_read_bandwidth(ThreadPool& pool, std::size_t bytes = std::size_t{1} << 30,
                               int repeats = 5);
+
+// One pass of the pool's threads over [p, p + n) floats (p 64-byte aligned), each summing its
+// own slice: the reference read that benchmarks interleave with the kernel they measure.
+float read_pass(ThreadPool& pool, const float* p, std::int64_t n);
+
+// Best of `repeats` runs of independent FMA chains on every pool thread, in FLOP/s (an FMA is 2),
+// with the widest vectors the processor has (cpu/isa.h).
+double measure_fma_peak(ThreadPool& pool, int repeats = 5);
 
 }  // namespace saker::cpu

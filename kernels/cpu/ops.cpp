@@ -1,8 +1,13 @@
 #include "kernels/cpu/ops.h"
 
+#include "kernels/cpu/linear.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <stdexcept>
+
+#include "kernels/cpu/vec_math.h"
 
 namespace saker::cpu {
 
@@ -26,10 +31,44 @@ void layer_norm_rows(const float* x, std::int64_t dim, const float* gamma, const
   }
 }
 
+namespace {
+
+SAKER_TARGET_AVX512 void gelu_avx512(float* x, std::int64_t n) {
+  std::int64_t i = 0;
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, vm::gelu(_mm512_loadu_ps(x + i)));
+  if (i < n) {
+    const auto m = static_cast<__mmask16>((1u << (n - i)) - 1u);
+    _mm512_mask_storeu_ps(x + i, m, vm::gelu(_mm512_maskz_loadu_ps(m, x + i)));
+  }
+}
+
+SAKER_TARGET_AVX2 void gelu_avx2(float* x, std::int64_t n) {
+  std::int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, vm::gelu(_mm256_loadu_ps(x + i)));
+  if (i < n) {
+    const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n - i)),
+                                         _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    _mm256_maskstore_ps(x + i, m, vm::gelu(_mm256_maskload_ps(x + i, m)));
+  }
+}
+
+}  // namespace
+
+void gelu_range(float* x, std::int64_t begin, std::int64_t end, Isa isa) {
+  switch (isa) {
+    case Isa::kAvx512:
+      return gelu_avx512(x + begin, end - begin);
+    case Isa::kAvx2:
+      return gelu_avx2(x + begin, end - begin);
+    case Isa::kPortable:
+      for (std::int64_t i = begin; i < end; ++i) x[i] = vm::gelu(x[i]);
+      return;
+  }
+}
+
 void gelu_range(float* x, std::int64_t begin, std::int64_t end) {
-  constexpr float kInvSqrt2 = 0.70710678118654752440f;
-  for (std::int64_t i = begin; i < end; ++i)
-    x[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * kInvSqrt2));
+  static const Isa isa = detect_isa();
+  gelu_range(x, begin, end, isa);
 }
 
 void embedding_rows(std::span<const std::int32_t> ids, const Weight& table, std::int64_t first_id,
@@ -40,6 +79,10 @@ void embedding_rows(std::span<const std::int32_t> ids, const Weight& table, std:
     const std::int64_t id = ids[t] - first_id;
     if (id < 0 || id >= table.rows) {
       std::fill_n(out, H, 0.0f);
+      continue;
+    }
+    if (table.layout != WeightLayout::kRowMajor || table.scales) {
+      for (std::int64_t i = 0; i < H; ++i) out[i] = weight_element(table, id, i);
       continue;
     }
     switch (table.dtype) {
@@ -56,6 +99,8 @@ void embedding_rows(std::span<const std::int32_t> ids, const Weight& table, std:
         for (std::int64_t i = 0; i < H; ++i) out[i] = f16_to_f32(row[i]);
         break;
       }
+      case DType::I8:
+        throw std::logic_error("an int8 table needs its scales");
     }
   }
 }

@@ -6,12 +6,16 @@
 #include <span>
 
 #include "kernels/backend.h"
+#include "kernels/cpu/isa.h"
 
 namespace saker::cpu {
 
 void layer_norm_rows(const float* x, std::int64_t dim, const float* gamma, const float* beta,
                      float eps, float* y, std::int64_t row_begin, std::int64_t row_end);
 
+// x[i] = gelu(x[i]) (exact erf form, vm::gelu) for i in [begin, end); every ISA gives the same
+// bits. The form without `isa` runs the best this processor has.
+void gelu_range(float* x, std::int64_t begin, std::int64_t end, Isa isa);
 void gelu_range(float* x, std::int64_t begin, std::int64_t end);
 
 void embedding_rows(std::span<const std::int32_t> ids, const Weight& table, std::int64_t first_id,

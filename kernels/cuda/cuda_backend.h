@@ -60,7 +60,7 @@ class CudaBackend final : public Backend {
 
   std::unique_ptr<Buffer> allocate(std::size_t floats) override;
   std::unique_ptr<Buffer> upload(std::span<const float> host) override;
-  Weight upload_weight(const Weight& host) override;
+  Weight upload_weight(const Weight& host, WeightQuant quant) override;
   void linear(const float* x, std::int64_t n, const Weight& w, const float* bias,
               float* y) override;
   void linear_gelu(const float* x, std::int64_t n, const Weight& w, const float* bias,

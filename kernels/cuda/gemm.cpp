@@ -17,6 +17,8 @@ cudaDataType_t cuda_type(DType d) {
       return CUDA_R_16BF;
     case DType::F16:
       return CUDA_R_16F;
+    case DType::I8:
+      break;  // never uploaded: upload_weight refuses int8
   }
   return CUDA_R_32F;
 }

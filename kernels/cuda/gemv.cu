@@ -329,7 +329,10 @@ void launch_gemv(const float* x, std::int64_t n, const Weight& w, const float* b
       return gemv_tokens<DType::BF16>(x, n, w, bias, gelu, y, stream);
     case DType::F16:
       return gemv_tokens<DType::F16>(x, n, w, bias, gelu, y, stream);
+    case DType::I8:
+      break;
   }
+  throw std::invalid_argument("launch_gemv: int8 weights are not supported on CUDA");
 }
 
 }  // namespace saker::cuda

@@ -213,7 +213,8 @@ std::vector<Stage> stage_breakdown(cuda::CudaBackend& backend, KvCache& cache,
   auto weights = [&](std::int64_t rows, std::int64_t cols, int copies) {
     std::vector<Weight> w;
     for (int i = 0; i < copies; ++i)
-      w.push_back(backend.upload_weight(Weight{DType::BF16, nullptr, rows, cols}));
+      w.push_back(
+          backend.upload_weight(Weight{DType::BF16, nullptr, rows, cols}, WeightQuant::kNone));
     return w;
   };
   const auto wqkv = weights(qkv_rows, H, kCopies), wdense = weights(H, H, kCopies),

@@ -1,11 +1,23 @@
-// Weight-streaming matrix-vector products at decode shapes, in GB/s of weights read, against the
-// memory read bandwidth that this program measures first with the same threads.
+// The CPU linear kernels at the ~1B benchmark model's shapes, held to the two limits this program
+// measures first with the same threads: memory read bandwidth (decode: GB/s of weights streamed,
+// `of_bandwidth`) and the FMA peak (prefill: GFLOP/s, `of_fma_peak`).
+//
+// Each call of a kernel is paired with a plain read of as many bytes (the host's bandwidth drifts).
+// Decode shapes rotate through enough copies of the weight that each pass reads DRAM, as a
+// decode step does (one layer's weights fit this machine's L3; a whole model does not).
 #include <benchmark/benchmark.h>
 
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <memory>
 #include <random>
 #include <vector>
 
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/linear.h"
 #include "kernels/cpu/membw.h"
 
 namespace {
@@ -13,6 +25,7 @@ namespace {
 using saker::CpuBackend;
 using saker::DType;
 using saker::Weight;
+using saker::WeightLayout;
 
 CpuBackend& backend() {
   static CpuBackend b(0, 16);
@@ -24,44 +37,132 @@ double bandwidth() {
   return bw;
 }
 
-// Linear [rows, cols] in bf16 for `tokens` tokens (args: rows, cols, tokens).
-void BM_LinearBf16(benchmark::State& state) {
+// 256 MiB on 2 MiB pages for the interleaved reads, handed out in rotating, aligned slices.
+struct ReadBuffer {
+  static constexpr std::size_t kBytes = std::size_t{256} << 20;
+  std::unique_ptr<float, decltype(&std::free)> mem{nullptr, &std::free};
+  ReadBuffer() {
+    mem.reset(static_cast<float*>(std::aligned_alloc(std::size_t{2} << 20, kBytes)));
+    madvise(mem.get(), kBytes, MADV_HUGEPAGE);
+    std::fill_n(mem.get(), kBytes / sizeof(float), 1.0f);
+  }
+  const float* at(std::size_t i, std::int64_t floats) const {
+    const auto slots = std::max<std::int64_t>(
+        1, static_cast<std::int64_t>(kBytes / sizeof(float)) / std::max<std::int64_t>(floats, 1));
+    return mem.get() + (static_cast<std::int64_t>(i) % slots) * floats;
+  }
+};
+
+const ReadBuffer& read_buffer() {
+  static const ReadBuffer b;
+  return b;
+}
+
+double fma_peak() {
+  static const double peak = saker::cpu::measure_fma_peak(backend().pool());
+  return peak;
+}
+
+// Packed copies of one random [rows, cols] weight, together at least `min_bytes`.
+struct PackedCopies {
+  std::vector<std::vector<std::byte>> data;
+  std::vector<std::vector<float>> scales;
+  std::vector<Weight> weights;
+  std::size_t bytes_each = 0;
+
+  PackedCopies(DType dtype, std::int64_t rows, std::int64_t cols, std::size_t min_bytes) {
+    std::vector<std::uint16_t> host(static_cast<std::size_t>(rows * cols));
+    std::mt19937 rng(1);
+    for (auto& v : host) v = saker::f32_to_bf16(std::normal_distribution<float>(0, 0.02f)(rng));
+    const Weight src{DType::BF16, host.data(), rows, cols};
+    const std::int64_t panels = saker::cpu::panel_count(rows);
+    bytes_each = saker::cpu::packed_bytes(dtype, rows, cols);
+    const std::size_t copies = std::max<std::size_t>(1, (min_bytes + bytes_each - 1) / bytes_each);
+    for (std::size_t c = 0; c < copies; ++c) {
+      data.emplace_back(bytes_each);
+      scales.emplace_back(dtype == DType::I8 ? panels * saker::cpu::kPanelRows : 0);
+      float* sc = dtype == DType::I8 ? scales.back().data() : nullptr;
+      const std::int64_t groups = saker::cpu::group_count(rows);
+      backend().pool().parallel_for(groups, [&](std::int64_t b, std::int64_t e, unsigned) {
+        saker::cpu::pack_panels(src, dtype, data.back().data(), sc, b, e);
+      });
+      weights.push_back({dtype, data.back().data(), rows, cols, WeightLayout::kPanels16, sc});
+    }
+  }
+};
+
+// Linear [rows, cols] for `tokens` tokens (args: rows, cols, tokens, 1 for int8 else bf16).
+void BM_Linear(benchmark::State& state) {
   const auto rows = state.range(0), cols = state.range(1), tokens = state.range(2);
-  std::vector<std::uint16_t> w(static_cast<std::size_t>(rows * cols));
-  std::mt19937 rng(1);
-  for (auto& v : w) v = saker::f32_to_bf16(std::normal_distribution<float>(0, 0.02f)(rng));
+  const DType dtype = state.range(3) ? DType::I8 : DType::BF16;
+  // 256 MiB of copies: eight times the L3, so each pass streams from DRAM.
+  const PackedCopies w(dtype, rows, cols, std::size_t{256} << 20);
   std::vector<float> x(static_cast<std::size_t>(tokens * cols), 0.5f),
       y(static_cast<std::size_t>(tokens * rows));
-  const Weight wt{DType::BF16, w.data(), rows, cols};
+  // This host's bandwidth drifts (a shared machine), so every call of the kernel is followed by
+  // a plain read of as many bytes (its own 2 MiB pages, rotating over 256 MiB as the weights
+  // do): the two times, summed over the run, give the kernel's share of what the memory
+  // delivered meanwhile.
+  const double bytes = saker::weight_bytes(w.weights[0]);
+  const auto floats = static_cast<std::int64_t>(bytes / sizeof(float)) / 16 * 16;
+  const ReadBuffer& rb = read_buffer();
+  double t_kernel = 0, t_read = 0;
+  float sink = 0;
+  std::size_t i = 0;
+  using clock = std::chrono::steady_clock;
   for (auto _ : state) {
-    backend().linear(x.data(), tokens, wt, nullptr, y.data());
+    const auto t0 = clock::now();
+    backend().linear(x.data(), tokens, w.weights[i % w.weights.size()], nullptr, y.data());
+    const auto t1 = clock::now();
+    sink += saker::cpu::read_pass(backend().pool(), rb.at(i, floats), floats);
+    const auto t2 = clock::now();
+    t_kernel += std::chrono::duration<double>(t1 - t0).count();
+    t_read += std::chrono::duration<double>(t2 - t1).count();
+    ++i;
     benchmark::DoNotOptimize(y.data());
   }
-  const double bytes = static_cast<double>(w.size() * 2);
-  state.SetBytesProcessed(static_cast<std::int64_t>(bytes) * state.iterations());
-  state.counters["GB/s"] =
-      benchmark::Counter(bytes / 1e9, benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["of_bandwidth"] =
-      benchmark::Counter(bytes / bandwidth(), benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * rows * cols * tokens / 1e9,
-                                                 benchmark::Counter::kIsIterationInvariantRate);
+  benchmark::DoNotOptimize(sink);
+  const double per_call = t_kernel / static_cast<double>(state.iterations());
+  const double flops = 2.0 * static_cast<double>(rows * cols * tokens);
+  state.counters["GB/s"] = bytes / per_call / 1e9;
+  state.counters["read_GB/s"] = bytes * static_cast<double>(i) / t_read / 1e9;
+  state.counters["of_bandwidth"] = t_read / t_kernel;
+  state.counters["GFLOP/s"] = flops / per_call / 1e9;
+  state.counters["of_fma_peak"] = flops / per_call / fma_peak();
+  state.SetLabel(dtype == DType::I8 ? "int8" : "bf16");
 }
 
 void BM_ReadBandwidth(benchmark::State& state) {
   for (auto _ : state) state.counters["GB/s"] = bandwidth() / 1e9;
 }
 
+void BM_FmaPeak(benchmark::State& state) {
+  for (auto _ : state) state.counters["GFLOP/s"] = fma_peak() / 1e9;
+  state.SetLabel(std::string(saker::cpu::isa_name(saker::cpu::detect_isa())));
+}
+
 }  // namespace
 
 BENCHMARK(BM_ReadBandwidth)->Iterations(1);
-// The ~1B benchmark model's shapes: qkv [3072, 2048], dense [2048, 2048], MLP [8192, 2048] and
-// [2048, 8192], lm_head [65024, 2048]; batch 1 (decode) and 8.
-BENCHMARK(BM_LinearBf16)
-    ->Args({3072, 2048, 1})
-    ->Args({8192, 2048, 1})
-    ->Args({2048, 8192, 1})
-    ->Args({65024, 2048, 1})
-    ->Args({8192, 2048, 8})
+BENCHMARK(BM_FmaPeak)->Iterations(1);
+// The ~1B benchmark model: qkv [3072, 2048], dense [2048, 2048], MLP [8192, 2048] and
+// [2048, 8192], lm_head [65024, 2048]. Decode at batch 1, 8 and 32; prefill chunks of 256 tokens.
+BENCHMARK(BM_Linear)
+    ->ArgNames({"rows", "cols", "tokens", "int8"})
+    ->Args({3072, 2048, 1, 0})
+    ->Args({2048, 2048, 1, 0})
+    ->Args({8192, 2048, 1, 0})
+    ->Args({2048, 8192, 1, 0})
+    ->Args({65024, 2048, 1, 0})
+    ->Args({8192, 2048, 1, 1})
+    ->Args({65024, 2048, 1, 1})
+    ->Args({8192, 2048, 8, 0})
+    ->Args({8192, 2048, 8, 1})
+    ->Args({8192, 2048, 32, 0})
+    ->Args({8192, 2048, 32, 1})
+    ->Args({8192, 2048, 256, 0})
+    ->Args({2048, 8192, 256, 0})
+    ->Args({8192, 2048, 256, 1})
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();
 

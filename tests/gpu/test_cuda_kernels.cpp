@@ -48,7 +48,7 @@ void check_linear(cuda::CudaBackend& g, DType dtype, std::int64_t N, std::int64_
   else
     ref_cpu().linear(x.data(), n, w.view(), cb, want.data());
 
-  const Weight dw = g.upload_weight(w.view());
+  const Weight dw = g.upload_weight(w.view(), WeightQuant::kNone);
   auto dx = g.upload(x);
   auto db = g.upload(bias);
   auto dy = g.allocate(want.size());
@@ -136,7 +136,7 @@ TEST_CASE("cuda embedding matches the CPU backend, zeros outside the shard", "[g
     const std::int64_t first = 10;  // the shard holds ids [10, 60)
     std::vector<float> want(ids.size() * 37);
     ref_cpu().embedding(ids, table.view(), first, want.data());
-    const Weight dt = dev().upload_weight(table.view());
+    const Weight dt = dev().upload_weight(table.view(), WeightQuant::kNone);
     auto dy = dev().allocate(want.size());
     poison(dev(), dy->data(), want.size());
     dev().embedding(ids, dt, first, dy->data());

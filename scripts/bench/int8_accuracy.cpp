@@ -1,0 +1,181 @@
+// How far `--dtype int8` moves a model from its stored precision: loads one checkpoint twice (as
+// stored, and int8 with a scale per output row) and compares them on seeded random prompts.
+//
+//   saker_int8_accuracy --model DIR [--prompts 8] [--prompt-len 16] [--new-tokens 32]
+//
+// Teacher-forced: the stored model's greedy continuation is fed to both; at every position the
+// int8 logits are compared with the stored ones (relative L2 error, largest absolute error) and
+// their argmaxes. Free-running: each model decodes greedily on its own; reported is how many of
+// the new tokens agree before the first difference. When DIR holds a transformers reference
+// (tests/fixtures/*/reference.json) both are also compared with transformers' fp32 logits.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/generate.h"
+#include "engine/model/falcon.h"
+#include "kernels/cpu/cpu_backend.h"
+
+namespace {
+
+using namespace saker;
+namespace fs = std::filesystem;
+
+struct Model {
+  FalconConfig config;
+  Checkpoint checkpoint;
+  CpuBackend backend;
+  FalconModel model;
+  Model(const fs::path& dir, WeightQuant quant, std::int64_t max_tokens)
+      : config(load_config(dir)),
+        checkpoint(Checkpoint::open(dir)),
+        backend(0, config.max_positions),
+        model(config, checkpoint, backend,
+              ModelOptions{max_tokens, max_tokens, config.max_positions, quant}) {}
+
+  KvCache cache(std::int64_t tokens) {
+    const std::int64_t block = 16;
+    return KvCache(backend, config, config.kv_heads, (tokens + block - 1) / block + 1, block);
+  }
+
+  // Logits of every position of `ids`, [ids.size()][vocab].
+  std::vector<float> all_logits(const std::vector<std::int32_t>& ids) {
+    auto kv = cache(static_cast<std::int64_t>(ids.size()));
+    std::vector<std::int32_t> table(static_cast<std::size_t>(kv.num_blocks()));
+    std::iota(table.begin(), table.end(), 0);
+    const SequenceStep step{ids, 0, table, true};
+    const auto out = model.forward({&step, 1}, kv);
+    return {out.begin(), out.end()};
+  }
+
+  std::vector<std::int32_t> greedy(const std::vector<std::int32_t>& prompt, std::int64_t n) {
+    auto kv = cache(static_cast<std::int64_t>(prompt.size()) + n);
+    GenerateOptions opt;
+    opt.max_new_tokens = n;
+    opt.ignore_eos = true;
+    return generate_sequence(model, kv, prompt, opt).tokens;
+  }
+};
+
+double rel_l2(const float* a, const float* b, std::size_t n) {
+  double num = 0, den = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    num += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
+    den += double(b[i]) * b[i];
+  }
+  return std::sqrt(num / std::max(den, 1e-300));
+}
+
+std::int32_t argmax(const float* p, std::size_t n) {
+  return static_cast<std::int32_t>(std::max_element(p, p + n) - p);
+}
+
+std::string value_of(int argc, char** argv, const std::string& flag, const std::string& def) {
+  for (int i = 1; i + 1 < argc; ++i)
+    if (argv[i] == flag) return argv[i + 1];
+  return def;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  const fs::path dir = value_of(argc, argv, "--model", "");
+  if (dir.empty()) {
+    std::fprintf(stderr,
+                 "usage: saker_int8_accuracy --model DIR [--prompts N] [--prompt-len L] "
+                 "[--new-tokens T]\n");
+    return 2;
+  }
+  const int prompts = std::stoi(value_of(argc, argv, "--prompts", "8"));
+  const int prompt_len = std::stoi(value_of(argc, argv, "--prompt-len", "16"));
+  const int new_tokens = std::stoi(value_of(argc, argv, "--new-tokens", "32"));
+  const std::int64_t max_tokens = prompt_len + new_tokens;
+
+  Model stored(dir, WeightQuant::kNone, max_tokens);
+  Model int8(dir, WeightQuant::kInt8, max_tokens);
+  const auto V = static_cast<std::size_t>(stored.config.vocab_size);
+  std::printf("model %s: %s, weights streamed per step %.1f MB as stored, %.1f MB int8\n",
+              dir.string().c_str(), stored.config.variant().c_str(),
+              stored.model.step_weight_bytes() / 1e6, int8.model.step_weight_bytes() / 1e6);
+
+  // Prompts: the fixtures' own when there is a reference, else seeded random ids.
+  std::vector<std::vector<std::int32_t>> cases;
+  std::vector<std::vector<std::vector<float>>> hf_logits;
+  const fs::path ref_path = dir / "reference.json";
+  if (fs::exists(ref_path)) {
+    std::ifstream in(ref_path);
+    const auto ref = nlohmann::json::parse(in);
+    for (const auto& c : ref["cases"]) {
+      cases.push_back(c["prompt_ids"].get<std::vector<std::int32_t>>());
+      hf_logits.push_back(c["logits"].get<std::vector<std::vector<float>>>());
+    }
+  } else {
+    std::mt19937 rng(2026);
+    std::uniform_int_distribution<std::int32_t> id(0, static_cast<std::int32_t>(V) - 1);
+    for (int p = 0; p < prompts; ++p) {
+      cases.emplace_back(static_cast<std::size_t>(prompt_len));
+      for (auto& t : cases.back()) t = id(rng);
+    }
+  }
+
+  std::vector<double> errs;
+  double worst_abs = 0, hf_stored = 0, hf_int8 = 0;
+  std::size_t positions = 0, top1_same = 0, agree_total = 0, full_runs = 0;
+  for (std::size_t c = 0; c < cases.size(); ++c) {
+    const auto& prompt = cases[c];
+    // Free-running greedy, each model on its own.
+    const auto g_stored = stored.greedy(prompt, new_tokens);
+    const auto g_int8 = int8.greedy(prompt, new_tokens);
+    std::size_t agree = 0;
+    while (agree < g_stored.size() && g_stored[agree] == g_int8[agree]) ++agree;
+    agree_total += agree;
+    full_runs += agree == g_stored.size();
+    // Teacher-forced on the stored model's path.
+    std::vector<std::int32_t> seq = prompt;
+    seq.insert(seq.end(), g_stored.begin(), g_stored.end() - (g_stored.empty() ? 0 : 1));
+    const auto a = stored.all_logits(seq);
+    const auto b = int8.all_logits(seq);
+    for (std::size_t p = 0; p < seq.size(); ++p) {
+      const float* ra = a.data() + p * V;
+      const float* rb = b.data() + p * V;
+      errs.push_back(rel_l2(rb, ra, V));
+      for (std::size_t i = 0; i < V; ++i)
+        worst_abs = std::max(worst_abs, std::fabs(double(rb[i]) - ra[i]));
+      top1_same += argmax(ra, V) == argmax(rb, V);
+      ++positions;
+    }
+    if (!hf_logits.empty())
+      for (std::size_t p = 0; p < prompt.size(); ++p) {
+        hf_stored = std::max(hf_stored, rel_l2(a.data() + p * V, hf_logits[c][p].data(), V));
+        hf_int8 = std::max(hf_int8, rel_l2(b.data() + p * V, hf_logits[c][p].data(), V));
+      }
+  }
+  std::sort(errs.begin(), errs.end());
+  const double mean = std::accumulate(errs.begin(), errs.end(), 0.0) / errs.size();
+  std::printf(
+      "teacher-forced over %zu positions: logit relative L2 error mean %.4f, p50 %.4f, max %.4f; "
+      "largest |logit difference| %.4f; same argmax at %.1f%% of positions\n",
+      positions, mean, errs[errs.size() / 2], errs.back(), worst_abs,
+      100.0 * top1_same / positions);
+  std::printf(
+      "free-running greedy, %zu prompts x %d new tokens: %.1f tokens agree before the first "
+      "difference on average; %zu of %zu continuations identical\n",
+      cases.size(), new_tokens, double(agree_total) / cases.size(), full_runs, cases.size());
+  if (!hf_logits.empty())
+    std::printf(
+        "against transformers (fp32), prompt logits, worst relative L2: as stored %.2e, int8 "
+        "%.2e\n",
+        hf_stored, hf_int8);
+  return 0;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "saker_int8_accuracy: %s\n", e.what());
+  return 1;
+}
