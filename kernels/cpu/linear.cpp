@@ -115,14 +115,15 @@ SAKER_AVX512 void tile_avx512(const TileArgs& a) {
     for (int p = 0; p < NP; ++p)
       acc[t][p] =
           a.first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(mask[p], a.y + t * a.ldy + p * P);
+  constexpr std::int64_t kPanel = P * static_cast<std::int64_t>(dtype_size(D));
   const std::byte* w[NP];
-  for (int p = 0; p < NP; ++p) w[p] = a.w + p * a.panel_step;
+  for (int p = 0; p < NP; ++p) w[p] = a.w + p * kPanel;
   const float* x = a.x;
   for (std::int64_t k = a.k0; k < a.k1; ++k) {
     const std::int64_t off = k * a.k_step;
-    for (int p = 0; p < NP; ++p)  // once per cache line of the stream
-      if (((off + p * a.panel_step) & 63) == 0)
-        _mm_prefetch(reinterpret_cast<const char*>(w[p] + off + kPrefetchBytes), _MM_HINT_T0);
+    // The tile's NP panels of one k are contiguous: fetch ahead every line they span.
+    for (std::int64_t b = 0; b < NP * kPanel; b += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(w[0] + off + b + kPrefetchBytes), _MM_HINT_T0);
     __m512 wv[NP];
     for (int p = 0; p < NP; ++p) wv[p] = widen16<D>(w[p] + off);
     for (int t = 0; t < MR; ++t) {
@@ -181,13 +182,12 @@ SAKER_AVX2 void tile_avx2(const TileArgs& a) {
         acc[t][p][h] = a.first ? _mm256_setzero_ps()
                                : _mm256_maskload_ps(a.y + t * a.ldy + p * P + h * 8, mask[p][h]);
   const std::byte* w[NP];
-  for (int p = 0; p < NP; ++p) w[p] = a.w + p * a.panel_step;
+  for (int p = 0; p < NP; ++p) w[p] = a.w + p * P * kEs;
   const float* x = a.x;
   for (std::int64_t k = a.k0; k < a.k1; ++k) {
     const std::int64_t off = k * a.k_step;
-    for (int p = 0; p < NP; ++p)  // once per cache line of the stream
-      if (((off + p * a.panel_step) & 63) == 0)
-        _mm_prefetch(reinterpret_cast<const char*>(w[p] + off + kPrefetchBytes), _MM_HINT_T0);
+    for (std::int64_t b = 0; b < NP * P * kEs; b += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(w[0] + off + b + kPrefetchBytes), _MM_HINT_T0);
     for (int p = 0; p < NP; ++p) {
       const __m256 lo = widen8<D>(w[p] + off);
       const __m256 hi = widen8<D>(w[p] + off + 8 * kEs);
