@@ -1,6 +1,7 @@
 #include "kernels/cpu/cpu_backend.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <new>
 #include <stdexcept>
@@ -86,7 +87,7 @@ Weight CpuBackend::upload_weight(const Weight& host, WeightQuant quant) {
   std::unique_ptr<std::byte, FreeBytes> mem(raw);
   if (align == kHuge) madvise(raw, (bytes + align - 1) / align * align, MADV_HUGEPAGE);
   float* scales = dtype == DType::I8 ? reinterpret_cast<float*>(raw + data_bytes) : nullptr;
-  // Each thread packs (and so first touches) the panels it will stream.
+  // The threads share the packing (one memory node here; first touch decides nothing).
   const Weight shape{dtype, raw, host.rows, host.cols, WeightLayout::kPanels16, scales};
   for_weight_slices(1, shape, [&](std::int64_t b, std::int64_t e) {
     cpu::pack_panels(host, dtype, raw, scales, b, e);
@@ -104,8 +105,22 @@ void CpuBackend::for_weight_slices(std::int64_t n, const Weight& w,
   const std::int64_t per_unit =
       std::max<std::int64_t>(1, w.cols * n * (packed ? cpu::kGroupRows : 1));
   const std::int64_t grain = std::max<std::int64_t>(1, min_work_ / per_unit);
-  pool_.parallel_for_grain(units, grain,
-                           [&](std::int64_t b, std::int64_t e, unsigned) { fn(b, e); });
+  const std::int64_t threads = pool_.size();
+  if (threads == 1 || units <= grain) {
+    fn(0, units);
+    return;
+  }
+  // Threads take chunks from a shared counter (about 4 each) rather than one fixed half: a
+  // thread slowed by its neighbours on a shared memory bus then takes fewer, and the other does
+  // not wait at the end of every loop. Which thread computes a row changes none of its bits.
+  const std::int64_t chunk = std::max(grain, (units + 4 * threads - 1) / (4 * threads));
+  const std::int64_t chunks = (units + chunk - 1) / chunk;
+  std::atomic<std::int64_t> next{0};
+  pool_.parallel_for(std::min(threads, chunks), [&](std::int64_t, std::int64_t, unsigned) {
+    for (std::int64_t c = next.fetch_add(1, std::memory_order_relaxed); c < chunks;
+         c = next.fetch_add(1, std::memory_order_relaxed))
+      fn(c * chunk, std::min(units, (c + 1) * chunk));
+  });
 }
 
 void CpuBackend::linear(const float* x, std::int64_t n, const Weight& w, const float* bias,

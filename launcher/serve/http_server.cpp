@@ -1,12 +1,15 @@
 #include "launcher/serve/http_server.h"
 
+#include <chrono>
 #include <deque>
+#include <functional>
 #include <set>
 
 #include <spdlog/spdlog.h>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <nlohmann/json.hpp>
@@ -43,9 +46,16 @@ class Session : public std::enable_shared_from_this<Session> {
     stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
     stream_.close();
   }
+  // At shutdown: a connection with a response still in flight (a call in the engine, or bytes
+  // not yet written) closes once the response is out; an idle one closes now.
+  void close_when_idle() {
+    closing_ = true;
+    if (!call_ && !writing_ && !responding_ && out_.empty()) close();
+  }
 
  private:
   void read() {
+    if (closing_) return close();
     parser_.emplace();
     parser_->body_limit(body_limit_);
     stream_.expires_after(std::chrono::seconds(120));  // idle keep-alive connections end
@@ -94,8 +104,10 @@ class Session : public std::enable_shared_from_this<Session> {
     res.prepare_payload();
     auto msg = std::make_shared<HttpResponse>(std::move(res));
     stream_.expires_never();
+    responding_ = true;
     http::async_write(stream_, *msg,
                       [self = shared_from_this(), msg](beast::error_code ec, std::size_t) {
+                        self->responding_ = false;
                         if (ec || !msg->keep_alive()) return self->close();
                         self->read();
                       });
@@ -229,6 +241,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::size_t done_ = 0;
   std::string failed_;
   bool gone_ = false, writing_ = false, finished_stream_ = false;
+  bool responding_ = false, closing_ = false;
   std::uint64_t calls_ = 0;  // calls begun on this connection
   std::deque<std::string> out_;
 };
@@ -306,12 +319,31 @@ void HttpServer::start(const std::string& host, unsigned short port,
 void HttpServer::stop() {
   Impl& s = *impl_;
   if (!s.thread.joinable()) return;
-  net::post(s.io, [&s] {
+  // Responses the engine has finished may still be queued or being written: they go out before
+  // their connections close (a stream cut here would lose its last tokens), for at most
+  // kFlushLimit; idle connections close at once.
+  constexpr auto kFlushLimit = std::chrono::seconds(5);
+  net::steady_timer timer(s.io);
+  const auto deadline = std::chrono::steady_clock::now() + kFlushLimit;
+  std::function<void()> poll = [&] {
+    if (s.sessions.empty()) return;
+    if (std::chrono::steady_clock::now() >= deadline) {
+      for (Session* session : std::vector<Session*>(s.sessions.begin(), s.sessions.end()))
+        session->close();
+      return;
+    }
+    timer.expires_after(std::chrono::milliseconds(5));
+    timer.async_wait([&](beast::error_code ec) {
+      if (!ec) poll();
+    });
+  };
+  net::post(s.io, [&] {
     beast::error_code ec;
     s.acceptor.close(ec);
     s.signals.cancel(ec);
     for (Session* session : std::vector<Session*>(s.sessions.begin(), s.sessions.end()))
-      session->close();
+      session->close_when_idle();
+    poll();
   });
   s.thread.join();
 }
