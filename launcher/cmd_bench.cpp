@@ -2,9 +2,11 @@
 // (or all at once, or as a fixed concurrency allows) at the batch engine, rolling or dynamic, and
 // the run is reported with vLLM's serving metrics, the engine's own counters, and the time per
 // output token against the memory-bandwidth floor measured in the same run.
+#include <algorithm>
 #include <cmath>
 #include <deque>
 #include <fstream>
+#include <functional>
 #include <iomanip>
 #include <iostream>
 #include <limits>
@@ -53,8 +55,10 @@ double decode_flops_per_token(const FalconConfig& c, double ctx) {
 
 // Runs the requests through the engine, releasing each at its arrival time and while fewer than
 // `concurrency` are in flight; a request held back by the limit is sent when a slot frees.
+// `idle`, if set, runs whenever no request is in flight and another is about to be sent (a
+// bandwidth probe between requests); the request is then sent after it.
 std::vector<BatchResult> drive(BatchEngine& engine, const std::vector<BenchRequest>& reqs,
-                               std::int64_t concurrency) {
+                               std::int64_t concurrency, const std::function<void()>& idle = {}) {
   const double t0 = engine.now();
   std::vector<BatchResult> results(reqs.size());
   std::size_t next = 0, done = 0;
@@ -68,6 +72,7 @@ std::vector<BatchResult> drive(BatchEngine& engine, const std::vector<BenchReque
     const double now = engine.now() - t0;
     while (next < reqs.size() && reqs[next].arrival <= now &&
            (concurrency <= 0 || in_flight < concurrency)) {
+      if (idle && in_flight == 0) idle();
       BatchRequest r;
       r.id = next;
       r.prompt = reqs[next].prompt;
@@ -78,6 +83,7 @@ std::vector<BatchResult> drive(BatchEngine& engine, const std::vector<BenchReque
         sent = std::max(sent, freed.front());
         freed.pop_front();
       }
+      if (idle && in_flight == 0) sent = std::max(sent, engine.now() - t0);
       r.arrival = t0 + sent;
       engine.add(std::move(r));
       ++in_flight;
@@ -166,6 +172,7 @@ int run_bench(const std::vector<std::string>& args) {
     return 0;
   }
   double bw_before = 0;
+  std::vector<double> probes;  // bandwidth before each request (one at a time, one rank)
   std::vector<BatchResult> results;
   EngineStats stats;
   std::uint64_t preemptions = 0;
@@ -183,7 +190,14 @@ int run_bench(const std::vector<std::string>& args) {
     bw_before = machine_bandwidth();
     BatchEngine batch(runner, engine.scheduler_config(), {});
     try {
-      results = drive(batch, reqs, concurrency);
+      // One request at a time on one rank: the bandwidth is measured again between requests, so
+      // each request has a floor of its own (this host's bandwidth drifts minute to minute).
+      std::function<void()> probe;
+      if (concurrency == 1 && comm.size() == 1)
+        probe = [&] {
+          probes.push_back(backend_read_bandwidth(engine.backend(), std::size_t{256} << 20, 2));
+        };
+      results = drive(batch, reqs, concurrency, probe);
     } catch (...) {
       runner.stop();
       throw;
@@ -194,6 +208,21 @@ int run_bench(const std::vector<std::string>& args) {
     pool_blocks = batch.blocks().num_blocks();
   }
   const double bw = std::max(bw_before, machine_bandwidth());
+  // Per request: its time per token against the floor at the bandwidth measured just before and
+  // just after it (the next request's probe, or the final measurement).
+  std::vector<double> per_request;
+  if (!probes.empty() && probes.size() == reqs.size()) {
+    probes.push_back(bw);
+    for (std::size_t i = 0; i < results.size(); ++i) {
+      const BatchResult& r = results[i];
+      const double n = static_cast<double>(r.tokens.size());
+      if (n < 2) continue;
+      const double tpot_s = (r.finished - r.first_token) / (n - 1);
+      const double floor_s = static_cast<double>(step_bytes_f) / ((probes[i] + probes[i + 1]) / 2);
+      per_request.push_back(floor_s / tpot_s);
+    }
+    std::sort(per_request.begin(), per_request.end());
+  }
   const double fma_peak = machine_fma_peak();
   const LatencyMetrics lat = latency_metrics(results);
   const double duration = lat.last_finish - lat.first_arrival;
@@ -263,6 +292,9 @@ int run_bench(const std::vector<std::string>& args) {
       {"tpot_fraction_of_floor", lat.tpot_ms.p50 > 0 ? tpot_floor_ms / lat.tpot_ms.p50 : 0.0},
       {"decode_tokens_per_s_per_sequence", lat.tpot_ms.p50 > 0 ? 1e3 / lat.tpot_ms.p50 : 0.0},
       {"decode_flops_per_token", decode_flops},
+      {"tpot_fraction_of_floor_per_request", per_request},
+      {"tpot_fraction_of_floor_per_request_median",
+       per_request.empty() ? 0.0 : per_request[per_request.size() / 2]},
       {"decode_step_floor_ms", step_floor_ms},
       {"tpot_fraction_of_step_floor", lat.tpot_ms.p50 > 0 ? step_floor_ms / lat.tpot_ms.p50 : 0.0},
       {"prefill_tokens_per_s", prefill_tps},
@@ -306,6 +338,12 @@ int run_bench(const std::vector<std::string>& args) {
     std::cout << ", FMA peak " << fma_peak / 1e9 << " GFLOP/s: " << 100 * prefill_fraction
               << " % of it";
   std::cout << "\n";
+  if (!per_request.empty()) {
+    std::cout << "per request             time per token against the floor at the bandwidth "
+                 "measured next to it:";
+    for (const double f : per_request) std::cout << " " << 100 * f << " %";
+    std::cout << " (median " << 100 * per_request[per_request.size() / 2] << " %)\n";
+  }
   if (fma_peak > 0)
     std::cout << "decode step floor       " << step_floor_ms << " ms (bandwidth, or "
               << decode_batch << " tokens' FLOPs at the FMA peak); p50 TPOT is "

@@ -142,6 +142,7 @@ TEST_CASE("saker bench reports vLLM's serving metrics for rolling and dynamic ba
       {"--batching dynamic --batch-size 3 --max-batch-delay 5", 1, 3},
       {"--request-rate 200 --max-concurrency 2", 1, 2},
       {"--max-rolling-batch-size 4", 2, 4},
+      {"--max-concurrency 1", 1, 1},
   };
   for (const Case& c : cases) {
     const Run r = saker_cmd("bench --threads 1 --model '" + model +
@@ -170,6 +171,18 @@ TEST_CASE("saker bench reports vLLM's serving metrics for rolling and dynamic ba
     CHECK(j["e2el_ms"]["p50"].get<double>() >= j["ttft_ms"]["p50"].get<double>());
     CHECK(j["avg_batch_size"].get<double>() <= c.max_batch);
     CHECK(j["avg_batch_size"].get<double>() >= 1.0);
+    // The floors: a decode step is bound by bytes or FLOPs, prefill by FLOPs at the FMA peak.
+    CHECK(j["fma_peak_gflops"].get<double>() > 0);
+    CHECK(j["decode_step_floor_ms"].get<double>() >= j["tpot_floor_ms"].get<double>());
+    CHECK(j["prefill_fraction_of_fma_peak"].get<double>() ==
+          Approx(j["prefill_tokens_per_s"].get<double>() *
+                 j["prefill_flops_per_token"].get<double>() /
+                 (j["fma_peak_gflops"].get<double>() * 1e9))
+              .epsilon(1e-6));
+    // One request at a time on one rank: a floor per request, from the bandwidth next to it.
+    const auto& per = j["tpot_fraction_of_floor_per_request"];
+    CHECK(per.size() == (c.max_batch == 1 && c.np == 1 ? 7u : 0u));
+    for (const auto& f : per) CHECK(f.get<double>() > 0);
   }
 }
 

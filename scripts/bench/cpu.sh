@@ -23,7 +23,7 @@ run() {  # name, then saker bench flags
   "$build/saker" bench --model "$model" --output-json "$out/$name.json" "$@" >"$out/$name.txt"
 }
 for dtype in auto int8; do
-  run "$dtype-b1" --dtype "$dtype" --workload fixed:32:64 --num-requests 3 --max-concurrency 1
+  run "$dtype-b1" --dtype "$dtype" --workload fixed:32:64 --num-requests 4 --max-concurrency 1
   run "$dtype-b8" --dtype "$dtype" --workload fixed:32:64 --num-requests 8 \
     --max-rolling-batch-size 8
   run "$dtype-b32" --dtype "$dtype" --workload fixed:32:64 --num-requests 32 \
@@ -61,8 +61,8 @@ if extra:
                       if isinstance(v, float) and key not in ("real_time", "cpu_time", "iterations"))
         print(f"| {b['name']} {b.get('label', '')} | {b['real_time']:.0f} {b['time_unit']} | {c} |")
 print("\nsaker bench, ~1B model:\n")
-print("| weights | run | bandwidth | FMA peak | result | floor | share of floor |")
-print("|---|---|---|---|---|---|---|")
+print("| weights | run | bandwidth | FMA peak | result | floor | share of floor | per request (bandwidth next to each) |")
+print("|---|---|---|---|---|---|---|---|")
 for dtype in ("auto", "int8"):
     w = "bf16" if dtype == "auto" else "int8"
     for b in (1, 8, 32):
@@ -71,10 +71,11 @@ for dtype in ("auto", "int8"):
         floor = j["avg_batch_size"] * 1e3 / j["decode_step_floor_ms"]
         print(f"| {w} | decode, batch {j['avg_batch_size']:.1f} | {j['memory_bandwidth_gbps']:.1f} GB/s "
               f"| {j['fma_peak_gflops']:.0f} GFLOP/s | {tps:.1f} tok/s ({j['tpot_ms']['p50']:.1f} ms/step) "
-              f"| {floor:.1f} tok/s | {100 * j['tpot_fraction_of_step_floor']:.0f} % |")
+              f"| {floor:.1f} tok/s | {100 * j['tpot_fraction_of_step_floor']:.0f} % | "
+              + " ".join(f"{100 * f:.0f} %" for f in j.get("tpot_fraction_of_floor_per_request", [])) + " |")
     j = json.load(open(f"{out}/{dtype}-prefill.json"))
     floor = j["fma_peak_gflops"] * 1e9 / j["prefill_flops_per_token"]
     print(f"| {w} | prefill, 512 tokens | {j['memory_bandwidth_gbps']:.1f} GB/s | "
           f"{j['fma_peak_gflops']:.0f} GFLOP/s | {j['prefill_tokens_per_s']:.1f} tok/s | {floor:.1f} tok/s | "
-          f"{100 * j['prefill_fraction_of_fma_peak']:.0f} % |")
+          f"{100 * j['prefill_fraction_of_fma_peak']:.0f} % | |")
 EOF
