@@ -34,23 +34,24 @@ double parse_rate(const std::string& s) {
   return r;
 }
 
-// FLOPs of one prompt token of a prompt `len` tokens long: the layers' matrices (2 per weight) and
-// attention over the (len + 1) / 2 positions it sees on average; the lm_head runs for the last
-// token only and is left out.
-double prefill_flops_per_token(const FalconConfig& c, double len) {
+// FLOPs of one token through the layers when it attends to `ctx` positions: 2 per weight of the
+// four matrices, and 4 per head dimension per position for q·k and p·V.
+double layer_flops_per_token(const FalconConfig& c, double ctx) {
   const double matrices =
       static_cast<double>(c.qkv_rows() * c.hidden + c.hidden * c.hidden + 2 * c.hidden * c.ffn);
-  const double attention = 4.0 * static_cast<double>(c.heads * c.head_dim) * (len + 1) / 2;
-  return static_cast<double>(c.layers) * (2 * matrices + attention);
+  return static_cast<double>(c.layers) *
+         (2 * matrices + 4.0 * static_cast<double>(c.heads * c.head_dim) * ctx);
 }
 
-// FLOPs of one decode token at context `ctx`: every matrix including the lm_head, and attention.
+// A prompt token of a `len`-token prompt sees (len + 1) / 2 positions on average; the lm_head runs
+// for the prompt's last token only and is left out.
+double prefill_flops_per_token(const FalconConfig& c, double len) {
+  return layer_flops_per_token(c, (len + 1) / 2);
+}
+
+// A decode token at context `ctx` also goes through the lm_head.
 double decode_flops_per_token(const FalconConfig& c, double ctx) {
-  const double matrices =
-      static_cast<double>(c.qkv_rows() * c.hidden + c.hidden * c.hidden + 2 * c.hidden * c.ffn);
-  const double attention = 4.0 * static_cast<double>(c.heads * c.head_dim) * ctx;
-  return static_cast<double>(c.layers) * (2 * matrices + attention) +
-         2.0 * static_cast<double>(c.vocab_size * c.hidden);
+  return layer_flops_per_token(c, ctx) + 2.0 * static_cast<double>(c.vocab_size * c.hidden);
 }
 
 // Runs the requests through the engine, releasing each at its arrival time and while fewer than

@@ -7,37 +7,26 @@
 #include <stdexcept>
 #include <string>
 
-#include <sys/mman.h>
-
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/ops.h"
 
 namespace saker {
 namespace {
 
-// 64-byte aligned host memory, zero-initialised. From 2 MiB up (KV cache layers), on 2 MiB pages
-// where the system allows: attention reads a few hundred bytes of a head's keys and values from
-// each of many 4 KiB pages, a TLB miss each (decode attention ran 6% faster on Zen 4).
+// Host memory (cpu/host_memory.h), zero-initialised. The KV cache layers are on 2 MiB pages:
+// attention reads a few hundred bytes of a head's keys and values from each of many 4 KiB pages,
+// a TLB miss each (decode attention ran 6% faster on Zen 4).
 class HostBuffer final : public Buffer {
  public:
-  explicit HostBuffer(std::size_t floats) : size_(floats) {
-    constexpr std::size_t kHuge = std::size_t{2} << 20;
-    const std::size_t want = floats * sizeof(float);
-    const std::size_t align = want >= kHuge ? kHuge : 64;
-    const std::size_t bytes = std::max<std::size_t>(1, (want + align - 1) / align) * align;
-    data_.reset(static_cast<float*>(std::aligned_alloc(align, bytes)));
-    if (!data_) throw std::bad_alloc();
-    if (align == kHuge) madvise(data_.get(), bytes, MADV_HUGEPAGE);
-    std::fill_n(data_.get(), floats, 0.0f);
+  explicit HostBuffer(std::size_t floats)
+      : data_(cpu::allocate_host_memory(floats * sizeof(float))), size_(floats) {
+    std::fill_n(data(), floats, 0.0f);
   }
-  float* data() override { return data_.get(); }
+  float* data() override { return reinterpret_cast<float*>(data_.get()); }
   std::size_t size() const override { return size_; }
 
  private:
-  struct Free {
-    void operator()(float* p) const { std::free(p); }
-  };
-  std::unique_ptr<float, Free> data_;
+  cpu::HostMemory data_;
   std::size_t size_;
 };
 
@@ -65,10 +54,6 @@ std::unique_ptr<Buffer> CpuBackend::upload(std::span<const float> host) {
   return buf;
 }
 
-void CpuBackend::FreeBytes::operator()(std::byte* p) const {
-  std::free(p);
-}
-
 Weight CpuBackend::upload_weight(const Weight& host, WeightQuant quant) {
   if (host.layout != WeightLayout::kRowMajor)
     throw std::logic_error("upload_weight takes a row-major weight");
@@ -78,14 +63,9 @@ Weight CpuBackend::upload_weight(const Weight& host, WeightQuant quant) {
   const std::size_t bytes =
       data_bytes +
       (dtype == DType::I8 ? static_cast<std::size_t>(panels * cpu::kPanelRows) * 4 : 0);
-  // Weights are streamed whole every step: 2 MiB pages spare the TLB a miss every 4 KiB.
-  constexpr std::size_t kHuge = std::size_t{2} << 20;
-  const std::size_t align = bytes >= kHuge ? kHuge : 64;
-  auto* raw = static_cast<std::byte*>(
-      std::aligned_alloc(align, (std::max<std::size_t>(bytes, 1) + align - 1) / align * align));
-  if (!raw) throw std::bad_alloc();
-  std::unique_ptr<std::byte, FreeBytes> mem(raw);
-  if (align == kHuge) madvise(raw, (bytes + align - 1) / align * align, MADV_HUGEPAGE);
+  // Weights are streamed whole every step: on 2 MiB pages where the system allows.
+  cpu::HostMemory mem = cpu::allocate_host_memory(bytes);
+  std::byte* raw = mem.get();
   float* scales = dtype == DType::I8 ? reinterpret_cast<float*>(raw + data_bytes) : nullptr;
   // The threads share the packing (one memory node here; first touch decides nothing).
   const Weight shape{dtype, raw, host.rows, host.cols, WeightLayout::kPanels16, scales};
@@ -98,8 +78,8 @@ Weight CpuBackend::upload_weight(const Weight& host, WeightQuant quant) {
 
 void CpuBackend::for_weight_slices(std::int64_t n, const Weight& w,
                                    FunctionRef<void(std::int64_t, std::int64_t)> fn) {
-  // Split output rows: each thread streams its own slice of the weights once. Slices of fewer
-  // than min_work_ multiply-adds cost more to hand out than to compute.
+  // Split output rows, so each weight is streamed once in all. Chunks of fewer than min_work_
+  // multiply-adds cost more to hand out than to compute.
   const bool packed = w.layout == WeightLayout::kPanels16;
   const std::int64_t units = packed ? cpu::group_count(w.rows) : w.rows;
   const std::int64_t per_unit =

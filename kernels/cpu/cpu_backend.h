@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "kernels/backend.h"
+#include "kernels/cpu/host_memory.h"
 #include "kernels/cpu/linear.h"
 #include "kernels/cpu/thread_pool.h"
 
@@ -49,15 +50,13 @@ class CpuBackend final : public Backend {
   cpu::Isa isa_;
   std::int64_t max_context_;
   std::int64_t min_work_;
-  // Calls fn(panel_begin, panel_end) over the weight's panels (whole rows for a row-major one),
-  // spread over the threads in slices worth waking a thread for.
+  // Calls fn(begin, end) over the weight's row groups (cpu::kGroupRows rows; single rows for a
+  // row-major weight), for n tokens, in chunks the threads take in turn, each worth waking a
+  // thread for.
   void for_weight_slices(std::int64_t n, const Weight& w,
                          FunctionRef<void(std::int64_t, std::int64_t)> fn);
 
-  struct FreeBytes {
-    void operator()(std::byte* p) const;
-  };
-  std::vector<std::unique_ptr<std::byte, FreeBytes>> weights_;  // packed weights
+  std::vector<cpu::HostMemory> weights_;    // packed weights
   std::vector<std::vector<float>> scores_;  // per worker, attention scratch (cpu/attention.h)
 };
 

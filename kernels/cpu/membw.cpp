@@ -1,7 +1,6 @@
 #include "kernels/cpu/membw.h"
 
 #include <immintrin.h>
-#include <sys/mman.h>
 
 #include <algorithm>
 #include <chrono>
@@ -13,6 +12,7 @@
 #include <numeric>
 #include <vector>
 
+#include "kernels/cpu/host_memory.h"
 #include "kernels/cpu/linear.h"
 
 namespace saker::cpu {
@@ -108,13 +108,8 @@ float read_pass(ThreadPool& pool, const float* p, std::int64_t n) {
 double measure_read_bandwidth(ThreadPool& pool, std::size_t bytes, int repeats) {
   // On 2 MiB pages, as the packed weights are: with 4 KiB pages the TLB misses and the
   // prefetchers' stops at page boundaries would understate what the kernels can stream.
-  constexpr std::size_t kHuge = std::size_t{2} << 20;
-  bytes = (bytes + kHuge - 1) / kHuge * kHuge;
-  std::unique_ptr<float, decltype(&std::free)> buf(
-      static_cast<float*>(std::aligned_alloc(kHuge, bytes)), &std::free);
-  if (!buf) throw std::bad_alloc();
-  madvise(buf.get(), bytes, MADV_HUGEPAGE);
-  float* base = buf.get();
+  const HostMemory buf = allocate_host_memory(bytes);
+  auto* base = reinterpret_cast<float*>(buf.get());
   const auto n = static_cast<std::int64_t>(bytes / sizeof(float));
   // Touch every page from the thread that will read it (first-touch placement).
   pool.parallel_for_grain(n, 16, [&](std::int64_t b, std::int64_t e, unsigned) {

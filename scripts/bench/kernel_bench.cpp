@@ -7,8 +7,6 @@
 // decode step does (one layer's weights fit this machine's L3; a whole model does not).
 #include <benchmark/benchmark.h>
 
-#include <sys/mman.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
@@ -17,6 +15,7 @@
 #include <vector>
 
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/host_memory.h"
 #include "kernels/cpu/linear.h"
 #include "kernels/cpu/membw.h"
 
@@ -40,16 +39,13 @@ double bandwidth() {
 // 256 MiB on 2 MiB pages for the interleaved reads, handed out in rotating, aligned slices.
 struct ReadBuffer {
   static constexpr std::size_t kBytes = std::size_t{256} << 20;
-  std::unique_ptr<float, decltype(&std::free)> mem{nullptr, &std::free};
-  ReadBuffer() {
-    mem.reset(static_cast<float*>(std::aligned_alloc(std::size_t{2} << 20, kBytes)));
-    madvise(mem.get(), kBytes, MADV_HUGEPAGE);
-    std::fill_n(mem.get(), kBytes / sizeof(float), 1.0f);
-  }
+  saker::cpu::HostMemory mem = saker::cpu::allocate_host_memory(kBytes);
+  float* data() const { return reinterpret_cast<float*>(mem.get()); }
+  ReadBuffer() { std::fill_n(data(), kBytes / sizeof(float), 1.0f); }
   const float* at(std::size_t i, std::int64_t floats) const {
     const auto slots = std::max<std::int64_t>(
         1, static_cast<std::int64_t>(kBytes / sizeof(float)) / std::max<std::int64_t>(floats, 1));
-    return mem.get() + (static_cast<std::int64_t>(i) % slots) * floats;
+    return data() + (static_cast<std::int64_t>(i) % slots) * floats;
   }
 };
 
