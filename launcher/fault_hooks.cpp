@@ -24,6 +24,8 @@ FaultHooks FaultHooks::from_env(int my_rank) {
     h.load_delay_s = std::stod(what.substr(11));
   } else if (what.rfind("hang:", 0) == 0) {
     h.hang_step = std::stoll(what.substr(5));
+  } else if (what.rfind("step_delay:", 0) == 0) {
+    h.step_delay_ms = std::stod(what.substr(11));
   } else if (what.rfind("kill:", 0) == 0) {
     h.kill_step = std::stoll(what.substr(5));
   } else {
@@ -38,6 +40,8 @@ void FaultHooks::after_load() const {
 }
 
 void FaultHooks::before_step(std::uint64_t step) const {
+  if (step_delay_ms > 0)
+    std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(step_delay_ms));
   if (kill_step >= 0 && static_cast<std::int64_t>(step) == kill_step) std::raise(SIGKILL);
   if (hang_step >= 0 && static_cast<std::int64_t>(step) == hang_step)
     for (;;) std::this_thread::sleep_for(std::chrono::hours(1));

@@ -37,6 +37,7 @@ constexpr std::int64_t kElementGrain = 4096;  // below this, threads cost more t
 CpuBackend::CpuBackend(unsigned threads, std::int64_t max_context, std::int64_t min_work)
     : pool_(threads),
       isa_(cpu::detect_isa()),
+      prefetch_(!cpu::huge_pages_available()),
       max_context_(max_context),
       min_work_(std::max<std::int64_t>(1, min_work)) {
   scores_.assign(
@@ -90,17 +91,23 @@ void CpuBackend::for_weight_slices(std::int64_t n, const Weight& w,
     fn(0, units);
     return;
   }
-  // Threads take chunks from a shared counter (about 4 each) rather than one fixed half: a
-  // thread slowed by its neighbours on a shared memory bus then takes fewer, and the other does
-  // not wait at the end of every loop. Which thread computes a row changes none of its bits.
-  const std::int64_t chunk = std::max(grain, (units + 4 * threads - 1) / (4 * threads));
-  const std::int64_t chunks = (units + chunk - 1) / chunk;
+  // Threads take chunks from a shared counter rather than one fixed share: a thread that starts
+  // late or is slowed by its neighbours on the memory bus then takes less. Each chunk is half of
+  // an even share of what is left (guided scheduling), so the first are large and the last are
+  // single groups, and no thread waits long for another at the end. Which thread computes a row
+  // changes none of its bits.
   std::atomic<std::int64_t> next{0};
-  pool_.parallel_for(std::min(threads, chunks), [&](std::int64_t, std::int64_t, unsigned) {
-    for (std::int64_t c = next.fetch_add(1, std::memory_order_relaxed); c < chunks;
-         c = next.fetch_add(1, std::memory_order_relaxed))
-      fn(c * chunk, std::min(units, (c + 1) * chunk));
-  });
+  pool_.parallel_for(std::min(threads, (units + grain - 1) / grain),
+                     [&](std::int64_t, std::int64_t, unsigned) {
+                       std::int64_t b = next.load(std::memory_order_relaxed);
+                       while (b < units) {
+                         const std::int64_t size = std::max(grain, (units - b) / (2 * threads));
+                         const std::int64_t e = std::min(units, b + size);
+                         if (!next.compare_exchange_weak(b, e, std::memory_order_relaxed)) continue;
+                         fn(b, e);
+                         b = next.load(std::memory_order_relaxed);
+                       }
+                     });
 }
 
 void CpuBackend::linear(const float* x, std::int64_t n, const Weight& w, const float* bias,
@@ -108,7 +115,7 @@ void CpuBackend::linear(const float* x, std::int64_t n, const Weight& w, const f
   if (n <= 0) return;
   for_weight_slices(n, w, [&](std::int64_t b, std::int64_t e) {
     if (w.layout == WeightLayout::kPanels16)
-      cpu::linear_panels(isa_, x, n, w, bias, y, b, e);
+      cpu::linear_panels(isa_, x, n, w, bias, y, b, e, prefetch_);
     else
       cpu::linear_rows_scalar(x, n, w, bias, y, b, e);
   });
@@ -121,7 +128,7 @@ void CpuBackend::linear_gelu(const float* x, std::int64_t n, const Weight& w, co
   for_weight_slices(n, w, [&](std::int64_t b, std::int64_t e) {
     std::int64_t r0 = b, r1 = e;
     if (w.layout == WeightLayout::kPanels16) {
-      cpu::linear_panels(isa_, x, n, w, bias, y, b, e);
+      cpu::linear_panels(isa_, x, n, w, bias, y, b, e, prefetch_);
       r0 = b * cpu::kGroupRows;
       r1 = std::min(w.rows, e * cpu::kGroupRows);
     } else {

@@ -48,6 +48,7 @@ class CpuBackend final : public Backend {
  private:
   ThreadPool pool_;
   cpu::Isa isa_;
+  bool prefetch_;  // weights on 4 KiB pages get software prefetches (cpu/linear.h)
   std::int64_t max_context_;
   std::int64_t min_work_;
   // Calls fn(begin, end) over the weight's row groups (cpu::kGroupRows rows; single rows for a

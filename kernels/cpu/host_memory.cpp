@@ -3,7 +3,9 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <fstream>
 #include <new>
+#include <string>
 
 namespace saker::cpu {
 
@@ -15,6 +17,13 @@ HostMemory allocate_host_memory(std::size_t bytes) {
   if (!mem) throw std::bad_alloc();
   if (align == kHuge) madvise(mem.get(), size, MADV_HUGEPAGE);
   return mem;
+}
+
+bool huge_pages_available() {
+  std::ifstream f("/sys/kernel/mm/transparent_hugepage/enabled");
+  std::string mode;
+  std::getline(f, mode);
+  return mode.find("[always]") != std::string::npos || mode.find("[madvise]") != std::string::npos;
 }
 
 }  // namespace saker::cpu

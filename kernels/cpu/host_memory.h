@@ -18,4 +18,7 @@ using HostMemory = std::unique_ptr<std::byte, FreeHostMemory>;
 // throws std::bad_alloc.
 HostMemory allocate_host_memory(std::size_t bytes);
 
+// Whether such buffers can get 2 MiB pages: transparent huge pages in mode always or madvise.
+bool huge_pages_available();
+
 }  // namespace saker::cpu

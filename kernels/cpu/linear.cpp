@@ -25,10 +25,26 @@ constexpr std::int64_t P = kPanelRows;
 constexpr std::int64_t kKBlock = 256;
 // Inputs copied k-major per pass (96 KiB, on the stack): 96 tokens x kKBlock, or 12 x 2048.
 constexpr std::int64_t kXpackFloats = 96 * kKBlock;
-// Weights are fetched this far ahead of use. On 2 MiB pages the hardware prefetchers keep up
-// with a group's single stream by themselves (measured: no difference within the noise); on
-// 4 KiB pages (no transparent huge pages) they stop at every page boundary, and this does not.
+// Without huge pages weights are fetched this far ahead of use: the hardware prefetchers stop
+// at every 4 KiB page boundary. On 2 MiB pages they keep up with a group's stream by themselves,
+// and software prefetches there only compete with them (measured: 0.67-0.80 of the read
+// bandwidth instead of 0.85-0.89 when the host's bandwidth peaks).
 constexpr std::int64_t kPrefetchBytes = 2048;
+
+// How a tile's panels are stored (bf16 only; other types are always kNatural). bf16 panels go
+// in pairs, interleaved element by element: the 32-bit lane i of a pair's k-row holds row i of
+// its first panel in the low half and row i of the second in the high half. A shift left by 16
+// then gives the first panel as fp32 and a mask of the high half the second: two single-cycle
+// integer operations per 32 weights instead of two zero-extending shuffles and two shifts. A
+// group's last panel is alone (natural order) when the group has an odd number of panels.
+enum class Pairing { kNatural, kPairs, kLow, kHigh };
+
+// Position of row j of a group of `gn` panels within one k-row of the group.
+inline std::int64_t lane_in_group(DType d, std::int64_t gn, std::int64_t j) {
+  const std::int64_t panel = j / P;
+  if (d != DType::BF16 || (panel | 1) >= gn) return j;
+  return (panel & ~std::int64_t{1}) * P + 2 * (j % P) + (panel & 1);
+}
 
 inline float element(DType d, const void* base, std::int64_t i) {
   switch (d) {
@@ -59,6 +75,8 @@ struct TileArgs {
   bool first, last;     // first: start from zero; last: apply the epilogue
   const float* scales;  // at row0 (padded to whole panels), or null
   const float* bias;    // at row0, or null
+  Pairing pairing;      // kLow / kHigh: w is the pair's start, the tile is one of its panels
+  bool prefetch;        // software prefetch (weights on 4 KiB pages)
 };
 
 // --- portable: the reference arithmetic
@@ -66,10 +84,21 @@ struct TileArgs {
 
 void tile_portable(DType d, const TileArgs& a, int mr, int np) {
   const std::size_t es = dtype_size(d);
+  const auto lane_of = [&](std::int64_t i) -> std::int64_t {
+    switch (a.pairing) {
+      case Pairing::kNatural:
+        return (i / P) * a.panel_step + static_cast<std::int64_t>(es) * (i % P);
+      case Pairing::kPairs:
+        return (i / (2 * P)) * 2 * a.panel_step + a.panel_step / P * (2 * (i % P) + (i / P) % 2);
+      case Pairing::kLow:
+      case Pairing::kHigh:
+        return static_cast<std::int64_t>(es) * (2 * i + (a.pairing == Pairing::kHigh));
+    }
+    return 0;
+  };
   for (int t = 0; t < mr; ++t)
     for (std::int64_t i = 0; i < std::min<std::int64_t>(a.valid, np * P); ++i) {
-      const std::byte* lane =
-          a.w + (i / P) * a.panel_step + static_cast<std::int64_t>(es) * (i % P);
+      const std::byte* lane = a.w + lane_of(i);
       float* out = a.y + t * a.ldy + i;
       float acc = a.first ? 0.0f : *out;
       for (std::int64_t k = a.k0; k < a.k1; ++k)
@@ -119,13 +148,25 @@ SAKER_AVX512 void tile_avx512(const TileArgs& a) {
   const std::byte* w[NP];
   for (int p = 0; p < NP; ++p) w[p] = a.w + p * kPanel;
   const float* x = a.x;
+  // bf16 tiles of two or four panels are pairs (a tile of one is a group's lone last panel).
+  constexpr bool kPaired = D == DType::BF16 && NP % 2 == 0;
+  const __m512i high = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
   for (std::int64_t k = a.k0; k < a.k1; ++k) {
     const std::int64_t off = k * a.k_step;
     // The tile's NP panels of one k are contiguous: fetch ahead every line they span.
-    for (std::int64_t b = 0; b < NP * kPanel; b += 64)
-      _mm_prefetch(reinterpret_cast<const char*>(w[0] + off + b + kPrefetchBytes), _MM_HINT_T0);
+    if (a.prefetch)
+      for (std::int64_t b = 0; b < NP * kPanel; b += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(w[0] + off + b + kPrefetchBytes), _MM_HINT_T0);
     __m512 wv[NP];
-    for (int p = 0; p < NP; ++p) wv[p] = widen16<D>(w[p] + off);
+    if constexpr (kPaired) {
+      for (int p = 0; p < NP; p += 2) {
+        const __m512i v = _mm512_loadu_si512(w[p] + off);
+        wv[p] = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+        wv[p + 1] = _mm512_castsi512_ps(_mm512_and_si512(v, high));
+      }
+    } else {
+      for (int p = 0; p < NP; ++p) wv[p] = widen16<D>(w[p] + off);
+    }
     for (int t = 0; t < MR; ++t) {
       const __m512 xb = _mm512_set1_ps(x[t * a.ldx + (k - a.k0) * a.ldk]);
       for (int p = 0; p < NP; ++p) acc[t][p] = _mm512_fmadd_ps(wv[p], xb, acc[t][p]);
@@ -184,19 +225,45 @@ SAKER_AVX2 void tile_avx2(const TileArgs& a) {
   const std::byte* w[NP];
   for (int p = 0; p < NP; ++p) w[p] = a.w + p * P * kEs;
   const float* x = a.x;
+  // bf16: tiles of two or four panels are pairs; a tile of one panel is one of a pair (the low
+  // or high halves of its lanes) unless it is a group's lone last panel.
+  constexpr bool kPaired = D == DType::BF16 && NP % 2 == 0;
+  const __m256i high = _mm256_set1_epi32(static_cast<int>(0xFFFF0000u));
+  const bool half = D == DType::BF16 && NP == 1 && a.pairing != Pairing::kNatural;
+  const bool low = a.pairing == Pairing::kLow;
   for (std::int64_t k = a.k0; k < a.k1; ++k) {
     const std::int64_t off = k * a.k_step;
-    for (std::int64_t b = 0; b < NP * P * kEs; b += 64)
-      _mm_prefetch(reinterpret_cast<const char*>(w[0] + off + b + kPrefetchBytes), _MM_HINT_T0);
-    for (int p = 0; p < NP; ++p) {
-      const __m256 lo = widen8<D>(w[p] + off);
-      const __m256 hi = widen8<D>(w[p] + off + 8 * kEs);
-      for (int t = 0; t < MR; ++t) {
-        const __m256 xb = _mm256_broadcast_ss(x + t * a.ldx + (k - a.k0) * a.ldk);
-        acc[t][p][0] = _mm256_fmadd_ps(lo, xb, acc[t][p][0]);
-        acc[t][p][1] = _mm256_fmadd_ps(hi, xb, acc[t][p][1]);
+    if (a.prefetch)
+      for (std::int64_t b = 0; b < NP * P * kEs; b += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(w[0] + off + b + kPrefetchBytes), _MM_HINT_T0);
+    // Weight vectors in pairs: (panel p, half h) and the vector after it, (p, 1) or (p + 1, h).
+    for (int p = 0; p < NP; p += kPaired ? 2 : 1)
+      for (int h = 0; h < (kPaired ? 2 : 1); ++h) {
+        __m256 w0, w1;
+        int p1 = p, h1 = 1;
+        if constexpr (kPaired) {
+          const __m256i v =
+              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[p] + off + h * 32));
+          w0 = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+          w1 = _mm256_castsi256_ps(_mm256_and_si256(v, high));
+          p1 = p + 1;
+          h1 = h;
+        } else if (half) {
+          const __m256i v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[0] + off));
+          const __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[0] + off + 32));
+          w0 = _mm256_castsi256_ps(low ? _mm256_slli_epi32(v0, 16) : _mm256_and_si256(v0, high));
+          w1 = _mm256_castsi256_ps(low ? _mm256_slli_epi32(v1, 16) : _mm256_and_si256(v1, high));
+        } else {
+          w0 = widen8<D>(w[p] + off);
+          w1 = widen8<D>(w[p] + off + 8 * kEs);
+        }
+        const int h0 = kPaired ? h : 0;
+        for (int t = 0; t < MR; ++t) {
+          const __m256 xb = _mm256_broadcast_ss(x + t * a.ldx + (k - a.k0) * a.ldk);
+          acc[t][p][h0] = _mm256_fmadd_ps(w0, xb, acc[t][p][h0]);
+          acc[t][p1][h1] = _mm256_fmadd_ps(w1, xb, acc[t][p1][h1]);
+        }
       }
-    }
   }
   for (int p = 0; p < NP; ++p)
     for (int h = 0; h < 2; ++h) {
@@ -304,8 +371,8 @@ void pack_panels(const Weight& host, DType dtype, void* dst, float* scales,
     for (std::int64_t j = 0; j < gn * P; ++j) {  // row r of the group: panel j / 16, lane j % 16
       const std::int64_t r = g * kGroupRows + j;
       const std::byte* row = src + static_cast<std::size_t>(r * K) * in_es;
-      // Element (r, k) sits at (k * gn + j / 16) * 16 + j % 16 = k * gn * 16 + j.
-      std::byte* lane = group + static_cast<std::size_t>(j) * out_es;
+      // Element (r, k) sits at k * gn * 16 + lane_in_group(j).
+      std::byte* lane = group + static_cast<std::size_t>(lane_in_group(dtype, gn, j)) * out_es;
       const std::size_t k_step = static_cast<std::size_t>(gn * P) * out_es;
       if (dtype != DType::I8) {
         for (std::int64_t k = 0; k < K; ++k) {
@@ -336,7 +403,7 @@ void pack_panels(const Weight& host, DType dtype, void* dst, float* scales,
 }
 
 void linear_panels(Isa isa, const float* x, std::int64_t n, const Weight& w, const float* bias,
-                   float* y, std::int64_t group_begin, std::int64_t group_end) {
+                   float* y, std::int64_t group_begin, std::int64_t group_end, bool prefetch) {
   const std::int64_t K = w.cols, N = w.rows, panels = panel_count(N);
   const auto es = static_cast<std::int64_t>(dtype_size(w.dtype));
   const auto* base = static_cast<const std::byte*>(w.data);
@@ -375,10 +442,15 @@ void linear_panels(Isa isa, const float* x, std::int64_t n, const Weight& w, con
             np = np >= 4 ? 4 : np >= 2 ? 2 : 1;
             const std::int64_t p = g * kGroupPanels + q;
             const std::int64_t row0 = p * P;
+            // Tiles start on pairs (q is even whenever np >= 2); a single panel with a partner
+            // is read as one half of the pair.
+            Pairing pairing = Pairing::kNatural;
+            if (w.dtype == DType::BF16 && (q | 1) < gn)
+              pairing = np >= 2 ? Pairing::kPairs : q % 2 ? Pairing::kHigh : Pairing::kLow;
             const TileArgs a{xt,
                              packed_x ? 1 : K,
                              packed_x ? mr : 1,
-                             group + q * P * es,
+                             group + (pairing == Pairing::kHigh ? q - 1 : q) * P * es,
                              P * es,
                              gn * P * es,
                              k0,
@@ -389,7 +461,9 @@ void linear_panels(Isa isa, const float* x, std::int64_t n, const Weight& w, con
                              k0 == 0,
                              k1 == K,
                              w.scales ? w.scales + row0 : nullptr,
-                             bias ? bias + row0 : nullptr};
+                             bias ? bias + row0 : nullptr,
+                             pairing,
+                             prefetch};
             if (isa == Isa::kPortable)
               tile_portable(w.dtype, a, mr, np);
             else
@@ -422,7 +496,7 @@ float weight_element(const Weight& w, std::int64_t r, std::int64_t k) {
   if (w.layout == WeightLayout::kPanels16) {
     const std::int64_t g = r / kGroupRows, j = r % kGroupRows;
     const std::int64_t gn = std::min(kGroupPanels, panel_count(w.rows) - g * kGroupPanels);
-    i = g * kGroupRows * w.cols + k * gn * P + j;
+    i = g * kGroupRows * w.cols + k * gn * P + lane_in_group(w.dtype, gn, j);
   }
   const float v = element(w.dtype, w.data, i);
   return w.scales ? v * w.scales[r] : v;

@@ -4,6 +4,8 @@
 // with zero rows), and panels in groups of 4 (the last group may hold fewer). A group stores its
 // elements k-major, [cols][panels in the group][16], so one vector load holds one column of 16
 // rows and decode reads each group as one sequential stream (64 rows, 128 bytes of bf16 per k).
+// bf16 interleaves the panels of a group two by two (first panel's row i, then the second's), so
+// that widening to fp32 takes a shift and a mask rather than shuffles (linear.cpp).
 // The same code does decode (a few tokens: bandwidth-bound) and prefill (many: FMA-bound,
 // tokens blocked in registers so each loaded weight feeds up to 12 tokens).
 //
@@ -46,9 +48,10 @@ inline std::size_t packed_bytes(DType dtype, std::int64_t rows, std::int64_t col
 void pack_panels(const Weight& host, DType dtype, void* dst, float* scales,
                  std::int64_t group_begin, std::int64_t group_end);
 
-// Output rows of groups [group_begin, group_end) of y [n, w.rows] for all n tokens.
+// Output rows of groups [group_begin, group_end) of y [n, w.rows] for all n tokens. `prefetch`
+// adds software prefetches of the weights, for weights on 4 KiB pages (huge_pages_available).
 void linear_panels(Isa isa, const float* x, std::int64_t n, const Weight& w, const float* bias,
-                   float* y, std::int64_t group_begin, std::int64_t group_end);
+                   float* y, std::int64_t group_begin, std::int64_t group_end, bool prefetch);
 
 // Output rows [row_begin, row_end) of a row-major weight: the same arithmetic, scalar.
 void linear_rows_scalar(const float* x, std::int64_t n, const Weight& w, const float* bias,

@@ -713,7 +713,9 @@ def section_bad_input(c):
 
 
 def section_limits(c):
-    b = c.b = Server(c.opts, "limits", c.model_dir,
+    # Steps take at least 2 ms on rank 0, so that section 8's drain of a 1000-token request lasts
+    # seconds whatever the machine's speed (a loaded CI host must still see it).
+    b = c.b = Server(c.opts, "limits", c.model_dir, fault="0:step_delay:2",
                      extra=["--max-body-bytes", "2KiB", "--max-rolling-batch-size", "1", "--job-queue-size", "1"])
     c.servers.append(b)
     ok = False
@@ -795,7 +797,7 @@ def section_sigterm_rank0(c):
     """SIGTERM straight to rank 0 (what a launcher that forwards signals itself would do)."""
     b = getattr(c, "b", None)
     if b is None or not b.alive():  # section 7's server is gone (or was not run): a fresh one
-        b = c.b = Server(c.opts, "sigterm-rank0", c.model_dir)
+        b = c.b = Server(c.opts, "sigterm-rank0", c.model_dir, fault="0:step_delay:2")
         c.servers.append(b)
     try:
         b.wait_listening()
