@@ -1,6 +1,7 @@
 #include "launcher/cli.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <iostream>
 #include <sstream>
@@ -143,9 +144,19 @@ double backend_read_bandwidth(Backend& backend, std::size_t bytes, int repeats) 
   throw std::logic_error("backend_read_bandwidth: unknown backend");
 }
 
-std::optional<double> backend_fma_peak(Backend& backend) {
-  if (auto* cpu = dynamic_cast<CpuBackend*>(&backend)) return cpu::measure_fma_peak(cpu->pool());
+std::optional<double> backend_fma_peak(Backend& backend, int repeats) {
+  if (auto* cpu = dynamic_cast<CpuBackend*>(&backend))
+    return cpu::measure_fma_peak(cpu->pool(), repeats);
   return std::nullopt;
+}
+
+std::optional<double> backend_weight_read_bandwidth(Backend& backend) {
+  auto* cpu = dynamic_cast<CpuBackend*>(&backend);
+  if (!cpu) return std::nullopt;
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::size_t bytes = cpu->read_weights();
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return static_cast<double>(bytes) / s;
 }
 
 }  // namespace saker::cli

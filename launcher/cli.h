@@ -65,8 +65,12 @@ std::unique_ptr<Backend> make_backend(const std::string& device, unsigned thread
 std::unique_ptr<Communicator> make_model_communicator(Backend& backend, Communicator& comm);
 // Memory read bandwidth (bytes per second) of the memory `backend` streams weights from.
 double backend_read_bandwidth(Backend& backend, std::size_t bytes, int repeats);
-// FP32 fused multiply-add peak (FLOP/s) of the CPU backend's threads; nullopt for a device.
-std::optional<double> backend_fma_peak(Backend& backend);
+// FP32 fused multiply-add peak (FLOP/s) of the CPU backend's threads, best of `repeats` runs;
+// nullopt for a device.
+std::optional<double> backend_fma_peak(Backend& backend, int repeats = 5);
+// Bandwidth (bytes per second) of a plain read of the weights the CPU backend holds, on their own
+// pages: what a decode step's streaming is measured against. nullopt for a device.
+std::optional<double> backend_weight_read_bandwidth(Backend& backend);
 // This process's rank among the ranks of its node (0 outside mpirun).
 int local_rank();
 

@@ -49,6 +49,12 @@ double prefill_flops_per_token(const FalconConfig& c, double len) {
   return layer_flops_per_token(c, (len + 1) / 2);
 }
 
+double mean_prompt_tokens(const std::vector<BenchRequest>& reqs) {
+  double sum = 0;
+  for (const BenchRequest& r : reqs) sum += static_cast<double>(r.prompt.size());
+  return reqs.empty() ? 0.0 : sum / static_cast<double>(reqs.size());
+}
+
 // A decode token at context `ctx` also goes through the lm_head.
 double decode_flops_per_token(const FalconConfig& c, double ctx) {
   return layer_flops_per_token(c, ctx) + 2.0 * static_cast<double>(c.vocab_size * c.hidden);
@@ -56,12 +62,14 @@ double decode_flops_per_token(const FalconConfig& c, double ctx) {
 
 // Runs the requests through the engine, releasing each at its arrival time and while fewer than
 // `concurrency` are in flight; a request held back by the limit is sent when a slot frees.
-// `idle`, if set, runs whenever no request is in flight and another is about to be sent (a
-// bandwidth probe between requests); the request is then sent after it.
+// `after_step`, if set, runs after every step that ran, given the step's seconds (a measurement
+// paired with it); the engine's clock is treated as stopped while it runs.
 std::vector<BatchResult> drive(BatchEngine& engine, const std::vector<BenchRequest>& reqs,
-                               std::int64_t concurrency, const std::function<void()>& idle = {}) {
+                               std::int64_t concurrency,
+                               const std::function<void(double)>& after_step = {}) {
   const double t0 = engine.now();
   std::vector<BatchResult> results(reqs.size());
+  std::vector<std::pair<double, double>> pauses;
   std::size_t next = 0, done = 0;
   std::int64_t in_flight = 0;
   std::deque<double> freed;  // times slots became free, not yet taken
@@ -73,7 +81,6 @@ std::vector<BatchResult> drive(BatchEngine& engine, const std::vector<BenchReque
     const double now = engine.now() - t0;
     while (next < reqs.size() && reqs[next].arrival <= now &&
            (concurrency <= 0 || in_flight < concurrency)) {
-      if (idle && in_flight == 0) idle();
       BatchRequest r;
       r.id = next;
       r.prompt = reqs[next].prompt;
@@ -84,16 +91,21 @@ std::vector<BatchResult> drive(BatchEngine& engine, const std::vector<BenchReque
         sent = std::max(sent, freed.front());
         freed.pop_front();
       }
-      if (idle && in_flight == 0) sent = std::max(sent, engine.now() - t0);
       r.arrival = t0 + sent;
       engine.add(std::move(r));
       ++in_flight;
       ++next;
     }
+    const double step_start = engine.now();
     if (!engine.step()) {
       // Nothing ran: the next arrival is in the future, or a dynamic batch is gathering.
       std::this_thread::sleep_for(std::chrono::microseconds(200));
       continue;
+    }
+    if (after_step) {
+      const double step_end = engine.now();
+      after_step(step_end - step_start);
+      pauses.emplace_back(step_end, engine.now() - step_end);
     }
     for (const std::uint64_t i : finished) {
       BatchResult& r = results[i] = *engine.take_result(i);
@@ -103,6 +115,7 @@ std::vector<BatchResult> drive(BatchEngine& engine, const std::vector<BenchReque
     }
     finished.clear();
   }
+  for (BatchResult& r : results) remove_pauses(r, pauses);
   return results;
 }
 
@@ -167,13 +180,19 @@ int run_bench(const std::vector<std::string>& args) {
   if (!runner.is_driver()) {
     runner.serve();  // warm-up
     machine_bandwidth();
+    machine_fma_peak();
     runner.serve();
     machine_bandwidth();
     machine_fma_peak();
     return 0;
   }
-  double bw_before = 0;
-  std::vector<double> probes;  // bandwidth before each request (one at a time, one rank)
+  double bw_before = 0, fma_peak_before = 0;
+  // One request at a time on one rank: every step is paired with a measurement of its own floor
+  // taken right after it (this host's bandwidth and FMA rate drift from second to second): a
+  // decode step with a plain read of the same weights, a prefill step with the FMA peak.
+  const bool paired = concurrency == 1 && comm.size() == 1 &&
+                      backend_weight_read_bandwidth(engine.backend()).has_value();
+  std::vector<double> paired_decode, paired_prefill;
   std::vector<BatchResult> results;
   EngineStats stats;
   std::uint64_t preemptions = 0;
@@ -189,16 +208,27 @@ int run_bench(const std::vector<std::string>& args) {
     warm.run_to_completion();
     runner.stop();
     bw_before = machine_bandwidth();
+    fma_peak_before = machine_fma_peak();
     BatchEngine batch(runner, engine.scheduler_config(), {});
+    EngineStats seen;
+    const double prompt_flops = prefill_flops_per_token(config, mean_prompt_tokens(reqs));
+    auto pair_step = [&](double step_s) {
+      const EngineStats now = batch.stats();
+      const auto tokens = static_cast<double>(now.batch_tokens - seen.batch_tokens);
+      const bool decode =
+          now.batch_tokens - seen.batch_tokens == now.batch_sequences - seen.batch_sequences;
+      seen = now;
+      if (decode) {
+        const double bw_now = *backend_weight_read_bandwidth(engine.backend());
+        paired_decode.push_back(static_cast<double>(step_bytes_f) / bw_now / step_s);
+      } else {
+        const double peak_now = backend_fma_peak(engine.backend(), 1).value_or(0.0);
+        if (peak_now > 0) paired_prefill.push_back(tokens * prompt_flops / step_s / peak_now);
+      }
+    };
     try {
-      // One request at a time on one rank: the bandwidth is measured again between requests, so
-      // each request has a floor of its own (this host's bandwidth drifts minute to minute).
-      std::function<void()> probe;
-      if (concurrency == 1 && comm.size() == 1)
-        probe = [&] {
-          probes.push_back(backend_read_bandwidth(engine.backend(), std::size_t{256} << 20, 2));
-        };
-      results = drive(batch, reqs, concurrency, probe);
+      results = drive(batch, reqs, concurrency,
+                      paired ? std::function<void(double)>(pair_step) : nullptr);
     } catch (...) {
       runner.stop();
       throw;
@@ -209,22 +239,9 @@ int run_bench(const std::vector<std::string>& args) {
     pool_blocks = batch.blocks().num_blocks();
   }
   const double bw = std::max(bw_before, machine_bandwidth());
-  // Per request: its time per token against the floor at the bandwidth measured just before and
-  // just after it (the next request's probe, or the final measurement).
-  std::vector<double> per_request;
-  if (!probes.empty() && probes.size() == reqs.size()) {
-    probes.push_back(bw);
-    for (std::size_t i = 0; i < results.size(); ++i) {
-      const BatchResult& r = results[i];
-      const double n = static_cast<double>(r.tokens.size());
-      if (n < 2) continue;
-      const double tpot_s = (r.finished - r.first_token) / (n - 1);
-      const double floor_s = static_cast<double>(step_bytes_f) / ((probes[i] + probes[i + 1]) / 2);
-      per_request.push_back(floor_s / tpot_s);
-    }
-    std::sort(per_request.begin(), per_request.end());
-  }
-  const double fma_peak = machine_fma_peak();
+  const Spread decode_paired = spread(paired_decode), prefill_paired = spread(paired_prefill);
+  // The best of the readings before and after the run (a busy neighbour halves some of them).
+  const double fma_peak = std::max(fma_peak_before, machine_fma_peak());
   const LatencyMetrics lat = latency_metrics(results);
   const double duration = lat.last_finish - lat.first_arrival;
   std::int64_t in_tokens = 0, out_tokens = 0;
@@ -237,13 +254,11 @@ int run_bench(const std::vector<std::string>& args) {
   const double tpot_floor_ms = bw > 0 ? step_bytes / bw * 1e3 : 0.0;
   // Prefill: prompt tokens over the time from scheduling to the first token (the prefill itself
   // when requests run alone, --max-concurrency 1), against the FLOPs they take at the FMA peak.
-  double prompt_sum = 0, ttft_sum = 0;
-  for (std::size_t i = 0; i < reqs.size(); ++i) {
-    prompt_sum += static_cast<double>(reqs[i].prompt.size());
-    const BatchResult& r = results[i];
+  double ttft_sum = 0;
+  for (const BatchResult& r : results)
     ttft_sum += r.first_token - (r.scheduled >= 0 ? r.scheduled : r.arrival);
-  }
-  const double mean_prompt = prompt_sum / static_cast<double>(reqs.size());
+  const double mean_prompt = mean_prompt_tokens(reqs);
+  const double prompt_sum = mean_prompt * static_cast<double>(reqs.size());
   const double prefill_tps = ttft_sum > 0 ? prompt_sum / ttft_sum : 0.0;
   const double prefill_flops = prefill_flops_per_token(config, mean_prompt);
   const double prefill_fraction = fma_peak > 0 ? prefill_tps * prefill_flops / fma_peak : 0.0;
@@ -293,9 +308,8 @@ int run_bench(const std::vector<std::string>& args) {
       {"tpot_fraction_of_floor", lat.tpot_ms.p50 > 0 ? tpot_floor_ms / lat.tpot_ms.p50 : 0.0},
       {"decode_tokens_per_s_per_sequence", lat.tpot_ms.p50 > 0 ? 1e3 / lat.tpot_ms.p50 : 0.0},
       {"decode_flops_per_token", decode_flops},
-      {"tpot_fraction_of_floor_per_request", per_request},
-      {"tpot_fraction_of_floor_per_request_median",
-       per_request.empty() ? 0.0 : per_request[per_request.size() / 2]},
+      {"decode_step_fraction_of_paired_floor", decode_paired.to_json()},
+      {"prefill_step_fraction_of_paired_peak", prefill_paired.to_json()},
       {"decode_step_floor_ms", step_floor_ms},
       {"tpot_fraction_of_step_floor", lat.tpot_ms.p50 > 0 ? step_floor_ms / lat.tpot_ms.p50 : 0.0},
       {"prefill_tokens_per_s", prefill_tps},
@@ -339,12 +353,20 @@ int run_bench(const std::vector<std::string>& args) {
     std::cout << ", FMA peak " << fma_peak / 1e9 << " GFLOP/s: " << 100 * prefill_fraction
               << " % of it";
   std::cout << "\n";
-  if (!per_request.empty()) {
-    std::cout << "per request             time per token against the floor at the bandwidth "
-                 "measured next to it:";
-    for (const double f : per_request) std::cout << " " << 100 * f << " %";
-    std::cout << " (median " << 100 * per_request[per_request.size() / 2] << " %)\n";
-  }
+  auto percents = [](const Spread& sp) {
+    std::ostringstream o;
+    o << std::fixed << std::setprecision(1) << 100 * sp.p50 << " % (p10 " << 100 * sp.p10
+      << " %, p90 " << 100 * sp.p90 << " %, " << sp.count << " steps)";
+    return o.str();
+  };
+  if (decode_paired.count > 0)
+    std::cout << "paired decode floor     each step against a plain read of the same weights "
+                 "right after it: "
+              << percents(decode_paired) << "\n";
+  if (prefill_paired.count > 0)
+    std::cout << "paired prefill peak     each prefill step against the FMA peak measured right "
+                 "after it: "
+              << percents(prefill_paired) << "\n";
   if (fma_peak > 0)
     std::cout << "decode step floor       " << step_floor_ms << " ms (bandwidth, or "
               << decode_batch << " tokens' FLOPs at the FMA peak); p50 TPOT is "

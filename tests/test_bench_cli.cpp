@@ -57,6 +57,29 @@ TEST_CASE("percentiles interpolate between order statistics", "[bench]") {
   const auto two = saker::cli::distribution({1.0, 2.0});
   CHECK(two.p50 == Approx(1.5));
   CHECK(two.p99 == Approx(1.99));
+  const auto s = saker::cli::spread(v);
+  CHECK(s.count == 101);
+  CHECK(s.p10 == Approx(11));
+  CHECK(s.p50 == Approx(51));
+  CHECK(s.p90 == Approx(91));
+  CHECK(saker::cli::spread({}).count == 0);
+}
+
+TEST_CASE("measurement pauses are taken out of a request's timestamps", "[bench]") {
+  saker::BatchResult r;
+  r.arrival = 1.0;
+  r.scheduled = 1.5;
+  r.first_token = 2.0;
+  r.token_times = {2.0, 3.0, 5.0};
+  r.finished = 5.0;
+  // Paused 0.25 s at 0.5 (before everything), 0.5 s at 2.0 (right after the first token) and
+  // 1 s at 4.0 (between the second and third tokens); a pause at 6.0 comes after the request.
+  saker::cli::remove_pauses(r, {{0.5, 0.25}, {2.0, 0.5}, {4.0, 1.0}, {6.0, 9.0}});
+  CHECK(r.arrival == Approx(0.75));
+  CHECK(r.scheduled == Approx(1.25));
+  CHECK(r.first_token == Approx(1.75));
+  CHECK(r.token_times == std::vector<double>{1.75, 2.25, 3.25});
+  CHECK(r.finished == Approx(3.25));
 }
 
 TEST_CASE("saker generate --input runs a JSONL job in input order, as each prompt alone would",
@@ -179,10 +202,20 @@ TEST_CASE("saker bench reports vLLM's serving metrics for rolling and dynamic ba
                  j["prefill_flops_per_token"].get<double>() /
                  (j["fma_peak_gflops"].get<double>() * 1e9))
               .epsilon(1e-6));
-    // One request at a time on one rank: a floor per request, from the bandwidth next to it.
-    const auto& per = j["tpot_fraction_of_floor_per_request"];
-    CHECK(per.size() == (c.max_batch == 1 && c.np == 1 ? 7u : 0u));
-    for (const auto& f : per) CHECK(f.get<double>() > 0);
+    // One request at a time on one rank: every step is paired with its own floor, measured right
+    // after it. 7 requests of 8 prompt tokens and 6 outputs: 7 prefill steps (the first token
+    // each) and 35 decode steps; none otherwise.
+    const bool alone = c.max_batch == 1 && c.np == 1;
+    const json& dec = j["decode_step_fraction_of_paired_floor"];
+    const json& pre = j["prefill_step_fraction_of_paired_peak"];
+    CHECK(dec["count"] == (alone ? 35 : 0));
+    CHECK(pre["count"] == (alone ? 7 : 0));
+    for (const json* sp : {&dec, &pre})
+      if ((*sp)["count"].get<int>() > 0) {
+        CHECK((*sp)["p10"].get<double>() > 0);
+        CHECK((*sp)["p10"].get<double>() <= (*sp)["p50"].get<double>());
+        CHECK((*sp)["p50"].get<double>() <= (*sp)["p90"].get<double>());
+      }
   }
 }
 

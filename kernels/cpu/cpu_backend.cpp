@@ -8,6 +8,7 @@
 #include <string>
 
 #include "kernels/cpu/attention.h"
+#include "kernels/cpu/membw.h"
 #include "kernels/cpu/ops.h"
 
 namespace saker {
@@ -73,8 +74,20 @@ Weight CpuBackend::upload_weight(const Weight& host, WeightQuant quant) {
   for_weight_slices(1, shape, [&](std::int64_t b, std::int64_t e) {
     cpu::pack_panels(host, dtype, raw, scales, b, e);
   });
-  weights_.push_back(std::move(mem));
+  weights_.push_back({std::move(mem), bytes});
   return shape;
+}
+
+std::size_t CpuBackend::read_weights() {
+  std::vector<std::span<const float>> buffers;
+  std::size_t total = 0;
+  for (const PackedWeight& w : weights_) {
+    buffers.emplace_back(reinterpret_cast<const float*>(w.memory.get()), w.bytes / sizeof(float));
+    total += buffers.back().size_bytes();
+  }
+  volatile float keep = cpu::read_pass(pool_, buffers);
+  (void)keep;
+  return total;
 }
 
 void CpuBackend::for_weight_slices(std::int64_t n, const Weight& w,
@@ -94,14 +107,17 @@ void CpuBackend::for_weight_slices(std::int64_t n, const Weight& w,
   // Threads take chunks from a shared counter rather than one fixed share: a thread that starts
   // late or is slowed by its neighbours on the memory bus then takes less. Each chunk is half of
   // an even share of what is left (guided scheduling), so the first are large and the last are
-  // single groups, and no thread waits long for another at the end. Which thread computes a row
-  // changes none of its bits.
+  // single groups, and no thread waits long for another at the end. More than 4 tokens copy
+  // their inputs once per call (cpu/linear.h), so their chunks stay at a quarter of a share or
+  // more. Which thread computes a row changes none of its bits.
+  const std::int64_t smallest =
+      n > 4 ? std::max(grain, (units + 4 * threads - 1) / (4 * threads)) : grain;
   std::atomic<std::int64_t> next{0};
   pool_.parallel_for(std::min(threads, (units + grain - 1) / grain),
                      [&](std::int64_t, std::int64_t, unsigned) {
                        std::int64_t b = next.load(std::memory_order_relaxed);
                        while (b < units) {
-                         const std::int64_t size = std::max(grain, (units - b) / (2 * threads));
+                         const std::int64_t size = std::max(smallest, (units - b) / (2 * threads));
                          const std::int64_t e = std::min(units, b + size);
                          if (!next.compare_exchange_weak(b, e, std::memory_order_relaxed)) continue;
                          fn(b, e);

@@ -20,6 +20,9 @@ class CpuBackend final : public Backend {
   ThreadPool& pool() { return pool_; }
   cpu::Isa isa() const { return isa_; }
   void force_isa(cpu::Isa isa) { isa_ = isa; }  // tests compare kernels on one machine
+  // Reads every uploaded weight once with a plain vector read (cpu/membw.h read_pass), on the
+  // same pages and threads a decode step streams them with; returns the bytes read.
+  std::size_t read_weights();
 
   std::unique_ptr<Buffer> allocate(std::size_t floats) override;
   std::unique_ptr<Buffer> upload(std::span<const float> host) override;
@@ -57,7 +60,11 @@ class CpuBackend final : public Backend {
   void for_weight_slices(std::int64_t n, const Weight& w,
                          FunctionRef<void(std::int64_t, std::int64_t)> fn);
 
-  std::vector<cpu::HostMemory> weights_;    // packed weights
+  struct PackedWeight {
+    cpu::HostMemory memory;
+    std::size_t bytes;
+  };
+  std::vector<PackedWeight> weights_;
   std::vector<std::vector<float>> scores_;  // per worker, attention scratch (cpu/attention.h)
 };
 

@@ -105,6 +105,25 @@ float read_pass(ThreadPool& pool, const float* p, std::int64_t n) {
   return std::accumulate(std::begin(sink), std::end(sink), 0.0f);
 }
 
+float read_pass(ThreadPool& pool, std::span<const std::span<const float>> buffers) {
+  const bool avx2 = detect_isa() >= Isa::kAvx2;
+  float sink[256] = {};
+  const auto workers = static_cast<std::int64_t>(pool.size());
+  pool.parallel_for(workers, [&](std::int64_t, std::int64_t, unsigned w) {
+    for (const std::span<const float> buf : buffers) {
+      // 16-float (64-byte) aligned shares, as read_pass slices one buffer.
+      const auto lines = static_cast<std::int64_t>(buf.size() + 15) / 16;
+      const std::int64_t b =
+          std::min<std::int64_t>(static_cast<std::int64_t>(buf.size()), lines * w / workers * 16);
+      const std::int64_t e = std::min<std::int64_t>(static_cast<std::int64_t>(buf.size()),
+                                                    lines * (w + 1) / workers * 16);
+      const float* p = buf.data();
+      sink[w % 256] += avx2 ? sum_avx2(p + b, e - b) : std::accumulate(p + b, p + e, 0.0f);
+    }
+  });
+  return std::accumulate(std::begin(sink), std::end(sink), 0.0f);
+}
+
 double measure_read_bandwidth(ThreadPool& pool, std::size_t bytes, int repeats) {
   // On 2 MiB pages, as the packed weights are: with 4 KiB pages the TLB misses and the
   // prefetchers' stops at page boundaries would understate what the kernels can stream.

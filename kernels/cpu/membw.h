@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+#include <span>
 
 #include "kernels/cpu/thread_pool.h"
 
@@ -16,6 +18,10 @@ double measure_read_bandwidth(ThreadPool& pool, std::size_t bytes = std::size_t{
 // One pass of the pool's threads over [p, p + n) floats (p 64-byte aligned), each summing its
 // own slice: the reference read that benchmarks interleave with the kernel they measure.
 float read_pass(ThreadPool& pool, const float* p, std::int64_t n);
+
+// One pass over several buffers in a single parallel loop: each thread reads its own share of
+// every buffer in turn, so the threads meet once, not once per buffer.
+float read_pass(ThreadPool& pool, std::span<const std::span<const float>> buffers);
 
 // Best of `repeats` runs of independent FMA chains on every pool thread, in FLOP/s (an FMA is 2),
 // with the widest vectors the processor has (cpu/isa.h).

@@ -61,8 +61,13 @@ if extra:
                       if isinstance(v, float) and key not in ("real_time", "cpu_time", "iterations"))
         print(f"| {b['name']} {b.get('label', '')} | {b['real_time']:.0f} {b['time_unit']} | {c} |")
 print("\nsaker bench, ~1B model:\n")
-print("| weights | run | bandwidth | FMA peak | result | floor | share of floor | per request (bandwidth next to each) |")
+print("| weights | run | bandwidth | FMA peak | result | floor | share of floor | paired with each step: p50 (p10-p90) |")
 print("|---|---|---|---|---|---|---|---|")
+def paired(j, key):
+    p = j.get(key, {})
+    if not p.get("count"):
+        return ""
+    return f"{100 * p['p50']:.1f} % ({100 * p['p10']:.0f}-{100 * p['p90']:.0f} %, {p['count']} steps)"
 for dtype in ("auto", "int8"):
     w = "bf16" if dtype == "auto" else "int8"
     for b in (1, 8, 32):
@@ -72,10 +77,10 @@ for dtype in ("auto", "int8"):
         print(f"| {w} | decode, batch {j['avg_batch_size']:.1f} | {j['memory_bandwidth_gbps']:.1f} GB/s "
               f"| {j['fma_peak_gflops']:.0f} GFLOP/s | {tps:.1f} tok/s ({j['tpot_ms']['p50']:.1f} ms/step) "
               f"| {floor:.1f} tok/s | {100 * j['tpot_fraction_of_step_floor']:.0f} % | "
-              + " ".join(f"{100 * f:.0f} %" for f in j.get("tpot_fraction_of_floor_per_request", [])) + " |")
+              f"{paired(j, 'decode_step_fraction_of_paired_floor')} |")
     j = json.load(open(f"{out}/{dtype}-prefill.json"))
     floor = j["fma_peak_gflops"] * 1e9 / j["prefill_flops_per_token"]
     print(f"| {w} | prefill, 512 tokens | {j['memory_bandwidth_gbps']:.1f} GB/s | "
           f"{j['fma_peak_gflops']:.0f} GFLOP/s | {j['prefill_tokens_per_s']:.1f} tok/s | {floor:.1f} tok/s | "
-          f"{100 * j['prefill_fraction_of_fma_peak']:.0f} % | |")
+          f"{100 * j['prefill_fraction_of_fma_peak']:.0f} % | {paired(j, 'prefill_step_fraction_of_paired_peak')} |")
 EOF
