@@ -192,7 +192,7 @@ int run_bench(const std::vector<std::string>& args) {
   // decode step with a plain read of the same weights, a prefill step with the FMA peak.
   const bool paired = concurrency == 1 && comm.size() == 1 &&
                       backend_weight_read_bandwidth(engine.backend()).has_value();
-  std::vector<double> paired_decode, paired_prefill;
+  std::vector<double> paired_decode, paired_prefill, paired_bw, paired_peak;
   std::vector<BatchResult> results;
   EngineStats stats;
   std::uint64_t preemptions = 0;
@@ -221,9 +221,13 @@ int run_bench(const std::vector<std::string>& args) {
       if (decode) {
         const double bw_now = *backend_weight_read_bandwidth(engine.backend());
         paired_decode.push_back(static_cast<double>(step_bytes_f) / bw_now / step_s);
+        paired_bw.push_back(bw_now / 1e9);
       } else {
         const double peak_now = backend_fma_peak(engine.backend(), 1).value_or(0.0);
-        if (peak_now > 0) paired_prefill.push_back(tokens * prompt_flops / step_s / peak_now);
+        if (peak_now > 0) {
+          paired_prefill.push_back(tokens * prompt_flops / step_s / peak_now);
+          paired_peak.push_back(peak_now / 1e9);
+        }
       }
     };
     try {
@@ -240,6 +244,8 @@ int run_bench(const std::vector<std::string>& args) {
   }
   const double bw = std::max(bw_before, machine_bandwidth());
   const Spread decode_paired = spread(paired_decode), prefill_paired = spread(paired_prefill);
+  // The readings themselves, to compare with the whole-run ones (the same read, the same peak).
+  const Spread bw_paired = spread(paired_bw), peak_paired = spread(paired_peak);
   // The best of the readings before and after the run (a busy neighbour halves some of them).
   const double fma_peak = std::max(fma_peak_before, machine_fma_peak());
   const LatencyMetrics lat = latency_metrics(results);
@@ -310,6 +316,8 @@ int run_bench(const std::vector<std::string>& args) {
       {"decode_flops_per_token", decode_flops},
       {"decode_step_fraction_of_paired_floor", decode_paired.to_json()},
       {"prefill_step_fraction_of_paired_peak", prefill_paired.to_json()},
+      {"paired_read_bandwidth_gbps", bw_paired.to_json()},
+      {"paired_fma_peak_gflops", peak_paired.to_json()},
       {"decode_step_floor_ms", step_floor_ms},
       {"tpot_fraction_of_step_floor", lat.tpot_ms.p50 > 0 ? step_floor_ms / lat.tpot_ms.p50 : 0.0},
       {"prefill_tokens_per_s", prefill_tps},
@@ -362,11 +370,13 @@ int run_bench(const std::vector<std::string>& args) {
   if (decode_paired.count > 0)
     std::cout << "paired decode floor     each step against a plain read of the same weights "
                  "right after it: "
-              << percents(decode_paired) << "\n";
+              << percents(decode_paired) << "; those reads ran at " << bw_paired.p50
+              << " GB/s (p10 " << bw_paired.p10 << ", p90 " << bw_paired.p90 << ")\n";
   if (prefill_paired.count > 0)
     std::cout << "paired prefill peak     each prefill step against the FMA peak measured right "
                  "after it: "
-              << percents(prefill_paired) << "\n";
+              << percents(prefill_paired) << "; those peaks were " << peak_paired.p50
+              << " GFLOP/s (p10 " << peak_paired.p10 << ", p90 " << peak_paired.p90 << ")\n";
   if (fma_peak > 0)
     std::cout << "decode step floor       " << step_floor_ms << " ms (bandwidth, or "
               << decode_batch << " tokens' FLOPs at the FMA peak); p50 TPOT is "

@@ -210,6 +210,8 @@ TEST_CASE("saker bench reports vLLM's serving metrics for rolling and dynamic ba
     const json& pre = j["prefill_step_fraction_of_paired_peak"];
     CHECK(dec["count"] == (alone ? 35 : 0));
     CHECK(pre["count"] == (alone ? 7 : 0));
+    CHECK(j["paired_read_bandwidth_gbps"]["count"] == dec["count"]);
+    CHECK(j["paired_fma_peak_gflops"]["count"] == pre["count"]);
     for (const json* sp : {&dec, &pre})
       if ((*sp)["count"].get<int>() > 0) {
         CHECK((*sp)["p10"].get<double>() > 0);
