@@ -148,9 +148,12 @@ SAKER_AVX512 void tile_avx512(const TileArgs& a) {
   const std::byte* w[NP];
   for (int p = 0; p < NP; ++p) w[p] = a.w + p * kPanel;
   const float* x = a.x;
-  // bf16 tiles of two or four panels are pairs (a tile of one is a group's lone last panel).
+  // bf16 tiles of two or four panels are pairs; a tile of one is a group's lone last panel (the
+  // blocking here never splits a pair, but a half is handled as on AVX2).
   constexpr bool kPaired = D == DType::BF16 && NP % 2 == 0;
   const __m512i high = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
+  const bool half = D == DType::BF16 && NP == 1 && a.pairing != Pairing::kNatural;
+  const bool low = a.pairing == Pairing::kLow;
   for (std::int64_t k = a.k0; k < a.k1; ++k) {
     const std::int64_t off = k * a.k_step;
     // The tile's NP panels of one k are contiguous: fetch ahead every line they span.
@@ -164,6 +167,9 @@ SAKER_AVX512 void tile_avx512(const TileArgs& a) {
         wv[p] = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
         wv[p + 1] = _mm512_castsi512_ps(_mm512_and_si512(v, high));
       }
+    } else if (half) {
+      const __m512i v = _mm512_loadu_si512(w[0] + off);
+      wv[0] = _mm512_castsi512_ps(low ? _mm512_slli_epi32(v, 16) : _mm512_and_si512(v, high));
     } else {
       for (int p = 0; p < NP; ++p) wv[p] = widen16<D>(w[p] + off);
     }
