@@ -95,7 +95,9 @@ unsigned thread_count(int flag) {
     const int n = std::atoi(env);
     if (n > 0) return static_cast<unsigned>(n);
   }
-  return available_cpus();
+  // Ranks that share processors (mpirun --bind-to none) split them rather than each taking all:
+  // two ranks of two threads on two cores ran a decode step in 72 ms, of one thread each in 51.
+  return g_world ? g_world->cpu_share() : available_cpus();
 }
 
 int local_rank() {

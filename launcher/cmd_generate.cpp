@@ -63,7 +63,7 @@ int run_generate(const std::vector<std::string>& args) {
       "max-new-tokens", po::value(&max_new)->default_value(32), "tokens to generate")(
       "ignore-eos", po::bool_switch(), "keep generating past the end-of-sequence token")(
       "threads", po::value(&threads)->default_value(0),
-      "CPU threads per rank (0: OMP_NUM_THREADS or all)")(
+      "CPU threads per rank (0: OMP_NUM_THREADS, else its share of the cores)")(
       "device", po::value(&device)->default_value(""), kDeviceHelp)(
       "dtype", po::value(&dtype)->default_value(dtype), kDtypeHelp)(
       "prefill-chunk", po::value(&chunk)->default_value(256), "prompt tokens per forward step")(

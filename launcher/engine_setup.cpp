@@ -50,7 +50,7 @@ Batching parse_batching(const std::string& b) {
 po::options_description engine_options(EngineOptions& o) {
   po::options_description d("engine");
   d.add_options()("threads", po::value(&o.threads)->default_value(o.threads),
-                  "CPU threads per rank (0: OMP_NUM_THREADS or all)")(
+                  "CPU threads per rank (0: OMP_NUM_THREADS, else its share of the cores)")(
       "device", po::value(&o.device)->default_value(o.device), kDeviceHelp)(
       "dtype", po::value(&o.dtype)->default_value(o.dtype), kDtypeHelp)(
       "batching", po::value(&o.batching)->default_value(o.batching),

@@ -25,6 +25,11 @@ class MpiWorld {
   // SLURM_LOCALID, else asked of MPI).
   int local_rank() const { return local_rank_; }
 
+  // Processors this rank may use by default: its affinity set, divided evenly among the ranks of
+  // this node whose sets overlap it (mpirun --bind-to none, or to a socket, gives several ranks
+  // the same processors; bound to cores, each has its own). Outside MPI, the affinity set.
+  unsigned cpu_share() const { return cpu_share_; }
+
   // The tensor-parallel group of this rank (the whole world while there is one stage).
   Communicator& tensor_parallel() { return *tp_; }
 
@@ -34,6 +39,7 @@ class MpiWorld {
  private:
   bool mpi_ = false;
   int rank_ = 0, size_ = 1, local_rank_ = 0;
+  unsigned cpu_share_ = 1;
   std::unique_ptr<Communicator> tp_;
 };
 

@@ -6,6 +6,7 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
+#include "kernels/cpu/thread_pool.h"
 #include "tests/run_command.h"
 
 namespace fs = std::filesystem;
@@ -120,4 +121,23 @@ TEST_CASE("a layout that cannot work fails on every rank with the numbers", "[mp
   CHECK(r.code != 0);
   CHECK_THAT(r.err, Catch::Contains("cannot split 8 query heads over 2 KV heads across tp = 3"));
   CHECK(r.seconds < 10);
+}
+
+TEST_CASE("ranks that may run on the same cores split them by default", "[mpi][threads]") {
+  // Unbound (--bind-to none) both ranks see every core of this process: each takes its share
+  // (rank 0 the larger one when it does not divide). Bound to a core each, each has one.
+  const unsigned cores = saker::available_cpus();
+  const std::string model = (kFixtures / "gqa8x2-fp32").string();
+  for (const auto& [binding, want] :
+       {std::pair<std::string, unsigned>{"none", std::max(1u, cores / 2 + cores % 2)},
+        std::pair<std::string, unsigned>{"core", 1u}}) {
+    if (binding == "core" && cores < 2) continue;
+    const Run r = saker::test::run_command(
+        std::string("env -u OMP_NUM_THREADS '") + SAKER_MPIEXEC +
+        "' --allow-run-as-root --oversubscribe -np 2 --bind-to " + binding + " '" + SAKER_BIN +
+        "' bench --model '" + model + "' --workload fixed:4:2 --num-requests 1 </dev/null");
+    INFO("--bind-to " << binding << ", " << cores << " cores\n" << r.out << r.err);
+    REQUIRE(r.code == 0);
+    CHECK(r.out.find("2 rank(s) x " + std::to_string(want) + " threads") != std::string::npos);
+  }
 }
