@@ -11,6 +11,7 @@
 #include "kernel_reference.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/linear.h"
+#include "kernels/cpu/membw.h"
 #include "kernels/cpu/ops.h"
 
 using namespace saker;
@@ -347,4 +348,28 @@ TEST_CASE("paged attention matches the reference for MQA, GQA, MHA and ALiBi", "
         }
       }
   }
+}
+
+TEST_CASE("the reference passes read every element once and do the FLOPs asked", "[kernels]") {
+  ThreadPool pool(2);
+  // Buffers of ragged sizes, every element 1: the sum counts the elements each pass read.
+  std::vector<std::vector<float>> store;
+  for (std::size_t n : {1u, 15u, 16u, 17u, 1000u, 4099u})
+    store.emplace_back(n + 16, 1.0f);  // the sizes below; aligned starts come from the allocator
+  std::vector<std::span<const float>> spans;
+  std::size_t total = 0;
+  for (auto& s : store) {
+    // 64-byte aligned start inside each buffer, as the weights' pages are.
+    auto* p = s.data();
+    while (reinterpret_cast<std::uintptr_t>(p) % 64 != 0) ++p;
+    spans.emplace_back(p, s.size() - 16);
+    total += spans.back().size();
+    CHECK(cpu::read_pass(pool, p, static_cast<std::int64_t>(spans.back().size())) ==
+          static_cast<float>(spans.back().size()));
+  }
+  CHECK(cpu::read_pass(pool, spans) == static_cast<float>(total));
+  // FMA chains: the FLOPs done are the ones asked, to one round of every chain on every thread.
+  const double done = cpu::fma_pass(pool, 1e7);
+  CHECK(std::fabs(done - 1e7) <= 2.0 * 12 * 16 * pool.size());
+  CHECK(cpu::measure_fma_peak(pool, 1) > 0);
 }

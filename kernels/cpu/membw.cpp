@@ -75,25 +75,44 @@ float fma_chains_portable(std::int64_t iters) {
 
 }  // namespace
 
+namespace {
+
+int fma_lanes(Isa isa) {
+  return isa == Isa::kAvx512 ? 16 : isa == Isa::kAvx2 ? 8 : 1;
+}
+
+// `iters` rounds of the chains on every pool thread; returns the FLOPs done.
+double run_fma_chains(ThreadPool& pool, std::int64_t iters) {
+  const Isa isa = detect_isa();
+  float sink[256] = {};
+  pool.parallel_for(pool.size(), [&](std::int64_t, std::int64_t, unsigned w) {
+    sink[w % 256] += isa == Isa::kAvx512 ? fma_chains_avx512(iters)
+                     : isa == Isa::kAvx2 ? fma_chains_avx2(iters)
+                                         : fma_chains_portable(iters);
+  });
+  volatile float keep = sink[0];
+  (void)keep;
+  return 2.0 * kChains * fma_lanes(isa) * static_cast<double>(iters) * pool.size();
+}
+
+}  // namespace
+
 double measure_fma_peak(ThreadPool& pool, int repeats) {
   const Isa isa = detect_isa();
-  const int lanes = isa == Isa::kAvx512 ? 16 : isa == Isa::kAvx2 ? 8 : 1;
-  const std::int64_t iters = isa == Isa::kPortable ? 2'000'000 : 20'000'000 / lanes * 8;
-  std::vector<float> sink(pool.size());
+  const std::int64_t iters = isa == Isa::kPortable ? 2'000'000 : 20'000'000 / fma_lanes(isa) * 8;
   double best = 0;
   for (int r = 0; r < repeats; ++r) {
     const auto t0 = std::chrono::steady_clock::now();
-    pool.parallel_for(pool.size(), [&](std::int64_t, std::int64_t, unsigned w) {
-      sink[w] += isa == Isa::kAvx512 ? fma_chains_avx512(iters)
-                 : isa == Isa::kAvx2 ? fma_chains_avx2(iters)
-                                     : fma_chains_portable(iters);
-    });
+    const double flops = run_fma_chains(pool, iters);
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    best = std::max(best, 2.0 * kChains * lanes * static_cast<double>(iters) * pool.size() / s);
+    best = std::max(best, flops / s);
   }
-  volatile float keep = sink[0];
-  (void)keep;
   return best;
+}
+
+double fma_pass(ThreadPool& pool, double flops) {
+  const double per_iter = 2.0 * kChains * fma_lanes(detect_isa()) * pool.size();
+  return run_fma_chains(pool, std::max<std::int64_t>(1, std::llround(flops / per_iter)));
 }
 
 float read_pass(ThreadPool& pool, const float* p, std::int64_t n) {

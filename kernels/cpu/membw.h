@@ -27,4 +27,8 @@ float read_pass(ThreadPool& pool, std::span<const std::span<const float>> buffer
 // with the widest vectors the processor has (cpu/isa.h).
 double measure_fma_peak(ThreadPool& pool, int repeats = 5);
 
+// One run of those chains worth about `flops` in all, shared by the pool's threads; returns the
+// FLOPs done (the reference run that benchmarks interleave with an arithmetic-bound kernel).
+double fma_pass(ThreadPool& pool, double flops);
+
 }  // namespace saker::cpu

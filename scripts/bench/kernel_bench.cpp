@@ -2,7 +2,8 @@
 // measures first with the same threads: memory read bandwidth (decode: GB/s of weights streamed,
 // `of_bandwidth`) and the FMA peak (prefill: GFLOP/s, `of_fma_peak`).
 //
-// Each call of a kernel is paired with a plain read of as many bytes (the host's bandwidth drifts).
+// Each call of a kernel is paired with a plain read of as many bytes, or, from 5 tokens on, FMA
+// chains of as many FLOPs (the host's bandwidth and FMA rate drift).
 // Decode shapes rotate through enough copies of the weight that each pass reads DRAM, as a
 // decode step does (one layer's weights fit this machine's L3; a whole model does not).
 #include <benchmark/benchmark.h>
@@ -99,10 +100,14 @@ void BM_Linear(benchmark::State& state) {
   // a plain read of as many bytes (its own 2 MiB pages, rotating over 256 MiB as the weights
   // do): the two times, summed over the run, give the kernel's share of what the memory
   // delivered meanwhile.
+  // Likewise a call of more than 4 tokens (arithmetic-bound) is followed by FMA chains of as
+  // many FLOPs: this host's FMA rate also drops for seconds at a time (a busy neighbour).
   const double bytes = saker::weight_bytes(w.weights[0]);
+  const double flops = 2.0 * static_cast<double>(rows * cols * tokens);
+  const bool compute_bound = tokens > 4;
   const auto floats = static_cast<std::int64_t>(bytes / sizeof(float)) / 16 * 16;
   const ReadBuffer& rb = read_buffer();
-  double t_kernel = 0, t_read = 0;
+  double t_kernel = 0, t_ref = 0, ref_flops = 0;
   float sink = 0;
   std::size_t i = 0;
   using clock = std::chrono::steady_clock;
@@ -110,21 +115,30 @@ void BM_Linear(benchmark::State& state) {
     const auto t0 = clock::now();
     backend().linear(x.data(), tokens, w.weights[i % w.weights.size()], nullptr, y.data());
     const auto t1 = clock::now();
-    sink += saker::cpu::read_pass(backend().pool(), rb.at(i, floats), floats);
+    if (compute_bound)
+      ref_flops += saker::cpu::fma_pass(backend().pool(), flops);
+    else
+      sink += saker::cpu::read_pass(backend().pool(), rb.at(i, floats), floats);
     const auto t2 = clock::now();
     t_kernel += std::chrono::duration<double>(t1 - t0).count();
-    t_read += std::chrono::duration<double>(t2 - t1).count();
+    t_ref += std::chrono::duration<double>(t2 - t1).count();
     ++i;
     benchmark::DoNotOptimize(y.data());
   }
   benchmark::DoNotOptimize(sink);
-  const double per_call = t_kernel / static_cast<double>(state.iterations());
-  const double flops = 2.0 * static_cast<double>(rows * cols * tokens);
+  const double calls = static_cast<double>(state.iterations());
+  const double per_call = t_kernel / calls;
   state.counters["GB/s"] = bytes / per_call / 1e9;
-  state.counters["read_GB/s"] = bytes * static_cast<double>(i) / t_read / 1e9;
-  state.counters["of_bandwidth"] = t_read / t_kernel;
   state.counters["GFLOP/s"] = flops / per_call / 1e9;
-  state.counters["of_fma_peak"] = flops / per_call / fma_peak();
+  if (compute_bound) {
+    state.counters["fma_GFLOP/s"] = ref_flops / t_ref / 1e9;
+    state.counters["of_fma_peak"] = flops * calls / t_kernel / (ref_flops / t_ref);
+    state.counters["of_bandwidth"] = bytes / per_call / bandwidth();
+  } else {
+    state.counters["read_GB/s"] = bytes * calls / t_ref / 1e9;
+    state.counters["of_bandwidth"] = t_ref / t_kernel;
+    state.counters["of_fma_peak"] = flops / per_call / fma_peak();
+  }
   state.SetLabel(dtype == DType::I8 ? "int8" : "bf16");
 }
 
