@@ -152,6 +152,14 @@ std::optional<double> backend_fma_peak(Backend& backend, int repeats) {
   return std::nullopt;
 }
 
+std::optional<double> backend_fma_rate(Backend& backend, double flops) {
+  auto* cpu = dynamic_cast<CpuBackend*>(&backend);
+  if (!cpu) return std::nullopt;
+  const auto t0 = std::chrono::steady_clock::now();
+  const double done = cpu::fma_pass(cpu->pool(), flops);
+  return done / std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
 std::optional<double> backend_weight_read_bandwidth(Backend& backend) {
   auto* cpu = dynamic_cast<CpuBackend*>(&backend);
   if (!cpu) return std::nullopt;

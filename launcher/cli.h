@@ -68,6 +68,9 @@ double backend_read_bandwidth(Backend& backend, std::size_t bytes, int repeats);
 // FP32 fused multiply-add peak (FLOP/s) of the CPU backend's threads, best of `repeats` runs;
 // nullopt for a device.
 std::optional<double> backend_fma_peak(Backend& backend, int repeats = 5);
+// FMA rate (FLOP/s) of the CPU backend's threads over chains worth `flops` (cpu::fma_pass);
+// nullopt for a device.
+std::optional<double> backend_fma_rate(Backend& backend, double flops);
 // Bandwidth (bytes per second) of a plain read of the weights the CPU backend holds, on their own
 // pages: what a decode step's streaming is measured against. nullopt for a device.
 std::optional<double> backend_weight_read_bandwidth(Backend& backend);

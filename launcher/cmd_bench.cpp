@@ -189,7 +189,8 @@ int run_bench(const std::vector<std::string>& args) {
   double bw_before = 0, fma_peak_before = 0;
   // One request at a time on one rank: every step is paired with a measurement of its own floor
   // taken right after it (this host's bandwidth and FMA rate drift from second to second): a
-  // decode step with a plain read of the same weights, a prefill step with the FMA peak.
+  // decode step with a plain read of the same weights, a prefill step with FMA chains of as many
+  // FLOPs.
   const bool paired = concurrency == 1 && comm.size() == 1 &&
                       backend_weight_read_bandwidth(engine.backend()).has_value();
   std::vector<double> paired_decode, paired_prefill, paired_bw, paired_peak;
@@ -223,7 +224,9 @@ int run_bench(const std::vector<std::string>& args) {
         paired_decode.push_back(static_cast<double>(step_bytes_f) / bw_now / step_s);
         paired_bw.push_back(bw_now / 1e9);
       } else {
-        const double peak_now = backend_fma_peak(engine.backend(), 1).value_or(0.0);
+        // FMA chains of as many FLOPs as the step: the rate over as long a stretch of time.
+        const double peak_now =
+            backend_fma_rate(engine.backend(), tokens * prompt_flops).value_or(0.0);
         if (peak_now > 0) {
           paired_prefill.push_back(tokens * prompt_flops / step_s / peak_now);
           paired_peak.push_back(peak_now / 1e9);
@@ -373,10 +376,11 @@ int run_bench(const std::vector<std::string>& args) {
               << percents(decode_paired) << "; those reads ran at " << bw_paired.p50
               << " GB/s (p10 " << bw_paired.p10 << ", p90 " << bw_paired.p90 << ")\n";
   if (prefill_paired.count > 0)
-    std::cout << "paired prefill peak     each prefill step against the FMA peak measured right "
-                 "after it: "
-              << percents(prefill_paired) << "; those peaks were " << peak_paired.p50
-              << " GFLOP/s (p10 " << peak_paired.p10 << ", p90 " << peak_paired.p90 << ")\n";
+    std::cout
+        << "paired prefill peak     each prefill step against FMA chains of as many FLOPs right "
+           "after it: "
+        << percents(prefill_paired) << "; those peaks were " << peak_paired.p50 << " GFLOP/s (p10 "
+        << peak_paired.p10 << ", p90 " << peak_paired.p90 << ")\n";
   if (fma_peak > 0)
     std::cout << "decode step floor       " << step_floor_ms << " ms (bandwidth, or "
               << decode_batch << " tokens' FLOPs at the FMA peak); p50 TPOT is "
