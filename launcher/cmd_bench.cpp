@@ -191,8 +191,8 @@ int run_bench(const std::vector<std::string>& args) {
   // taken right after it (this host's bandwidth and FMA rate drift from second to second): a
   // decode step with a plain read of the same weights, a prefill step with FMA chains of as many
   // FLOPs.
-  const bool paired = concurrency == 1 && comm.size() == 1 &&
-                      backend_weight_read_bandwidth(engine.backend()).has_value();
+  const bool paired =
+      concurrency == 1 && comm.size() == 1 && engine.backend().host_accessible();  // the CPU
   std::vector<double> paired_decode, paired_prefill, paired_bw, paired_peak;
   std::vector<BatchResult> results;
   EngineStats stats;
@@ -220,7 +220,7 @@ int run_bench(const std::vector<std::string>& args) {
           now.batch_tokens - seen.batch_tokens == now.batch_sequences - seen.batch_sequences;
       seen = now;
       if (decode) {
-        const double bw_now = *backend_weight_read_bandwidth(engine.backend());
+        const double bw_now = backend_weight_read_bandwidth(engine.backend()).value();
         paired_decode.push_back(static_cast<double>(step_bytes_f) / bw_now / step_s);
         paired_bw.push_back(bw_now / 1e9);
       } else {
