@@ -6,9 +6,6 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
-#include <memory>
-#include <new>
 #include <numeric>
 #include <vector>
 
@@ -73,10 +70,6 @@ float fma_chains_portable(std::int64_t iters) {
   return acc[0] + acc[kChains - 1];
 }
 
-}  // namespace
-
-namespace {
-
 int fma_lanes(Isa isa) {
   return isa == Isa::kAvx512 ? 16 : isa == Isa::kAvx2 ? 8 : 1;
 }
@@ -116,12 +109,8 @@ double fma_pass(ThreadPool& pool, double flops) {
 }
 
 float read_pass(ThreadPool& pool, const float* p, std::int64_t n) {
-  const bool avx2 = detect_isa() >= Isa::kAvx2;
-  float sink[256] = {};
-  pool.parallel_for_grain(n, 16, [&](std::int64_t b, std::int64_t e, unsigned w) {
-    sink[w % 256] += avx2 ? sum_avx2(p + b, e - b) : std::accumulate(p + b, p + e, 0.0f);
-  });
-  return std::accumulate(std::begin(sink), std::end(sink), 0.0f);
+  const std::span<const float> one(p, static_cast<std::size_t>(n));
+  return read_pass(pool, std::span<const std::span<const float>>(&one, 1));
 }
 
 float read_pass(ThreadPool& pool, std::span<const std::span<const float>> buffers) {
@@ -130,7 +119,7 @@ float read_pass(ThreadPool& pool, std::span<const std::span<const float>> buffer
   const auto workers = static_cast<std::int64_t>(pool.size());
   pool.parallel_for(workers, [&](std::int64_t, std::int64_t, unsigned w) {
     for (const std::span<const float> buf : buffers) {
-      // 16-float (64-byte) aligned shares, as read_pass slices one buffer.
+      // 16-float (64-byte) aligned shares, as measure_read_bandwidth first touches them.
       const auto lines = static_cast<std::int64_t>(buf.size() + 15) / 16;
       const std::int64_t b =
           std::min<std::int64_t>(static_cast<std::int64_t>(buf.size()), lines * w / workers * 16);
