@@ -127,6 +127,20 @@ class Backend {
     linear(x, n, w, bias, y);
     gelu(y, n * w.rows);
   }
+  // linear, then y += add (when given: [n, w.rows]), then residual += y (when given): the end of
+  // a parallel block, whose last two adds run inside the linear's epilogue on a device.
+  virtual void linear_add(const float* x, std::int64_t n, const Weight& w, const float* bias,
+                          const float* add, float* y, float* residual) {
+    linear(x, n, w, bias, y);
+    if (add) this->add(add, n * w.rows, y);
+    if (residual) this->add(y, n * w.rows, residual);
+  }
+  // rotary (unless cos_sin is null: ALiBi), then kv_write.
+  virtual void rotary_kv_write(float* qkv, std::span<const TokenPlace> places,
+                               const AttentionShape& s, const float* cos_sin, const KvLayer& kv) {
+    if (cos_sin) rotary(qkv, places, s, cos_sin);
+    kv_write(qkv, places, s, kv);
+  }
   // x += a (the residual), then y = layer_norm(x).
   virtual void add_layer_norm(const float* a, std::int64_t n, std::int64_t dim, float* x,
                               const float* gamma, const float* beta, float eps, float* y) {

@@ -259,8 +259,7 @@ void FalconModel::run_layer(const Layer& L, std::int64_t n, const KvLayer& kv) {
   // Attention on ln_attn(x) → a (a partial sum over this rank's heads when sharded).
   norm(L.ln_attn, x, w.h->data());
   backend_.linear(w.h->data(), n, L.qkv.w, bias(L.qkv), w.qkv->data());
-  if (!c.alibi) backend_.rotary(w.qkv->data(), places, shape_, rotary_->data());
-  backend_.kv_write(w.qkv->data(), places, shape_, kv);
+  backend_.rotary_kv_write(w.qkv->data(), places, shape_, c.alibi ? nullptr : rotary_->data(), kv);
   backend_.attention(w.qkv->data(), places, shape_, kv, w.attn->data());
   backend_.linear(w.attn->data(), n, L.dense.w, bias(L.dense), w.a->data());
 
@@ -275,15 +274,15 @@ void FalconModel::run_layer(const Layer& L, std::int64_t n, const KvLayer& kv) {
                             c.layer_norm_eps, w.h->data());
   }
   backend_.linear_gelu(mlp_in, n, L.fc_in.w, bias(L.fc_in), w.m->data());
-  backend_.linear(w.m->data(), n, L.fc_out.w, bias(L.fc_out), w.b->data());
-
-  if (c.block != BlockKind::kSequential) {
-    // transformers adds mlp + attn first, then the residual; sharded, the one all-reduce of the
-    // layer sums both partial outputs at once.
-    backend_.add(w.a->data(), n * H, w.b->data());
+  // transformers adds mlp + attn first (parallel blocks), then the residual; sharded, the one
+  // all-reduce of the layer sums both partial outputs at once, before the residual add.
+  const float* attn_out = c.block != BlockKind::kSequential ? w.a->data() : nullptr;
+  backend_.linear_add(w.m->data(), n, L.fc_out.w, bias(L.fc_out), attn_out, w.b->data(),
+                      tp_.shard ? nullptr : x);
+  if (tp_.shard) {
+    all_reduce(w.b->data(), n * H);
+    backend_.add(w.b->data(), n * H, x);
   }
-  all_reduce(w.b->data(), n * H);
-  backend_.add(w.b->data(), n * H, x);
 }
 
 std::span<const float> FalconModel::gather_logits(std::int64_t rows) {
@@ -398,10 +397,17 @@ std::span<const float> FalconModel::forward(std::span<const SequenceStep> batch,
 
     // Final norm and lm_head only on the rows whose logits are wanted.
     const std::int64_t H = c.hidden;
-    backend_.gather_rows(w.x->data(), {w.logit_rows.data(), static_cast<std::size_t>(rows)}, H,
-                         w.sel->data());
-    backend_.layer_norm(w.sel->data(), rows, H, ln_f_.gamma->data(), ln_f_.beta->data(),
-                        c.layer_norm_eps, w.sel_norm->data());
+    // Every row, in order (decode): no gather.
+    bool all_rows = rows == n;
+    for (std::int64_t r = 0; r < rows && all_rows; ++r) all_rows = w.logit_rows[r] == r;
+    const float* sel = w.x->data();
+    if (!all_rows) {
+      backend_.gather_rows(w.x->data(), {w.logit_rows.data(), static_cast<std::size_t>(rows)}, H,
+                           w.sel->data());
+      sel = w.sel->data();
+    }
+    backend_.layer_norm(sel, rows, H, ln_f_.gamma->data(), ln_f_.beta->data(), c.layer_norm_eps,
+                        w.sel_norm->data());
     backend_.linear(w.sel_norm->data(), rows, lm_head_, nullptr, w.logits->data());
   };
   // A decode-only step (one token per sequence) issues the same calls for the same batch size:

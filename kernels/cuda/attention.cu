@@ -53,8 +53,16 @@ __device__ __forceinline__ std::int64_t slot_of(const std::int32_t* table, std::
   return static_cast<std::int64_t>(table[key / block_size]) * block_size + key % block_size;
 }
 
+// GPT-NeoX rotate-half of one pair, rounded as the CPU kernel (no fused multiply-add).
+__device__ __forceinline__ void rotate_pair(float* lo, float* hi, float c, float s) {
+  const float a = *lo, b = *hi;
+  *lo = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
+  *hi = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s));
+}
+
 // grid (item blocks, token); one thread per (rotated head, pair index).
 __global__ void rotary_kernel(float* qkv, const std::int32_t* pos, Layout L, const float* cos_sin) {
+  pdl_enter();
   const std::int64_t t = blockIdx.y;
   const int half = L.hd / 2;
   float* row = qkv + t * L.row_stride();
@@ -63,15 +71,12 @@ __global__ void rotary_kernel(float* qkv, const std::int32_t* pos, Layout L, con
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < items; i += gridDim.x * blockDim.x) {
     const int h = i / half, d = i % half;
     float* head = row + (h < L.heads ? L.q(h) : L.k(h - L.heads));
-    const float c = cs[2 * d], s = cs[2 * d + 1];
-    const float a = head[d], b = head[d + half];
-    // GPT-NeoX rotate-half, rounded as the CPU kernel (no fused multiply-add).
-    head[d] = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
-    head[d + half] = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s));
+    rotate_pair(head + d, head + d + half, cs[2 * d], cs[2 * d + 1]);
   }
 }
 
 __global__ void kv_write_kernel(const float* qkv, DevicePlaces p, Layout L, KvLayer kv) {
+  pdl_enter();
   const std::int64_t t = blockIdx.x;
   const float* row = qkv + t * L.row_stride();
   const std::int64_t slot =
@@ -85,6 +90,37 @@ __global__ void kv_write_kernel(const float* qkv, DevicePlaces p, Layout L, KvLa
   }
 }
 
+// rotary_kernel and kv_write_kernel in one: grid (item blocks, token); one thread per rotated
+// pair of a query or key head, or per element of a value head. A key pair is written to the
+// cache as rotated; nothing reads a rotated element before this thread wrote it.
+__global__ void rotary_kv_write_kernel(float* qkv, DevicePlaces p, Layout L, const float* cos_sin,
+                                       KvLayer kv) {
+  pdl_enter();
+  const std::int64_t t = blockIdx.y;
+  const int half = L.hd / 2;
+  float* row = qkv + t * L.row_stride();
+  const float* cs = cos_sin + static_cast<std::int64_t>(p.pos[t]) * half * 2;
+  const std::int64_t slot =
+      slot_of(p.tables + p.table_off[t], p.pos[t], static_cast<int>(kv.block_size));
+  const int pairs = (L.heads + L.kv_heads) * half;
+  const int items = pairs + L.kv_heads * L.hd;
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < items; i += gridDim.x * blockDim.x) {
+    if (i < pairs) {
+      const int h = i / half, d = i % half;
+      float* head = row + (h < L.heads ? L.q(h) : L.k(h - L.heads));
+      rotate_pair(head + d, head + d + half, cs[2 * d], cs[2 * d + 1]);
+      if (h >= L.heads) {
+        const std::int64_t off = (slot * kv.kv_heads + (h - L.heads)) * kv.head_dim + d;
+        kv.k[off] = head[d];
+        kv.k[off + half] = head[d + half];
+      }
+    } else {
+      const int g = (i - pairs) / L.hd, d = (i - pairs) % L.hd;
+      kv.v[(slot * kv.kv_heads + g) * kv.head_dim + d] = row[L.v(g) + d];
+    }
+  }
+}
+
 struct AttentionArgs {
   const float* qkv;
   DevicePlaces p;
@@ -92,6 +128,7 @@ struct AttentionArgs {
   const float* k;
   const float* v;
   int block_size;
+  bool vec4;            // K and V rows in 16-byte pieces (head_dim % 4 == 0, aligned pools)
   const float* slopes;  // null without ALiBi
   float scale;
   int splits;
@@ -101,6 +138,23 @@ struct AttentionArgs {
   float* part_acc;  // [n][heads][splits][hd], unnormalised
   float* part_ml;   // [n][heads][splits][2]: running max, running sum
 };
+
+// One output element from the key ranges' partial results: sum_s acc_s e^(m_s - M) / sum_s l_s
+// e^(m_s - M).
+__device__ __forceinline__ float combine_element(const float* part_acc, const float* part_ml,
+                                                 std::int64_t base, int splits, int hd, int d) {
+  float mx = -INFINITY;
+  for (int s = 0; s < splits; ++s) mx = fmaxf(mx, part_ml[(base + s) * 2]);
+  float den = 0.0f, num = 0.0f;
+  for (int s = 0; s < splits; ++s) {
+    const float ms = part_ml[(base + s) * 2];
+    if (ms == -INFINITY) continue;  // this range held none of the token's keys
+    const float w = expf(ms - mx);
+    den = fmaf(part_ml[(base + s) * 2 + 1], w, den);
+    num = fmaf(part_acc[(base + s) * hd + d], w, num);
+  }
+  return num / den;
+}
 
 // Shared memory of one block, in floats, for `rows` query rows.
 std::size_t smem_floats(int rows, int hd) {
@@ -115,6 +169,7 @@ std::size_t smem_floats(int rows, int hd) {
 // g*gs + R % gs; a block takes rows r0 + r, r < rows, of its chunk (each row is computed alone,
 // so the chunking does not change any result).
 __global__ void attention_kernel(AttentionArgs a) {
+  pdl_enter();
   extern __shared__ float smem[];
   const Layout L = a.L;
   const int hd = L.hd, gs = L.gs;
@@ -152,11 +207,29 @@ __global__ void attention_kernel(AttentionArgs a) {
 
   for (std::int64_t kb = key_begin; kb < key_end; kb += kKeyTile) {
     const int tk = static_cast<int>(std::min<std::int64_t>(kKeyTile, key_end - kb));
-    for (int i = threadIdx.x; i < tk * hd; i += blockDim.x) {
-      const int j = i / hd, d = i % hd;
-      const std::int64_t off = (slot_of(table, kb + j, a.block_size) * L.kv_heads + g) * hd + d;
-      kt[j * (hd + 1) + d] = a.k[off];
-      vt[j * hd + d] = a.v[off];
+    if (a.vec4) {
+      // 16 bytes a load: each thread has a few independent table lookups and K/V loads in flight
+      // instead of one element at a time (the K/V reads are a decode step's attention latency).
+      const int q4 = hd / 4;
+      for (int i = threadIdx.x; i < tk * q4; i += blockDim.x) {
+        const int j = i / q4, d = (i % q4) * 4;
+        const std::int64_t off = (slot_of(table, kb + j, a.block_size) * L.kv_heads + g) * hd + d;
+        const float4 kq = *reinterpret_cast<const float4*>(a.k + off);
+        const float4 vq = *reinterpret_cast<const float4*>(a.v + off);
+        float* kr = kt + j * (hd + 1) + d;
+        kr[0] = kq.x;
+        kr[1] = kq.y;
+        kr[2] = kq.z;
+        kr[3] = kq.w;
+        *reinterpret_cast<float4*>(vt + j * hd + d) = vq;
+      }
+    } else {
+      for (int i = threadIdx.x; i < tk * hd; i += blockDim.x) {
+        const int j = i / hd, d = i % hd;
+        const std::int64_t off = (slot_of(table, kb + j, a.block_size) * L.kv_heads + g) * hd + d;
+        kt[j * (hd + 1) + d] = a.k[off];
+        vt[j * hd + d] = a.v[off];
+      }
     }
     __syncthreads();
     // Scores; keys past a token's own position (causal) or past the tile get -inf.
@@ -180,25 +253,30 @@ __global__ void attention_kernel(AttentionArgs a) {
       sc[i] = score;
     }
     __syncthreads();
-    // Running softmax statistics, one thread per row.
-    for (int r = threadIdx.x; r < rows; r += blockDim.x) {
-      float* s = sc + static_cast<std::size_t>(r) * kKeyTile;
-      float tile_max = -INFINITY;
-      for (int j = 0; j < kKeyTile; ++j) tile_max = fmaxf(tile_max, s[j]);
-      const float m_new = fmaxf(m[r], tile_max);
+    // Running softmax statistics, one warp per row and one lane per key of the tile (a thread
+    // per row left 32 dependent exponentials on one thread: the latency of a decode step).
+    static_assert(kKeyTile == 32, "a lane per key");
+    for (int r = static_cast<int>(threadIdx.x / 32); r < rows;
+         r += static_cast<int>(blockDim.x / 32)) {
+      const int lane = static_cast<int>(threadIdx.x % 32);
+      float* sr = sc + static_cast<std::size_t>(r) * kKeyTile;
+      const float v = sr[lane];
+      const float m_old = m[r];
+      const float m_new = fmaxf(m_old, warp_max(v));
       if (m_new == -INFINITY) {  // no key of this row yet: nothing to add, nothing to rescale
-        for (int j = 0; j < kKeyTile; ++j) s[j] = 0.0f;
-        corr[r] = 1.0f;
+        sr[lane] = 0.0f;
+        if (lane == 0) corr[r] = 1.0f;
         continue;
       }
-      float sum = 0.0f;
-      for (int j = 0; j < kKeyTile; ++j) {
-        s[j] = expf(s[j] - m_new);  // exp(-inf) = 0 for masked keys
-        sum += s[j];
+      const float e = expf(v - m_new);  // exp(-inf) = 0 for masked keys
+      sr[lane] = e;
+      const float sum = warp_sum(e);  // every lane has read m[r] before lane 0 writes it
+      if (lane == 0) {
+        const float c = expf(m_old - m_new);  // 0 when m_old is still -inf
+        corr[r] = c;
+        l[r] = l[r] * c + sum;
+        m[r] = m_new;
       }
-      corr[r] = expf(m[r] - m_new);  // 0 when m[r] is still -inf
-      l[r] = l[r] * corr[r] + sum;
-      m[r] = m_new;
     }
     __syncthreads();
     for (int i = threadIdx.x; i < rows * hd; i += blockDim.x) {
@@ -228,50 +306,51 @@ __global__ void attention_kernel(AttentionArgs a) {
   }
 }
 
-// out = sum_s acc_s e^(m_s - M) / sum_s l_s e^(m_s - M); one thread per output element (a
-// block per token left each thread ~18 elements of dependent loads: 35 us at batch 1).
+// The key ranges combined by a second kernel, one thread per output element (a block per token
+// left each thread ~18 elements of dependent loads: 35 us at batch 1).
 __global__ void attention_combine_kernel(const float* part_acc, const float* part_ml,
                                          std::int64_t n, int heads, int hd, int splits,
                                          float* out) {
+  pdl_enter();
   const std::int64_t count = n * heads * hd;
   for (std::int64_t e = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; e < count;
        e += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
     const std::int64_t t = e / (static_cast<std::int64_t>(heads) * hd);
     const int i = static_cast<int>(e % (static_cast<std::int64_t>(heads) * hd));
     const int head = i / hd, d = i % hd;
-    const std::int64_t base = (t * heads + head) * splits;
-    float mx = -INFINITY;
-    for (int s = 0; s < splits; ++s) mx = fmaxf(mx, part_ml[(base + s) * 2]);
-    float den = 0.0f, num = 0.0f;
-    for (int s = 0; s < splits; ++s) {
-      const float ms = part_ml[(base + s) * 2];
-      if (ms == -INFINITY) continue;  // this range held none of the token's keys
-      const float w = expf(ms - mx);
-      den += part_ml[(base + s) * 2 + 1] * w;
-      num += part_acc[(base + s) * hd + d] * w;
-    }
-    out[(t * heads + head) * hd + d] = num / den;
+    out[(t * heads + head) * hd + d] =
+        combine_element(part_acc, part_ml, (t * heads + head) * splits, splits, hd, d);
   }
 }
 
 }  // namespace
 
 void launch_rotary(float* qkv, const DevicePlaces& p, const AttentionShape& s, const float* cos_sin,
-                   cudaStream_t stream) {
+                   const Enqueue& q) {
   if (p.n == 0) return;
   const Layout L = layout_of(s);
   const dim3 grid(
       static_cast<unsigned>((L.heads + L.kv_heads) * (L.hd / 2) + kThreads - 1) / kThreads,
       static_cast<unsigned>(p.n));
-  rotary_kernel<<<grid, kThreads, 0, stream>>>(qkv, p.pos, L, cos_sin);
-  SAKER_CUDA_LAUNCH_CHECK("rotary_kernel");
+  enqueue(q, grid, kThreads, 0, rotary_kernel, "rotary_kernel", qkv, p.pos, L, cos_sin);
 }
 
 void launch_kv_write(const float* qkv, const DevicePlaces& p, const AttentionShape& s,
-                     const KvLayer& kv, cudaStream_t stream) {
+                     const KvLayer& kv, const Enqueue& q) {
   if (p.n == 0) return;
-  kv_write_kernel<<<static_cast<unsigned>(p.n), kThreads, 0, stream>>>(qkv, p, layout_of(s), kv);
-  SAKER_CUDA_LAUNCH_CHECK("kv_write_kernel");
+  enqueue(q, static_cast<unsigned>(p.n), kThreads, 0, kv_write_kernel, "kv_write_kernel", qkv, p,
+          layout_of(s), kv);
+}
+
+void launch_rotary_kv_write(float* qkv, const DevicePlaces& p, const AttentionShape& s,
+                            const float* cos_sin, const KvLayer& kv, const Enqueue& q) {
+  if (p.n == 0) return;
+  const Layout L = layout_of(s);
+  const int items = (L.heads + L.kv_heads) * (L.hd / 2) + L.kv_heads * L.hd;
+  const dim3 grid(static_cast<unsigned>((items + kThreads - 1) / kThreads),
+                  static_cast<unsigned>(p.n));
+  enqueue(q, grid, kThreads, 0, rotary_kv_write_kernel, "rotary_kv_write_kernel", qkv, p, L,
+          cos_sin, kv);
 }
 
 std::int64_t attention_tokens_per_tile(const AttentionShape& s) {
@@ -295,8 +374,7 @@ int attention_splits(const DevicePlaces& p, const AttentionShape& s, int sms) {
 }
 
 void launch_attention(const float* qkv, const DevicePlaces& p, const AttentionShape& s,
-                      const KvLayer& kv, int splits, float* scratch, float* out,
-                      cudaStream_t stream) {
+                      const KvLayer& kv, int splits, float* scratch, float* out, const Enqueue& q) {
   if (p.n == 0) return;
   const Layout L = layout_of(s);
   if (s.heads % s.kv_heads != 0 || kv.head_dim != s.head_dim || kv.kv_heads != s.kv_heads)
@@ -332,6 +410,8 @@ void launch_attention(const float* qkv, const DevicePlaces& p, const AttentionSh
   a.k = kv.k;
   a.v = kv.v;
   a.block_size = static_cast<int>(kv.block_size);
+  a.vec4 = L.hd % 4 == 0 && reinterpret_cast<std::uintptr_t>(kv.k) % 16 == 0 &&
+           reinterpret_cast<std::uintptr_t>(kv.v) % 16 == 0;
   a.slopes = s.alibi_slopes;
   a.scale = 1.0f / std::sqrt(static_cast<float>(s.head_dim));
   a.splits = splits;
@@ -351,11 +431,9 @@ void launch_attention(const float* qkv, const DevicePlaces& p, const AttentionSh
   a.row_chunks = (max_rows + a.rows_per_chunk - 1) / a.rows_per_chunk;
   const dim3 grid(static_cast<unsigned>(p.num_tiles),
                   static_cast<unsigned>(s.kv_heads * a.row_chunks), static_cast<unsigned>(splits));
-  attention_kernel<<<grid, kThreads, smem, stream>>>(a);
-  SAKER_CUDA_LAUNCH_CHECK("attention_kernel");
-  attention_combine_kernel<<<grid_for(p.n * L.heads * L.hd, kThreads), kThreads, 0, stream>>>(
-      a.part_acc, a.part_ml, p.n, L.heads, L.hd, splits, out);
-  SAKER_CUDA_LAUNCH_CHECK("attention_combine_kernel");
+  enqueue(q, grid, kThreads, smem, attention_kernel, "attention_kernel", a);
+  enqueue(q, grid_for(p.n * L.heads * L.hd, kThreads), kThreads, 0, attention_combine_kernel,
+          "attention_combine_kernel", a.part_acc, a.part_ml, p.n, L.heads, L.hd, splits, out);
 }
 
 }  // namespace saker::cuda

@@ -220,6 +220,11 @@ struct CudaBackend::Impl {
   std::uint64_t weight_seed = 1;
   DeviceMemory act_parts, gemm_out, attn_scratch;
   Arena arena;
+  bool pdl_supported = false;  // sm_90 or later
+  // The last operation enqueued on the stream was one of our kernels: only then may the next
+  // one be a programmatic dependent launch.
+  bool after_kernel = false;
+  std::int64_t step_tokens = 0;  // tokens of the last call that said
 
   // The places staged last and how: tables for `block_size` (0: none), tiles of `tokens_per_tile`,
   // valid while the arena's epoch is `staged_epoch`.
@@ -245,6 +250,18 @@ struct CudaBackend::Impl {
   explicit Impl(const CudaOptions& o) : options(o), gemm(o.gemm_workspace_bytes) {}
 
   bool launching() const { return mode != Mode::kStageOnly; }
+  bool fused(std::int64_t tokens) const {
+    return options.fuse && tokens <= options.fuse_max_tokens;
+  }
+  // The queue for a kernel about to be launched on `tokens` tokens (0: as many as the call
+  // before, for calls that do not know, such as add).
+  Enqueue next_kernel(std::int64_t tokens) {
+    if (tokens > 0) step_tokens = tokens;
+    const bool pdl =
+        options.pdl && pdl_supported && after_kernel && step_tokens <= options.pdl_max_tokens;
+    after_kernel = true;
+    return Enqueue(stream.get(), pdl);
+  }
   template <typename... A>
   void record(A... a) {
     if (in_step) sig.add(a...);
@@ -254,10 +271,15 @@ struct CudaBackend::Impl {
     const Arena::Piece p = arena.take(bytes, mode, stream.get());
     std::memcpy(p.host, host, bytes);
     arena.send(p, mode, stream.get());
+    after_kernel = false;
     record(p.host, p.device, p.bytes);
     return p.device;
   }
-  void ensure_scratch(DeviceMemory& m, std::size_t bytes) { ensure(m, bytes, mode, stream.get()); }
+  void ensure_scratch(DeviceMemory& m, std::size_t bytes) {
+    if (m.bytes() >= bytes) return;
+    ensure(m, bytes, mode, stream.get());
+    after_kernel = false;
+  }
 
   const DevicePlaces& stage_places(std::span<const TokenPlace> places, std::int64_t block_size,
                                    std::int64_t tokens_per_tile);
@@ -337,6 +359,9 @@ void CudaBackend::Impl::attempt(Mode m, const std::function<void()>& body) {
   sig.v.clear();
   mode = m;
   in_step = true;
+  after_kernel = false;
+  sig.add(options.pdl, options.pdl_max_tokens, options.fuse, options.fuse_max_tokens,
+          options.gemv_threads);
   struct Restore {
     Impl& i;
     ~Restore() {
@@ -357,6 +382,10 @@ CudaBackend::CudaBackend(CudaOptions options) {
   impl_ = std::make_unique<Impl>(options);
   SAKER_CUDA_CHECK(
       cudaDeviceGetAttribute(&impl_->sms, cudaDevAttrMultiProcessorCount, options.device));
+  int major = 0;
+  SAKER_CUDA_CHECK(
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, options.device));
+  impl_->pdl_supported = major >= 9;
 }
 
 CudaBackend::~CudaBackend() {
@@ -376,11 +405,13 @@ int CudaBackend::multiprocessors() const {
 }
 
 std::unique_ptr<Buffer> CudaBackend::allocate(std::size_t floats) {
+  impl_->after_kernel = false;  // a memset
   return std::make_unique<DeviceBuffer>(floats, impl_->stream.get());
 }
 
 std::unique_ptr<Buffer> CudaBackend::upload(std::span<const float> host) {
   auto buf = std::make_unique<DeviceBuffer>(host.size(), impl_->stream.get());
+  impl_->after_kernel = false;
   if (!host.empty()) {
     SAKER_CUDA_CHECK(cudaMemcpyAsync(buf->data(), host.data(), host.size_bytes(),
                                      cudaMemcpyHostToDevice, impl_->stream.get()));
@@ -411,6 +442,7 @@ Weight CudaBackend::upload_weight(const Weight& host, WeightQuant quant) {
   }
   const Weight w{host.dtype, mem.get(), host.rows, host.cols};
   impl_->weights.push_back(std::move(mem));
+  impl_->after_kernel = false;
   return w;
 }
 
@@ -421,25 +453,35 @@ void CudaBackend::fill_random(void* data, std::int64_t count, DType dtype, std::
 
 void CudaBackend::linear(const float* x, std::int64_t n, const Weight& w, const float* bias,
                          float* y) {
-  linear_impl(x, n, w, bias, false, y);
+  linear_impl(x, n, w, bias, false, nullptr, nullptr, y);
 }
 
 void CudaBackend::linear_gelu(const float* x, std::int64_t n, const Weight& w, const float* bias,
                               float* y) {
-  linear_impl(x, n, w, bias, true, y);
+  linear_impl(x, n, w, bias, true, nullptr, nullptr, y);
+}
+
+void CudaBackend::linear_add(const float* x, std::int64_t n, const Weight& w, const float* bias,
+                             const float* add, float* y, float* residual) {
+  if (!impl_->fused(n)) return Backend::linear_add(x, n, w, bias, add, y, residual);
+  linear_impl(x, n, w, bias, false, add, residual, y);
 }
 
 void CudaBackend::linear_impl(const float* x, std::int64_t n, const Weight& w, const float* bias,
-                              bool gelu, float* y) {
+                              bool gelu, const float* add, float* residual, float* y) {
   if (n <= 0 || w.rows == 0) return;
   Impl& m = *impl_;
   cudaStream_t s = m.stream.get();
-  m.record(1, x, n, static_cast<int>(w.dtype), w.data, w.rows, w.cols, bias, gelu, y);
+  m.record(1, x, n, static_cast<int>(w.dtype), w.data, w.rows, w.cols, bias, gelu, add, residual,
+           y);
   // GEMV for a few tokens; also, a chunk of tokens at a time, for shapes cuBLASLt cannot take.
   auto gemv_chunks = [&] {
-    for (std::int64_t t = 0; t < n; t += kGemvMaxTokens)
-      launch_gemv(x + t * w.cols, std::min(kGemvMaxTokens, n - t), w, bias, gelu, y + t * w.rows,
-                  s);
+    for (std::int64_t t = 0; t < n; t += kGemvMaxTokens) {
+      const std::int64_t o = t * w.rows;
+      launch_gemv(x + t * w.cols, std::min(kGemvMaxTokens, n - t), w, bias, gelu,
+                  add ? add + o : nullptr, residual ? residual + o : nullptr, y + o,
+                  m.options.gemv_threads, m.next_kernel(n));
+    }
   };
   if (n <= kGemvMaxTokens) {
     if (m.launching()) gemv_chunks();
@@ -463,8 +505,11 @@ void CudaBackend::linear_impl(const float* x, std::int64_t n, const Weight& w, c
     b = hi;
   }
   float* d = parts > 1 ? m.gemm_out.as<float>() : y;
+  m.after_kernel = false;  // a library's kernels (or the activations' split) come next
   if (!m.gemm.run(w.dtype, w.data, b, d, N, parts * n, K, s)) return gemv_chunks();
   if (parts > 1 || bias || gelu) launch_bias_act(d, parts, n, N, bias, gelu, y, s);
+  if (add) launch_add(add, n * N, y, s);
+  if (residual) launch_add(y, n * N, residual, s);
 }
 
 void CudaBackend::embedding(std::span<const std::int32_t> ids, const Weight& table,
@@ -474,7 +519,7 @@ void CudaBackend::embedding(std::span<const std::int32_t> ids, const Weight& tab
   const auto* d = reinterpret_cast<const std::int32_t*>(m.stage(ids.data(), ids.size_bytes()));
   const auto n = static_cast<std::int64_t>(ids.size());
   m.record(2, n, static_cast<int>(table.dtype), table.data, table.rows, table.cols, first_id, y);
-  if (m.launching()) launch_embedding(d, n, table, first_id, y, m.stream.get());
+  if (m.launching()) launch_embedding(d, n, table, first_id, y, m.next_kernel(n));
 }
 
 void CudaBackend::layer_norm(const float* x, std::int64_t n, std::int64_t dim, const float* gamma,
@@ -482,14 +527,14 @@ void CudaBackend::layer_norm(const float* x, std::int64_t n, std::int64_t dim, c
   Impl& m = *impl_;
   m.record(3, x, n, dim, gamma, beta, eps, y);
   if (m.launching())
-    launch_layer_norm(x, nullptr, nullptr, n, dim, gamma, beta, eps, y, m.stream.get());
+    launch_layer_norm(x, nullptr, nullptr, n, dim, gamma, beta, eps, y, m.next_kernel(n));
 }
 
 void CudaBackend::add_layer_norm(const float* a, std::int64_t n, std::int64_t dim, float* x,
                                  const float* gamma, const float* beta, float eps, float* y) {
   Impl& m = *impl_;
   m.record(4, a, n, dim, x, gamma, beta, eps, y);
-  if (m.launching()) launch_layer_norm(x, a, x, n, dim, gamma, beta, eps, y, m.stream.get());
+  if (m.launching()) launch_layer_norm(x, a, x, n, dim, gamma, beta, eps, y, m.next_kernel(n));
 }
 
 void CudaBackend::gelu(float* x, std::int64_t count) {
@@ -501,7 +546,7 @@ void CudaBackend::gelu(float* x, std::int64_t count) {
 void CudaBackend::add(const float* x, std::int64_t count, float* y) {
   Impl& m = *impl_;
   m.record(6, x, count, y);
-  if (m.launching()) launch_add(x, count, y, m.stream.get());
+  if (m.launching()) launch_add(x, count, y, m.next_kernel(0));
 }
 
 void CudaBackend::gather_rows(const float* src, std::span<const std::int64_t> rows,
@@ -511,14 +556,14 @@ void CudaBackend::gather_rows(const float* src, std::span<const std::int64_t> ro
   const auto* d = reinterpret_cast<const std::int64_t*>(m.stage(rows.data(), rows.size_bytes()));
   const auto n = static_cast<std::int64_t>(rows.size());
   m.record(7, src, n, dim, dst);
-  if (m.launching()) launch_gather_rows(src, d, n, dim, dst, m.stream.get());
+  if (m.launching()) launch_gather_rows(src, d, n, dim, dst, m.next_kernel(n));
 }
 
 void CudaBackend::logit_summary(const float* logits, std::int64_t rows, std::int64_t vocab,
                                 LogitSummary* out) {
   Impl& m = *impl_;
   m.record(11, logits, rows, vocab, out);
-  if (m.launching()) launch_logit_summary(logits, rows, vocab, out, m.stream.get());
+  if (m.launching()) launch_logit_summary(logits, rows, vocab, out, m.next_kernel(rows));
 }
 
 namespace {
@@ -537,7 +582,20 @@ void CudaBackend::rotary(float* qkv, std::span<const TokenPlace> places, const A
   const DevicePlaces& p = m.stage_places(places, 0, attention_tokens_per_tile(s));
   m.record(8, qkv, cos_sin);
   record_places(m, p, s);
-  if (m.launching()) launch_rotary(qkv, p, s, cos_sin, m.stream.get());
+  if (m.launching()) launch_rotary(qkv, p, s, cos_sin, m.next_kernel(p.n));
+}
+
+void CudaBackend::rotary_kv_write(float* qkv, std::span<const TokenPlace> places,
+                                  const AttentionShape& s, const float* cos_sin,
+                                  const KvLayer& kv) {
+  Impl& m = *impl_;
+  if (!m.fused(static_cast<std::int64_t>(places.size())) || !cos_sin)
+    return Backend::rotary_kv_write(qkv, places, s, cos_sin, kv);
+  if (places.empty()) return;
+  const DevicePlaces& p = m.stage_places(places, kv.block_size, attention_tokens_per_tile(s));
+  m.record(12, qkv, cos_sin, kv.k, kv.v, kv.kv_heads, kv.head_dim, kv.block_size);
+  record_places(m, p, s);
+  if (m.launching()) launch_rotary_kv_write(qkv, p, s, cos_sin, kv, m.next_kernel(p.n));
 }
 
 void CudaBackend::kv_write(const float* qkv, std::span<const TokenPlace> places,
@@ -547,7 +605,7 @@ void CudaBackend::kv_write(const float* qkv, std::span<const TokenPlace> places,
   const DevicePlaces& p = m.stage_places(places, kv.block_size, attention_tokens_per_tile(s));
   m.record(9, qkv, kv.k, kv.v, kv.kv_heads, kv.head_dim, kv.block_size);
   record_places(m, p, s);
-  if (m.launching()) launch_kv_write(qkv, p, s, kv, m.stream.get());
+  if (m.launching()) launch_kv_write(qkv, p, s, kv, m.next_kernel(p.n));
 }
 
 void CudaBackend::attention(const float* qkv, std::span<const TokenPlace> places,
@@ -561,7 +619,7 @@ void CudaBackend::attention(const float* qkv, std::span<const TokenPlace> places
            attention_key_bound(p), m.attn_scratch.get());
   record_places(m, p, s);
   if (m.launching())
-    launch_attention(qkv, p, s, kv, splits, m.attn_scratch.as<float>(), out, m.stream.get());
+    launch_attention(qkv, p, s, kv, splits, m.attn_scratch.as<float>(), out, m.next_kernel(p.n));
 }
 
 std::unique_ptr<Buffer> CudaBackend::allocate_host(std::size_t floats) {
@@ -571,6 +629,7 @@ std::unique_ptr<Buffer> CudaBackend::allocate_host(std::size_t floats) {
 void CudaBackend::download(const float* src, std::size_t n, float* host) {
   if (impl_->mode != Mode::kDirect)
     throw std::logic_error("CudaBackend::download inside run_step's body");
+  impl_->after_kernel = false;
   if (n > 0)
     SAKER_CUDA_CHECK(
         cudaMemcpyAsync(host, src, n * sizeof(float), cudaMemcpyDeviceToHost, impl_->stream.get()));
@@ -598,6 +657,7 @@ void CudaBackend::run_step(std::uint64_t key, const std::function<void()>& body)
     m.attempt(Mode::kStageOnly, body);
     if (m.sig.v == g.sig) {
       SAKER_CUDA_CHECK(cudaGraphLaunch(g.exec.get(), s));
+      m.after_kernel = false;  // a graph, not a kernel, comes before the next launch
       m.arena.mark(s);
       ++g.runs;
       ++m.stats.replays;
@@ -632,6 +692,7 @@ void CudaBackend::run_step(std::uint64_t key, const std::function<void()>& body)
         g.sig = m.sig.v;
         ++m.stats.captures;
         SAKER_CUDA_CHECK(cudaGraphLaunch(exec, s));
+        m.after_kernel = false;
         m.arena.mark(s);
         ++g.runs;
         return;
@@ -651,6 +712,27 @@ void CudaBackend::run_step(std::uint64_t key, const std::function<void()>& body)
 
 void CudaBackend::set_graphs(bool on) {
   impl_->options.graphs = on;
+}
+
+void CudaBackend::set_pdl(bool on) {
+  impl_->options.pdl = on;
+}
+
+void CudaBackend::set_pdl_max_tokens(std::int64_t tokens) {
+  impl_->options.pdl_max_tokens = tokens;
+}
+
+void CudaBackend::set_fuse(bool on, std::int64_t max_tokens) {
+  impl_->options.fuse = on;
+  impl_->options.fuse_max_tokens = max_tokens;
+}
+
+void CudaBackend::set_gemv_threads(int threads) {
+  impl_->options.gemv_threads = threads;
+}
+
+bool CudaBackend::pdl_supported() const {
+  return impl_->pdl_supported;
 }
 
 GraphStats CudaBackend::graph_stats() const {

@@ -19,6 +19,7 @@ namespace saker::cuda {
 // Linear layers on at most this many tokens run as weight-streaming GEMV kernels (decode); more
 // tokens go to cuBLASLt.
 constexpr std::int64_t kGemvMaxTokens = 8;
+constexpr std::int64_t kGemvSmallK = 8192;
 // Decode graphs kept at once (one per key of run_step, i.e. per decode batch size).
 constexpr std::size_t kMaxGraphs = 64;
 
@@ -45,6 +46,23 @@ struct CudaOptions {
   // size) and replays it while the step's signature (every call's arguments and launch
   // parameters) stays the same; host data is staged to the same pinned addresses first.
   bool graphs = true;
+  // Programmatic dependent launch (sm_90 and later) for calls on at most pdl_max_tokens tokens:
+  // each kernel after one of ours may start while that one ends (a GEMV streams its first weights
+  // meanwhile). Off, on more tokens, or on an older GPU: every kernel starts after the previous
+  // one has finished. On the H200 it sped up decode steps of 1 token (4.36 -> 4.25 ms on
+  // Falcon-7B) and slowed down those of 8 to 64 (docs/gpu-runs.md).
+  bool pdl = true;
+  std::int64_t pdl_max_tokens = 2;
+  // Fused kernels for calls on at most fuse_max_tokens tokens: rotary with the KV-cache write;
+  // the parallel block's final adds in the fc_out GEMV's epilogue. Off: the separate kernels.
+  // The results are the same bit for bit. On the H200 they sped up decode steps of 1 to 8
+  // tokens and, unexplained, slowed down those of 32 by 4 % (each fused call alone was faster:
+  // docs/gpu-runs.md).
+  bool fuse = true;
+  std::int64_t fuse_max_tokens = kGemvMaxTokens;
+  // Threads per block of the GEMV kernels on rows of at most kGemvSmallK elements (Falcon-7B's
+  // qkv, dense and fc_in): 96, 128, 160 or 192 (any other value, and longer rows: 256).
+  int gemv_threads = 128;
 };
 
 class CudaBackend final : public Backend {
@@ -65,6 +83,8 @@ class CudaBackend final : public Backend {
               float* y) override;
   void linear_gelu(const float* x, std::int64_t n, const Weight& w, const float* bias,
                    float* y) override;
+  void linear_add(const float* x, std::int64_t n, const Weight& w, const float* bias,
+                  const float* add, float* y, float* residual) override;
   void embedding(std::span<const std::int32_t> ids, const Weight& table, std::int64_t first_id,
                  float* y) override;
   void layer_norm(const float* x, std::int64_t n, std::int64_t dim, const float* gamma,
@@ -79,6 +99,8 @@ class CudaBackend final : public Backend {
               const float* cos_sin) override;
   void kv_write(const float* qkv, std::span<const TokenPlace> places, const AttentionShape& s,
                 const KvLayer& kv) override;
+  void rotary_kv_write(float* qkv, std::span<const TokenPlace> places, const AttentionShape& s,
+                       const float* cos_sin, const KvLayer& kv) override;
   void attention(const float* qkv, std::span<const TokenPlace> places, const AttentionShape& s,
                  const KvLayer& kv, float* out) override;
 
@@ -98,6 +120,13 @@ class CudaBackend final : public Backend {
   // growing, a refused call) makes that step run directly.
   void run_step(std::uint64_t key, const std::function<void()>& body) override;
   void set_graphs(bool on);
+  // Benchmarks and tests: CudaOptions::pdl and ::fuse for the calls from now on (a graph captured
+  // with other settings is not replayed).
+  void set_pdl(bool on);
+  void set_pdl_max_tokens(std::int64_t tokens);
+  void set_fuse(bool on, std::int64_t max_tokens = kGemvMaxTokens);
+  void set_gemv_threads(int threads);
+  bool pdl_supported() const;  // the device runs programmatic dependent launches (sm_90+)
   GraphStats graph_stats() const;
 
   // Fills `count` device elements of `dtype` with uniform values in [-scale, scale).
@@ -106,7 +135,7 @@ class CudaBackend final : public Backend {
  private:
   struct Impl;
   void linear_impl(const float* x, std::int64_t n, const Weight& w, const float* bias, bool gelu,
-                   float* y);
+                   const float* add, float* residual, float* y);
   std::unique_ptr<Impl> impl_;
 };
 

@@ -3,10 +3,14 @@
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <utility>
 
+#include "kernels/cuda/check.h"
+#include "kernels/cuda/launch.h"
 #include "kernels/dtype.h"
 
 namespace saker::cuda {
@@ -56,6 +60,11 @@ __device__ __forceinline__ T warp_sum(T v) {
   return v;
 }
 
+__device__ __forceinline__ float warp_max(float v) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
 // Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the total,
 // summed in the same order on every thread.
 template <typename T>
@@ -69,6 +78,47 @@ __device__ T block_sum(T v) {
   const int warps = static_cast<int>(blockDim.x / 32);
   for (int w = 0; w < warps; ++w) total += partial[w];
   return total;
+}
+
+// Programmatic dependent launch (Hopper). A kernel enqueued with Enqueue::pdl may start while the
+// kernel before it on the stream is still running: before its first access to memory that an
+// earlier kernel writes (or reads: a write must not overtake it), it waits here until the earlier
+// kernels have finished and their writes are visible. Without PDL, or before sm_90, a no-op.
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+// Lets the next kernel (if enqueued with PDL) launch once every block of this one got here: its
+// blocks take free multiprocessors and run up to their pdl_wait() while this kernel ends.
+__device__ __forceinline__ void pdl_release() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+// Both, at the start of a kernel that reads nothing before it may depend on the previous one.
+__device__ __forceinline__ void pdl_enter() {
+  pdl_wait();
+  pdl_release();
+}
+
+// Launches `kernel` as `q` says, and checks the launch.
+template <typename... Params, typename... Args>
+void enqueue(const Enqueue& q, dim3 grid, dim3 block, std::size_t smem, void (*kernel)(Params...),
+             const char* what, Args&&... args) {
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = q.stream;
+  cudaLaunchAttribute attr{};
+  if (q.pdl) {
+    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr.val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = &attr;
+    cfg.numAttrs = 1;
+  }
+  check(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...), what, __FILE__, __LINE__);
 }
 
 // Blocks for a grid-stride loop over `count` elements.

@@ -13,17 +13,27 @@ namespace saker::cuda {
 
 constexpr int kThreads = 256;  // threads per block of the row and element-wise kernels
 
+// Where and how a kernel is enqueued: on `stream`; with `pdl` (programmatic dependent launch,
+// sm_90 and later only) it may start before the previous kernel on the stream has finished and
+// waits inside (pdl_wait) before touching memory that kernel uses. Only after a kernel of ours:
+// the previous operation being a copy or a library call gains nothing.
+struct Enqueue {
+  Enqueue(cudaStream_t s, bool p = false) : stream(s), pdl(p) {}  // NOLINT: from a stream
+  cudaStream_t stream;
+  bool pdl;
+};
+
 // y[t] = table row ids[t] - first_id as fp32, or zeros outside the table (vocabulary shards).
 void launch_embedding(const std::int32_t* ids, std::int64_t n, const Weight& table,
-                      std::int64_t first_id, float* y, cudaStream_t stream);
+                      std::int64_t first_id, float* y, const Enqueue& q);
 // One block per row. With `residual`: x_sum = x + residual is written and normalised instead.
 void launch_layer_norm(const float* x, const float* residual, float* x_sum, std::int64_t n,
                        std::int64_t dim, const float* gamma, const float* beta, float eps, float* y,
-                       cudaStream_t stream);
+                       const Enqueue& q);
 void launch_gelu(float* x, std::int64_t count, cudaStream_t stream);
-void launch_add(const float* x, std::int64_t count, float* y, cudaStream_t stream);
+void launch_add(const float* x, std::int64_t count, float* y, const Enqueue& q);
 void launch_gather_rows(const float* src, const std::int64_t* rows, std::int64_t n,
-                        std::int64_t dim, float* dst, cudaStream_t stream);
+                        std::int64_t dim, float* dst, const Enqueue& q);
 // parts: nparts stacked [n][cols] partial products; y = sum of parts (+ bias[col]), gelu'd.
 // In place (parts == y) is allowed with one part.
 void launch_bias_act(const float* parts, int nparts, std::int64_t n, std::int64_t cols,
@@ -48,9 +58,13 @@ struct DevicePlaces {
 };
 
 void launch_rotary(float* qkv, const DevicePlaces& p, const AttentionShape& s, const float* cos_sin,
-                   cudaStream_t stream);
+                   const Enqueue& q);
 void launch_kv_write(const float* qkv, const DevicePlaces& p, const AttentionShape& s,
-                     const KvLayer& kv, cudaStream_t stream);
+                     const KvLayer& kv, const Enqueue& q);
+// launch_rotary then launch_kv_write as one kernel: the rotated K row goes to the cache from the
+// registers that rotated it.
+void launch_rotary_kv_write(float* qkv, const DevicePlaces& p, const AttentionShape& s,
+                            const float* cos_sin, const KvLayer& kv, const Enqueue& q);
 
 // Query heads of one KV group over `tokens_per_tile` tokens of one sequence form a tile.
 std::int64_t attention_tokens_per_tile(const AttentionShape& s);
@@ -62,13 +76,15 @@ std::int64_t attention_key_bound(const DevicePlaces& p);
 int attention_splits(const DevicePlaces& p, const AttentionShape& s, int sms);
 // out [n, heads * head_dim]. `scratch` holds attention_scratch_floats(n, s, splits).
 void launch_attention(const float* qkv, const DevicePlaces& p, const AttentionShape& s,
-                      const KvLayer& kv, int splits, float* scratch, float* out,
-                      cudaStream_t stream);
+                      const KvLayer& kv, int splits, float* scratch, float* out, const Enqueue& q);
 
 // Weight-streaming matrix-vector products for at most kGemvMaxTokens tokens: y = x W^T (+ bias),
-// gelu'd.
+// gelu'd, (+ add: [n, w.rows]); then residual += y when `residual` is given. Rounded as the
+// separate adds: y = fl(fl(fl(dot) + bias) + add), residual = fl(residual + y). With PDL, each
+// block requests its first weights before waiting for the previous kernel. `threads`:
+// CudaOptions::gemv_threads.
 void launch_gemv(const float* x, std::int64_t n, const Weight& w, const float* bias, bool gelu,
-                 float* y, cudaStream_t stream);
+                 const float* add, float* residual, float* y, int threads, const Enqueue& q);
 
 // Tuning only (saker_gpu_bench): variants of the GEMV kernel for bf16 weights (K % 8 == 0),
 // each for gemv_variant_tokens(v) tokens, without bias or GELU.
@@ -79,7 +95,7 @@ void launch_gemv_variant(int v, const float* x, const Weight& w, float* y, cudaS
 
 // One LogitSummary per row of logits [rows, vocab] (kernels/logit_summary.h), one block per row.
 void launch_logit_summary(const float* logits, std::int64_t rows, std::int64_t vocab,
-                          LogitSummary* out, cudaStream_t stream);
+                          LogitSummary* out, const Enqueue& q);
 
 // Bandwidth probes: a read-only pass over `bytes` (returns nothing useful; keeps loads alive).
 void launch_read_probe(const void* data, std::size_t bytes, float* sink, cudaStream_t stream);

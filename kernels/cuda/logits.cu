@@ -106,6 +106,7 @@ __global__ void __launch_bounds__(kSummaryThreads)
   LogitSummary& s = out[blockIdx.x];
   const int tid = static_cast<int>(threadIdx.x), lane = tid % 32, warp = tid / 32;
   const int need = static_cast<int>(vocab < kSummaryTopK ? vocab : kSummaryTopK);
+  pdl_enter();
 
   // Pass 1: argmax (first index on ties) and the histogram of the keys' top digit.
   for (int b = tid; b < kBins; b += kSummaryThreads) hist[b] = 0;
@@ -227,11 +228,10 @@ __global__ void __launch_bounds__(kSummaryThreads)
 }  // namespace
 
 void launch_logit_summary(const float* logits, std::int64_t rows, std::int64_t vocab,
-                          LogitSummary* out, cudaStream_t stream) {
+                          LogitSummary* out, const Enqueue& q) {
   if (rows == 0 || vocab == 0) return;
-  logit_summary_kernel<<<static_cast<unsigned>(rows), kSummaryThreads, 0, stream>>>(logits, vocab,
-                                                                                    out);
-  SAKER_CUDA_LAUNCH_CHECK("logit_summary_kernel");
+  enqueue(q, static_cast<unsigned>(rows), kSummaryThreads, 0, logit_summary_kernel,
+          "logit_summary_kernel", logits, vocab, out);
 }
 
 }  // namespace saker::cuda

@@ -14,6 +14,7 @@ namespace {
 __global__ void embedding_kernel(const std::int32_t* ids, DType dtype, const void* table,
                                  std::int64_t rows, std::int64_t cols, std::int64_t first_id,
                                  float* y) {
+  pdl_enter();
   const std::int64_t t = blockIdx.x;
   const std::int64_t id = static_cast<std::int64_t>(ids[t]) - first_id;
   float* out = y + t * cols;
@@ -26,35 +27,59 @@ __global__ void embedding_kernel(const std::int32_t* ids, DType dtype, const voi
 // over many threads instead of being a long latency chain.
 constexpr int kNormThreads = 1024;
 
+// kPer > 0: rows of at most kPer * kNormThreads, each thread keeping its elements in registers
+// between the passes instead of reading them again (a decode step's layer norm is all latency).
+// kPer = 0: any row, read again in each pass. Same order of summation either way.
+template <int kPer>
 __global__ void __launch_bounds__(kNormThreads)
     layer_norm_kernel(const float* x, const float* residual, float* x_sum, std::int64_t dim,
                       const float* gamma, const float* beta, float eps, float* y) {
+  pdl_enter();
   const std::int64_t r = blockIdx.x;
   const float* xr = x + r * dim;
   float* yr = y + r * dim;
-  // Each thread touches the same elements in every pass, so x_sum may alias x.
-  double sum = 0.0;
-  for (std::int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
-    float v = xr[i];
-    if (residual) {
-      v = __fadd_rn(v, residual[r * dim + i]);
-      x_sum[r * dim + i] = v;
+  // f(j, i) for this thread's elements i, the j-th of them (j = 0 for every one when kPer = 0).
+  auto each = [&](auto&& f) {
+    if constexpr (kPer > 0) {
+#pragma unroll
+      for (int j = 0; j < kPer; ++j) {
+        const std::int64_t i = threadIdx.x + static_cast<std::int64_t>(j) * blockDim.x;
+        if (i < dim) f(j, i);
+      }
+    } else {
+      for (std::int64_t i = threadIdx.x; i < dim; i += blockDim.x) f(0, i);
     }
-    sum += v;
-  }
+  };
+  float v[kPer > 0 ? kPer : 1] = {};
+  // Each thread touches the same elements in every pass, so x_sum may alias x.
   const float* src = residual ? x_sum + r * dim : xr;
+  auto value = [&](int j, std::int64_t i) {
+    if constexpr (kPer > 0) return v[j];
+    return src[i];
+  };
+  double sum = 0.0;
+  each([&](int j, std::int64_t i) {
+    float e = xr[i];
+    if (residual) {
+      e = __fadd_rn(e, residual[r * dim + i]);
+      x_sum[r * dim + i] = e;
+    }
+    if constexpr (kPer > 0) v[j] = e;
+    sum += e;
+  });
   // Moments in double, as the CPU kernel: exact enough that the summation order does not matter.
   const double mean = block_sum(sum) / static_cast<double>(dim);
   double sq = 0.0;
-  for (std::int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
-    const double d = static_cast<double>(src[i]) - mean;
+  each([&](int j, std::int64_t i) {
+    const double d = static_cast<double>(value(j, i)) - mean;
     sq += d * d;
-  }
+  });
   const double var = block_sum(sq) / static_cast<double>(dim);
   const float rstd = static_cast<float>(1.0 / sqrt(var + static_cast<double>(eps)));
   const float m = static_cast<float>(mean);
-  for (std::int64_t i = threadIdx.x; i < dim; i += blockDim.x)
-    yr[i] = __fadd_rn(__fmul_rn(__fmul_rn(__fsub_rn(src[i], m), rstd), gamma[i]), beta[i]);
+  each([&](int j, std::int64_t i) {
+    yr[i] = __fadd_rn(__fmul_rn(__fmul_rn(__fsub_rn(value(j, i), m), rstd), gamma[i]), beta[i]);
+  });
 }
 
 __global__ void gelu_kernel(float* x, std::int64_t count) {
@@ -64,6 +89,7 @@ __global__ void gelu_kernel(float* x, std::int64_t count) {
 }
 
 __global__ void add_kernel(const float* x, std::int64_t count, float* y) {
+  pdl_enter();
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < count;
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
     y[i] = __fadd_rn(y[i], x[i]);
@@ -71,6 +97,7 @@ __global__ void add_kernel(const float* x, std::int64_t count, float* y) {
 
 __global__ void gather_rows_kernel(const float* src, const std::int64_t* rows, std::int64_t dim,
                                    float* dst) {
+  pdl_enter();
   const std::int64_t i = blockIdx.x;
   const float* s = src + rows[i] * dim;
   for (std::int64_t d = threadIdx.x; d < dim; d += blockDim.x) dst[i * dim + d] = s[d];
@@ -156,20 +183,19 @@ __global__ void read_probe_kernel(const uint4* data, std::size_t count, float* s
 }  // namespace
 
 void launch_embedding(const std::int32_t* ids, std::int64_t n, const Weight& table,
-                      std::int64_t first_id, float* y, cudaStream_t stream) {
+                      std::int64_t first_id, float* y, const Enqueue& q) {
   if (n == 0) return;
-  embedding_kernel<<<static_cast<unsigned>(n), kThreads, 0, stream>>>(
-      ids, table.dtype, table.data, table.rows, table.cols, first_id, y);
-  SAKER_CUDA_LAUNCH_CHECK("embedding_kernel");
+  enqueue(q, static_cast<unsigned>(n), kThreads, 0, embedding_kernel, "embedding_kernel", ids,
+          table.dtype, table.data, table.rows, table.cols, first_id, y);
 }
 
 void launch_layer_norm(const float* x, const float* residual, float* x_sum, std::int64_t n,
                        std::int64_t dim, const float* gamma, const float* beta, float eps, float* y,
-                       cudaStream_t stream) {
+                       const Enqueue& q) {
   if (n == 0) return;
-  layer_norm_kernel<<<static_cast<unsigned>(n), kNormThreads, 0, stream>>>(x, residual, x_sum, dim,
-                                                                           gamma, beta, eps, y);
-  SAKER_CUDA_LAUNCH_CHECK("layer_norm_kernel");
+  auto kernel = dim <= 8 * kNormThreads ? layer_norm_kernel<8> : layer_norm_kernel<0>;
+  enqueue(q, static_cast<unsigned>(n), kNormThreads, 0, kernel, "layer_norm_kernel", x, residual,
+          x_sum, dim, gamma, beta, eps, y);
 }
 
 void launch_gelu(float* x, std::int64_t count, cudaStream_t stream) {
@@ -178,17 +204,16 @@ void launch_gelu(float* x, std::int64_t count, cudaStream_t stream) {
   SAKER_CUDA_LAUNCH_CHECK("gelu_kernel");
 }
 
-void launch_add(const float* x, std::int64_t count, float* y, cudaStream_t stream) {
+void launch_add(const float* x, std::int64_t count, float* y, const Enqueue& q) {
   if (count == 0) return;
-  add_kernel<<<grid_for(count, kThreads), kThreads, 0, stream>>>(x, count, y);
-  SAKER_CUDA_LAUNCH_CHECK("add_kernel");
+  enqueue(q, grid_for(count, kThreads), kThreads, 0, add_kernel, "add_kernel", x, count, y);
 }
 
 void launch_gather_rows(const float* src, const std::int64_t* rows, std::int64_t n,
-                        std::int64_t dim, float* dst, cudaStream_t stream) {
+                        std::int64_t dim, float* dst, const Enqueue& q) {
   if (n == 0) return;
-  gather_rows_kernel<<<static_cast<unsigned>(n), kThreads, 0, stream>>>(src, rows, dim, dst);
-  SAKER_CUDA_LAUNCH_CHECK("gather_rows_kernel");
+  enqueue(q, static_cast<unsigned>(n), kThreads, 0, gather_rows_kernel, "gather_rows_kernel", src,
+          rows, dim, dst);
 }
 
 void launch_bias_act(const float* parts, int nparts, std::int64_t n, std::int64_t cols,

@@ -54,7 +54,7 @@ constexpr const char* kFalcon7bConfig = R"({
 struct Args {
   fs::path out = "gpu-bench-results";
   fs::path workdir = fs::temp_directory_path() / "saker-falcon7b-sparse";
-  std::vector<std::int64_t> batches = {1, 8, 32, 64};
+  std::vector<std::int64_t> batches = {1, 2, 4, 8, 32, 64};
   std::int64_t context = 128;  // tokens already in each sequence's cache when decode is timed
   std::int64_t steps = 16;     // decode steps timed per batch size
   std::int64_t prefill_tokens = 512;  // one prompt of this many tokens
@@ -96,7 +96,7 @@ Args parse_args(int argc, char** argv) {
       a.checkpoint_only = true;
     else
       throw std::invalid_argument("unknown argument " + k +
-                                  " (--out DIR --workdir DIR --batches 1,8,32,64 --context N "
+                                  " (--out DIR --workdir DIR --batches 1,2,4,8,32,64 --context N "
                                   "--steps N --prefill-tokens N --skip-model)");
   }
   return a;
@@ -184,6 +184,11 @@ struct DecodeRow {
   // each; full rows and a host summary of each (what log-probabilities and top-k need); device
   // summaries (LogitsMode::kSummary) and their argmax.
   double rows_argmax_ms = 0, rows_summary_ms = 0, summary_ms = 0;
+  // Graphs on, by CudaOptions: neither programmatic dependent launch (PDL) nor fused kernels
+  // (the backend before them); PDL at any number of tokens; fused kernels; both. step_ms is the
+  // default's (PDL up to pdl_max_tokens tokens, fused kernels).
+  double plain_ms = 0, pdl_only_ms = 0, fuse_only_ms = 0, both_ms = 0;
+  double gemv_threads_ms[4] = {0, 0, 0, 0};  // the defaults, GEMVs of 96 / 160 / 192 / 256
 };
 
 // One stage of the batch-1 breakdown: the mean time of one call, issued back to back.
@@ -220,7 +225,7 @@ std::vector<Stage> stage_breakdown(cuda::CudaBackend& backend, KvCache& cache,
   const auto wqkv = weights(qkv_rows, H, kCopies), wdense = weights(H, H, kCopies),
              wfc_in = weights(F, H, kCopies), wfc_out = weights(H, F, kCopies),
              wlm = weights(c.vocab_size, H, 2);
-  const std::int64_t T = 8;  // tokens at most
+  const std::int64_t T = 32;  // tokens at most
   auto x = backend.allocate(static_cast<std::size_t>(T * F));
   auto y = backend.allocate(static_cast<std::size_t>(T * c.vocab_size));
   auto qkv = backend.allocate(static_cast<std::size_t>(T * qkv_rows));
@@ -290,6 +295,18 @@ std::vector<Stage> stage_breakdown(cuda::CudaBackend& backend, KvCache& cache,
   gemv("fc_in GEMV + GELU " + std::to_string(F) + "x" + std::to_string(H), wfc_in, 1, true, L);
   gemv("fc_out GEMV " + std::to_string(H) + "x" + std::to_string(F), wfc_out, 1, false, L);
   out.push_back({"add", time_us([&](int) { backend.add(x->data(), H, y->data()); }), 0, 2 * L});
+  // The fused forms (CudaOptions::fuse), not part of the sum: each replaces rows above.
+  out.push_back({"fused: rotary + kv_write", time_us([&](int) {
+                   backend.rotary_kv_write(qkv->data(), places, shape, cos_sin->data(), kv);
+                 }),
+                 0, 0});
+  {
+    const double us = time_us([&](int i) {
+      backend.linear_add(attn->data(), 1, wfc_out[static_cast<std::size_t>(i) % kCopies], nullptr,
+                         y->data(), x->data() + H, x->data());
+    });
+    out.push_back({"fused: fc_out GEMV + both adds", us, wbytes(wfc_out[0]), 0});
+  }
   out.push_back({"gather_rows",
                  time_us([&](int) { backend.gather_rows(x->data(), rows, H, y->data()); }), 0, 1});
   out.push_back({"final layer_norm", out[1].us, 0, 1});
@@ -321,6 +338,19 @@ std::vector<Stage> stage_breakdown(cuda::CudaBackend& backend, KvCache& cache,
                    backend.add(x->data(), H, y->data());
                  }),
                  0, 0});
+  out.push_back({"one layer, fused calls back to back", time_us([&](int i) {
+                   const auto k = static_cast<std::size_t>(i) % kCopies;
+                   backend.layer_norm(x->data(), 1, H, gamma->data(), beta->data(), 1e-5f,
+                                      y->data());
+                   backend.linear(x->data(), 1, wqkv[k], nullptr, qkv->data());
+                   backend.rotary_kv_write(qkv->data(), places, shape, cos_sin->data(), kv);
+                   backend.attention(qkv->data(), places, shape, kv, attn->data());
+                   backend.linear(attn->data(), 1, wdense[k], nullptr, y->data());
+                   backend.linear_gelu(x->data(), 1, wfc_in[k], nullptr, y->data());
+                   backend.linear_add(x->data(), 1, wfc_out[k], nullptr, y->data(), y->data() + H,
+                                      y->data() + 2 * H);
+                 }),
+                 0, 0});
   // Batch 8: the same GEMVs on 8 tokens (not part of the batch-1 sum).
   gemv("batch 8: qkv GEMV", wqkv, 8, false, 0);
   gemv("batch 8: dense GEMV", wdense, 8, false, 0);
@@ -329,6 +359,38 @@ std::vector<Stage> stage_breakdown(cuda::CudaBackend& backend, KvCache& cache,
   gemv("batch 8: lm_head GEMV", wlm, 8, false, 0);
   gemv("batch 4: fc_out GEMV", wfc_out, 4, false, 0);
   gemv("batch 2: fc_out GEMV", wfc_out, 2, false, 0);
+  {
+    // 32 tokens (positions context - 31 .. context of the one sequence): the fused forms against
+    // the separate kernels, where GEMMs go to cuBLASLt.
+    backend.set_fuse(true, std::int64_t{1} << 40);  // the fused forms at any number of tokens
+    std::vector<TokenPlace> many;
+    for (std::int64_t t = 0; t < 32; ++t)
+      many.push_back(TokenPlace{static_cast<std::int32_t>(context - 31 + t), table.data()});
+    out.push_back({"32 tokens: rotary, kv_write (separate)", time_us([&](int) {
+                     backend.rotary(qkv->data(), many, shape, cos_sin->data());
+                     backend.kv_write(qkv->data(), many, shape, kv);
+                   }),
+                   0, 0});
+    out.push_back({"32 tokens: rotary + kv_write (fused)", time_us([&](int) {
+                     backend.rotary_kv_write(qkv->data(), many, shape, cos_sin->data(), kv);
+                   }),
+                   0, 0});
+    out.push_back({"32 tokens: fc_out GEMM, then both adds (separate)", time_us([&](int i) {
+                     const auto k = static_cast<std::size_t>(i) % kCopies;
+                     backend.linear(x->data(), 32, wfc_out[k], nullptr, y->data());
+                     backend.add(y->data() + 32 * H, 32 * H, y->data());
+                     backend.add(y->data(), 32 * H, y->data() + 64 * H);
+                   }),
+                   wbytes(wfc_out[0]), 0});
+    out.push_back({"32 tokens: fc_out GEMM with both adds (linear_add)", time_us([&](int i) {
+                     const auto k = static_cast<std::size_t>(i) % kCopies;
+                     backend.linear_add(x->data(), 32, wfc_out[k], nullptr, y->data() + 32 * H,
+                                        y->data(), y->data() + 64 * H);
+                   }),
+                   wbytes(wfc_out[0]), 0});
+    const cuda::CudaOptions defaults;
+    backend.set_fuse(defaults.fuse, defaults.fuse_max_tokens);
+  }
   // GEMV kernel variants (tuning): every shape, every variant, rotating weights.
   const std::vector<std::pair<std::string, const std::vector<Weight>*>> shapes = {
       {"qkv", &wqkv},
@@ -393,6 +455,7 @@ int main(int argc, char** argv) try {
     write_sparse_checkpoint(args.workdir, config);
     const Checkpoint ck = Checkpoint::open(args.workdir);
     cuda::CudaOptions opt;
+    const cuda::CudaOptions defaults;
     opt.synthetic_weights = true;
     cuda::CudaBackend backend(opt);
     const std::int64_t max_batch = *std::max_element(args.batches.begin(), args.batches.end());
@@ -408,7 +471,9 @@ int main(int argc, char** argv) try {
               << std::flush;
 
     const std::int64_t block = 16;
-    const std::int64_t per_seq = args.context + 5 * (args.steps + 3) + 4;  // five timed runs
+    // Each timed run decodes from position `context` again (the same KV slots rewritten), so that
+    // every setting sees the same context.
+    const std::int64_t per_seq = args.context + args.steps + 3 + 4;
     const std::int64_t seq_blocks = (std::max(per_seq, args.prefill_tokens) + block - 1) / block;
     KvCache cache(backend, config, model.local_kv_heads(), seq_blocks * max_batch, block);
     std::mt19937 rng(1);
@@ -464,6 +529,7 @@ int main(int argc, char** argv) try {
       LogitSummary host_summary;
       volatile std::int64_t sink = 0;  // keeps the host's work from being optimised away
       auto run = [&](bool graphs, Handoff h) {
+        pos = static_cast<std::int32_t>(args.context);
         backend.set_graphs(graphs);
         const std::int64_t warm = graphs ? 3 : 2;
         const auto V = static_cast<std::size_t>(config.vocab_size);
@@ -495,13 +561,37 @@ int main(int argc, char** argv) try {
         return median(times);
       };
       const double direct = run(false, Handoff::kNone);
-      const double step = run(true, Handoff::kNone);
+      // Graphs with PDL (at any number of tokens) and fused kernels off, each alone, both, and
+      // the default settings, in turns, the best of two turns each, so that a drift of the clock
+      // hits them alike. Index k < 4: pdl = k % 2, fuse = k / 2; 4: the defaults.
+      // 5 to 8: the defaults, GEMVs on rows of at most kGemvSmallK with other block sizes.
+      constexpr int kThreadsTried[4] = {96, 160, 192, 256};
+      double by_setting[9] = {1e30, 1e30, 1e30, 1e30, 1e30, 1e30, 1e30, 1e30, 1e30};
+      for (int turn = 0; turn < 2; ++turn)
+        for (int k = 0; k < 9; ++k) {
+          backend.set_gemv_threads(k >= 5 ? kThreadsTried[k - 5] : defaults.gemv_threads);
+          backend.set_pdl(k < 4 ? k % 2 == 1 : defaults.pdl);
+          backend.set_pdl_max_tokens(k < 4 ? std::int64_t{1} << 40 : defaults.pdl_max_tokens);
+          backend.set_fuse(k < 4 ? k / 2 == 1 : defaults.fuse,
+                           k < 4 ? std::int64_t{1} << 40 : defaults.fuse_max_tokens);
+          by_setting[k] = std::min(by_setting[k], run(true, Handoff::kNone));
+        }
+      backend.set_pdl(defaults.pdl);
+      backend.set_pdl_max_tokens(defaults.pdl_max_tokens);
+      backend.set_fuse(defaults.fuse, defaults.fuse_max_tokens);
+      backend.set_gemv_threads(defaults.gemv_threads);
+      const double step = by_setting[4];
       DecodeRow row{B,
                     step * 1e3,
                     static_cast<double>(B) / step,
                     floor_s * 1e3,
                     100.0 * floor_s / step,
                     direct * 1e3};
+      row.plain_ms = by_setting[0] * 1e3;
+      for (int i = 0; i < 4; ++i) row.gemv_threads_ms[i] = by_setting[5 + i] * 1e3;
+      row.pdl_only_ms = by_setting[1] * 1e3;
+      row.fuse_only_ms = by_setting[2] * 1e3;
+      row.both_ms = by_setting[3] * 1e3;
       row.rows_argmax_ms = run(true, Handoff::kRowsArgmax) * 1e3;
       row.rows_summary_ms = run(true, Handoff::kRowsSummary) * 1e3;
       row.summary_ms = run(true, Handoff::kSummary) * 1e3;
@@ -510,6 +600,15 @@ int main(int argc, char** argv) try {
                 << fmt(row.rows_argmax_ms, 2) << " ms, full rows + host summary "
                 << fmt(row.rows_summary_ms, 2) << " ms, device summary " << fmt(row.summary_ms, 2)
                 << " ms\n";
+      std::cout << "decode batch " << B << ", graphs: " << fmt(row.plain_ms, 2) << " ms plain, "
+                << fmt(row.pdl_only_ms, 2) << " ms with PDL, " << fmt(row.fuse_only_ms, 2)
+                << " ms with fused kernels, " << fmt(row.both_ms, 2) << " ms with both, "
+                << fmt(row.step_ms, 2)
+                << " ms as by default; GEMVs of "
+                   "96 / 160 / 192 / 256 threads: "
+                << fmt(row.gemv_threads_ms[0], 2) << " / " << fmt(row.gemv_threads_ms[1], 2)
+                << " / " << fmt(row.gemv_threads_ms[2], 2) << " / "
+                << fmt(row.gemv_threads_ms[3], 2) << " ms\n";
       std::cout << "decode batch " << B << ": " << fmt(step * 1e3, 2) << " ms/step with graphs ("
                 << fmt(direct * 1e3, 2) << " without), " << fmt(static_cast<double>(B) / step, 0)
                 << " tokens/s, " << fmt(100.0 * floor_s / step, 1) << "% of the floor ("
@@ -545,6 +644,23 @@ int main(int argc, char** argv) try {
       md << "| " << r.batch << " | " << fmt(r.step_ms, 2) << " | " << fmt(r.direct_ms, 2) << " | "
          << fmt(r.tokens_per_s, 0) << " | " << fmt(r.floor_ms, 2) << " | " << fmt(r.pct_of_floor, 1)
          << " |\n";
+    md << "\nDecode step (graphs on) by backend setting: programmatic dependent launch (PDL, "
+          "here at any number of tokens) and fused kernels (rotary + KV write, the block's adds in "
+          "the fc_out GEMV; here at any number of tokens), best of two "
+          "turns each; the default uses PDL up to "
+       << cuda::CudaOptions{}.pdl_max_tokens << " tokens and fused kernels up to "
+       << cuda::CudaOptions{}.fuse_max_tokens
+       << ":\n\n"
+          "| decode batch | plain ms | PDL ms | fused ms | both ms | default ms | default, "
+          "GEMVs (K <= 8192) of 96 / 160 / 192 / 256 threads ms | default / plain | % of floor: "
+          "plain | default |\n|---|---|---|---|---|---|---|---|---|---|\n";
+    for (const auto& r : rows)
+      md << "| " << r.batch << " | " << fmt(r.plain_ms, 2) << " | " << fmt(r.pdl_only_ms, 2)
+         << " | " << fmt(r.fuse_only_ms, 2) << " | " << fmt(r.both_ms, 2) << " | "
+         << fmt(r.step_ms, 2) << " | " << fmt(r.gemv_threads_ms[0], 2) << " / "
+         << fmt(r.gemv_threads_ms[1], 2) << " / " << fmt(r.gemv_threads_ms[2], 2) << " / "
+         << fmt(r.gemv_threads_ms[3], 2) << " | " << fmt(r.step_ms / r.plain_ms, 3) << " | "
+         << fmt(100.0 * r.floor_ms / r.plain_ms, 1) << " | " << fmt(r.pct_of_floor, 1) << " |\n";
     md << "\nDecode step with the logits hand-off (graphs on): full rows to the host, then a host "
           "argmax or a host summary (argmax, log-sum-exp, top "
        << kSummaryTopK
@@ -609,7 +725,15 @@ int main(int argc, char** argv) try {
                                   {"percent_of_floor", r.pct_of_floor},
                                   {"step_ms_rows_host_argmax", r.rows_argmax_ms},
                                   {"step_ms_rows_host_summary", r.rows_summary_ms},
-                                  {"step_ms_device_summary", r.summary_ms}});
+                                  {"step_ms_device_summary", r.summary_ms},
+                                  {"step_ms_plain", r.plain_ms},
+                                  {"step_ms_pdl_only", r.pdl_only_ms},
+                                  {"step_ms_fuse_only", r.fuse_only_ms},
+                                  {"step_ms_pdl_fuse", r.both_ms},
+                                  {"step_ms_gemv_threads_96", r.gemv_threads_ms[0]},
+                                  {"step_ms_gemv_threads_160", r.gemv_threads_ms[1]},
+                                  {"step_ms_gemv_threads_192", r.gemv_threads_ms[2]},
+                                  {"step_ms_gemv_threads_256", r.gemv_threads_ms[3]}});
   }
   fs::create_directories(args.out);
   std::ofstream(args.out / "gpu_bench.json") << result.dump(2) << "\n";

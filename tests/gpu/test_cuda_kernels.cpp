@@ -111,6 +111,15 @@ AttentionShape shape_of(const Shape& s, const float* slopes) {
   return AttentionShape{s.heads, s.kv_heads, s.head_dim, s.alibi ? slopes : nullptr};
 }
 
+// A backend that runs every call as separate kernels, one after another: no programmatic
+// dependent launch, no fused kernels (the shared one has both, as by default).
+cuda::CudaOptions plain_options() {
+  cuda::CudaOptions o;
+  o.pdl = false;
+  o.fuse = false;
+  return o;
+}
+
 }  // namespace
 
 TEST_CASE("cuda linear and linear_gelu match the CPU backend", "[gpu][kernels]") {
@@ -127,6 +136,56 @@ TEST_CASE("cuda linear and linear_gelu match the CPU backend", "[gpu][kernels]")
         check_linear(dev(), dtype, N, K, n, !bias, true, true);
         if (n > cuda::kGemvMaxTokens) check_linear(fast, dtype, N, K, n, bias, n % 2 == 1, false);
       }
+}
+
+TEST_CASE("cuda linear_add matches the CPU backend; fused equals separate kernels bit for bit",
+          "[gpu][kernels]") {
+  cuda::CudaBackend plain(plain_options());
+  cuda::CudaOptions any_opt;  // fused at any number of tokens: the GEMM path's adds too
+  any_opt.fuse_max_tokens = 1 << 20;
+  cuda::CudaBackend any(any_opt);
+  for (const DType dtype : {DType::F32, DType::BF16})
+    for (const auto& [N, K] :
+         std::vector<std::pair<std::int64_t, std::int64_t>>{{37, 45}, {257, 1000}, {3, 4544}})
+      for (const std::int64_t n : {1, 3, 8, 9, 17})
+        for (const int form : {0, 1, 2}) {  // add and residual, add only, residual only
+          const bool with_add = form != 2, with_res = form != 1;
+          const auto seed = static_cast<std::uint32_t>(N * 17 + K + n * 3 + form);
+          const HostWeight w =
+              random_weight(dtype, N, K, seed, 1.0f / std::sqrt(static_cast<float>(K)));
+          const auto count = static_cast<std::size_t>(n * N);
+          const auto x = random_floats(static_cast<std::size_t>(n * K), seed + 1);
+          const auto bias = random_floats(static_cast<std::size_t>(N), seed + 2);
+          const auto add = random_floats(count, seed + 3);
+          const auto res0 = random_floats(count, seed + 4, -4, 4);
+          std::vector<float> want(count), want_res = res0;
+          ref_cpu().linear_add(x.data(), n, w.view(), bias.data(), with_add ? add.data() : nullptr,
+                               want.data(), with_res ? want_res.data() : nullptr);
+
+          std::vector<std::vector<float>> ys, residuals;
+          for (cuda::CudaBackend* g : {&dev(), &plain, &any}) {
+            const Weight dw = g->upload_weight(w.view(), WeightQuant::kNone);
+            auto dx = g->upload(x), db = g->upload(bias), da = g->upload(add), dr = g->upload(res0);
+            auto dy = g->allocate(count);
+            poison(*g, dy->data(), count);
+            g->linear_add(dx->data(), n, dw, db->data(), with_add ? da->data() : nullptr,
+                          dy->data(), with_res ? dr->data() : nullptr);
+            ys.push_back(download(*g, dy->data(), count));
+            residuals.push_back(download(*g, dr->data(), count));
+          }
+          INFO(dtype_name(dtype) << " N=" << N << " K=" << K << " n=" << n << " add=" << with_add
+                                 << " residual=" << with_res);
+          const Diff dy = compare(ys[0], want), dr = compare(residuals[0], want_res);
+          INFO("y: " << describe(dy) << "; residual: " << describe(dr));
+          CHECK(dy.nans == 0);
+          CHECK(dy.rel() <= linear_tolerance(dtype, n, true));
+          CHECK(dr.nans == 0);
+          CHECK(dr.rel() <= linear_tolerance(dtype, n, true));
+          CHECK(ys[0] == ys[1]);
+          CHECK(residuals[0] == residuals[1]);
+          CHECK(ys[2] == ys[1]);
+          CHECK(residuals[2] == residuals[1]);
+        }
 }
 
 TEST_CASE("cuda embedding matches the CPU backend, zeros outside the shard", "[gpu][kernels]") {
@@ -147,7 +206,7 @@ TEST_CASE("cuda embedding matches the CPU backend, zeros outside the shard", "[g
 }
 
 TEST_CASE("cuda layer_norm and add_layer_norm match the CPU backend", "[gpu][kernels]") {
-  for (const std::int64_t dim : {5, 300, 4544})
+  for (const std::int64_t dim : {5, 300, 4544, 9001})  // 9001: past the register-resident kernel
     for (const std::int64_t n : {1, 7}) {
       const auto count = static_cast<std::size_t>(n * dim);
       const auto x = random_floats(count, 21, -3, 5);
@@ -248,6 +307,7 @@ TEST_CASE("cuda rotary, kv_write and attention match the CPU backend", "[gpu][ke
             static_cast<std::size_t>(b.blocks * block_size * sh.kv_heads * sh.head_dim);
         std::vector<float> k = random_floats(pool_floats, 41), v = random_floats(pool_floats, 42);
         std::vector<float> qkv = random_floats(static_cast<std::size_t>(n * stride), 43, -2, 2);
+        const std::vector<float> k0 = k, v0 = v, qkv0 = qkv;
         std::vector<float> table(static_cast<std::size_t>(kMaxContext * sh.head_dim));
         cpu::rotary_table(10000.0f, sh.head_dim, kMaxContext, table.data());
         auto dk = dev().upload(k), dv = dev().upload(v), dqkv = dev().upload(qkv);
@@ -283,10 +343,36 @@ TEST_CASE("cuda rotary, kv_write and attention match the CPU backend", "[gpu][ke
         auto dout = dev().allocate(want.size());
         poison(dev(), dout->data(), want.size());
         dev().attention(dqkv->data(), gpu_places, gs, gkv, dout->data());
-        const Diff d = compare(download(dev(), dout->data(), want.size()), want);
+        const auto got = download(dev(), dout->data(), want.size());
+        const Diff d = compare(got, want);
         INFO("attention over " << n << " tokens: " << describe(d));
         CHECK(d.nans == 0);
         CHECK(d.rel() <= 1e-5);
+
+        // The fused forms (rotary with the KV write; the key ranges combined by the attention's
+        // last block) against separate kernels on a plain backend, from the same inputs.
+        cuda::CudaBackend plain(plain_options());
+        std::vector<std::vector<float>> outs;
+        for (cuda::CudaBackend* g : {&dev(), &plain}) {
+          auto q = g->upload(qkv0), kk = g->upload(k0), vv = g->upload(v0), tb = g->upload(table),
+               sl = g->upload(slopes);
+          const KvLayer kvl{kk->data(), vv->data(), sh.kv_heads, sh.head_dim, block_size};
+          const AttentionShape as = shape_of(sh, sl->data());
+          auto o = g->allocate(want.size());
+          poison(*g, o->data(), want.size());
+          g->begin_step();
+          g->rotary_kv_write(q->data(), gpu_places, as, sh.alibi ? nullptr : tb->data(), kvl);
+          g->attention(q->data(), gpu_places, as, kvl, o->data());
+          outs.push_back(download(*g, q->data(), qkv0.size()));
+          outs.push_back(download(*g, kk->data(), pool_floats));
+          outs.push_back(download(*g, vv->data(), pool_floats));
+          outs.push_back(download(*g, o->data(), want.size()));
+        }
+        CHECK(outs[0] == outs[4]);  // qkv, rotated
+        CHECK(outs[1] == outs[5]);  // K pool
+        CHECK(outs[2] == outs[6]);  // V pool
+        CHECK(outs[3] == outs[7]);  // attention
+        CHECK(compare(outs[3], want).rel() <= 1e-5);
       }
     }
 }

@@ -213,60 +213,90 @@ TEST_CASE("cuda model: a sequence's logits do not depend on its batch", "[gpu][m
   }
 }
 
-TEST_CASE("cuda model: decode steps replayed from graphs equal direct ones, bit for bit",
+namespace {
+struct Variant {
+  const char* name;
+  bool graphs, pdl, fuse;
+  std::int64_t pdl_max_tokens = cuda::CudaOptions{}.pdl_max_tokens;
+  std::int64_t fuse_max_tokens = cuda::CudaOptions{}.fuse_max_tokens;
+};
+}  // namespace
+
+// The reference runs each call directly, one kernel after another (no graphs, no programmatic
+// dependent launch, no fused kernels); every other way of running the same steps must give the
+// same logits, bit for bit.
+TEST_CASE("cuda model: graphs, dependent launches and fused kernels equal plain calls, bit for bit",
           "[gpu][model]") {
-  for (const auto& dir : fixture_dirs()) {
-    DYNAMIC_SECTION(dir.filename().string()) {
-      const Fixture f(dir);
-      cuda::CudaOptions direct_opt;
-      direct_opt.graphs = false;
-      cuda::CudaBackend with_graphs, direct(direct_opt);
-      auto mg = f.model(with_graphs);
-      auto md = f.model(direct);
-      // Batch 1, then 3 sequences, each decoding 40 steps from its prompt: the block tables
-      // (4 positions a block) double and the attention's key bucket changes on the way, so the
-      // graphs are also dropped and captured again.
-      for (const std::size_t batch : {std::size_t{1}, std::size_t{3}}) {
-        auto cg = make_cache(with_graphs, f.config, 2);
-        auto cd = make_cache(direct, f.config, 2);
-        std::vector<std::vector<std::int32_t>> seqs, tables;
-        const std::int64_t per = cg.num_blocks() / static_cast<std::int64_t>(batch);
-        for (std::size_t s = 0; s < batch; ++s) {
-          seqs.push_back(f.ids(s % f.cases(), "prompt_ids"));
-          tables.push_back(block_range(static_cast<std::int32_t>(s * per), per));
-        }
-        auto step_both = [&](std::vector<SequenceStep>& steps) {
-          const auto g = mg.forward(steps, cg);
-          const std::vector<float> gv(g.begin(), g.end());
-          const auto d = md.forward(steps, cd);
-          return gv == std::vector<float>(d.begin(), d.end());
-        };
-        std::vector<SequenceStep> steps;
-        for (std::size_t s = 0; s < batch; ++s) steps.push_back({seqs[s], 0, tables[s], false});
-        CHECK(step_both(steps));
-        std::vector<std::int32_t> next(batch);
-        int differing = 0;
-        for (int i = 0; i < 40; ++i) {
-          steps.clear();
+  const Variant variants[] = {
+      {"graphs + pdl + fused", true, true, true},
+      {"direct + pdl + fused", false, true, true},
+      {"graphs + fused", true, false, true},
+      {"graphs + pdl", true, true, false},
+      {"graphs + pdl and fused at any tokens", true, true, true, 1 << 20, 1 << 20},
+      {"direct + pdl at any tokens", false, true, false, 1 << 20}};
+  for (const auto& dir : fixture_dirs())
+    for (const Variant& v : variants) {
+      DYNAMIC_SECTION(dir.filename().string() << ": " << v.name) {
+        const Fixture f(dir);
+        cuda::CudaOptions plain_opt, opt;
+        plain_opt.graphs = plain_opt.pdl = plain_opt.fuse = false;
+        opt.graphs = v.graphs;
+        opt.pdl = v.pdl;
+        opt.fuse = v.fuse;
+        opt.pdl_max_tokens = v.pdl_max_tokens;
+        opt.fuse_max_tokens = v.fuse_max_tokens;
+        cuda::CudaBackend tried(opt), plain(plain_opt);
+        auto mg = f.model(tried);
+        auto md = f.model(plain);
+        // Batch 1, then 3 sequences, each decoding 40 steps from its prompt: the block tables
+        // (4 positions a block) double and the attention's key bucket changes on the way, so the
+        // graphs are also dropped and captured again.
+        for (const std::size_t batch : {std::size_t{1}, std::size_t{3}}) {
+          auto cg = make_cache(tried, f.config, 2);
+          auto cd = make_cache(plain, f.config, 2);
+          std::vector<std::vector<std::int32_t>> seqs, tables;
+          const std::int64_t per = cg.num_blocks() / static_cast<std::int64_t>(batch);
           for (std::size_t s = 0; s < batch; ++s) {
-            next[s] = static_cast<std::int32_t>((7 * i + 13 * s + 1) % f.config.vocab_size);
-            const auto pos = static_cast<std::int32_t>(seqs[s].size()) + i;
-            if (pos + 1 >= per * 2) break;  // this sequence's blocks are full
-            steps.push_back({std::span(next).subspan(s, 1), pos, tables[s], false});
+            seqs.push_back(f.ids(s % f.cases(), "prompt_ids"));
+            tables.push_back(block_range(static_cast<std::int32_t>(s * per), per));
           }
-          if (steps.size() < batch) break;
-          if (!step_both(steps)) ++differing;
+          auto step_both = [&](std::vector<SequenceStep>& steps) {
+            const auto g = mg.forward(steps, cg);
+            const std::vector<float> gv(g.begin(), g.end());
+            const auto d = md.forward(steps, cd);
+            return gv == std::vector<float>(d.begin(), d.end());
+          };
+          std::vector<SequenceStep> steps;
+          for (std::size_t s = 0; s < batch; ++s) steps.push_back({seqs[s], 0, tables[s], false});
+          CHECK(step_both(steps));
+          std::vector<std::int32_t> next(batch);
+          int differing = 0;
+          for (int i = 0; i < 40; ++i) {
+            steps.clear();
+            for (std::size_t s = 0; s < batch; ++s) {
+              next[s] = static_cast<std::int32_t>((7 * i + 13 * s + 1) % f.config.vocab_size);
+              const auto pos = static_cast<std::int32_t>(seqs[s].size()) + i;
+              if (pos + 1 >= per * 2) break;  // this sequence's blocks are full
+              steps.push_back({std::span(next).subspan(s, 1), pos, tables[s], false});
+            }
+            if (steps.size() < batch) break;
+            if (!step_both(steps)) ++differing;
+          }
+          INFO("batch " << batch);
+          CHECK(differing == 0);
         }
-        INFO("batch " << batch);
-        CHECK(differing == 0);
+        const cuda::GraphStats st = tried.graph_stats();
+        INFO("graphs: " << st.captures << " captured, " << st.replays << " replays, " << st.direct
+                        << " direct, " << st.mismatches << " mismatches, " << st.aborts
+                        << " aborts");
+        if (v.graphs) {
+          CHECK(st.captures >= 2);
+          CHECK(st.replays >= 20);
+          CHECK(st.aborts == 0);
+        } else {
+          CHECK(st.replays == 0);
+        }
+        CHECK(plain.graph_stats().replays == 0);
       }
-      const cuda::GraphStats st = with_graphs.graph_stats();
-      INFO("graphs: " << st.captures << " captured, " << st.replays << " replays, " << st.direct
-                      << " direct, " << st.mismatches << " mismatches, " << st.aborts << " aborts");
-      CHECK(st.captures >= 2);
-      CHECK(st.replays >= 20);
-      CHECK(st.aborts == 0);
-      CHECK(direct.graph_stats().replays == 0);
     }
-  }
 }
