@@ -49,8 +49,9 @@ struct CudaOptions {
   // Programmatic dependent launch (sm_90 and later) for calls on at most pdl_max_tokens tokens:
   // each kernel after one of ours may start while that one ends (a GEMV streams its first weights
   // meanwhile). Off, on more tokens, or on an older GPU: every kernel starts after the previous
-  // one has finished. On the H200 it sped up decode steps of 1 token (4.36 -> 4.25 ms on
-  // Falcon-7B) and slowed down those of 8 to 64 (docs/gpu-runs.md).
+  // one has finished. On the H200 (Falcon-7B, PDL alone) it sped up decode steps of 1 and 2
+  // tokens (4.10 -> 3.91 and 4.69 -> 4.58 ms), was even at 4 and slowed down those of 8 and 64
+  // (9.29 -> 9.66 and 8.64 -> 9.05 ms; docs/gpu-runs.md).
   bool pdl = true;
   std::int64_t pdl_max_tokens = 2;
   // Fused kernels for calls on at most fuse_max_tokens tokens: rotary with the KV-cache write;
