@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/model/falcon.h"
+#include "engine/model/falcon/falcon.h"
 #include "engine/sampler.h"
 #include "engine/step_runner.h"
 

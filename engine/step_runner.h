@@ -8,7 +8,7 @@
 #include <span>
 #include <vector>
 
-#include "engine/model/falcon.h"
+#include "engine/model/falcon/falcon.h"
 #include "engine/model/kv_cache.h"
 #include "parallel/communicator.h"
 #include "parallel/iteration_plan.h"

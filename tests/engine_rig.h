@@ -4,8 +4,8 @@
 #include <filesystem>
 
 #include "engine/model/checkpoint.h"
-#include "engine/model/config.h"
-#include "engine/model/falcon.h"
+#include "engine/model/falcon/config.h"
+#include "engine/model/falcon/falcon.h"
 #include "engine/step_runner.h"
 #include "kernels/cpu/cpu_backend.h"
 

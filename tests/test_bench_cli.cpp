@@ -6,8 +6,8 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
-#include "engine/model/config.h"
-#include "launcher/bench_metrics.h"
+#include "engine/model/falcon/config.h"
+#include "launcher/bench/metrics.h"
 #include "tests/run_command.h"
 #include "tests/text_model.h"
 

@@ -4,7 +4,7 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
-#include "engine/model/config.h"
+#include "engine/model/falcon/config.h"
 #include "engine/model/inventory.h"
 
 using namespace saker;

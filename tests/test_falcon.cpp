@@ -10,7 +10,7 @@
 #include "tests/golden.h"
 
 #include "engine/generate.h"
-#include "engine/model/falcon.h"
+#include "engine/model/falcon/falcon.h"
 #include "kernels/cpu/cpu_backend.h"
 
 using namespace saker;

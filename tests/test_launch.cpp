@@ -12,7 +12,7 @@
 
 #include <catch2/catch.hpp>
 
-#include "launcher/properties.h"
+#include "launcher/launch/properties.h"
 #include "tests/run_command.h"
 #include "tests/text_model.h"
 

@@ -2,7 +2,7 @@
 // with a message naming it.
 #include <catch2/catch.hpp>
 
-#include "launcher/request_params.h"
+#include "launcher/serve/request_params.h"
 
 using namespace saker;
 using saker::cli::apply_parameters;

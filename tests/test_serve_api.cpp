@@ -4,7 +4,7 @@
 
 #include <catch2/catch.hpp>
 
-#include "engine/model/config.h"
+#include "engine/model/falcon/config.h"
 #include "launcher/serve/api.h"
 #include "tests/golden.h"
 

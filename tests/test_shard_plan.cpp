@@ -1,8 +1,8 @@
 // Shard arithmetic on the real Falcon configs and the fixtures' odd shapes.
 #include <catch2/catch.hpp>
 
-#include "engine/model/config.h"
-#include "engine/model/shard_plan.h"
+#include "engine/model/falcon/config.h"
+#include "engine/model/falcon/shard_plan.h"
 
 using namespace saker;
 

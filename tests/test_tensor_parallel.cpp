@@ -12,8 +12,8 @@
 
 #include "engine/batch_engine.h"
 #include "engine/generate.h"
-#include "engine/model/falcon.h"
-#include "engine/model/shard_plan.h"
+#include "engine/model/falcon/falcon.h"
+#include "engine/model/falcon/shard_plan.h"
 #include "engine/step_runner.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "parallel/collectives.h"

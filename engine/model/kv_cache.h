@@ -6,7 +6,7 @@
 #include <memory>
 #include <vector>
 
-#include "engine/model/config.h"
+#include "engine/model/falcon/config.h"
 #include "kernels/backend.h"
 
 namespace saker {

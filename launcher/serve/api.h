@@ -9,7 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/chat_template/chat_template.h"
-#include "engine/model/config.h"
+#include "engine/model/falcon/config.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "launcher/serve/http_server.h"
 

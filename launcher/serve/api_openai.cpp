@@ -3,7 +3,7 @@
 #include <chrono>
 #include <random>
 
-#include "launcher/request_params.h"
+#include "launcher/serve/request_params.h"
 #include "launcher/serve/api.h"
 
 namespace saker::serve {

@@ -2,7 +2,7 @@
 // DJL Serving (POST /invocations, JSON or jsonlines streaming).
 #include <random>
 
-#include "launcher/request_params.h"
+#include "launcher/serve/request_params.h"
 #include "launcher/serve/api.h"
 
 namespace saker::serve {

@@ -57,7 +57,7 @@ else
   cmake -S . -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DSAKER_CUDA=ON &&
     cmake --build "$build" --parallel "$(nproc)" --target saker_gpu_tests saker_gpu_bench saker ||
     { echo "gpu.sh: the build failed" >&2; exit 1; }
-  tests=$build/tests/gpu/saker_gpu_tests bench=$build/kernels/cuda/saker_gpu_bench saker=$build/saker
+  tests=$build/tests/gpu/saker_gpu_tests bench=$build/scripts/bench/saker_gpu_bench saker=$build/saker
 fi
 LD_LIBRARY_PATH=$(IFS=:; echo "${libdirs[*]}")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 export LD_LIBRARY_PATH

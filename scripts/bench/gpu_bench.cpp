@@ -25,8 +25,8 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/model/checkpoint.h"
-#include "engine/model/config.h"
-#include "engine/model/falcon.h"
+#include "engine/model/falcon/config.h"
+#include "engine/model/falcon/falcon.h"
 #include "engine/model/kv_cache.h"
 #include "kernels/cuda/bandwidth.h"
 #include "kernels/cuda/check.h"

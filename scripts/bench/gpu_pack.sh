@@ -17,7 +17,7 @@ cmake --build "$build" --parallel "${SAKER_JOBS:-2}" --target saker_gpu_tests sa
 
 rm -rf "$out"
 mkdir -p "$out/bin" "$out/lib"
-exes=("$build/tests/gpu/saker_gpu_tests" "$build/kernels/cuda/saker_gpu_bench" "$build/saker")
+exes=("$build/tests/gpu/saker_gpu_tests" "$build/scripts/bench/saker_gpu_bench" "$build/saker")
 for exe in "${exes[@]}"; do
   cp "$exe" "$out/bin/"
   strip "$out/bin/$(basename "$exe")"

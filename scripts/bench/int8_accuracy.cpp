@@ -21,7 +21,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/generate.h"
-#include "engine/model/falcon.h"
+#include "engine/model/falcon/falcon.h"
 #include "kernels/cpu/cpu_backend.h"
 
 namespace {

@@ -12,7 +12,7 @@
 // golden.h reads the fixtures from SAKER_FIXTURES_DIR (the harness's fixtures_root()).
 #include "tests/golden.h"
 
-#include "engine/model/falcon.h"
+#include "engine/model/falcon/falcon.h"
 
 using namespace saker;
 using namespace saker::test;

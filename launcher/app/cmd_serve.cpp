@@ -16,9 +16,9 @@
 #include <boost/asio/post.hpp>
 
 #include "engine/tokenizer/tokenizer.h"
-#include "launcher/cli.h"
-#include "launcher/engine_setup.h"
-#include "launcher/fault_hooks.h"
+#include "launcher/app/cli.h"
+#include "launcher/app/engine_setup.h"
+#include "launcher/app/fault_hooks.h"
 #include "launcher/serve/api.h"
 #include "launcher/serve/ipc_server.h"
 #include "parallel/world.h"

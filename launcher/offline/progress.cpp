@@ -1,4 +1,4 @@
-#include "launcher/progress.h"
+#include "launcher/offline/progress.h"
 
 #include <unistd.h>
 

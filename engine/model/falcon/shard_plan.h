@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/model/config.h"
+#include "engine/model/falcon/config.h"
 
 namespace saker {
 

@@ -1,4 +1,4 @@
-#include "engine/model/config.h"
+#include "engine/model/falcon/config.h"
 
 #include <fstream>
 #include <sstream>

@@ -1,4 +1,4 @@
-#include "launcher/properties.h"
+#include "launcher/launch/properties.h"
 
 #include <algorithm>
 #include <cctype>

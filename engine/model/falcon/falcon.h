@@ -11,9 +11,9 @@
 #include <vector>
 
 #include "engine/model/checkpoint.h"
-#include "engine/model/config.h"
+#include "engine/model/falcon/config.h"
 #include "engine/model/kv_cache.h"
-#include "engine/model/shard_plan.h"
+#include "engine/model/falcon/shard_plan.h"
 #include "kernels/backend.h"
 #include "parallel/communicator.h"
 

@@ -4,7 +4,7 @@
 #include <string>
 #include <vector>
 
-#include "launcher/cli.h"
+#include "launcher/app/cli.h"
 #include "parallel/world.h"
 
 namespace {

@@ -6,13 +6,13 @@
 
 #include "engine/generate.h"
 #include "engine/model/checkpoint.h"
-#include "engine/model/config.h"
-#include "engine/model/falcon.h"
-#include "engine/model/shard_plan.h"
+#include "engine/model/falcon/config.h"
+#include "engine/model/falcon/falcon.h"
+#include "engine/model/falcon/shard_plan.h"
 #include "engine/step_runner.h"
 #include "engine/tokenizer/streaming_detokenizer.h"
-#include "launcher/cli.h"
-#include "launcher/fault_hooks.h"
+#include "launcher/app/cli.h"
+#include "launcher/app/fault_hooks.h"
 #include "parallel/world.h"
 
 namespace saker::cli {

@@ -1,4 +1,4 @@
-#include "launcher/request_params.h"
+#include "launcher/serve/request_params.h"
 
 #include <algorithm>
 #include <cmath>

@@ -4,7 +4,7 @@
 #include <string>
 
 #include "engine/tokenizer/tokenizer.h"
-#include "launcher/cli.h"
+#include "launcher/app/cli.h"
 
 namespace saker::cli {
 namespace {

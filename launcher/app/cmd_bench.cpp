@@ -15,10 +15,10 @@
 
 #include <nlohmann/json.hpp>
 
-#include "launcher/bench_metrics.h"
-#include "launcher/bench_workload.h"
-#include "launcher/cli.h"
-#include "launcher/engine_setup.h"
+#include "launcher/bench/metrics.h"
+#include "launcher/bench/workload.h"
+#include "launcher/app/cli.h"
+#include "launcher/app/engine_setup.h"
 #include "parallel/world.h"
 
 namespace saker::cli {

@@ -1,4 +1,4 @@
-#include "engine/model/falcon.h"
+#include "engine/model/falcon/falcon.h"
 
 #include <algorithm>
 #include <cstring>

@@ -1,11 +1,11 @@
-#include "launcher/bench_workload.h"
+#include "launcher/bench/workload.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <random>
 
-#include "launcher/cli.h"
+#include "launcher/app/cli.h"
 
 namespace saker::cli {
 

@@ -10,13 +10,13 @@
 
 #include "engine/batch_engine.h"
 #include "engine/model/checkpoint.h"
-#include "engine/model/config.h"
-#include "engine/model/falcon.h"
+#include "engine/model/falcon/config.h"
+#include "engine/model/falcon/falcon.h"
 #include "engine/model/kv_cache.h"
-#include "engine/model/shard_plan.h"
+#include "engine/model/falcon/shard_plan.h"
 #include "engine/step_runner.h"
 #include "kernels/backend.h"
-#include "launcher/cli.h"
+#include "launcher/app/cli.h"
 #include "parallel/communicator.h"
 #include "parallel/watchdog.h"
 

@@ -15,11 +15,8 @@
 #include <sstream>
 #include <thread>
 
-#include "launcher/cli.h"
-#include "launcher/properties.h"
-#ifdef SAKER_HAVE_CUDA
-#include "kernels/cuda/device.h"
-#endif
+#include "launcher/app/cli.h"
+#include "launcher/launch/properties.h"
 
 extern char** environ;
 
@@ -130,10 +127,7 @@ int run_launch(const std::vector<std::string>& args) {
     std::cerr << "saker launch: warning: ignoring keys saker does not know: " << keys << "\n";
   }
   if (s.tp_max) {
-    int gpus = 0;
-#ifdef SAKER_HAVE_CUDA
-    gpus = cuda::device_count();
-#endif
+    const int gpus = visible_gpus();
     s.tensor_parallel = std::max(1, gpus);
     std::cerr << "saker launch: option.tensor_parallel_degree=max: " << s.tensor_parallel
               << (gpus ? " visible GPU(s)" : " rank (no GPU visible)") << "\n";

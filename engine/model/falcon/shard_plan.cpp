@@ -1,4 +1,4 @@
-#include "engine/model/shard_plan.h"
+#include "engine/model/falcon/shard_plan.h"
 
 namespace saker {
 

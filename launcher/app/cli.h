@@ -13,6 +13,7 @@
 
 #include "engine/model/checkpoint.h"
 #include "kernels/backend.h"
+#include "kernels/factory.h"
 
 namespace saker {
 class Backend;
@@ -52,30 +53,9 @@ WeightQuant parse_dtype(const std::string& dtype, const Checkpoint& checkpoint);
 // Threads for the CPU backend: the flag if given, else OMP_NUM_THREADS, else every available core.
 unsigned thread_count(int flag);
 
-// --device: "cuda", "cpu", or "" for the default (cuda when a GPU is visible and the CUDA backend
-// is built, else cpu). A help line for the flag.
+// --device: a help line for the flag (kernels/factory.h picks the backend).
 inline constexpr const char* kDeviceHelp =
     "cuda or cpu (default: cuda when a GPU is visible, else cpu)";
-// The backend for --device. CUDA: the GPU of this process's local rank (OMPI_COMM_WORLD_LOCAL_RANK,
-// modulo the visible GPUs). CPU: `threads` threads, attention scratch for max_context positions.
-std::unique_ptr<Backend> make_backend(const std::string& device, unsigned threads,
-                                      std::int64_t max_context);
-// The communicator the model's collectives need on `backend`: NCCL on the CUDA backend's stream
-// when `comm` has more than one rank (device pointers), else null (use `comm` itself).
-std::unique_ptr<Communicator> make_model_communicator(Backend& backend, Communicator& comm);
-// Memory read bandwidth (bytes per second) of the memory `backend` streams weights from.
-double backend_read_bandwidth(Backend& backend, std::size_t bytes, int repeats);
-// FP32 fused multiply-add peak (FLOP/s) of the CPU backend's threads, best of `repeats` runs;
-// nullopt for a device.
-std::optional<double> backend_fma_peak(Backend& backend, int repeats = 5);
-// FMA rate (FLOP/s) of the CPU backend's threads over chains worth `flops` (cpu::fma_pass);
-// nullopt for a device.
-std::optional<double> backend_fma_rate(Backend& backend, double flops);
-// Bandwidth (bytes per second) of a plain read of the weights the CPU backend holds, on their own
-// pages: what a decode step's streaming is measured against. nullopt for a device.
-std::optional<double> backend_weight_read_bandwidth(Backend& backend);
-// This process's rank among the ranks of its node (0 outside mpirun).
-int local_rank();
 
 int run_generate(const std::vector<std::string>& args);
 int run_generate_jsonl(const std::vector<std::string>& args);  // generate --input

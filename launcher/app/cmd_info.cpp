@@ -5,10 +5,10 @@
 
 #include <nlohmann/json.hpp>
 
-#include "engine/model/config.h"
+#include "engine/model/falcon/config.h"
 #include "engine/model/inventory.h"
-#include "engine/model/shard_plan.h"
-#include "launcher/cli.h"
+#include "engine/model/falcon/shard_plan.h"
+#include "launcher/app/cli.h"
 #include "parallel/world.h"
 
 namespace saker::cli {

@@ -8,10 +8,10 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/tokenizer/tokenizer.h"
-#include "launcher/cli.h"
-#include "launcher/engine_setup.h"
-#include "launcher/progress.h"
-#include "launcher/request_params.h"
+#include "launcher/app/cli.h"
+#include "launcher/app/engine_setup.h"
+#include "launcher/offline/progress.h"
+#include "launcher/serve/request_params.h"
 #include "parallel/world.h"
 
 namespace saker::cli {

@@ -1,4 +1,4 @@
-#include "launcher/bench_metrics.h"
+#include "launcher/bench/metrics.h"
 
 #include <algorithm>
 #include <cmath>

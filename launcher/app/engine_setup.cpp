@@ -1,4 +1,4 @@
-#include "launcher/engine_setup.h"
+#include "launcher/app/engine_setup.h"
 
 #include <algorithm>
 #include <cmath>

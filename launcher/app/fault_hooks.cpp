@@ -1,4 +1,4 @@
-#include "launcher/fault_hooks.h"
+#include "launcher/app/fault_hooks.h"
 
 #include <chrono>
 #include <csignal>

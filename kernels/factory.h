@@ -1,0 +1,43 @@
+// Which backend a process runs on, and what its hardware can do. The one place that knows which
+// backends were built (SAKER_HAVE_CUDA): everything else asks here.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "kernels/backend.h"
+
+namespace saker {
+
+class Communicator;
+
+// "cuda", "cpu", or "" for the default: cuda when a GPU is visible and the CUDA backend is built,
+// else cpu. std::invalid_argument naming the device otherwise; std::runtime_error when cuda is
+// asked for and there is none. CUDA: the GPU of this process's local rank (modulo the visible
+// GPUs). CPU: `threads` threads, attention scratch for max_context positions.
+std::unique_ptr<Backend> make_backend(const std::string& device, unsigned threads,
+                                      std::int64_t max_context);
+// The communicator the model's collectives need on `backend`: NCCL on the CUDA backend's stream
+// when `comm` has more than one rank (device pointers), else null (use `comm` itself).
+std::unique_ptr<Communicator> make_model_communicator(Backend& backend, Communicator& comm);
+// GPUs this process can see (0 without the CUDA backend).
+int visible_gpus();
+// This process's rank among the ranks of its node (0 outside mpirun), from the environment.
+int local_rank();
+
+// Memory read bandwidth (bytes per second) of the memory `backend` streams weights from.
+double backend_read_bandwidth(Backend& backend, std::size_t bytes, int repeats);
+// FP32 fused multiply-add peak (FLOP/s) of the CPU backend's threads, best of `repeats` runs;
+// nullopt for a device.
+std::optional<double> backend_fma_peak(Backend& backend, int repeats = 5);
+// FMA rate (FLOP/s) of the CPU backend's threads over chains worth `flops` (cpu::fma_pass);
+// nullopt for a device.
+std::optional<double> backend_fma_rate(Backend& backend, double flops);
+// Bandwidth (bytes per second) of a plain read of the weights the CPU backend holds, on their own
+// pages: what a decode step's streaming is measured against. nullopt for a device.
+std::optional<double> backend_weight_read_bandwidth(Backend& backend);
+
+}  // namespace saker
