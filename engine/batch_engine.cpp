@@ -19,42 +19,6 @@ bool contains(const auto& v, std::int64_t x) {
 
 }  // namespace
 
-const char* finish_reason_name(FinishReason r) {
-  switch (r) {
-    case FinishReason::kLength:
-      return "length";
-    case FinishReason::kEosToken:
-      return "eos_token";
-    case FinishReason::kStopSequence:
-      return "stop_sequence";
-    case FinishReason::kCancelled:
-      return "cancelled";
-    case FinishReason::kNone:
-      break;
-  }
-  return "none";
-}
-
-void BatchRequest::validate(std::int64_t vocab) const {
-  auto fail = [](const std::string& m) { throw std::invalid_argument(m); };
-  if (prompt.empty()) fail("the prompt is empty");
-  for (const std::int32_t t : prompt)
-    if (t < 0 || t >= vocab)
-      fail("prompt token id " + std::to_string(t) + " is outside the vocabulary of " +
-           std::to_string(vocab));
-  if (max_new_tokens < 1)
-    fail("max_new_tokens must be >= 1, got " + std::to_string(max_new_tokens));
-  if (min_new_tokens < 0 || min_new_tokens > max_new_tokens)
-    fail("min_new_tokens must be in [0, max_new_tokens = " + std::to_string(max_new_tokens) +
-         "], got " + std::to_string(min_new_tokens));
-  if (logprobs > 20) fail("logprobs must be <= 20, got " + std::to_string(logprobs));
-  for (const std::int32_t t : stop_token_ids)
-    if (t < 0 || t >= vocab)
-      fail("stop token id " + std::to_string(t) + " is outside the vocabulary of " +
-           std::to_string(vocab));
-  sampling.validate();
-}
-
 BatchEngine::BatchEngine(StepRunner& runner, SchedulerConfig config,
                          std::vector<std::int64_t> eos_token_ids, const Tokenizer* tokenizer)
     : runner_(runner),
@@ -73,19 +37,16 @@ BatchEngine::BatchEngine(StepRunner& runner, SchedulerConfig config,
   };
 }
 
+RequestLimits BatchEngine::limits() const {
+  return {runner_.model().config().vocab_size, runner_.model().options().max_context,
+          tokenizer_ != nullptr};
+}
+
 void BatchEngine::add(BatchRequest r) {
-  const FalconConfig& c = runner_.model().config();
-  r.validate(c.vocab_size);
-  if (!r.stop.empty() && !tokenizer_)
-    throw std::invalid_argument("stop strings need the model's tokenizer");
-  const auto total = static_cast<std::int64_t>(r.prompt.size()) + r.max_new_tokens;
-  if (total > runner_.model().options().max_context)
-    throw std::length_error("`inputs` tokens + `max_new_tokens` must be <= " +
-                            std::to_string(runner_.model().options().max_context) + ". Given: " +
-                            std::to_string(r.prompt.size()) + " `inputs` tokens and " +
-                            std::to_string(r.max_new_tokens) + " `max_new_tokens`");
+  validate_request(r, limits());
   if (live_.count(r.id) || results_.count(r.id))
-    throw std::invalid_argument("request id " + std::to_string(r.id) + " is in use");
+    throw RequestError(RequestError::Kind::kInvalid, "id",
+                       "request id " + std::to_string(r.id) + " is in use");
   if (r.arrival < 0) r.arrival = clock_();
   scheduler_.add(r.id, r.prompt, r.max_new_tokens, r.arrival);
   Live& live = live_[r.id];

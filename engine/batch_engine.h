@@ -59,7 +59,7 @@ class BatchEngine {
   // Both give the same tokens and log-probabilities, bit for bit.
   void force_full_logits(bool on) { force_full_ = on; }
 
-  // Validates (std::invalid_argument / std::length_error naming the problem) and queues.
+  // Validates (RequestError naming the field and the limit) and queues.
   void add(BatchRequest r);
   // Drops a request now (its blocks are free before the next iteration); its result finishes as
   // cancelled and the listener hears so. False if it is unknown or already finished.
@@ -69,6 +69,8 @@ class BatchEngine {
   // Steps until every request has finished.
   void run_to_completion();
   bool idle() const { return scheduler_.idle(); }
+  // What add() checks requests against.
+  RequestLimits limits() const;
 
   const std::map<std::uint64_t, BatchResult>& results() const { return results_; }
   // Hands over a finished request's result (frontends; keeps the engine's memory flat).

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -28,10 +29,36 @@ struct BatchRequest {
   std::int32_t logprobs = -1;  // < 0: none; n: the chosen token's and the n most likely ones'
   double arrival = -1;         // seconds on the engine's clock; < 0: when added
   std::int64_t truncate = 0;   // > 0: the frontend keeps only the prompt's last `truncate` tokens
-
-  // Throws std::invalid_argument naming the field, the value and the limit.
-  void validate(std::int64_t vocab) const;
 };
+
+// What a request is checked against: the model's vocabulary and context, and whether the engine
+// has a tokenizer (stop strings need one).
+struct RequestLimits {
+  std::int64_t vocab = 0;
+  std::int64_t max_context = 0;  // prompt + new tokens
+  bool text = false;
+};
+
+// A request the engine refuses, naming the field, the value and the limit in neutral words;
+// each frontend maps it to its own status and wording. kTooLong: the prompt and the tokens asked
+// for exceed the context (some APIs word that their own way); kNoCapacity: the request can never
+// fit the KV pool.
+class RequestError : public std::invalid_argument {
+ public:
+  enum class Kind { kInvalid, kTooLong, kNoCapacity };
+  RequestError(Kind kind, std::string field, const std::string& message)
+      : std::invalid_argument(message), kind_(kind), field_(std::move(field)) {}
+  Kind kind() const { return kind_; }
+  const std::string& field() const { return field_; }  // e.g. "max_new_tokens", "prompt"
+
+ private:
+  Kind kind_;
+  std::string field_;
+};
+
+// The one check every request passes at ingress (RequestQueue::submit, offline jobs before any
+// work): throws RequestError.
+void validate_request(const BatchRequest& r, const RequestLimits& limits);
 
 struct TokenLogprob {
   std::int32_t id = 0;

@@ -15,9 +15,9 @@ namespace {
 
 struct Rig {
   ServingMetrics metrics;
-  EngineLoop loop{metrics, 8};
+  RequestQueue queue{8};
   Tokenizer tok = Tokenizer::load(test::kFixtures / "tokenizers" / "small384" / "tokenizer.json");
-  ServeContext ctx{loop,   metrics, tok, load_config(test::kFixtures / "gqa8x4-bf16-sharded"),
+  ServeContext ctx{queue,  metrics, tok, load_config(test::kFixtures / "gqa8x4-bf16-sharded").vocab_size,
                    "demo", 2048,    0,   0,
                    false,  false,   {},  {},
                    {}};
@@ -47,16 +47,16 @@ TEST_CASE("health answers 503 until the model is ready, then 200", "[serve]") {
   CHECK(rig.answer(http::verb::get, "/ping").result() == http::status::service_unavailable);
   CHECK(rig.answer(http::verb::get, "/health").result() == http::status::service_unavailable);
   CHECK(body_of(rig.answer(http::verb::get, "/health"))["error_type"] == "unhealthy");
-  rig.loop.set_health(Health::kReady);
+  rig.queue.set_health(Health::kReady);
   CHECK(rig.answer(http::verb::get, "/ping").result() == http::status::ok);
   CHECK(rig.answer(http::verb::get, "/health").result() == http::status::ok);
-  rig.loop.shutdown(1);
+  rig.queue.shutdown(1);
   CHECK(body_of(rig.answer(http::verb::get, "/ping"))["error"] == "the server is shutting down");
 }
 
 TEST_CASE("every API answers bad requests in its own shape and status", "[serve]") {
   Rig rig;
-  rig.loop.set_health(Health::kReady);
+  rig.queue.set_health(Health::kReady);
   struct Case {
     http::verb method;
     std::string target, body;
@@ -124,16 +124,16 @@ TEST_CASE("every API answers bad requests in its own shape and status", "[serve]
 
 TEST_CASE("the APIs stream in their clients' formats", "[serve]") {
   Rig rig;
-  rig.loop.set_health(Health::kReady);
+  rig.queue.set_health(Health::kReady);
   auto result = std::make_shared<BatchResult>();
   result->tokens = {40, 41};
   result->text = "ab";
   result->finish = FinishReason::kLength;
-  Update first;
+  RequestEvent first;
   first.token = 40;
   first.text = "a";
   first.logprob = -0.5f;
-  Update last = first;
+  RequestEvent last = first;
   last.token = 41;
   last.index = 1;
   last.text = "b";
@@ -229,7 +229,7 @@ TEST_CASE("chat prompts come from the checkpoint's chat template when it has one
     // The route always asks for the generation prompt.
     if (!c["add_generation_prompt"].get<bool>()) continue;
     Rig rig;
-    rig.loop.set_health(Health::kReady);
+    rig.queue.set_health(Health::kReady);
     rig.ctx.chat_template = ChatTemplate::parse(c["template"].get<std::string>());
     rig.ctx.chat_vars = {{"bos_token", c["bos_token"].get<std::string>()},
                          {"eos_token", c["eos_token"].get<std::string>()}};

@@ -1,18 +1,14 @@
-// saker generate: greedy generation from token ids, on one rank or tensor-parallel under mpirun.
+// saker generate: one prompt (token ids or text) through the engine, on one rank or tensor-parallel
+// under mpirun; with --input, an offline JSONL job (cmd_generate_jsonl.cpp).
 #include <algorithm>
 #include <cstring>
 #include <iostream>
 #include <optional>
 
-#include "engine/generate.h"
-#include "engine/model/checkpoint.h"
-#include "engine/model/falcon/config.h"
-#include "engine/model/falcon/falcon.h"
-#include "engine/model/falcon/shard_plan.h"
-#include "engine/step_runner.h"
+#include "engine/engine.h"
 #include "engine/tokenizer/streaming_detokenizer.h"
 #include "launcher/app/cli.h"
-#include "launcher/app/fault_hooks.h"
+#include "launcher/app/engine_flags.h"
 #include "parallel/world.h"
 
 namespace saker::cli {
@@ -102,75 +98,86 @@ int run_generate(const std::vector<std::string>& args) {
     throw UsageError("--" + msg);
   }
 
-  MpiWorld& mpi = world();
-  Communicator& comm = mpi.tensor_parallel();
-  const FaultHooks faults = FaultHooks::from_env(comm.rank());
-  const FalconConfig config = load_config(model_dir);
+  Communicator& comm = world().tensor_parallel();
+  const RequestLimits limits = read_model_limits(model_dir);
   // Rank 0 alone reads the prompt (ranks > 0 hold no tokenizer) and sends the ids to the others,
   // which size their KV cache from its length.
   Prompt prompt_in;
-  if (comm.rank() == 0) prompt_in = read_prompt(vm, model_dir, config.vocab_size);
+  if (comm.rank() == 0) prompt_in = read_prompt(vm, model_dir, limits.vocab);
   std::vector<std::byte> wire(prompt_in.ids.size() * sizeof(std::int32_t));
   std::memcpy(wire.data(), prompt_in.ids.data(), wire.size());
   comm.broadcast(wire, 0);
   std::vector<std::int32_t> prompt(wire.size() / sizeof(std::int32_t));
   std::memcpy(prompt.data(), wire.data(), wire.size());
   const std::int64_t total = static_cast<std::int64_t>(prompt.size()) + max_new;
-  if (total > config.max_positions)
+  if (total > limits.max_context)
     throw UsageError("prompt of " + std::to_string(prompt.size()) + " tokens + --max-new-tokens " +
                      std::to_string(max_new) + " must be <= the model's context of " +
-                     std::to_string(config.max_positions) + " tokens");
-  // Every rank checks the layout itself, so an impossible one fails everywhere with one message.
-  const ShardPlan plan(config, comm.size());
-  const Checkpoint checkpoint = Checkpoint::open(model_dir);
-  const WeightQuant quant = parse_dtype(dtype, checkpoint);
-  const auto backend_owner = make_backend(device, thread_count(threads), config.max_positions);
-  Backend& backend = *backend_owner;
-  // On GPUs the model's all-reduce runs over NCCL on the compute stream; plans still go by MPI.
-  const auto model_comm = make_model_communicator(backend, comm);
-  const TensorParallel tp = comm.size() > 1 ? TensorParallel{&plan.rank(comm.rank()),
-                                                             model_comm ? model_comm.get() : &comm}
-                                            : TensorParallel{};
-  FalconModel model(config, checkpoint, backend,
-                    ModelOptions{chunk, 1, config.max_positions, quant}, tp);
-  KvCache cache(backend, config, model.local_kv_heads(), (total + block_size - 1) / block_size,
-                block_size);
-  faults.after_load();
-  StepRunner runner(model, cache, comm);
-  runner.before_each_step([&faults](std::uint64_t step) { faults.before_step(step); });
+                     std::to_string(limits.max_context) + " tokens");
+  if (max_new == 0) {
+    if (comm.rank() == 0) std::cout << "\n";
+    return 0;
+  }
+  // One sequence through the engine: a batch of one, prompts chunked like --prefill-chunk, a KV
+  // pool of exactly the tokens it needs.
+  EngineOptions o;
+  o.model_dir = model_dir;
+  o.device = device;
+  o.dtype = dtype;
+  o.threads = thread_count(threads);
+  o.max_batch_size = 1;
+  o.max_batch_tokens = chunk;
+  o.block_size = block_size;
+  o.kv_cache_tokens = total;
+  o.text = false;  // the prompt's tokenizer is read below, on rank 0 only
+  const auto engine = make_engine(o, comm);
   if (vm["stats"].as<bool>())
-    std::cerr << "rank " << comm.rank() << " of " << comm.size() << ": " << model.weight_bytes()
+    std::cerr << "rank " << comm.rank() << " of " << comm.size() << ": " << engine->weight_bytes()
               << " weight bytes read\n";
-  if (!runner.is_driver()) {
-    runner.serve();
+  if (!engine->is_driver()) {
+    engine->run();
     return 0;
   }
 
-  GenerateOptions opt;
-  opt.max_new_tokens = max_new;
-  opt.ignore_eos = vm["ignore-eos"].as<bool>();
-  opt.eos_token_ids = config.eos_token_ids;
-  opt.sampling = sampling;
+  BatchRequest r;
+  r.id = engine->requests().next_id();
+  r.prompt = prompt;
+  r.max_new_tokens = max_new;
+  r.ignore_eos = vm["ignore-eos"].as<bool>();
+  r.sampling = sampling;
   // Text streams through the detokenizer, which holds back characters split across tokens.
   std::optional<StreamingDetokenizer> text;
   if (prompt_in.tokenizer && !vm["print-ids"].as<bool>()) text.emplace(*prompt_in.tokenizer, true);
   bool first = true;
-  const GenerateResult res = generate_sequence(runner, prompt, opt, [&](std::int32_t id) {
-    if (text)
-      std::cout << text->push(id);
-    else
-      std::cout << (first ? "" : " ") << id;
-    std::cout << std::flush;
-    first = false;
+  std::shared_ptr<const BatchResult> result;
+  std::string error;
+  engine->submit(std::move(r), [&](RequestEvent&& ev) {
+    if (ev.token >= 0) {
+      if (text)
+        std::cout << text->push(ev.token);
+      else
+        std::cout << (first ? "" : " ") << ev.token;
+      std::cout << std::flush;
+      first = false;
+    }
+    if (ev.finish != FinishReason::kNone) {
+      result = ev.result;
+      error = ev.error;
+    }
   });
-  runner.stop();
+  engine->run();
+  if (!error.empty()) throw std::runtime_error(error);
   if (text) std::cout << text->flush();
   std::cout << "\n";
-  if (vm["stats"].as<bool>()) {
+  if (vm["stats"].as<bool>() && result) {
+    const BatchResult& res = *result;
     const double n = static_cast<double>(res.tokens.size());
-    std::cerr << "prompt " << prompt.size() << " tokens, prefill " << res.prefill_seconds * 1e3
-              << " ms; generated " << res.tokens.size() << " tokens (" << res.finish_reason << ")";
-    if (n > 1) std::cerr << ", decode " << (n - 1) / res.decode_seconds << " tokens/s";
+    const double start = res.scheduled >= 0 ? res.scheduled : res.arrival;
+    std::cerr << "prompt " << prompt.size() << " tokens, prefill "
+              << (res.first_token - start) * 1e3 << " ms; generated " << res.tokens.size()
+              << " tokens (" << finish_reason_name(res.finish) << ")";
+    if (n > 1)
+      std::cerr << ", decode " << (n - 1) / (res.finished - res.first_token) << " tokens/s";
     std::cerr << "\n";
   }
   return 0;

@@ -9,7 +9,7 @@
 
 #include "engine/tokenizer/tokenizer.h"
 #include "launcher/app/cli.h"
-#include "launcher/app/engine_setup.h"
+#include "launcher/app/engine_flags.h"
 #include "launcher/offline/progress.h"
 #include "launcher/serve/request_params.h"
 #include "parallel/world.h"
@@ -24,7 +24,7 @@ struct Job {
   std::vector<json> ids;  // the input's own "id" field per line, or null
 };
 
-Job read_job(const std::string& path, const Tokenizer& tok, const FalconConfig& c,
+Job read_job(const std::string& path, const Tokenizer& tok, const RequestLimits& limits,
              std::int64_t default_max_new) {
   std::ifstream in(path);
   if (!in) throw std::runtime_error("cannot read --input " + path);
@@ -49,13 +49,7 @@ Job read_job(const std::string& path, const Tokenizer& tok, const FalconConfig& 
       r.prompt = tok.encode(prompt->get<std::string>());
       if (r.prompt.empty()) throw ParameterError("the prompt is empty");
       if (j.contains("parameters")) apply_parameters(j["parameters"], r);
-      r.validate(c.vocab_size);
-      const auto total = static_cast<std::int64_t>(r.prompt.size()) + r.max_new_tokens;
-      if (total > c.max_positions)
-        throw ParameterError(
-            "prompt tokens + max_new_tokens must be <= " + std::to_string(c.max_positions) +
-            ". Given: " + std::to_string(r.prompt.size()) + " prompt tokens and " +
-            std::to_string(r.max_new_tokens) + " max_new_tokens");
+      validate_request(r, limits);
       job.ids.push_back(j.contains("id") ? j["id"] : json());
       job.requests.push_back(std::move(r));
     } catch (const json::exception& e) {
@@ -92,12 +86,12 @@ json result_json(std::size_t index, const json& id, const BatchResult& r, bool l
 }  // namespace
 
 int run_generate_jsonl(const std::vector<std::string>& args) {
-  EngineOptions o;
+  EngineFlags flags;
   std::string input, output;
   std::int64_t max_new = 32;
   double interval = 10;
   po::options_description desc("options");
-  desc.add_options()("help,h", "show this help")("model", po::value(&o.model_dir)->required(),
+  desc.add_options()("help,h", "show this help")("model", po::value(&flags.model_dir)->required(),
                                                  "Hugging Face model directory (safetensors)")(
       "input", po::value(&input)->required(),
       "JSONL: {\"prompt\": str, \"parameters\": {...}, \"id\": any} per line")(
@@ -106,68 +100,74 @@ int run_generate_jsonl(const std::vector<std::string>& args) {
       "for lines whose parameters do not say")(
       "progress-interval", po::value(&interval)->default_value(interval),
       "seconds between progress lines when stderr is not a terminal");
-  desc.add(engine_options(o));
+  desc.add(engine_options(flags));
   po::variables_map vm;
   if (!parse(args, desc, vm,
              "usage: [mpirun -np N] saker generate --model DIR --input prompts.jsonl --output "
              "results.jsonl [options]"))
     return 0;
-  finish_engine_options(vm, o);
   if (max_new < 1) throw UsageError("--max-new-tokens must be >= 1");
 
   Communicator& comm = world().tensor_parallel();
-  const FalconConfig config = load_config(o.model_dir);
+  EngineOptions o = finish_engine_options(vm, flags);
+  o.text = true;
   // Rank 0 alone reads the job; a bad line stops every rank before the model is loaded.
   std::optional<Tokenizer> tok;
   Job job;
   std::ofstream out;
   if (comm.rank() == 0) {
     tok.emplace(Tokenizer::from_model_dir(o.model_dir));
-    job = read_job(input, *tok, config, max_new);
+    RequestLimits limits = read_model_limits(o.model_dir);
+    limits.text = true;
+    job = read_job(input, *tok, limits, max_new);
     out.open(output);
     if (!out) throw std::runtime_error("cannot write --output " + output);
   }
-  Engine engine(o, comm);
-  if (!engine.runner().is_driver()) {
-    engine.runner().serve();
+  const auto engine = make_engine(o, comm);
+  if (!engine->is_driver()) {
+    engine->run();
     return 0;
   }
-  BatchEngine batch(engine.runner(), engine.scheduler_config(), config.eos_token_ids, &*tok);
-  for (std::size_t i = 0; i < job.requests.size(); ++i) {
-    try {
-      batch.add(job.requests[i]);
-    } catch (const std::exception& e) {
-      engine.runner().stop();
-      throw std::runtime_error(input + " request " + std::to_string(i + 1) + ": " + e.what());
-    }
-  }
-  Progress progress(static_cast<std::int64_t>(job.requests.size()), interval);
+  // Results are written in input order, each as soon as every earlier one is done.
+  std::vector<std::shared_ptr<const BatchResult>> results(job.requests.size());
+  std::string failed;
   std::size_t written = 0;
+  std::int64_t done = 0;
+  std::uint64_t tokens = 0;
   auto write_ready = [&] {
-    for (; written < job.requests.size(); ++written) {
-      auto r = batch.take_result(written);
-      if (!r) break;
-      out << result_json(written, job.ids[written], *r, job.requests[written].logprobs >= 0).dump()
+    for (; written < results.size() && results[written]; ++written)
+      out << result_json(written, job.ids[written], *results[written],
+                         job.requests[written].logprobs >= 0)
+                 .dump()
           << "\n";
-    }
     out.flush();
     if (!out) throw std::runtime_error("writing --output " + output + " failed");
   };
-  try {
-    while (!batch.idle()) {
-      batch.step();
-      write_ready();
-      progress.update(static_cast<std::int64_t>(batch.stats().finished),
-                      batch.stats().generated_tokens);
-    }
-  } catch (...) {
-    engine.runner().stop();
-    throw;
+  for (std::size_t i = 0; i < job.requests.size(); ++i) {
+    BatchRequest r = std::move(job.requests[i]);
+    r.id = engine->requests().next_id();
+    const Admit admit = engine->submit(std::move(r), [&, i](RequestEvent&& ev) {
+      if (ev.finish == FinishReason::kNone) return;
+      if (!ev.error.empty() && failed.empty())
+        failed = input + " request " + std::to_string(i + 1) + ": " + ev.error;
+      if (ev.result) {
+        tokens += ev.result->tokens.size();
+        results[i] = std::move(ev.result);
+      }
+      ++done;
+    });
+    if (admit != Admit::kQueued) throw std::logic_error("the engine refused an offline request");
   }
-  engine.runner().stop();
+  Progress progress(static_cast<std::int64_t>(job.requests.size()), interval);
+  RunOptions ro;
+  ro.after_iteration = [&](const IterationStats&) {
+    write_ready();
+    progress.update(done, tokens);
+  };
+  engine->run(ro);
+  if (!failed.empty()) throw std::runtime_error(failed);
   write_ready();
-  progress.update(static_cast<std::int64_t>(batch.stats().finished), batch.stats().generated_tokens,
-                  true);
+  progress.update(done, tokens, true);
   return 0;
 }
 

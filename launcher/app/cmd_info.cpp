@@ -6,8 +6,8 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/model/falcon/config.h"
-#include "engine/model/inventory.h"
 #include "engine/model/falcon/shard_plan.h"
+#include "engine/model/inventory.h"
 #include "launcher/app/cli.h"
 #include "parallel/world.h"
 

@@ -9,19 +9,20 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/chat_template/chat_template.h"
-#include "engine/model/falcon/config.h"
+#include "engine/request_queue.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "launcher/serve/http_server.h"
+#include "launcher/serve/metrics.h"
 
 namespace saker::serve {
 
 using json = nlohmann::json;
 
 struct ServeContext {
-  EngineLoop& loop;
+  RequestQueue& queue;
   ServingMetrics& metrics;
   const Tokenizer& tokenizer;
-  FalconConfig config;
+  std::int64_t vocab_size = 0;
   std::string model_name;
   std::int64_t max_context = 0;     // prompt + new tokens
   std::int64_t max_input_len = 0;   // prompt tokens (option.max_input_len; 0: max_context - 1)

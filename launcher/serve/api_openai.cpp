@@ -3,8 +3,8 @@
 #include <chrono>
 #include <random>
 
-#include "launcher/serve/request_params.h"
 #include "launcher/serve/api.h"
+#include "launcher/serve/request_params.h"
 
 namespace saker::serve {
 namespace {
@@ -172,7 +172,7 @@ class CompletionCall final : public OpenAiCall {
   bool echo = false;
   std::vector<std::string> prompts;  // per prompt, for echo
 
-  std::string on_update(std::size_t i, const Update& u) override {
+  std::string on_update(std::size_t i, const RequestEvent& u) override {
     if (u.token >= 0) ++completion_tokens_;
     std::string text = u.text;
     if (echo && u.index == 0 && u.token >= 0) text = prompts[i / n] + text;
@@ -232,7 +232,7 @@ class ChatCall final : public OpenAiCall {
   explicit ChatCall(ServeContext& ctx) : OpenAiCall(ctx, "chat.completion.chunk", "chatcmpl-") {}
   bool logprobs = false;
 
-  std::string on_update(std::size_t i, const Update& u) override {
+  std::string on_update(std::size_t i, const RequestEvent& u) override {
     std::string out;
     if (u.index == 0 && u.token >= 0) {  // the role comes first, on its own
       json c = {{"index", i},
@@ -389,9 +389,9 @@ std::unique_ptr<Call> openai_completions(ServeContext& ctx, const json& body) {
     std::vector<std::int32_t> ids;
     for (const json& t : p) {
       if (!t.is_number_integer() || t.get<std::int64_t>() < 0 ||
-          t.get<std::int64_t>() >= ctx.config.vocab_size)
+          t.get<std::int64_t>() >= ctx.vocab_size)
         throw ApiError(ErrorKind::kValidation, "`prompt` token ids must be integers in [0, " +
-                                                   std::to_string(ctx.config.vocab_size) + ")");
+                                                   std::to_string(ctx.vocab_size) + ")");
       ids.push_back(t.get<std::int32_t>());
     }
     call->prompts.push_back(ctx.tokenizer.decode(ids));

@@ -2,8 +2,8 @@
 // DJL Serving (POST /invocations, JSON or jsonlines streaming).
 #include <random>
 
-#include "launcher/serve/request_params.h"
 #include "launcher/serve/api.h"
+#include "launcher/serve/request_params.h"
 
 namespace saker::serve {
 namespace {
@@ -40,7 +40,7 @@ class TgiCall final : public Call {
   bool details = false, full_text = false;
   std::string inputs;
 
-  std::string on_update(std::size_t, const Update& u) override {
+  std::string on_update(std::size_t, const RequestEvent& u) override {
     json token = {{"id", u.token},
                   {"text", u.text},
                   {"logprob", u.logprob},
@@ -109,7 +109,7 @@ class DjlCall final : public Call {
   std::vector<std::string> inputs;
 
   std::string stream_content_type() const override { return "application/jsonlines"; }
-  std::string on_update(std::size_t, const Update& u) override {
+  std::string on_update(std::size_t, const RequestEvent& u) override {
     if (u.token < 0) return "";
     json line = {{"token", {{"id", u.token}, {"text", u.text}, {"log_prob", u.logprob}}}};
     if (u.finish != FinishReason::kNone && u.result) {

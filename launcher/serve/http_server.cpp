@@ -29,10 +29,10 @@ std::string chunk(const std::string& data) {
 
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(tcp::socket socket, EngineLoop& loop, const Router& router, std::size_t body_limit,
+  Session(tcp::socket socket, RequestQueue& queue, const Router& router, std::size_t body_limit,
           std::set<Session*>& sessions)
       : stream_(std::move(socket)),
-        loop_(loop),
+        queue_(queue),
         router_(router),
         body_limit_(body_limit),
         sessions_(sessions) {
@@ -122,24 +122,42 @@ class Session : public std::enable_shared_from_this<Session> {
     failed_.clear();
     for (std::size_t i = 0; i < call_->requests.size(); ++i) {
       BatchRequest r = std::move(call_->requests[i]);
-      r.id = loop_.next_id();
+      r.id = queue_.next_id();
       ids_.push_back(r.id);
       std::weak_ptr<Session> weak = weak_from_this();
       net::any_io_executor ex = stream_.get_executor();
-      const auto admit = loop_.submit({std::move(r), call_->route, [weak, ex, i](Update&& u) {
-                                         net::post(ex, [weak, i, u = std::move(u)]() mutable {
-                                           if (auto self = weak.lock())
-                                             self->on_update(i, std::move(u));
-                                         });
-                                       }});
-      if (admit != EngineLoop::Admit::kQueued) {
-        for (std::size_t j = 0; j < i; ++j) loop_.cancel(ids_[j]);
+      EventSink sink = [weak, ex, i](RequestEvent&& u) {
+        net::post(ex, [weak, i, u = std::move(u)]() mutable {
+          if (auto self = weak.lock()) self->on_update(i, std::move(u));
+        });
+      };
+      Admit admit = Admit::kQueued;
+      std::string refused;
+      try {
+        admit = queue_.submit(std::move(r), std::move(sink), call_->route);
+      } catch (const RequestError& e) {
+        refused = e.what();  // the APIs check first; what they let through is still refused
+      }
+      if (!refused.empty()) {
+        for (std::size_t j = 0; j < i; ++j) queue_.cancel(ids_[j]);
         ids_.clear();
         call_->requests.clear();
-        const bool full = admit == EngineLoop::Admit::kQueueFull;
+        // TGI answers validation errors with 422, the others with 400.
+        const bool tgi = call_->route == "/generate" || call_->route == "/generate_stream" ||
+                         call_->route == "/";
+        auto res = call_->error(
+            tgi ? http::status::unprocessable_entity : http::status::bad_request, refused);
+        call_.reset();
+        return write_now(std::move(res));
+      }
+      if (admit != Admit::kQueued) {
+        for (std::size_t j = 0; j < i; ++j) queue_.cancel(ids_[j]);
+        ids_.clear();
+        call_->requests.clear();
+        const bool full = admit == Admit::kQueueFull;
         auto res = call_->error(
             full ? http::status::too_many_requests : http::status::service_unavailable,
-            full ? "the request queue is full (" + std::to_string(loop_.queue_limit()) +
+            full ? "the request queue is full (" + std::to_string(queue_.limit()) +
                        " waiting); retry later"
                  : "the model is not ready: it is loading, warming up or shutting down");
         call_.reset();
@@ -174,12 +192,12 @@ class Session : public std::enable_shared_from_this<Session> {
   void abandon() {
     if (!call_) return;
     for (std::size_t i = 0; i < ids_.size(); ++i)
-      if (!results_[i]) loop_.cancel(ids_[i]);
+      if (!results_[i]) queue_.cancel(ids_[i]);
     gone_ = true;
     close();
   }
 
-  void on_update(std::size_t i, Update&& u) {
+  void on_update(std::size_t i, RequestEvent&& u) {
     if (!call_ || gone_) return;
     if (!u.error.empty()) failed_ = u.error;
     if (call_->stream && u.error.empty()) {
@@ -228,7 +246,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   beast::tcp_stream stream_;
-  EngineLoop& loop_;
+  RequestQueue& queue_;
   const Router& router_;
   std::size_t body_limit_;
   std::set<Session*>& sessions_;
@@ -249,9 +267,9 @@ class Session : public std::enable_shared_from_this<Session> {
 }  // namespace
 
 struct HttpServer::Impl {
-  Impl(EngineLoop& l, Router r, std::size_t limit)
-      : loop(l), router(std::move(r)), body_limit(limit) {}
-  EngineLoop& loop;
+  Impl(RequestQueue& q, Router r, std::size_t limit)
+      : queue(q), router(std::move(r)), body_limit(limit) {}
+  RequestQueue& queue;
   Router router;
   std::size_t body_limit;
   net::io_context io{1};
@@ -272,14 +290,14 @@ struct HttpServer::Impl {
   void accept() {
     acceptor.async_accept([this](beast::error_code ec, tcp::socket socket) {
       if (ec) return;  // closed
-      std::make_shared<Session>(std::move(socket), loop, router, body_limit, sessions)->start();
+      std::make_shared<Session>(std::move(socket), queue, router, body_limit, sessions)->start();
       accept();
     });
   }
 };
 
-HttpServer::HttpServer(EngineLoop& loop, Router router, std::size_t body_limit)
-    : impl_(std::make_unique<Impl>(loop, std::move(router), body_limit)) {}
+HttpServer::HttpServer(RequestQueue& queue, Router router, std::size_t body_limit)
+    : impl_(std::make_unique<Impl>(queue, std::move(router), body_limit)) {}
 
 HttpServer::~HttpServer() {
   stop();

@@ -14,7 +14,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/beast/http.hpp>
 
-#include "launcher/serve/engine_loop.h"
+#include "engine/request_queue.h"
 
 namespace saker::serve {
 
@@ -31,7 +31,7 @@ class Call {
   std::string route;
   virtual std::string stream_content_type() const { return "text/event-stream"; }
   // Stream text for one update of choice i ("" for nothing).
-  virtual std::string on_update(std::size_t choice, const Update& u) = 0;
+  virtual std::string on_update(std::size_t choice, const RequestEvent& u) = 0;
   // Stream text after every choice has finished.
   virtual std::string end_stream() { return ""; }
   // The whole response of a call that does not stream.
@@ -49,7 +49,7 @@ using Router = std::function<Routed(const HttpRequest&)>;
 
 class HttpServer {
  public:
-  HttpServer(EngineLoop& loop, Router router, std::size_t body_limit);
+  HttpServer(RequestQueue& queue, Router router, std::size_t body_limit);
   ~HttpServer();
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;

@@ -69,7 +69,7 @@ class StdioChannel final : public Channel {
   net::posix::stream_descriptor in_, out_;
 };
 
-json token_json(const Update& u) {
+json token_json(const RequestEvent& u) {
   return {{"id", u.token}, {"text", u.text}, {"log_prob", u.logprob}};
 }
 
@@ -130,7 +130,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (!msg.is_object())
       return send({{"error", "malformed message: expected a JSON object"}, {"code", 400}});
     if (msg.contains("health")) {
-      const Health h = ctx_.loop.health();
+      const Health h = ctx_.queue.health();
       const char* state = h == Health::kReady     ? "ready"
                           : h == Health::kLoading ? "loading"
                                                   : "unavailable";
@@ -139,7 +139,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (msg.contains("cancel")) {
       for (const auto& [engine_id, p] : live_)
         if (p.client_id == msg["cancel"]) {
-          ctx_.loop.cancel(engine_id);
+          ctx_.queue.cancel(engine_id);
           return;
         }
       return send(
@@ -167,18 +167,23 @@ class Connection : public std::enable_shared_from_this<Connection> {
                    {"code", 400}});
     }
     BatchRequest r = std::move(call->requests.at(0));
-    r.id = ctx_.loop.next_id();
+    r.id = ctx_.queue.next_id();
     const std::uint64_t engine_id = r.id;
     std::weak_ptr<Connection> weak = weak_from_this();
     net::any_io_executor ex = executor_;
-    const auto admit = ctx_.loop.submit({std::move(r), "ipc", [weak, ex](Update&& u) {
-                                           net::post(ex, [weak, u = std::move(u)]() mutable {
-                                             if (auto self = weak.lock())
-                                               self->on_update(std::move(u));
-                                           });
-                                         }});
-    if (admit != EngineLoop::Admit::kQueued) {
-      const bool full = admit == EngineLoop::Admit::kQueueFull;
+    EventSink sink = [weak, ex](RequestEvent&& u) {
+      net::post(ex, [weak, u = std::move(u)]() mutable {
+        if (auto self = weak.lock()) self->on_update(std::move(u));
+      });
+    };
+    Admit admit = Admit::kQueued;
+    try {
+      admit = ctx_.queue.submit(std::move(r), std::move(sink), "ipc");
+    } catch (const RequestError& e) {
+      return send({{"id", id}, {"error", e.what()}, {"code", 400}});
+    }
+    if (admit != Admit::kQueued) {
+      const bool full = admit == Admit::kQueueFull;
       return send(
           {{"id", id},
            {"error", full ? "the request queue is full; retry later" : "the model is not ready"},
@@ -187,7 +192,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     live_[engine_id] = {id, call->stream};
   }
 
-  void on_update(Update&& u) {
+  void on_update(RequestEvent&& u) {
     auto it = live_.find(u.id);
     if (it == live_.end()) return;
     const Pending& p = it->second;
@@ -214,7 +219,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
 
   void abandon() {
-    for (const auto& [engine_id, p] : live_) ctx_.loop.cancel(engine_id);
+    for (const auto& [engine_id, p] : live_) ctx_.queue.cancel(engine_id);
     live_.clear();
   }
 

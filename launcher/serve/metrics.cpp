@@ -151,4 +151,28 @@ std::string ServingMetrics::render(const std::string& model) const {
   return out;
 }
 
+void ServingMetrics::on_state(const EngineSnapshot& s) {
+  Gauges g;
+  g.running = s.running;
+  g.waiting = s.waiting;
+  g.kv_usage = s.kv_blocks > 0 ? static_cast<double>(s.kv_blocks_used) / s.kv_blocks : 0.0;
+  g.iteration_sequences = s.last.sequences;
+  g.iteration_tokens = s.last.tokens;
+  set_gauges(g);
+}
+
+void ServingMetrics::on_iteration(const IterationStats&, const EngineSnapshot& s) {
+  count_iteration(static_cast<std::int64_t>(s.preemptions), s.totals.step_seconds,
+                  s.totals.forward_seconds);
+}
+
+void ServingMetrics::on_finished(const BatchResult& r, const std::string&) {
+  const auto n = static_cast<double>(r.tokens.size());
+  const bool any = !r.tokens.empty();
+  finished(r.prompt_tokens, static_cast<std::int64_t>(r.tokens.size()),
+           r.scheduled >= 0 ? r.scheduled - r.arrival : -1, any ? r.first_token - r.arrival : -1,
+           n > 1 ? (r.finished - r.first_token) / (n - 1) : -1, r.finished - r.arrival,
+           finish_reason_name(r.finish));
+}
+
 }  // namespace saker::serve

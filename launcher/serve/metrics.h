@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "engine/engine.h"
+
 namespace saker::serve {
 
 class Histogram {
@@ -31,9 +33,14 @@ struct Gauges {
   std::int64_t iteration_sequences = 0, iteration_tokens = 0;  // the last iteration's
 };
 
-class ServingMetrics {
+// Fed by the engine (an observer on its thread) and by the routes (refusals).
+class ServingMetrics : public EngineObserver {
  public:
   ServingMetrics();
+
+  void on_iteration(const IterationStats& it, const EngineSnapshot& s) override;
+  void on_state(const EngineSnapshot& s) override;
+  void on_finished(const BatchResult& r, const std::string& tag) override;
 
   void set_gauges(const Gauges& g);
   void count_iteration(std::int64_t preemptions_total, double step_seconds_total,

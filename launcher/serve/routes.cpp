@@ -36,7 +36,7 @@ http::status status_of(ErrorKind k, Family f) {
 }
 
 bool ready(const ServeContext& ctx) {
-  return ctx.loop.health() == Health::kReady;
+  return ctx.queue.health() == Health::kReady;
 }
 
 HttpResponse text(http::status s, std::string body, const char* type) {
@@ -75,7 +75,7 @@ Router make_router(ServeContext& ctx) {
         if (ready(ctx))
           return answer(path == "/ping" ? json_response(http::status::ok, {{"status", "Healthy"}})
                                         : text(http::status::ok, "", "text/plain"));
-        const Health h = ctx.loop.health();
+        const Health h = ctx.queue.health();
         const std::string why =
             h == Health::kLoading ? "the model is loading or warming up"
             : h == Health::kFailed
@@ -95,7 +95,7 @@ Router make_router(ServeContext& ctx) {
             {{"model_id", ctx.model_name},
              {"max_input_tokens", ctx.max_input_len > 0 ? ctx.max_input_len : ctx.max_context - 1},
              {"max_total_tokens", ctx.max_context},
-             {"max_concurrent_requests", ctx.loop.queue_limit()},
+             {"max_concurrent_requests", ctx.queue.limit()},
              {"max_best_of", 1},
              {"max_stop_sequences", 16},
              {"validation_workers", 1},

@@ -1,0 +1,311 @@
+#include "engine/engine.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <thread>
+
+#include "engine/model/checkpoint.h"
+#include "engine/model/falcon/config.h"
+#include "engine/model/falcon/falcon.h"
+#include "engine/model/falcon/shard_plan.h"
+#include "engine/model/kv_cache.h"
+#include "engine/step_runner.h"
+#include "engine/tokenizer/tokenizer.h"
+#include "kernels/cpu/thread_pool.h"
+#include "kernels/factory.h"
+#include "parallel/collectives.h"
+#include "parallel/watchdog.h"
+
+namespace saker {
+namespace {
+
+// Bytes the kernel says can be given to new allocations without swapping (MemAvailable).
+std::size_t available_host_memory() {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  std::size_t kib = 0;
+  std::string unit;
+  while (in >> key >> kib >> unit)
+    if (key == "MemAvailable:") return kib * 1024;
+  throw std::runtime_error("cannot read MemAvailable from /proc/meminfo; set kv_cache_bytes");
+}
+
+// Ranks on this node share its memory.
+int local_ranks() {
+  for (const char* v : {"OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_NTASKS_PER_NODE", "MPI_LOCALNRANKS"})
+    if (const char* s = std::getenv(v); s && std::atoi(s) > 0) return std::atoi(s);
+  return 1;
+}
+
+void check_options(const EngineOptions& o) {
+  auto positive = [](const char* field, double v) {
+    if (!(v > 0)) throw OptionError(field, std::string(field) + " must be positive");
+  };
+  positive("block_size", static_cast<double>(o.block_size));
+  positive("max_batch_size", o.max_batch_size);
+  positive("max_batch_tokens", static_cast<double>(o.max_batch_tokens));
+  positive("collective_timeout_s", o.collective_timeout_s);
+  if (!(o.kv_cache_fraction > 0 && o.kv_cache_fraction <= 1))
+    throw OptionError("kv_cache_fraction", "kv_cache_fraction must be in (0, 1], got " +
+                                               std::to_string(o.kv_cache_fraction));
+  if (!(o.max_batch_delay_s >= 0))
+    throw OptionError("max_batch_delay_s", "max_batch_delay_s must be >= 0");
+  if (o.kv_cache_bytes && *o.kv_cache_bytes == 0)
+    throw OptionError("kv_cache_bytes", "kv_cache_bytes must be positive");
+  if (o.kv_cache_tokens < 0) throw OptionError("kv_cache_tokens", "kv_cache_tokens must be >= 0");
+}
+
+// --dtype: auto and int8, or the checkpoint's own precision by name (a conversion would be
+// silent otherwise).
+WeightQuant weight_quant(const std::string& d, const Checkpoint& ck) {
+  if (d == "auto") return WeightQuant::kNone;
+  if (d == "int8") return WeightQuant::kInt8;
+  const TensorInfo* t = ck.find("transformer.word_embeddings.weight");
+  const std::string stored = t ? std::string(dtype_name(t->dtype)) : "?";
+  const std::string want = d == "bf16" || d == "bfloat16"  ? "BF16"
+                           : d == "fp16" || d == "float16" ? "F16"
+                           : d == "fp32" || d == "float32" ? "F32"
+                                                           : "";
+  if (want.empty())
+    throw OptionError("dtype", "dtype must be auto, int8, bf16, fp16 or fp32, got '" + d + "'");
+  if (want != stored)
+    throw OptionError("dtype", "dtype " + d + ": the checkpoint stores " + stored +
+                                   " weights, and saker runs them as stored (auto) or as int8");
+  return WeightQuant::kNone;
+}
+
+}  // namespace
+
+std::int64_t kv_blocks_for_budget(std::size_t bytes, const FalconConfig& c, std::int64_t kv_heads,
+                                  std::int64_t block_size) {
+  const auto per_block =
+      static_cast<std::size_t>(2 * c.layers * kv_heads * c.head_dim * block_size) * sizeof(float);
+  return static_cast<std::int64_t>(bytes / per_block);
+}
+
+RequestLimits read_model_limits(const std::string& model_dir) {
+  const FalconConfig c = load_config(model_dir);
+  return {c.vocab_size, c.max_positions,
+          std::filesystem::exists(std::filesystem::path(model_dir) / "tokenizer.json")};
+}
+
+struct Engine::Parts {
+  explicit Parts(const std::string& dir)
+      : config(load_config(dir)), checkpoint(Checkpoint::open(dir)) {}
+  FalconConfig config;
+  std::optional<ShardPlan> plan;
+  Checkpoint checkpoint;
+  std::unique_ptr<Backend> backend;
+  std::unique_ptr<Communicator> model_comm;  // NCCL for GPU ranks; null: the MPI communicator
+  std::unique_ptr<FalconModel> model;
+  std::unique_ptr<KvCache> cache;
+  std::unique_ptr<StepRunner> runner;
+  std::unique_ptr<CollectiveWatchdog> watchdog;
+  Communicator* comm = nullptr;
+  SchedulerConfig sched;
+};
+
+Engine::Engine(const EngineOptions& o, Communicator& comm, EngineHooks hooks,
+               std::shared_ptr<RequestQueue> queue)
+    : hooks_(std::move(hooks)),
+      queue_(queue ? std::move(queue) : std::make_shared<RequestQueue>()) {
+  check_options(o);
+  log_requests_ = o.log_requests;
+  load(o, comm);
+  if (hooks_.after_load) hooks_.after_load();
+  size_kv_pool(o, comm);
+  Parts& p = *parts_;
+  p.runner = std::make_unique<StepRunner>(*p.model, *p.cache, comm);
+  runner_ = p.runner.get();
+  if (hooks_.before_step) p.runner->before_each_step(hooks_.before_step);
+  const int rank = comm.rank();
+  auto fatal = hooks_.fatal ? hooks_.fatal : [rank](const std::string& msg) {
+    std::cerr << "saker: error (rank " << rank << "): " << msg << "; aborting" << std::endl;
+    std::abort();
+  };
+  p.watchdog = std::make_unique<CollectiveWatchdog>(o.collective_timeout_s, std::move(fatal));
+  p.runner->set_watchdog(p.watchdog.get());
+  if (is_driver()) start_driver(o);
+  if (o.warm_up) warm_up();
+  if (is_driver()) queue_->set_health(Health::kReady);
+}
+
+Engine::~Engine() = default;
+
+void Engine::load(const EngineOptions& o, Communicator& comm) {
+  parts_ = std::make_unique<Parts>(o.model_dir);
+  Parts& p = *parts_;
+  p.comm = &comm;
+  // Every rank checks the layout itself, so an impossible one fails everywhere with one message.
+  p.plan.emplace(p.config, comm.size());
+  const WeightQuant quant = weight_quant(o.dtype, p.checkpoint);
+  threads_ = o.threads ? o.threads : available_cpus();
+  p.backend = make_backend(o.device, threads_, p.config.max_positions);
+  backend_ = p.backend.get();
+  p.model_comm = make_model_communicator(*p.backend, comm);
+  const TensorParallel tp =
+      comm.size() > 1
+          ? TensorParallel{&p.plan->rank(comm.rank()), p.model_comm ? p.model_comm.get() : &comm}
+          : TensorParallel{};
+  // Running out of memory while loading says how much this rank needed and had.
+  const std::optional<std::size_t> device_free_before = p.backend->free_memory();
+  const std::size_t host_free_before = available_host_memory();
+  const std::string where = "rank " + std::to_string(comm.rank());
+  const std::string share =
+      " bytes (about 1/" + std::to_string(comm.size()) + " of them per rank); ";
+  try {
+    p.model = std::make_unique<FalconModel>(
+        p.config, p.checkpoint, *p.backend,
+        ModelOptions{o.max_batch_tokens, o.max_batch_size, p.config.max_positions, quant}, tp);
+  } catch (const std::bad_alloc&) {
+    throw std::runtime_error(where +
+                             " ran out of host memory loading its shard: the checkpoint holds " +
+                             std::to_string(p.checkpoint.total_bytes()) + share +
+                             std::to_string(host_free_before) + " bytes were available");
+  } catch (const std::runtime_error& e) {
+    if (!device_free_before || std::string(e.what()).find("out of memory") == std::string::npos)
+      throw;
+    throw std::runtime_error(
+        where + " ran out of device memory loading its shard (" + e.what() +
+        "): the checkpoint holds " + std::to_string(p.checkpoint.total_bytes()) + share +
+        std::to_string(*device_free_before) + " bytes were free on the device");
+  }
+  limits_ = {p.config.vocab_size, p.model->options().max_context, false};
+}
+
+void Engine::size_kv_pool(const EngineOptions& o, Communicator& comm) {
+  Parts& p = *parts_;
+  const std::string where = "rank " + std::to_string(comm.rank());
+  const std::int64_t kv_heads = p.model->local_kv_heads();
+  const std::int64_t per_block = 2 * p.config.layers * kv_heads * p.config.head_dim * o.block_size *
+                                 static_cast<std::int64_t>(sizeof(float));
+  std::int64_t blocks = 0;
+  std::size_t budget = 0;
+  if (o.kv_cache_tokens > 0) {
+    blocks = (o.kv_cache_tokens + o.block_size - 1) / o.block_size;
+    budget = static_cast<std::size_t>(blocks * per_block);
+  } else {
+    if (o.kv_cache_bytes) {
+      budget = *o.kv_cache_bytes;
+      // An explicit budget the machine cannot hold would end in the OOM killer, not an error.
+      const std::size_t have = p.backend->free_memory().value_or(available_host_memory());
+      if (budget > have)
+        throw OptionError("kv_cache_bytes", where + ": kv_cache_bytes (" + std::to_string(budget) +
+                                                " bytes) is more than the " + std::to_string(have) +
+                                                " bytes free after loading");
+    } else if (const auto device_free = p.backend->free_memory()) {
+      // A GPU: its own free memory now that the weights and workspaces are allocated (one rank
+      // per GPU, so no sharing with other ranks).
+      budget = static_cast<std::size_t>(o.kv_cache_fraction * static_cast<double>(*device_free));
+    } else {
+      // The CPU backend has copied the weights into its own memory by now, so what is available
+      // is what is left (the checkpoint's page cache counts as available: it can be dropped).
+      budget = static_cast<std::size_t>(
+          o.kv_cache_fraction * static_cast<double>(available_host_memory()) / local_ranks());
+    }
+    blocks = kv_blocks_for_budget(budget, p.config, kv_heads, o.block_size);
+    // More than every sequence at full context could use is never needed.
+    const std::int64_t most =
+        o.max_batch_size * ((p.config.max_positions + o.block_size - 1) / o.block_size);
+    blocks = std::min({blocks, most, (std::int64_t{1} << 24) - 1});
+  }
+  blocks = min_over_ranks(comm, blocks);  // block ids mean the same slots on every rank
+  if (blocks < 1)
+    throw OptionError("kv_cache_bytes", "the KV cache budget of " + std::to_string(budget) +
+                                            " bytes on some rank holds no block of " +
+                                            std::to_string(o.block_size) + " tokens (" +
+                                            std::to_string(per_block) +
+                                            " bytes); raise kv_cache_bytes or lower block_size");
+  try {
+    p.cache = std::make_unique<KvCache>(*p.backend, p.config, kv_heads, blocks, o.block_size);
+  } catch (const std::bad_alloc&) {
+    throw std::runtime_error(where + " ran out of memory allocating its KV pool: " +
+                             std::to_string(blocks) + " blocks of " + std::to_string(per_block) +
+                             " bytes = " + std::to_string(blocks * per_block) + " bytes");
+  }
+  p.sched.max_batch_size = o.max_batch_size;
+  p.sched.max_tokens_per_step = static_cast<std::int32_t>(o.max_batch_tokens);
+  p.sched.policy = o.policy;
+  p.sched.batching = o.batching;
+  p.sched.max_batch_delay_s = o.max_batch_delay_s;
+}
+
+void Engine::start_driver(const EngineOptions& o) {
+  Parts& p = *parts_;
+  if (o.text) tokenizer_ = std::make_unique<Tokenizer>(Tokenizer::from_model_dir(o.model_dir));
+  limits_.text = tokenizer_ != nullptr;
+  batch_ =
+      std::make_unique<BatchEngine>(*p.runner, p.sched, p.config.eos_token_ids, tokenizer_.get());
+  queue_->set_limits(limits_);
+  queue_->set_stall_probe([w = p.watchdog.get(), stall = o.collective_timeout_s / 2] {
+    return w->busy_seconds() > stall;
+  });
+}
+
+void Engine::warm_up() {
+  if (!is_driver()) {
+    parts_->runner->serve();
+    return;
+  }
+  // One iteration end to end (every rank, every kernel) before health says ready.
+  BatchRequest warm;
+  warm.id = queue_->next_id();
+  warm.prompt = {0};
+  warm.max_new_tokens = 1;
+  warm.ignore_eos = true;
+  try {
+    batch_->add(warm);
+    batch_->run_to_completion();
+    batch_->take_result(warm.id);
+  } catch (...) {
+    parts_->runner->stop();
+    throw;
+  }
+  parts_->runner->stop();
+  reset_stats();
+}
+
+bool Engine::is_driver() const {
+  return parts_->runner->is_driver();
+}
+std::int64_t Engine::kv_blocks() const {
+  return parts_->cache->num_blocks();
+}
+std::int64_t Engine::block_size() const {
+  return parts_->cache->block_size();
+}
+int Engine::ranks() const {
+  return parts_->comm->size();
+}
+std::size_t Engine::step_weight_bytes() const {
+  return parts_->model->step_weight_bytes();
+}
+std::size_t Engine::weight_bytes() const {
+  return parts_->model->weight_bytes();
+}
+std::vector<std::int64_t> Engine::eos_token_ids() const {
+  return parts_->config.eos_token_ids;
+}
+double Engine::now() const {
+  return batch_ ? batch_->now() : 0.0;
+}
+
+EngineSnapshot Engine::stats() const {
+  std::lock_guard lock(stats_mu_);
+  return snapshot_;
+}
+
+void Engine::reset_stats() {
+  const std::int32_t blocks = batch_->blocks().num_blocks();
+  batch_ = std::make_unique<BatchEngine>(*parts_->runner, parts_->sched,
+                                         parts_->config.eos_token_ids, tokenizer_.get());
+  std::lock_guard lock(stats_mu_);
+  snapshot_ = {};
+  snapshot_.kv_blocks = blocks;
+}
+
+}  // namespace saker
