@@ -18,6 +18,7 @@
 #include "kernels/cpu/cpu_backend.h"
 #include "parallel/collectives.h"
 #include "tests/batch_invariance.h"
+#include "tests/engine_api_cases.h"
 #include "tests/mpi_fixture.h"
 
 using namespace saker;
@@ -195,4 +196,41 @@ TEST_CASE("every rank learns the smallest KV capacity of the group", "[tp][kv]")
       1000 - 7 * ((comm.rank() + 1) % comm.size());  // rank size-1 holds least
   CHECK(min_over_ranks(comm, mine) == 1000 - 7 * (comm.size() - 1));
   CHECK_THROWS_AS(min_over_ranks(comm, std::int64_t{1} << 24), std::out_of_range);
+}
+
+TEST_CASE("the engine API streams, cancels and drains across ranks as on one", "[tp][engine]") {
+  Communicator& comm = test::world().tensor_parallel();
+  const fs::path dir = kFixtures / "gqa8x2-fp32";
+  Engine engine(engine_options(dir), comm);
+  const StreamRun run = stream_and_cancel(engine, dir);
+  const DrainRun drained = drain(engine, run.refs.front().prompt, 60);
+  if (comm.rank() != 0) return;
+  for (std::size_t i = 0; i < run.refs.size(); ++i) {
+    INFO("case " << i);
+    CHECK(run.heard[i]->tokens() == run.refs[i].greedy);
+    REQUIRE(run.heard[i]->finished());
+    CHECK(run.heard[i]->last().finish == FinishReason::kLength);
+  }
+  REQUIRE(run.cancelled.finished());
+  CHECK(run.cancelled.last().finish == FinishReason::kCancelled);
+  CHECK(run.cancelled.tokens().size() < 40);
+  CHECK(run.after.kv_blocks_used == 0);
+  REQUIRE(drained.heard.finished());
+  CHECK(drained.heard.last().finish == FinishReason::kLength);
+  CHECK(drained.heard.tokens().size() == 24);
+  CHECK(drained.after_shutdown == Admit::kNotReady);
+}
+
+TEST_CASE("a bad engine option fails on every rank, naming its field", "[tp][engine]") {
+  Communicator& comm = test::world().tensor_parallel();
+  EngineOptions o = engine_options(kFixtures / "gqa8x2-fp32");
+  o.kv_cache_tokens = 0;
+  o.kv_cache_bytes = 100;  // not one block
+  std::string field;
+  try {
+    Engine engine(o, comm);
+  } catch (const OptionError& e) {
+    field = e.field();
+  }
+  CHECK(field == "kv_cache_bytes");
 }
