@@ -142,6 +142,7 @@ void Engine::drive(bool serving, const RunOptions& ro) {
   }
   // Drain time is over: whatever still runs is cancelled (its client hears so).
   cancel_all();
+  publish(last, false);
   batch_->set_listener({});
 }
 
