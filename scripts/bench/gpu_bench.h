@@ -16,12 +16,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "kernels/backend.h"
 #include "kernels/cuda/cuda_backend.h"
-
-namespace saker {
-class KvCache;
-struct FalconConfig;
-}  // namespace saker
 
 namespace saker::gpu_bench {
 
@@ -168,9 +164,15 @@ void check_sparse_checkpoint(const fs::path& workdir);
 // prefill, decode at each batch size and the batch-1 stages; prints each result as it comes.
 ModelReport run_model_bench(const Args& args, double read_gbs);
 
-// Where a batch-1 decode step's time goes, call by call, on the model's shapes (gpu_bench_stages).
-StageReport stage_breakdown(cuda::CudaBackend& backend, KvCache& cache,
+// The model's dimensions, which the stage breakdown runs its calls at.
+struct StageShapes {
+  std::int64_t hidden, heads, kv_heads, head_dim, vocab_size, layers, max_positions;
+};
+
+// Where a batch-1 decode step's time goes, call by call, on the model's shapes (gpu_bench_stages):
+// kv is the first layer's cache, table its sequence's block table, filled up to `context`.
+StageReport stage_breakdown(cuda::CudaBackend& backend, const KvLayer& kv,
                             const std::vector<std::int32_t>& table, std::int64_t context,
-                            const FalconConfig& c, double read_gbs);
+                            const StageShapes& c, double read_gbs);
 
 }  // namespace saker::gpu_bench

@@ -289,8 +289,15 @@ ModelReport run_model_bench(const Args& args, double read_gbs) {
   }
   report.graphs = {backend.graph_stats()};
   report.graphs.print(std::cout);
-  report.stages =
-      stage_breakdown(backend, bench.cache(), bench.first_table(), args.context, config, read_gbs);
+  const StageShapes shapes{.hidden = config.hidden,
+                           .heads = config.heads,
+                           .kv_heads = config.kv_heads,
+                           .head_dim = config.head_dim,
+                           .vocab_size = config.vocab_size,
+                           .layers = config.layers,
+                           .max_positions = config.max_positions};
+  report.stages = stage_breakdown(backend, bench.cache().layer(0), bench.first_table(),
+                                  args.context, shapes, read_gbs);
   std::error_code ec;
   fs::remove_all(args.workdir, ec);
   return report;

@@ -6,8 +6,6 @@
 #include <string>
 #include <utility>
 
-#include "engine/model/falcon/config.h"
-#include "engine/model/kv_cache.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/launch.h"
 #include "scripts/bench/gpu_bench.h"
@@ -39,8 +37,8 @@ double bf16_bytes(const Weight& w) {
 // Members are declared in the order they were always allocated, so the memory layout is as before.
 class StageBench {
  public:
-  StageBench(cuda::CudaBackend& backend, KvCache& cache, const std::vector<std::int32_t>& table,
-             std::int64_t context, const FalconConfig& c)
+  StageBench(cuda::CudaBackend& backend, const KvLayer& kv, const std::vector<std::int32_t>& table,
+             std::int64_t context, const StageShapes& c)
       : backend_(backend),
         c_(c),
         context_(context),
@@ -64,7 +62,7 @@ class StageBench {
         host_(backend.allocate_host(static_cast<std::size_t>(c.vocab_size))),
         shape_{c.heads, c.kv_heads, hd_, nullptr},
         places_{TokenPlace{static_cast<std::int32_t>(context), table.data()}},
-        kv_(cache.layer(0)) {
+        kv_(kv) {
     backend_.fill_random(x_->data(), kTokens * F_, DType::F32, 7, 1.0f);
     backend_.fill_random(gamma_->data(), H_, DType::F32, 8, 1.0f);
     backend_.synchronize();
@@ -127,7 +125,7 @@ class StageBench {
   void logits_download();
 
   cuda::CudaBackend& backend_;
-  const FalconConfig& c_;
+  const StageShapes& c_;
   const std::int64_t context_;
   const std::vector<std::int32_t>& table_;
   const std::int64_t H_, F_, hd_, qkv_rows_;
@@ -297,10 +295,10 @@ void StageBench::gemv_variants() {
 
 }  // namespace
 
-StageReport stage_breakdown(cuda::CudaBackend& backend, KvCache& cache,
+StageReport stage_breakdown(cuda::CudaBackend& backend, const KvLayer& kv,
                             const std::vector<std::int32_t>& table, std::int64_t context,
-                            const FalconConfig& c, double read_gbs) {
-  StageBench bench(backend, cache, table, context, c);
+                            const StageShapes& c, double read_gbs) {
+  StageBench bench(backend, kv, table, context, c);
   bench.batch1_stages();
   bench.whole_layers();
   bench.batched_gemvs();
