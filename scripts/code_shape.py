@@ -14,7 +14,8 @@ scripts/bench/:
       a folder is a top-level folder and its first subfolder (engine/model, launcher/app; files
       directly in a top-level folder count as engine/., launcher/.), and an edge counts when the
       top-level folders differ or when both sides are different parts of launcher/;
-  (d) the includes of engine/model/ from outside engine/ and tests/ (any C++ file of the checkout).
+  (d) the includes of engine/model/ from outside engine/ and tests/ (any C++ file of the checkout),
+      by including file.
 
 (a) needs lizard, a C/C++ function parser: `python3 -m pip install lizard`. Without it (a) is
 skipped with that hint; the rest needs only the standard library.
@@ -138,12 +139,12 @@ def include_matrix(root, files):
 
 def model_includes_outside(root):
     files = [rel for rel in cxx_files(root, ".") if rel.parts[0] not in ("engine", "tests")]
-    by_folder = collections.Counter()
+    by_file = collections.Counter()
     for rel, target in include_edges(root, files):
         if target.parts[:2] == ("engine", "model"):
-            by_folder[folder(rel)] += 1
-    print(f"  {sum(by_folder.values())} includes of engine/model/ from outside engine/ and tests/")
-    for f, n in sorted(by_folder.items(), key=lambda kv: (-kv[1], kv[0])):
+            by_file[str(rel)] += 1
+    print(f"  {sum(by_file.values())} includes of engine/model/ from outside engine/ and tests/")
+    for f, n in sorted(by_file.items(), key=lambda kv: (-kv[1], kv[0])):
         print(f"    {f}: {n}")
 
 
