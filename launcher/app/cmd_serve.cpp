@@ -20,6 +20,7 @@
 #include "launcher/app/engine_setup.h"
 #include "launcher/app/fault_hooks.h"
 #include "launcher/serve/api.h"
+#include "launcher/serve/http_server.h"
 #include "launcher/serve/ipc_server.h"
 #include "parallel/world.h"
 
