@@ -1,11 +1,14 @@
 // The HTTP APIs without a network: routes, each API's error shape and status, and the shape of
 // what they stream (the end-to-end tests with real clients are tests/serve/).
 #include <fstream>
+#include <set>
+#include <string_view>
 
 #include <catch2/catch.hpp>
 
 #include "engine/model/falcon/config.h"
 #include "launcher/serve/api.h"
+#include "launcher/serve/routes.h"
 #include "tests/golden.h"
 
 using namespace saker;
@@ -252,4 +255,59 @@ TEST_CASE("chat prompts come from the checkpoint's chat template when it has one
   }
   CHECK(rendered >= 10);
   CHECK(refused >= 3);
+}
+
+TEST_CASE("the route table has one row per method and path, each reachable through the router",
+          "[serve]") {
+  const std::span<const Route> table = routes();
+  for (std::size_t i = 0; i < table.size(); ++i)
+    for (std::size_t j = i + 1; j < table.size(); ++j) {
+      INFO(table[i].path);
+      CHECK_FALSE((table[i].method == table[j].method && table[i].path == table[j].path));
+    }
+  Rig rig;
+  rig.queue.set_health(Health::kReady);
+  // A body each family accepts (completions and chat each leave the other's field alone).
+  const std::string openai_body =
+      R"({"model": "demo", "prompt": "hi", "messages": [{"role": "user", "content": "hi"}]})";
+  const std::string body = R"({"inputs": "hi"})";
+  std::set<std::string_view> generation;
+  for (const Route& r : table) {
+    INFO(http::to_string(r.method) << " " << r.path);
+    Routed out = rig.call(r.method, std::string(r.path),
+                          r.family == ApiFamily::kOpenAi ? openai_body : body);
+    if (std::holds_alternative<Generate>(r.handler)) {
+      REQUIRE(out.call);
+      CHECK(out.call->route == r.path);
+      generation.insert(r.path);
+    } else {
+      REQUIRE(out.response);
+      CHECK(out.response->result() == http::status::ok);
+    }
+  }
+  CHECK(generation == std::set<std::string_view>{"/v1/completions", "/v1/chat/completions",
+                                                 "/generate", "/generate_stream", "/",
+                                                 "/invocations"});
+}
+
+TEST_CASE("a known path asked with another method answers 405 with Allow, in its API's shape",
+          "[serve]") {
+  Rig rig;
+  rig.queue.set_health(Health::kReady);
+  const HttpResponse oa = rig.answer(http::verb::get, "/v1/chat/completions");
+  CHECK(oa.result() == http::status::method_not_allowed);
+  CHECK(oa[http::field::allow] == "POST");
+  CHECK(body_of(oa)["object"] == "error");
+  CHECK(body_of(oa)["message"] == "GET is not allowed on /v1/chat/completions; use POST");
+  const HttpResponse djl = rig.answer(http::verb::delete_, "/ping?probe=1");
+  CHECK(djl.result() == http::status::method_not_allowed);
+  CHECK(djl[http::field::allow] == "GET");
+  CHECK(body_of(djl)["code"] == 405);
+  const HttpResponse tgi = rig.answer(http::verb::put, "/tokenize");
+  CHECK(tgi[http::field::allow] == "POST");
+  CHECK(body_of(tgi)["error"] == "PUT is not allowed on /tokenize; use POST");
+  // An unknown path is 404 whatever the method, and carries no Allow.
+  const HttpResponse none = rig.answer(http::verb::post, "/v1/nothing");
+  CHECK(none.result() == http::status::not_found);
+  CHECK(none.find(http::field::allow) == none.end());
 }

@@ -19,6 +19,7 @@
 #include "launcher/app/cli.h"
 #include "launcher/app/engine_flags.h"
 #include "launcher/serve/api.h"
+#include "launcher/serve/http_server.h"
 #include "launcher/serve/ipc_server.h"
 #include "parallel/world.h"
 

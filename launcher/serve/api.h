@@ -2,6 +2,9 @@
 // that names the problem and the limit, and JSON replies.
 #pragma once
 
+#include <map>
+#include <memory>
+#include <optional>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -11,7 +14,7 @@
 #include "engine/chat_template/chat_template.h"
 #include "engine/request_queue.h"
 #include "engine/tokenizer/tokenizer.h"
-#include "launcher/serve/http_server.h"
+#include "launcher/serve/call.h"
 #include "launcher/serve/metrics.h"
 
 namespace saker::serve {

@@ -3,7 +3,10 @@
 #include <chrono>
 #include <deque>
 #include <functional>
+#include <optional>
 #include <set>
+#include <thread>
+#include <vector>
 
 #include <spdlog/spdlog.h>
 #include <boost/asio/ip/tcp.hpp>
