@@ -54,7 +54,12 @@ int run_bench(const std::vector<std::string>& args) {
   if (concurrency < 0) throw UsageError("--max-concurrency must be >= 0");
   const double rate = parse_rate(rate_text);
   const FalconConfig config = load_config(o.model_dir);
-  const WorkloadSpec spec = parse_workload(workload, config.max_positions);
+  WorkloadSpec spec;
+  try {
+    spec = parse_workload(workload, config.max_positions);
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(e.what());  // it names --workload
+  }
   const auto reqs = make_requests(spec, num_requests, rate, config.vocab_size, seed);
 
   Communicator& comm = world().tensor_parallel();

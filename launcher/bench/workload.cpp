@@ -5,7 +5,7 @@
 #include <cstdio>
 #include <random>
 
-#include "launcher/app/cli.h"
+#include <stdexcept>
 
 namespace saker::cli {
 
@@ -29,17 +29,17 @@ WorkloadSpec parse_workload(const std::string& text, std::int64_t context) {
   } else if (two("random:%lld:%lld%c")) {
     w.kind = WorkloadSpec::kRandom;
   } else {
-    throw UsageError(
+    throw std::invalid_argument(
         "--workload must be mixed, mixed:SHORT:LONG, fixed:IN:OUT, random or "
         "random:IN:OUT, got '" +
         text + "'");
   }
-  if (a <= 0 || b <= 0) throw UsageError("--workload lengths must be positive in '" + text + "'");
+  if (a <= 0 || b <= 0) throw std::invalid_argument("--workload lengths must be positive in '" + text + "'");
   w.a = a;
   w.b = b;
   const std::int64_t longest = w.kind == WorkloadSpec::kRandom ? (3 * a / 2) + (3 * b / 2) : a + b;
   if (longest > context)
-    throw UsageError("--workload " + text + " needs up to " + std::to_string(longest) +
+    throw std::invalid_argument("--workload " + text + " needs up to " + std::to_string(longest) +
                      " positions; the model's context is " + std::to_string(context));
   return w;
 }

@@ -23,7 +23,8 @@ struct WorkloadSpec {
 
 // mixed (the seed's 20 in / 500 out and 500 in / 20 out, half each, scaled to fit `context`),
 // mixed:SHORT:LONG, fixed:IN:OUT, random (lengths uniform in [L/2, 3L/2] around 128:128, scaled)
-// or random:IN:OUT. UsageError for anything else or lengths that do not fit `context`.
+// or random:IN:OUT. std::invalid_argument naming --workload for anything else or lengths that do
+// not fit `context`.
 WorkloadSpec parse_workload(const std::string& text, std::int64_t context);
 
 // rate: requests per second, or infinity for all at time 0.
