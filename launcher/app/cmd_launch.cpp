@@ -60,41 +60,41 @@ void pass_on(int sig, pid_t mpirun, const std::string& pidfile) {
   kill(mpirun, sig);
 }
 
-}  // namespace
-
-int run_launch(const std::vector<std::string>& args) {
+struct LaunchFlags {
   std::string properties_file, model_dir, tp, host = "127.0.0.1", hostfile, hosts,
                                               mpirun = "mpirun";
   int port = 8080;
   double drain = 30;
   std::vector<std::string> sets;
+};
+
+po::options_description launch_options(LaunchFlags& f) {
   po::options_description desc("options");
   desc.add_options()("help,h", "show this help")(
-      "properties", po::value(&properties_file),
-      "serving.properties (default: DIR/serving.properties)")("model", po::value(&model_dir),
+      "properties", po::value(&f.properties_file),
+      "serving.properties (default: DIR/serving.properties)")("model", po::value(&f.model_dir),
                                                               "model directory (option.model_id)")(
-      "tensor-parallel-degree", po::value(&tp),
+      "tensor-parallel-degree", po::value(&f.tp),
       "ranks: a number or max (option.tensor_parallel_degree)")(
-      "set", po::value(&sets)->composing(),
+      "set", po::value(&f.sets)->composing(),
       "KEY=VALUE: any serving.properties key, over file and environment")(
-      "host", po::value(&host)->default_value(host), "address rank 0 serves on")(
-      "port", po::value(&port)->default_value(port), "port rank 0 serves on")(
-      "drain-timeout", po::value(&drain)->default_value(drain),
-      "seconds to finish requests on SIGTERM")("hostfile", po::value(&hostfile),
+      "host", po::value(&f.host)->default_value(f.host), "address rank 0 serves on")(
+      "port", po::value(&f.port)->default_value(f.port), "port rank 0 serves on")(
+      "drain-timeout", po::value(&f.drain)->default_value(f.drain),
+      "seconds to finish requests on SIGTERM")("hostfile", po::value(&f.hostfile),
                                                "passed to mpirun (multi-node)")(
-      "mpi-host", po::value(&hosts), "passed to mpirun as --host (multi-node)")(
-      "mpirun", po::value(&mpirun)->default_value(mpirun), "the mpirun to run")(
+      "mpi-host", po::value(&f.hosts), "passed to mpirun as --host (multi-node)")(
+      "mpirun", po::value(&f.mpirun)->default_value(f.mpirun), "the mpirun to run")(
       "dry-run", po::bool_switch(), "print the mpirun command only");
-  po::variables_map vm;
-  if (!parse(args, desc, vm, "usage: saker launch (--properties FILE | --model DIR) [options]"))
-    return 0;
-  if (port < 0 || port > 65535) throw UsageError("--port must be in [0, 65535]");
+  return desc;
+}
 
-  // file < environment < command line
+// file < environment < command line
+Properties gather_properties(const LaunchFlags& f) {
   Properties p;
-  std::string file = properties_file;
-  if (file.empty() && !model_dir.empty() && std::ifstream(model_dir + "/serving.properties"))
-    file = model_dir + "/serving.properties";
+  std::string file = f.properties_file;
+  if (file.empty() && !f.model_dir.empty() && std::ifstream(f.model_dir + "/serving.properties"))
+    file = f.model_dir + "/serving.properties";
   if (!file.empty()) {
     std::ifstream in(file);
     if (!in) throw UsageError("cannot read --properties " + file);
@@ -107,14 +107,19 @@ int run_launch(const std::vector<std::string>& args) {
     }
   }
   for (const auto& [k, v] : properties_from_env(environment())) p[k] = v;
-  if (!model_dir.empty()) p["option.model_id"] = model_dir;
-  if (!tp.empty()) p["option.tensor_parallel_degree"] = tp;
-  for (const std::string& kv : sets) {
+  if (!f.model_dir.empty()) p["option.model_id"] = f.model_dir;
+  if (!f.tp.empty()) p["option.tensor_parallel_degree"] = f.tp;
+  for (const std::string& kv : f.sets) {
     const auto eq = kv.find('=');
     if (eq == std::string::npos || eq == 0)
       throw UsageError("--set takes KEY=VALUE, got '" + kv + "'");
     p[kv.substr(0, eq)] = kv.substr(eq + 1);
   }
+  return p;
+}
+
+// Checks every key; warns of keys saker ignores and resolves tensor_parallel_degree=max.
+LaunchSettings settings_of(const Properties& p) {
   LaunchSettings s;
   try {
     s = validate_properties(p);
@@ -135,20 +140,23 @@ int run_launch(const std::vector<std::string>& args) {
   if (s.dtype && *s.dtype != "int8")
     std::cerr << "saker launch: note: option.dtype=" << *s.dtype
               << ": weights are used in the checkpoint's stored precision\n";
+  return s;
+}
 
+// Where and how the job runs; rank 0 writes its pid to `pidfile` for signals.
+LaunchTarget target_of(const LaunchFlags& f, const std::string& pidfile) {
   LaunchTarget t;
-  t.mpirun = mpirun;
+  t.mpirun = f.mpirun;
   std::vector<char> self(4096);
   const auto n = readlink("/proc/self/exe", self.data(), self.size() - 1);
   t.saker = n > 0 ? std::string(self.data(), static_cast<std::size_t>(n)) : "saker";
-  t.host = host;
-  t.port = port;
-  t.hostfile = hostfile;
-  t.hosts = hosts;
+  t.host = f.host;
+  t.port = f.port;
+  t.hostfile = f.hostfile;
+  t.hosts = f.hosts;
   t.as_root = geteuid() == 0;
   t.cores = static_cast<int>(thread_count(0));
-  t.drain_timeout_s = drain;
-  const std::string pidfile = "/tmp/saker-launch-" + std::to_string(getpid()) + ".rank0";
+  t.drain_timeout_s = f.drain;
   setenv("SAKER_RANK0_PIDFILE", pidfile.c_str(), 1);
   for (const std::string& e : environment()) {
     const std::string name = e.substr(0, e.find('='));
@@ -156,15 +164,11 @@ int run_launch(const std::vector<std::string>& args) {
         name.starts_with("NCCL_") || name.starts_with("SAKER_") || name.starts_with("OMP_"))
       t.env_to_forward.push_back(name);
   }
-  const std::vector<std::string> cmd = mpirun_command(s, t);
-  std::string line;
-  for (const std::string& a : cmd) line += (line.empty() ? "" : " ") + quoted(a);
-  if (vm["dry-run"].as<bool>()) {
-    std::cout << line << "\n";
-    return 0;
-  }
-  std::cerr << "saker launch: " << line << std::endl;
+  return t;
+}
 
+// Runs the command, passing SIGTERM / SIGINT on; the job's exit status.
+int run_job(const std::vector<std::string>& cmd, const std::string& pidfile) {
   std::vector<char*> argv;
   for (const std::string& a : cmd) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
@@ -189,6 +193,28 @@ int run_launch(const std::vector<std::string>& args) {
   std::remove(pidfile.c_str());
   if (WIFEXITED(status)) return WEXITSTATUS(status);
   return 128 + WTERMSIG(status);
+}
+
+}  // namespace
+
+int run_launch(const std::vector<std::string>& args) {
+  LaunchFlags f;
+  const po::options_description desc = launch_options(f);
+  po::variables_map vm;
+  if (!parse(args, desc, vm, "usage: saker launch (--properties FILE | --model DIR) [options]"))
+    return 0;
+  if (f.port < 0 || f.port > 65535) throw UsageError("--port must be in [0, 65535]");
+  const LaunchSettings s = settings_of(gather_properties(f));
+  const std::string pidfile = "/tmp/saker-launch-" + std::to_string(getpid()) + ".rank0";
+  const std::vector<std::string> cmd = mpirun_command(s, target_of(f, pidfile));
+  std::string line;
+  for (const std::string& a : cmd) line += (line.empty() ? "" : " ") + quoted(a);
+  if (vm["dry-run"].as<bool>()) {
+    std::cout << line << "\n";
+    return 0;
+  }
+  std::cerr << "saker launch: " << line << std::endl;
+  return run_job(cmd, pidfile);
 }
 
 }  // namespace saker::cli

@@ -55,10 +55,8 @@ class LoadWatchdog {
   std::thread thread_;
 };
 
-}  // namespace
-
-int run_serve(const std::vector<std::string>& args) {
-  EngineFlags flags;
+struct ServeFlags {
+  EngineFlags engine;
   std::string host = "127.0.0.1", name, formatter = "json";
   int port = 8080;
   std::size_t queue_limit = 1000;
@@ -67,113 +65,144 @@ int run_serve(const std::vector<std::string>& args) {
   std::int64_t max_input = 0, max_output = 0;
   double load_timeout = 1800;
   std::vector<std::string> ipc_endpoints;
+};
+
+po::options_description serve_options(ServeFlags& f) {
   po::options_description desc("options");
   desc.add_options()("help,h", "show this help")(
-      "model", po::value(&flags.model_dir)->required(),
+      "model", po::value(&f.engine.model_dir)->required(),
       "Hugging Face model directory (safetensors + tokenizer.json)")(
-      "host", po::value(&host)->default_value(host), "address to listen on")(
-      "port", po::value(&port)->default_value(port), "port (0: any free one, printed)")(
-      "served-model-name", po::value(&name), "the model's name in the APIs (default: DIR's name)")(
-      "job-queue-size", po::value(&queue_limit)->default_value(queue_limit),
+      "host", po::value(&f.host)->default_value(f.host), "address to listen on")(
+      "port", po::value(&f.port)->default_value(f.port), "port (0: any free one, printed)")(
+      "served-model-name", po::value(&f.name),
+      "the model's name in the APIs (default: DIR's name)")(
+      "job-queue-size", po::value(&f.queue_limit)->default_value(f.queue_limit),
       "waiting requests before 429")(
-      "drain-timeout", po::value(&drain)->default_value(drain),
+      "drain-timeout", po::value(&f.drain)->default_value(f.drain),
       "seconds in-flight requests may finish after SIGTERM / SIGINT")(
-      "max-body-bytes", po::value(&body_limit)->default_value(body_limit),
-      "request body size limit")("max-input-len", po::value(&max_input)->default_value(0),
+      "max-body-bytes", po::value(&f.body_limit)->default_value(f.body_limit),
+      "request body size limit")("max-input-len", po::value(&f.max_input)->default_value(0),
                                  "prompt tokens (0: the context)")(
-      "max-output-len", po::value(&max_output)->default_value(0),
+      "max-output-len", po::value(&f.max_output)->default_value(0),
       "new tokens per request (0: no own limit)")(
-      "output-formatter", po::value(&formatter)->default_value(formatter),
+      "output-formatter", po::value(&f.formatter)->default_value(f.formatter),
       "json or jsonlines (DJL: /invocations streams by default)")(
-      "model-loading-timeout", po::value(&load_timeout)->default_value(load_timeout),
+      "model-loading-timeout", po::value(&f.load_timeout)->default_value(f.load_timeout),
       "seconds loading and warm-up may take before the job is aborted")(
-      "ipc", po::value(&ipc_endpoints)->composing(),
+      "ipc", po::value(&f.ipc_endpoints)->composing(),
       "backend socket for a frontend: unix:PATH or stdio (NDJSON; docs/ipc.md); HTTP stays on")(
       "log-prompts", po::bool_switch(), "log request bodies (prompts) too");
-  desc.add(engine_options(flags));
-  po::variables_map vm;
-  if (!parse(args, desc, vm,
-             "usage: [mpirun -np N] saker serve --model DIR [--host H] [--port P] [options]"))
-    return 0;
-  EngineOptions o = finish_engine_options(vm, flags);
-  o.warm_up = true;  // one iteration end to end before /ping says ready
-  o.log_requests = true;
-  if (port < 0 || port > 65535) throw UsageError("--port must be in [0, 65535]");
-  if (queue_limit == 0) throw UsageError("--job-queue-size must be positive");
-  if (!(drain >= 0)) throw UsageError("--drain-timeout must be >= 0");
-  if (!(load_timeout > 0)) throw UsageError("--model-loading-timeout must be positive");
-  if (formatter != "json" && formatter != "jsonlines")
-    throw UsageError("--output-formatter must be json or jsonlines, got '" + formatter + "'");
-  const std::size_t body_bytes = parse_bytes(body_limit, "--max-body-bytes");
+  desc.add(engine_options(f.engine));
+  return desc;
+}
 
-  // Logs go to stderr: stdout may carry the backend socket's protocol (--ipc stdio).
-  spdlog::set_default_logger(spdlog::stderr_color_mt("saker"));
-  Communicator& comm = world().tensor_parallel();
-  if (comm.rank() != 0) {
-    // mpirun forwards SIGTERM / SIGINT to every rank; only rank 0 decides when the job ends.
-    std::signal(SIGTERM, SIG_IGN);
-    std::signal(SIGINT, SIG_IGN);
-    o.text = false;
-    make_engine(o, comm)->serve();
-    return 0;
-  }
+void check_flags(const ServeFlags& f) {
+  if (f.port < 0 || f.port > 65535) throw UsageError("--port must be in [0, 65535]");
+  if (f.queue_limit == 0) throw UsageError("--job-queue-size must be positive");
+  if (!(f.drain >= 0)) throw UsageError("--drain-timeout must be >= 0");
+  if (!(f.load_timeout > 0)) throw UsageError("--model-loading-timeout must be positive");
+  if (f.formatter != "json" && f.formatter != "jsonlines")
+    throw UsageError("--output-formatter must be json or jsonlines, got '" + f.formatter + "'");
+}
 
-  // saker launch passes stop signals to rank 0 directly (cmd_launch.cpp).
-  if (const char* pidfile = std::getenv("SAKER_RANK0_PIDFILE"))
-    std::ofstream(pidfile) << getpid() << "\n";
-  const RequestLimits limits = read_model_limits(o.model_dir);
-  const Tokenizer tokenizer = Tokenizer::from_model_dir(o.model_dir);
-  if (name.empty())
-    name = std::filesystem::path(o.model_dir).lexically_normal().filename().string();
-  if (name.empty())
-    name = std::filesystem::path(o.model_dir).lexically_normal().parent_path().filename().string();
-  serve::ServingMetrics metrics;
-  // The queue exists before the engine: the port answers 503 while the model loads.
-  auto queue = std::make_shared<RequestQueue>(queue_limit);
-  serve::ServeContext ctx{*queue,
+// The name the APIs give the model: --served-model-name, else the directory's.
+std::string served_name(const ServeFlags& f) {
+  if (!f.name.empty()) return f.name;
+  const auto dir = std::filesystem::path(f.engine.model_dir).lexically_normal();
+  const std::string name = dir.filename().string();
+  return name.empty() ? dir.parent_path().filename().string() : name;
+}
+
+// What the APIs share on rank 0: the queue, metrics, tokenizer, limits and chat template.
+serve::ServeContext serve_context(const ServeFlags& f, bool log_prompts, RequestQueue& queue,
+                                  serve::ServingMetrics& metrics, const Tokenizer& tokenizer) {
+  const RequestLimits limits = read_model_limits(f.engine.model_dir);
+  serve::ServeContext ctx{queue,
                           metrics,
                           tokenizer,
                           limits.vocab,
-                          name,
+                          served_name(f),
                           limits.max_context,
-                          max_input,
-                          max_output,
-                          vm["log-prompts"].as<bool>(),
-                          formatter == "jsonlines",
+                          f.max_input,
+                          f.max_output,
+                          log_prompts,
+                          f.formatter == "jsonlines",
                           {},
                           {},
                           {}};
   for (const AddedToken& t : tokenizer.added_tokens())
     if (t.special) ctx.special_ids.insert(t.id);
   // A chat template that cannot be parsed stops the server here, naming the line and column.
-  if (auto tmpl = ChatTemplate::from_model_dir(o.model_dir)) {
+  if (auto tmpl = ChatTemplate::from_model_dir(f.engine.model_dir)) {
     ctx.chat_template = std::move(tmpl->first);
     ctx.chat_vars = std::move(tmpl->second);
     spdlog::info("chat: the checkpoint's chat template");
   } else {
     spdlog::info("chat: no chat template in the checkpoint; the Falcon User:/Falcon: format");
   }
+  return ctx;
+}
+
+// Ranks > 0: load the shard and follow rank 0 until it stops.
+int follow(EngineOptions o, Communicator& comm) {
+  // mpirun forwards SIGTERM / SIGINT to every rank; only rank 0 decides when the job ends.
+  std::signal(SIGTERM, SIG_IGN);
+  std::signal(SIGINT, SIG_IGN);
+  o.text = false;
+  make_engine(o, comm)->serve();
+  return 0;
+}
+
+}  // namespace
+
+int run_serve(const std::vector<std::string>& args) {
+  ServeFlags f;
+  const po::options_description desc = serve_options(f);
+  po::variables_map vm;
+  if (!parse(args, desc, vm,
+             "usage: [mpirun -np N] saker serve --model DIR [--host H] [--port P] [options]"))
+    return 0;
+  EngineOptions o = finish_engine_options(vm, f.engine);
+  o.warm_up = true;  // one iteration end to end before /ping says ready
+  o.log_requests = true;
+  check_flags(f);
+  const std::size_t body_bytes = parse_bytes(f.body_limit, "--max-body-bytes");
+
+  // Logs go to stderr: stdout may carry the backend socket's protocol (--ipc stdio).
+  spdlog::set_default_logger(spdlog::stderr_color_mt("saker"));
+  Communicator& comm = world().tensor_parallel();
+  if (comm.rank() != 0) return follow(o, comm);
+
+  // saker launch passes stop signals to rank 0 directly (cmd_launch.cpp).
+  if (const char* pidfile = std::getenv("SAKER_RANK0_PIDFILE"))
+    std::ofstream(pidfile) << getpid() << "\n";
+  const Tokenizer tokenizer = Tokenizer::from_model_dir(o.model_dir);
+  serve::ServingMetrics metrics;
+  // The queue exists before the engine: the port answers 503 while the model loads.
+  auto queue = std::make_shared<RequestQueue>(f.queue_limit);
+  serve::ServeContext ctx =
+      serve_context(f, vm["log-prompts"].as<bool>(), *queue, metrics, tokenizer);
   serve::HttpServer server(*queue, serve::make_router(ctx), body_bytes);
   serve::IpcServer ipc(server.io_context(), ctx);
-  for (const std::string& e : ipc_endpoints) {
+  for (const std::string& e : f.ipc_endpoints) {
     ipc.open(e);
     spdlog::info("backend socket on {}", e);
   }
-  server.start(host, static_cast<unsigned short>(port), [&queue, drain](int sig) {
+  server.start(f.host, static_cast<unsigned short>(f.port), [&queue, drain = f.drain](int sig) {
     spdlog::info("signal {}: draining for up to {} s", sig, drain);
     queue->shutdown(drain);
   });
-  spdlog::info("listening on http://{}:{} (503 until the model is loaded and warmed up)", host,
+  spdlog::info("listening on http://{}:{} (503 until the model is loaded and warmed up)", f.host,
                server.port());
 
   // A load that takes too long (a stuck filesystem, a rank that never joins) ends the whole job
   // with a message instead of a server that answers 503 forever.
-  LoadWatchdog watchdog(load_timeout);
+  LoadWatchdog watchdog(f.load_timeout);
   const auto engine = make_engine(o, comm, queue);
   watchdog.done();
   engine->set_observer(&metrics);
-  spdlog::info("ready: {} ({} KV blocks of {} tokens, {} rank(s))", name, engine->kv_blocks(),
-               engine->block_size(), comm.size());
+  spdlog::info("ready: {} ({} KV blocks of {} tokens, {} rank(s))", ctx.model_name,
+               engine->kv_blocks(), engine->block_size(), comm.size());
   engine->serve();
   boost::asio::post(server.io_context(), [&ipc] { ipc.close(); });
   server.stop();
