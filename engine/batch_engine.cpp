@@ -61,7 +61,7 @@ BatchEngine::BatchEngine(StepRunner& runner, SchedulerConfig config,
       blocks_(static_cast<std::int32_t>(runner.cache().num_blocks()),
               static_cast<std::int32_t>(runner.cache().block_size())),
       scheduler_(config, blocks_),
-      sampler_(runner.model().config().vocab_size),
+      sampler_(runner.model().shape().vocab_size),
       eos_(std::move(eos_token_ids)),
       tokenizer_(tokenizer) {
   if (config.max_tokens_per_step > runner.model().options().max_tokens ||
@@ -74,8 +74,7 @@ BatchEngine::BatchEngine(StepRunner& runner, SchedulerConfig config,
 }
 
 void BatchEngine::add(BatchRequest r) {
-  const FalconConfig& c = runner_.model().config();
-  r.validate(c.vocab_size);
+  r.validate(runner_.model().shape().vocab_size);
   if (!r.stop.empty() && !tokenizer_)
     throw std::invalid_argument("stop strings need the model's tokenizer");
   const auto total = static_cast<std::int64_t>(r.prompt.size()) + r.max_new_tokens;
@@ -249,7 +248,7 @@ bool BatchEngine::step() {
   const double t = clock_();
   stats_.forward_seconds += t - f0;
   if (summary) ++stats_.summary_iterations;
-  const auto V = static_cast<std::size_t>(runner_.model().config().vocab_size);
+  const auto V = static_cast<std::size_t>(runner_.model().shape().vocab_size);
   sampled_.assign(sched.run.size(), -1);
   finished_.assign(sched.run.size(), 0);
   for (std::size_t i = 0; i < sched.run.size(); ++i) {

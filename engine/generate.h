@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/model/falcon/falcon.h"
+#include "engine/model/model.h"
 #include "engine/sampler.h"
 #include "engine/step_runner.h"
 
@@ -38,8 +38,8 @@ GenerateResult generate_sequence(StepRunner& runner, std::span<const std::int32_
                                  const std::function<void(std::int32_t)>& on_token = {});
 
 // The same on one rank.
-GenerateResult generate_sequence(FalconModel& model, KvCache& cache,
-                                 std::span<const std::int32_t> prompt, const GenerateOptions& opt,
+GenerateResult generate_sequence(Model& model, KvCache& cache, std::span<const std::int32_t> prompt,
+                                 const GenerateOptions& opt,
                                  const std::function<void(std::int32_t)>& on_token = {});
 
 }  // namespace saker

@@ -4,7 +4,7 @@
 
 #include <catch2/catch.hpp>
 
-#include "engine/model/falcon/config.h"
+#include "engine/models.h"
 #include "launcher/serve/api.h"
 #include "tests/golden.h"
 
@@ -17,7 +17,7 @@ struct Rig {
   ServingMetrics metrics;
   EngineLoop loop{metrics, 8};
   Tokenizer tok = Tokenizer::load(test::kFixtures / "tokenizers" / "small384" / "tokenizer.json");
-  ServeContext ctx{loop,   metrics, tok, load_config(test::kFixtures / "gqa8x4-bf16-sharded"),
+  ServeContext ctx{loop,   metrics, tok, load_model_shape(test::kFixtures / "gqa8x4-bf16-sharded"),
                    "demo", 2048,    0,   0,
                    false,  false,   {},  {},
                    {}};

@@ -41,7 +41,7 @@ struct Sharded {
         backend(1, config.max_positions, 1),
         model(config, checkpoint, backend, ModelOptions{64, 64, 128},
               comm.size() > 1 ? TensorParallel{&plan.rank(comm.rank()), &comm} : TensorParallel{}),
-        cache(backend, config, model.local_kv_heads(), 32, 4),
+        cache(backend, model.kv_shape(), 32, 4),
         runner(model, cache, comm) {}
 };
 
@@ -143,7 +143,7 @@ TEST_CASE("continuous batching across ranks generates what each request generate
     CpuBackend backend(1, m.config.max_positions, 1);
     FalconModel whole(m.config, m.checkpoint, backend, ModelOptions{64, 64, 128});
     for (const auto& r : reqs) {
-      KvCache cache(backend, m.config, m.config.kv_heads, 16, 4);
+      KvCache cache(backend, whole.kv_shape(), 16, 4);
       GenerateOptions opt;
       opt.max_new_tokens = r.max_new_tokens;
       opt.ignore_eos = true;
@@ -171,7 +171,7 @@ TEST_CASE("across ranks too, a request's logits do not depend on its batch or it
   FalconModel model(
       config, checkpoint, backend, ModelOptions{1024, 32, 128},
       comm.size() > 1 ? TensorParallel{&plan.rank(comm.rank()), &comm} : TensorParallel{});
-  KvCache cache(backend, config, model.local_kv_heads(), 512, 4);
+  KvCache cache(backend, model.kv_shape(), 512, 4);
   StepRunner runner(model, cache, comm);
   const auto all = test::invariance_requests(config.vocab_size);
   for (const std::uint64_t target : {1u, 2u}) {

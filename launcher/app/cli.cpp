@@ -6,6 +6,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "engine/models.h"
 #include "kernels/cpu/thread_pool.h"
 #include "parallel/world.h"
 
@@ -66,8 +67,8 @@ std::vector<std::int32_t> parse_token_ids(const std::string& text, std::int64_t 
 WeightQuant parse_dtype(const std::string& d, const Checkpoint& ck) {
   if (d == "auto") return WeightQuant::kNone;
   if (d == "int8") return WeightQuant::kInt8;
-  const TensorInfo* t = ck.find("transformer.word_embeddings.weight");
-  const std::string stored = t ? std::string(dtype_name(t->dtype)) : "?";
+  const std::optional<DType> weights = ck.weight_dtype();
+  const std::string stored = weights ? std::string(dtype_name(*weights)) : "?";
   const std::string want = d == "bf16" || d == "bfloat16"  ? "BF16"
                            : d == "fp16" || d == "float16" ? "F16"
                            : d == "fp32" || d == "float32" ? "F32"

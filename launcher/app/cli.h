@@ -11,12 +11,12 @@
 
 #include <boost/program_options.hpp>
 
-#include "engine/model/checkpoint.h"
 #include "kernels/backend.h"
 #include "kernels/factory.h"
 
 namespace saker {
 class Backend;
+class Checkpoint;
 class Communicator;
 class MpiWorld;
 }  // namespace saker

@@ -35,17 +35,16 @@ double parse_rate(const std::string& s) {
 }
 
 // FLOPs of one token through the layers when it attends to `ctx` positions: 2 per weight of the
-// four matrices, and 4 per head dimension per position for q·k and p·V.
-double layer_flops_per_token(const FalconConfig& c, double ctx) {
-  const double matrices =
-      static_cast<double>(c.qkv_rows() * c.hidden + c.hidden * c.hidden + 2 * c.hidden * c.ffn);
+// layer's matrices, and 4 per head dimension per position for q·k and p·V.
+double layer_flops_per_token(const ModelShape& c, double ctx) {
+  const double matrices = static_cast<double>(c.matrix_weights_per_layer);
   return static_cast<double>(c.layers) *
          (2 * matrices + 4.0 * static_cast<double>(c.heads * c.head_dim) * ctx);
 }
 
 // A prompt token of a `len`-token prompt sees (len + 1) / 2 positions on average; the lm_head runs
 // for the prompt's last token only and is left out.
-double prefill_flops_per_token(const FalconConfig& c, double len) {
+double prefill_flops_per_token(const ModelShape& c, double len) {
   return layer_flops_per_token(c, (len + 1) / 2);
 }
 
@@ -56,7 +55,7 @@ double mean_prompt_tokens(const std::vector<BenchRequest>& reqs) {
 }
 
 // A decode token at context `ctx` also goes through the lm_head.
-double decode_flops_per_token(const FalconConfig& c, double ctx) {
+double decode_flops_per_token(const ModelShape& c, double ctx) {
   return layer_flops_per_token(c, ctx) + 2.0 * static_cast<double>(c.vocab_size * c.hidden);
 }
 
@@ -152,7 +151,7 @@ int run_bench(const std::vector<std::string>& args) {
   if (num_requests <= 0) throw UsageError("--num-requests must be positive");
   if (concurrency < 0) throw UsageError("--max-concurrency must be >= 0");
   const double rate = parse_rate(rate_text);
-  const FalconConfig config = load_config(o.model_dir);
+  const ModelShape config = load_model_shape(o.model_dir);
   const WorkloadSpec spec = parse_workload(workload, config.max_positions);
   const auto reqs = make_requests(spec, num_requests, rate, config.vocab_size, seed);
 
@@ -328,7 +327,7 @@ int run_bench(const std::vector<std::string>& args) {
       {"fma_peak_gflops", fma_peak / 1e9},
       {"prefill_fraction_of_fma_peak", prefill_fraction}};
   std::cout << std::fixed << std::setprecision(2) << "model                   " << o.model_dir
-            << " (" << config.variant() << "), " << comm.size() << " rank(s) x " << engine.threads()
+            << " (" << config.variant << "), " << comm.size() << " rank(s) x " << engine.threads()
             << " threads\n"
             << "workload                " << workload << ", " << num_requests << " requests, rate "
             << rate_text << "/s, max concurrency "

@@ -5,10 +5,7 @@
 #include <optional>
 
 #include "engine/generate.h"
-#include "engine/model/checkpoint.h"
-#include "engine/model/falcon/config.h"
-#include "engine/model/falcon/falcon.h"
-#include "engine/model/falcon/shard_plan.h"
+#include "engine/models.h"
 #include "engine/step_runner.h"
 #include "engine/tokenizer/streaming_detokenizer.h"
 #include "launcher/app/cli.h"
@@ -105,7 +102,7 @@ int run_generate(const std::vector<std::string>& args) {
   MpiWorld& mpi = world();
   Communicator& comm = mpi.tensor_parallel();
   const FaultHooks faults = FaultHooks::from_env(comm.rank());
-  const FalconConfig config = load_config(model_dir);
+  const ModelShape config = load_model_shape(model_dir);
   // Rank 0 alone reads the prompt (ranks > 0 hold no tokenizer) and sends the ids to the others,
   // which size their KV cache from its length.
   Prompt prompt_in;
@@ -120,21 +117,18 @@ int run_generate(const std::vector<std::string>& args) {
     throw UsageError("prompt of " + std::to_string(prompt.size()) + " tokens + --max-new-tokens " +
                      std::to_string(max_new) + " must be <= the model's context of " +
                      std::to_string(config.max_positions) + " tokens");
-  // Every rank checks the layout itself, so an impossible one fails everywhere with one message.
-  const ShardPlan plan(config, comm.size());
   const Checkpoint checkpoint = Checkpoint::open(model_dir);
   const WeightQuant quant = parse_dtype(dtype, checkpoint);
   const auto backend_owner = make_backend(device, thread_count(threads), config.max_positions);
   Backend& backend = *backend_owner;
   // On GPUs the model's all-reduce runs over NCCL on the compute stream; plans still go by MPI.
   const auto model_comm = make_model_communicator(backend, comm);
-  const TensorParallel tp = comm.size() > 1 ? TensorParallel{&plan.rank(comm.rank()),
-                                                             model_comm ? model_comm.get() : &comm}
-                                            : TensorParallel{};
-  FalconModel model(config, checkpoint, backend,
-                    ModelOptions{chunk, 1, config.max_positions, quant}, tp);
-  KvCache cache(backend, config, model.local_kv_heads(), (total + block_size - 1) / block_size,
-                block_size);
+  // Every rank checks the layout itself, so an impossible one fails everywhere with one message.
+  const auto model_owner = make_model(model_dir, checkpoint, backend,
+                                      ModelOptions{chunk, 1, config.max_positions, quant},
+                                      model_comm ? model_comm.get() : &comm);
+  Model& model = *model_owner;
+  KvCache cache(backend, model.kv_shape(), (total + block_size - 1) / block_size, block_size);
   faults.after_load();
   StepRunner runner(model, cache, comm);
   runner.before_each_step([&faults](std::uint64_t step) { faults.before_step(step); });

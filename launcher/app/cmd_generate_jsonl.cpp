@@ -24,7 +24,7 @@ struct Job {
   std::vector<json> ids;  // the input's own "id" field per line, or null
 };
 
-Job read_job(const std::string& path, const Tokenizer& tok, const FalconConfig& c,
+Job read_job(const std::string& path, const Tokenizer& tok, const ModelShape& c,
              std::int64_t default_max_new) {
   std::ifstream in(path);
   if (!in) throw std::runtime_error("cannot read --input " + path);
@@ -116,7 +116,7 @@ int run_generate_jsonl(const std::vector<std::string>& args) {
   if (max_new < 1) throw UsageError("--max-new-tokens must be >= 1");
 
   Communicator& comm = world().tensor_parallel();
-  const FalconConfig config = load_config(o.model_dir);
+  const ModelShape config = load_model_shape(o.model_dir);
   // Rank 0 alone reads the job; a bad line stops every rank before the model is loaded.
   std::optional<Tokenizer> tok;
   Job job;

@@ -121,7 +121,7 @@ int run_serve(const std::vector<std::string>& args) {
   // saker launch passes stop signals to rank 0 directly (cmd_launch.cpp).
   if (const char* pidfile = std::getenv("SAKER_RANK0_PIDFILE"))
     std::ofstream(pidfile) << getpid() << "\n";
-  const FalconConfig config = load_config(o.model_dir);
+  const ModelShape config = load_model_shape(o.model_dir);
   const Tokenizer tokenizer = Tokenizer::from_model_dir(o.model_dir);
   if (name.empty())
     name = std::filesystem::path(o.model_dir).lexically_normal().filename().string();

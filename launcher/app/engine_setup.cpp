@@ -109,15 +109,15 @@ std::size_t parse_bytes(const std::string& text, const std::string& flag) {
                    "' (use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB)");
 }
 
-std::int64_t kv_blocks_for_budget(std::size_t bytes, const FalconConfig& c, std::int64_t kv_heads,
+std::int64_t kv_blocks_for_budget(std::size_t bytes, const ModelShape& s, std::int64_t kv_heads,
                                   std::int64_t block_size) {
   const auto per_block =
-      static_cast<std::size_t>(2 * c.layers * kv_heads * c.head_dim * block_size) * sizeof(float);
+      static_cast<std::size_t>(2 * s.layers * kv_heads * s.head_dim * block_size) * sizeof(float);
   return static_cast<std::int64_t>(bytes / per_block);
 }
 
 Engine::Engine(const EngineOptions& o, Communicator& comm)
-    : config_(load_config(o.model_dir)), checkpoint_(Checkpoint::open(o.model_dir)) {
+    : shape_(load_model_shape(o.model_dir)), checkpoint_(Checkpoint::open(o.model_dir)) {
   if (o.block_size <= 0) throw UsageError("--block-size must be positive");
   if (o.max_batch_size <= 0) throw UsageError("--max-rolling-batch-size must be positive");
   if (o.max_batch_tokens <= 0)
@@ -134,24 +134,20 @@ Engine::Engine(const EngineOptions& o, Communicator& comm)
   std::optional<std::size_t> kv_bytes;
   if (!o.kv_cache_memory.empty()) kv_bytes = parse_bytes(o.kv_cache_memory, "--kv-cache-memory");
 
-  // Every rank checks the layout itself, so an impossible one fails everywhere with one message.
-  plan_.emplace(config_, comm.size());
   const WeightQuant quant = parse_dtype(o.dtype, checkpoint_);
   threads_ = thread_count(o.threads);
-  backend_ = make_backend(o.device, threads_, config_.max_positions);
+  backend_ = make_backend(o.device, threads_, shape_.max_positions);
   model_comm_ = make_model_communicator(*backend_, comm);
-  const TensorParallel tp =
-      comm.size() > 1
-          ? TensorParallel{&plan_->rank(comm.rank()), model_comm_ ? model_comm_.get() : &comm}
-          : TensorParallel{};
   // Running out of memory while loading says how much this rank needed and had.
   const std::optional<std::size_t> device_free_before = backend_->free_memory();
   const std::size_t host_free_before = available_host_memory();
   const std::string where = "rank " + std::to_string(comm.rank());
   try {
-    model_ = std::make_unique<FalconModel>(
-        config_, checkpoint_, *backend_,
-        ModelOptions{o.max_batch_tokens, o.max_batch_size, config_.max_positions, quant}, tp);
+    // Every rank checks the layout itself, so an impossible one fails everywhere with one message.
+    model_ =
+        make_model(o.model_dir, checkpoint_, *backend_,
+                   ModelOptions{o.max_batch_tokens, o.max_batch_size, shape_.max_positions, quant},
+                   model_comm_ ? model_comm_.get() : &comm);
   } catch (const std::bad_alloc&) {
     throw std::runtime_error(where +
                              " ran out of host memory loading its shard: the checkpoint holds " +
@@ -191,23 +187,23 @@ Engine::Engine(const EngineOptions& o, Communicator& comm)
     budget = static_cast<std::size_t>(o.kv_cache_fraction * static_cast<double>(free_now) /
                                       local_ranks());
   }
-  std::int64_t blocks = kv_blocks_for_budget(budget, config_, kv_heads, o.block_size);
+  std::int64_t blocks = kv_blocks_for_budget(budget, shape_, kv_heads, o.block_size);
   // More than every sequence at full context could use is never needed.
   const std::int64_t most =
-      o.max_batch_size * ((config_.max_positions + o.block_size - 1) / o.block_size);
+      o.max_batch_size * ((shape_.max_positions + o.block_size - 1) / o.block_size);
   blocks = std::min({blocks, most, (std::int64_t{1} << 24) - 1});
   blocks = min_over_ranks(comm, blocks);  // block ids mean the same slots on every rank
   if (blocks < 1)
     throw std::runtime_error(
         "the KV cache budget of " + std::to_string(budget) +
         " bytes on some rank holds no block of " + std::to_string(o.block_size) + " tokens (" +
-        std::to_string(2 * config_.layers * kv_heads * config_.head_dim * o.block_size * 4) +
+        std::to_string(2 * shape_.layers * kv_heads * shape_.head_dim * o.block_size * 4) +
         " bytes); raise --kv-cache-memory or lower --block-size");
   try {
-    cache_ = std::make_unique<KvCache>(*backend_, config_, kv_heads, blocks, o.block_size);
+    cache_ = std::make_unique<KvCache>(*backend_, model_->kv_shape(), blocks, o.block_size);
   } catch (const std::bad_alloc&) {
     const std::int64_t per_block =
-        2 * config_.layers * kv_heads * config_.head_dim * o.block_size * 4;
+        2 * shape_.layers * kv_heads * shape_.head_dim * o.block_size * 4;
     throw std::runtime_error(
         where + " ran out of memory allocating its KV pool: " + std::to_string(blocks) +
         " blocks of " + std::to_string(per_block) +

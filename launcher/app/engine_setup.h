@@ -9,11 +9,7 @@
 #include <string>
 
 #include "engine/batch_engine.h"
-#include "engine/model/checkpoint.h"
-#include "engine/model/falcon/config.h"
-#include "engine/model/falcon/falcon.h"
-#include "engine/model/kv_cache.h"
-#include "engine/model/falcon/shard_plan.h"
+#include "engine/models.h"
 #include "engine/step_runner.h"
 #include "kernels/backend.h"
 #include "launcher/app/cli.h"
@@ -49,7 +45,7 @@ void finish_engine_options(const po::variables_map& vm, EngineOptions& o);
 std::size_t parse_bytes(const std::string& text, const std::string& flag);
 
 // KV blocks for a byte budget: every layer holds K and V for block_size tokens of kv_heads heads.
-std::int64_t kv_blocks_for_budget(std::size_t bytes, const FalconConfig& c, std::int64_t kv_heads,
+std::int64_t kv_blocks_for_budget(std::size_t bytes, const ModelShape& s, std::int64_t kv_heads,
                                   std::int64_t block_size);
 
 class Engine {
@@ -58,8 +54,8 @@ class Engine {
   // problem (all ranks check the same things, so all fail together).
   Engine(const EngineOptions& o, Communicator& comm);
 
-  const FalconConfig& config() const { return config_; }
-  FalconModel& model() { return *model_; }
+  const ModelShape& shape() const { return shape_; }
+  Model& model() { return *model_; }
   KvCache& cache() { return *cache_; }
   StepRunner& runner() { return *runner_; }
   Backend& backend() { return *backend_; }
@@ -68,13 +64,12 @@ class Engine {
   const CollectiveWatchdog& watchdog() const { return *watchdog_; }
 
  private:
-  FalconConfig config_;
-  std::optional<ShardPlan> plan_;
+  ModelShape shape_;
   Checkpoint checkpoint_;
   unsigned threads_ = 0;
   std::unique_ptr<Backend> backend_;
   std::unique_ptr<Communicator> model_comm_;  // NCCL for GPU ranks; null: the MPI communicator
-  std::unique_ptr<FalconModel> model_;
+  std::unique_ptr<Model> model_;
   std::unique_ptr<KvCache> cache_;
   std::unique_ptr<StepRunner> runner_;
   std::unique_ptr<CollectiveWatchdog> watchdog_;

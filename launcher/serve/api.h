@@ -9,7 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/chat_template/chat_template.h"
-#include "engine/model/falcon/config.h"
+#include "engine/models.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "launcher/serve/http_server.h"
 
@@ -21,7 +21,7 @@ struct ServeContext {
   EngineLoop& loop;
   ServingMetrics& metrics;
   const Tokenizer& tokenizer;
-  FalconConfig config;
+  ModelShape shape;
   std::string model_name;
   std::int64_t max_context = 0;     // prompt + new tokens
   std::int64_t max_input_len = 0;   // prompt tokens (option.max_input_len; 0: max_context - 1)

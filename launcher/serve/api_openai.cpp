@@ -389,9 +389,9 @@ std::unique_ptr<Call> openai_completions(ServeContext& ctx, const json& body) {
     std::vector<std::int32_t> ids;
     for (const json& t : p) {
       if (!t.is_number_integer() || t.get<std::int64_t>() < 0 ||
-          t.get<std::int64_t>() >= ctx.config.vocab_size)
+          t.get<std::int64_t>() >= ctx.shape.vocab_size)
         throw ApiError(ErrorKind::kValidation, "`prompt` token ids must be integers in [0, " +
-                                                   std::to_string(ctx.config.vocab_size) + ")");
+                                                   std::to_string(ctx.shape.vocab_size) + ")");
       ids.push_back(t.get<std::int32_t>());
     }
     call->prompts.push_back(ctx.tokenizer.decode(ids));

@@ -475,7 +475,7 @@ int main(int argc, char** argv) try {
     // every setting sees the same context.
     const std::int64_t per_seq = args.context + args.steps + 3 + 4;
     const std::int64_t seq_blocks = (std::max(per_seq, args.prefill_tokens) + block - 1) / block;
-    KvCache cache(backend, config, model.local_kv_heads(), seq_blocks * max_batch, block);
+    KvCache cache(backend, model.kv_shape(), seq_blocks * max_batch, block);
     std::mt19937 rng(1);
     std::uniform_int_distribution<std::int32_t> token(
         0, static_cast<std::int32_t>(config.vocab_size - 1));

@@ -29,12 +29,12 @@ namespace {
 using namespace saker;
 namespace fs = std::filesystem;
 
-struct Model {
+struct Loaded {
   FalconConfig config;
   Checkpoint checkpoint;
   CpuBackend backend;
   FalconModel model;
-  Model(const fs::path& dir, WeightQuant quant, std::int64_t max_tokens)
+  Loaded(const fs::path& dir, WeightQuant quant, std::int64_t max_tokens)
       : config(load_config(dir)),
         checkpoint(Checkpoint::open(dir)),
         backend(0, config.max_positions),
@@ -43,7 +43,7 @@ struct Model {
 
   KvCache cache(std::int64_t tokens) {
     const std::int64_t block = 16;
-    return KvCache(backend, config, config.kv_heads, (tokens + block - 1) / block + 1, block);
+    return KvCache(backend, model.kv_shape(), (tokens + block - 1) / block + 1, block);
   }
 
   // Logits of every position of `ids`, [ids.size()][vocab].
@@ -99,8 +99,8 @@ int main(int argc, char** argv) try {
   const int new_tokens = std::stoi(value_of(argc, argv, "--new-tokens", "32"));
   const std::int64_t max_tokens = prompt_len + new_tokens;
 
-  Model stored(dir, WeightQuant::kNone, max_tokens);
-  Model int8(dir, WeightQuant::kInt8, max_tokens);
+  Loaded stored(dir, WeightQuant::kNone, max_tokens);
+  Loaded int8(dir, WeightQuant::kInt8, max_tokens);
   const auto V = static_cast<std::size_t>(stored.config.vocab_size);
   std::printf("model %s: %s, weights streamed per step %.1f MB as stored, %.1f MB int8\n",
               dir.string().c_str(), stored.config.variant().c_str(),

@@ -46,7 +46,7 @@ struct Fixture {
 };
 
 KvCache make_cache(Backend& b, const FalconConfig& c, std::int64_t block_size = 4) {
-  return KvCache(b, c, c.kv_heads, kContext / block_size, block_size);
+  return KvCache(b, KvShape{c.layers, c.kv_heads, c.head_dim}, kContext / block_size, block_size);
 }
 
 // Blocks first, first + 1, ... (count of them).
