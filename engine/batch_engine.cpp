@@ -7,7 +7,6 @@
 #include <stdexcept>
 #include <thread>
 
-#include "engine/generate.h"
 #include "engine/logprobs.h"
 
 namespace saker {
@@ -25,7 +24,7 @@ BatchEngine::BatchEngine(StepRunner& runner, SchedulerConfig config,
       blocks_(static_cast<std::int32_t>(runner.cache().num_blocks()),
               static_cast<std::int32_t>(runner.cache().block_size())),
       scheduler_(config, blocks_),
-      sampler_(runner.model().config().vocab_size),
+      sampler_(runner.model().shape().vocab_size),
       eos_(std::move(eos_token_ids)),
       tokenizer_(tokenizer) {
   if (config.max_tokens_per_step > runner.model().options().max_tokens ||
@@ -38,7 +37,7 @@ BatchEngine::BatchEngine(StepRunner& runner, SchedulerConfig config,
 }
 
 RequestLimits BatchEngine::limits() const {
-  return {runner_.model().config().vocab_size, runner_.model().options().max_context,
+  return {runner_.model().shape().vocab_size, runner_.model().options().max_context,
           tokenizer_ != nullptr};
 }
 
@@ -210,7 +209,7 @@ bool BatchEngine::step() {
   const double t = clock_();
   stats_.forward_seconds += t - f0;
   if (summary) ++stats_.summary_iterations;
-  const auto V = static_cast<std::size_t>(runner_.model().config().vocab_size);
+  const auto V = static_cast<std::size_t>(runner_.model().shape().vocab_size);
   sampled_.assign(sched.run.size(), -1);
   finished_.assign(sched.run.size(), 0);
   for (std::size_t i = 0; i < sched.run.size(); ++i) {
@@ -256,11 +255,6 @@ bool BatchEngine::step() {
   return true;
 }
 
-void BatchEngine::run_to_completion() {
-  while (!idle()) {
-    // A dynamic batch may be gathering: wait for it rather than spin.
-    if (!step()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
 }
 
 }  // namespace saker

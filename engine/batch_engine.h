@@ -66,8 +66,6 @@ class BatchEngine {
   bool cancel(std::uint64_t id);
   // Runs one iteration; false when nothing ran (idle, or a dynamic batch still gathering).
   bool step();
-  // Steps until every request has finished.
-  void run_to_completion();
   bool idle() const { return scheduler_.idle(); }
   // What add() checks requests against.
   RequestLimits limits() const;

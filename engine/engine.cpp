@@ -9,10 +9,8 @@
 #include <thread>
 
 #include "engine/model/checkpoint.h"
-#include "engine/model/falcon/config.h"
-#include "engine/model/falcon/falcon.h"
-#include "engine/model/falcon/shard_plan.h"
 #include "engine/model/kv_cache.h"
+#include "engine/model/registry.h"
 #include "engine/step_runner.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "kernels/cpu/thread_pool.h"
@@ -64,8 +62,8 @@ void check_options(const EngineOptions& o) {
 WeightQuant weight_quant(const std::string& d, const Checkpoint& ck) {
   if (d == "auto") return WeightQuant::kNone;
   if (d == "int8") return WeightQuant::kInt8;
-  const TensorInfo* t = ck.find("transformer.word_embeddings.weight");
-  const std::string stored = t ? std::string(dtype_name(t->dtype)) : "?";
+  const std::optional<DType> weights = ck.weight_dtype();
+  const std::string stored = weights ? std::string(dtype_name(*weights)) : "?";
   const std::string want = d == "bf16" || d == "bfloat16"  ? "BF16"
                            : d == "fp16" || d == "float16" ? "F16"
                            : d == "fp32" || d == "float32" ? "F32"
@@ -80,28 +78,20 @@ WeightQuant weight_quant(const std::string& d, const Checkpoint& ck) {
 
 }  // namespace
 
-std::int64_t kv_blocks_for_budget(std::size_t bytes, const FalconConfig& c, std::int64_t kv_heads,
-                                  std::int64_t block_size) {
-  const auto per_block =
-      static_cast<std::size_t>(2 * c.layers * kv_heads * c.head_dim * block_size) * sizeof(float);
-  return static_cast<std::int64_t>(bytes / per_block);
-}
-
 RequestLimits read_model_limits(const std::string& model_dir) {
-  const FalconConfig c = load_config(model_dir);
+  const ModelShape c = load_model_shape(model_dir);
   return {c.vocab_size, c.max_positions,
           std::filesystem::exists(std::filesystem::path(model_dir) / "tokenizer.json")};
 }
 
 struct Engine::Parts {
   explicit Parts(const std::string& dir)
-      : config(load_config(dir)), checkpoint(Checkpoint::open(dir)) {}
-  FalconConfig config;
-  std::optional<ShardPlan> plan;
+      : shape(load_model_shape(dir)), checkpoint(Checkpoint::open(dir)) {}
+  ModelShape shape;
   Checkpoint checkpoint;
   std::unique_ptr<Backend> backend;
   std::unique_ptr<Communicator> model_comm;  // NCCL for GPU ranks; null: the MPI communicator
-  std::unique_ptr<FalconModel> model;
+  std::unique_ptr<Model> model;
   std::unique_ptr<KvCache> cache;
   std::unique_ptr<StepRunner> runner;
   std::unique_ptr<CollectiveWatchdog> watchdog;
@@ -140,17 +130,11 @@ void Engine::load(const EngineOptions& o, Communicator& comm) {
   parts_ = std::make_unique<Parts>(o.model_dir);
   Parts& p = *parts_;
   p.comm = &comm;
-  // Every rank checks the layout itself, so an impossible one fails everywhere with one message.
-  p.plan.emplace(p.config, comm.size());
   const WeightQuant quant = weight_quant(o.dtype, p.checkpoint);
   threads_ = o.threads ? o.threads : available_cpus();
-  p.backend = make_backend(o.device, threads_, p.config.max_positions);
+  p.backend = make_backend(o.device, threads_, p.shape.max_positions);
   backend_ = p.backend.get();
   p.model_comm = make_model_communicator(*p.backend, comm);
-  const TensorParallel tp =
-      comm.size() > 1
-          ? TensorParallel{&p.plan->rank(comm.rank()), p.model_comm ? p.model_comm.get() : &comm}
-          : TensorParallel{};
   // Running out of memory while loading says how much this rank needed and had.
   const std::optional<std::size_t> device_free_before = p.backend->free_memory();
   const std::size_t host_free_before = available_host_memory();
@@ -158,9 +142,11 @@ void Engine::load(const EngineOptions& o, Communicator& comm) {
   const std::string share =
       " bytes (about 1/" + std::to_string(comm.size()) + " of them per rank); ";
   try {
-    p.model = std::make_unique<FalconModel>(
-        p.config, p.checkpoint, *p.backend,
-        ModelOptions{o.max_batch_tokens, o.max_batch_size, p.config.max_positions, quant}, tp);
+    // Every rank checks the layout itself, so an impossible one fails everywhere with one message.
+    p.model = make_model(
+        o.model_dir, p.checkpoint, *p.backend,
+        ModelOptions{o.max_batch_tokens, o.max_batch_size, p.shape.max_positions, quant},
+        p.model_comm ? p.model_comm.get() : &comm);
   } catch (const std::bad_alloc&) {
     throw std::runtime_error(where +
                              " ran out of host memory loading its shard: the checkpoint holds " +
@@ -174,14 +160,14 @@ void Engine::load(const EngineOptions& o, Communicator& comm) {
         "): the checkpoint holds " + std::to_string(p.checkpoint.total_bytes()) + share +
         std::to_string(*device_free_before) + " bytes were free on the device");
   }
-  limits_ = {p.config.vocab_size, p.model->options().max_context, false};
+  limits_ = {p.shape.vocab_size, p.model->options().max_context, false};
 }
 
 void Engine::size_kv_pool(const EngineOptions& o, Communicator& comm) {
   Parts& p = *parts_;
   const std::string where = "rank " + std::to_string(comm.rank());
   const std::int64_t kv_heads = p.model->local_kv_heads();
-  const std::int64_t per_block = 2 * p.config.layers * kv_heads * p.config.head_dim * o.block_size *
+  const std::int64_t per_block = 2 * p.shape.layers * kv_heads * p.shape.head_dim * o.block_size *
                                  static_cast<std::int64_t>(sizeof(float));
   std::int64_t blocks = 0;
   std::size_t budget = 0;
@@ -207,10 +193,10 @@ void Engine::size_kv_pool(const EngineOptions& o, Communicator& comm) {
       budget = static_cast<std::size_t>(
           o.kv_cache_fraction * static_cast<double>(available_host_memory()) / local_ranks());
     }
-    blocks = kv_blocks_for_budget(budget, p.config, kv_heads, o.block_size);
+    blocks = static_cast<std::int64_t>(budget / static_cast<std::size_t>(per_block));
     // More than every sequence at full context could use is never needed.
     const std::int64_t most =
-        o.max_batch_size * ((p.config.max_positions + o.block_size - 1) / o.block_size);
+        o.max_batch_size * ((p.shape.max_positions + o.block_size - 1) / o.block_size);
     blocks = std::min({blocks, most, (std::int64_t{1} << 24) - 1});
   }
   blocks = min_over_ranks(comm, blocks);  // block ids mean the same slots on every rank
@@ -221,7 +207,7 @@ void Engine::size_kv_pool(const EngineOptions& o, Communicator& comm) {
                                             std::to_string(per_block) +
                                             " bytes); raise kv_cache_bytes or lower block_size");
   try {
-    p.cache = std::make_unique<KvCache>(*p.backend, p.config, kv_heads, blocks, o.block_size);
+    p.cache = std::make_unique<KvCache>(*p.backend, p.model->kv_shape(), blocks, o.block_size);
   } catch (const std::bad_alloc&) {
     throw std::runtime_error(where + " ran out of memory allocating its KV pool: " +
                              std::to_string(blocks) + " blocks of " + std::to_string(per_block) +
@@ -239,7 +225,7 @@ void Engine::start_driver(const EngineOptions& o) {
   if (o.text) tokenizer_ = std::make_unique<Tokenizer>(Tokenizer::from_model_dir(o.model_dir));
   limits_.text = tokenizer_ != nullptr;
   batch_ =
-      std::make_unique<BatchEngine>(*p.runner, p.sched, p.config.eos_token_ids, tokenizer_.get());
+      std::make_unique<BatchEngine>(*p.runner, p.sched, p.shape.eos_token_ids, tokenizer_.get());
   queue_->set_limits(limits_);
   queue_->set_stall_probe([w = p.watchdog.get(), stall = o.collective_timeout_s / 2] {
     return w->busy_seconds() > stall;
@@ -257,15 +243,8 @@ void Engine::warm_up() {
   warm.prompt = {0};
   warm.max_new_tokens = 1;
   warm.ignore_eos = true;
-  try {
-    batch_->add(warm);
-    batch_->run_to_completion();
-    batch_->take_result(warm.id);
-  } catch (...) {
-    parts_->runner->stop();
-    throw;
-  }
-  parts_->runner->stop();
+  batch_->add(warm);
+  run();  // the one loop; the warm request has no sink, and its result is dropped
   reset_stats();
 }
 
@@ -284,11 +263,14 @@ int Engine::ranks() const {
 std::size_t Engine::step_weight_bytes() const {
   return parts_->model->step_weight_bytes();
 }
+const ModelShape& Engine::shape() const {
+  return parts_->shape;
+}
 std::size_t Engine::weight_bytes() const {
   return parts_->model->weight_bytes();
 }
 std::vector<std::int64_t> Engine::eos_token_ids() const {
-  return parts_->config.eos_token_ids;
+  return parts_->shape.eos_token_ids;
 }
 double Engine::now() const {
   return batch_ ? batch_->now() : 0.0;
@@ -302,7 +284,7 @@ EngineSnapshot Engine::stats() const {
 void Engine::reset_stats() {
   const std::int32_t blocks = batch_->blocks().num_blocks();
   batch_ = std::make_unique<BatchEngine>(*parts_->runner, parts_->sched,
-                                         parts_->config.eos_token_ids, tokenizer_.get());
+                                         parts_->shape.eos_token_ids, tokenizer_.get());
   std::lock_guard lock(stats_mu_);
   snapshot_ = {};
   snapshot_.kv_blocks = blocks;

@@ -14,6 +14,7 @@
 #include <string>
 
 #include "engine/batch_engine.h"
+#include "engine/model/model_shape.h"
 #include "engine/request.h"
 #include "engine/request_queue.h"
 #include "engine/scheduler.h"
@@ -120,6 +121,7 @@ class Engine {
   // --- every rank ---
   bool is_driver() const;
   const RequestLimits& limits() const { return limits_; }
+  const ModelShape& shape() const;
   std::int64_t kv_blocks() const;
   std::int64_t block_size() const;
   unsigned threads() const { return threads_; }

@@ -9,6 +9,10 @@
 #include <string>
 
 namespace saker {
+
+std::int32_t argmax(std::span<const float> logits) {
+  return static_cast<std::int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+}
 namespace {
 
 std::uint64_t splitmix64(std::uint64_t x) {

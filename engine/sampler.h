@@ -10,6 +10,9 @@
 
 namespace saker {
 
+// Index of the largest value; the first one on ties (as torch.argmax).
+std::int32_t argmax(std::span<const float> logits);
+
 struct SamplingParams {
   float temperature = 1.0f;         // 0: greedy
   std::int32_t top_k = 0;           // 0: off

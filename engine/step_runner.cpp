@@ -23,7 +23,7 @@ class WatchGuard {
 
 }  // namespace
 
-StepRunner::StepRunner(FalconModel& model, KvCache& cache, Communicator& comm)
+StepRunner::StepRunner(Model& model, KvCache& cache, Communicator& comm)
     : model_(model), cache_(cache), comm_(comm) {}
 
 void StepRunner::send(const IterationPlan& plan) {

@@ -8,8 +8,8 @@
 #include <span>
 #include <vector>
 
-#include "engine/model/falcon/falcon.h"
 #include "engine/model/kv_cache.h"
+#include "engine/model/model.h"
 #include "parallel/communicator.h"
 #include "parallel/iteration_plan.h"
 #include "parallel/watchdog.h"
@@ -18,9 +18,9 @@ namespace saker {
 
 class StepRunner {
  public:
-  StepRunner(FalconModel& model, KvCache& cache, Communicator& comm);
+  StepRunner(Model& model, KvCache& cache, Communicator& comm);
 
-  FalconModel& model() { return model_; }
+  Model& model() { return model_; }
   KvCache& cache() { return cache_; }
   bool is_driver() const { return comm_.rank() == 0; }
 
@@ -41,7 +41,7 @@ class StepRunner {
  private:
   void send(const IterationPlan& plan);
 
-  FalconModel& model_;
+  Model& model_;
   KvCache& cache_;
   Communicator& comm_;
   std::uint64_t iteration_ = 0;

@@ -62,7 +62,7 @@ struct TokenPlace {
 };
 
 // Fused query_key_value rows hold kv groups, each [group_size query heads, 1 key, 1 value]
-// (falcon.md section 3); this covers multi-query, grouped and per-head (rw) layouts alike.
+// (docs/falcon.md section 3); this covers multi-query, grouped and per-head (rw) layouts alike.
 struct AttentionShape {
   std::int64_t heads = 0;
   std::int64_t kv_heads = 0;

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "engine/batch_engine.h"
+#include "tests/reference_generate.h"
 
 namespace saker::test {
 
@@ -52,7 +53,7 @@ inline Trace trace_run(StepRunner& runner, std::int32_t budget,
     if (id == target) t.logits[pos].assign(row.begin(), row.end());
   });
   for (const auto& r : reqs) engine.add(r);
-  engine.run_to_completion();
+  run_to_completion(engine);
   runner.stop();
   t.tokens = engine.results().at(target).tokens;
   return t;

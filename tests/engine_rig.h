@@ -24,7 +24,7 @@ struct EngineRig {
         checkpoint(Checkpoint::open(dir)),
         backend(2, config.max_positions, 1),
         model(config, checkpoint, backend, ModelOptions{64, 32, 256}),
-        cache(backend, config, config.kv_heads, blocks, 4),
+        cache(backend, model.kv_shape(), blocks, 4),
         runner(model, cache, single) {}
 };
 

@@ -1,5 +1,5 @@
 // Scalar double-precision references of the CPU kernels: the plainest reading of each formula
-// in falcon.md, with no blocking, vectorisation or threads.
+// in docs/falcon.md, with no blocking, vectorisation or threads.
 #pragma once
 
 #include <cmath>

@@ -12,6 +12,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "engine/model/positions.h"
 #include "kernel_reference.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/cpu_backend.h"
@@ -76,8 +77,7 @@ struct AttentionRig {
     const cpu::QkvLayout L(shape);
     qkv = ref::random_floats(places.size() * static_cast<std::size_t>(s.kv_heads * L.group_stride),
                              rng);
-    slopes.resize(static_cast<std::size_t>(s.heads));
-    cpu::alibi_slopes(s.heads, slopes.data());
+    slopes = alibi_slopes(s.heads);
     if (s.alibi) shape.alibi_slopes = slopes.data();
   }
   void add_token(std::size_t seq, std::int64_t pos) {

@@ -5,7 +5,8 @@
 #include <catch2/catch.hpp>
 
 #include "engine/batch_engine.h"
-#include "engine/generate.h"
+#include "tests/reference_generate.h"
+#include "engine/model/falcon/falcon.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "tests/batch_invariance.h"
 #include "tests/golden.h"
@@ -15,12 +16,12 @@ using namespace saker::test;
 
 namespace {
 
-struct Model {
+struct Loaded {
   FalconConfig config;
   Checkpoint checkpoint;
   CpuBackend backend;
   FalconModel model;
-  explicit Model(const std::filesystem::path& dir)
+  explicit Loaded(const std::filesystem::path& dir)
       : config(load_config(dir)),
         checkpoint(Checkpoint::open(dir)),
         backend(2, config.max_positions, 1),
@@ -49,8 +50,8 @@ std::vector<BatchRequest> requests(std::int64_t vocab, bool sampled) {
 }
 
 // Each request alone, through the single-sequence path.
-std::vector<std::int32_t> alone(Model& m, const BatchRequest& r) {
-  KvCache cache(m.backend, m.config, m.config.kv_heads, 16, 4);
+std::vector<std::int32_t> alone(Loaded& m, const BatchRequest& r) {
+  KvCache cache(m.backend, m.model.kv_shape(), 16, 4);
   GenerateOptions opt;
   opt.max_new_tokens = r.max_new_tokens;
   opt.ignore_eos = true;
@@ -62,18 +63,18 @@ std::vector<std::int32_t> alone(Model& m, const BatchRequest& r) {
 
 TEST_CASE("batched, chunked and preempted requests generate what they generate alone", "[batch]") {
   for (const char* name : {"gqa8x2-fp32", "mqa7-bf16", "rw-alibi16-fp32"}) {
-    Model m(kFixtures / name);
+    Loaded m(kFixtures / name);
     for (const bool sampled : {false, true}) {
       const auto reqs = requests(m.config.vocab_size, sampled);
       for (const std::int64_t pool_blocks : {200, 24}) {  // 24 blocks of 4 cannot hold them all
-        KvCache cache(m.backend, m.config, m.config.kv_heads, pool_blocks, 4);
+        KvCache cache(m.backend, m.model.kv_shape(), pool_blocks, 4);
         SingleRankCommunicator single;
         StepRunner runner(m.model, cache, single);
         // 16 tokens a step: prompts of up to 30 tokens are prefilled in chunks beside decodes.
         BatchEngine engine(runner, {8, 16, AdmissionPolicy::kMaxUtilization},
                            m.config.eos_token_ids);
         for (const auto& r : reqs) engine.add(r);
-        engine.run_to_completion();
+        run_to_completion(engine);
         INFO(name << (sampled ? " sampled" : " greedy") << ", pool of " << pool_blocks
                   << " blocks");
         if (pool_blocks == 24) CHECK(engine.scheduler().preemptions() > 0);
@@ -89,11 +90,11 @@ TEST_CASE("batched, chunked and preempted requests generate what they generate a
 }
 
 TEST_CASE("the batch engine stops a request at eos", "[batch]") {
-  Model m(kFixtures / "gqa8x2-fp32");
+  Loaded m(kFixtures / "gqa8x2-fp32");
   const auto ref = read_reference(kFixtures / "gqa8x2-fp32");
   const auto prompt = ref["cases"][1]["prompt_ids"].get<std::vector<std::int32_t>>();
   const auto want = ref["cases"][1]["greedy_ids"].get<std::vector<std::int32_t>>();
-  KvCache cache(m.backend, m.config, m.config.kv_heads, 64, 4);
+  KvCache cache(m.backend, m.model.kv_shape(), 64, 4);
   SingleRankCommunicator single;
   StepRunner runner(m.model, cache, single);
   // Declare transformers' 6th generated token the eos: generation must end right there.
@@ -103,7 +104,7 @@ TEST_CASE("the batch engine stops a request at eos", "[batch]") {
   r.prompt = prompt;
   r.max_new_tokens = 40;
   engine.add(r);
-  engine.run_to_completion();
+  run_to_completion(engine);
   const auto first = std::find(want.begin(), want.end(), want[5]);
   CHECK(engine.results().at(7).tokens == std::vector<std::int32_t>(want.begin(), first + 1));
   CHECK(engine.results().at(7).finish == FinishReason::kEosToken);
@@ -117,7 +118,7 @@ TEST_CASE("a request's logits are bit-identical alone and among 31 others, chunk
     const Checkpoint checkpoint = Checkpoint::open(dir);
     CpuBackend backend(2, config.max_positions, 1);
     FalconModel model(config, checkpoint, backend, ModelOptions{1024, 32, 256});
-    KvCache cache(backend, config, config.kv_heads, 512, 4);
+    KvCache cache(backend, model.kv_shape(), 512, 4);
     SingleRankCommunicator single;
     StepRunner runner(model, cache, single);
     const auto all = invariance_requests(config.vocab_size);

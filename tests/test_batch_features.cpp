@@ -7,6 +7,7 @@
 #include "tests/engine_rig.h"
 
 #include "engine/batch_engine.h"
+#include "tests/reference_generate.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "tests/golden.h"
@@ -29,7 +30,7 @@ BatchResult run_one(Rig& rig, const BatchRequest& r, std::vector<std::int64_t> e
   BatchEngine engine(rig.runner, {4, 32, AdmissionPolicy::kMaxUtilization}, std::move(eos), tok);
   if (streamed) engine.set_listener([&](const TokenEvent& ev) { streamed->append(ev.text); });
   engine.add(r);
-  engine.run_to_completion();
+  run_to_completion(engine);
   REQUIRE(engine.blocks().free_blocks() == engine.blocks().num_blocks());
   return *engine.take_result(r.id);
 }
@@ -175,7 +176,7 @@ TEST_CASE("cancelling a running request frees its blocks at once, the rest unaff
   CHECK(engine.cancel(2));
   CHECK(engine.blocks().used_blocks() == used - held);
   CHECK_FALSE(engine.cancel(2));
-  engine.run_to_completion();
+  run_to_completion(engine);
   CHECK(engine.blocks().free_blocks() == engine.blocks().num_blocks());
   REQUIRE(cancelled.size() == 1);
   CHECK(cancelled[0].id == 2);

@@ -6,7 +6,7 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
-#include "engine/model/falcon/config.h"
+#include "engine/model/registry.h"
 #include "launcher/bench/metrics.h"
 #include "tests/run_command.h"
 #include "tests/text_model.h"
@@ -245,7 +245,7 @@ TEST_CASE("saker bench and the engine flags reject bad values", "[cli][bench]") 
 
 TEST_CASE("the KV pool is sized from --kv-cache-memory, the same on every rank", "[cli][kv]") {
   const fs::path dir = kFixtures / "gqa8x2-fp32";  // 2 KV heads: one per rank at tp 2
-  const saker::FalconConfig c = saker::load_config(dir);
+  const saker::ModelShape c = saker::load_model_shape(dir);
   const std::int64_t per_block = 2 * c.layers * c.kv_heads * c.head_dim * 16 * 4;  // fp32 K and V
   const fs::path out = fs::temp_directory_path() / "saker_bench_kv.json";
   for (const int np : {1, 2}) {

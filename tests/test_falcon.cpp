@@ -9,7 +9,7 @@
 #include <nlohmann/json.hpp>
 #include "tests/golden.h"
 
-#include "engine/generate.h"
+#include "tests/reference_generate.h"
 #include "engine/model/falcon/falcon.h"
 #include "kernels/cpu/cpu_backend.h"
 
@@ -32,7 +32,7 @@ struct Loaded {
         backend(threads, config.max_positions, /*min_work=*/1),
         model(config, checkpoint, backend, ModelOptions{max_tokens, 128, 256, quant}) {}
   KvCache cache(std::int64_t block_size = 4) {
-    return KvCache(backend, config, config.kv_heads, 256 / block_size, block_size);
+    return KvCache(backend, model.kv_shape(), 256 / block_size, block_size);
   }
 };
 

@@ -8,6 +8,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "engine/model/positions.h"
 #include "kernel_reference.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/linear.h"
@@ -250,20 +251,6 @@ TEST_CASE("layer norm, gelu, embedding match references", "[kernels]") {
   }
 }
 
-TEST_CASE("ALiBi slopes follow the published formula, rounded to bf16", "[kernels]") {
-  for (std::int64_t heads : {1, 4, 6, 8, 12, 32, 71}) {
-    std::vector<float> s(static_cast<std::size_t>(heads));
-    cpu::alibi_slopes(heads, s.data());
-    std::int64_t p2 = 1;
-    while (p2 * 2 <= heads) p2 *= 2;
-    for (std::int64_t h = 0; h < heads; ++h) {
-      const double want = h < p2 ? std::pow(2.0, -8.0 * (h + 1) / p2)
-                                 : std::pow(2.0, -4.0 * (2 * (h - p2) + 1) / p2);
-      REQUIRE(s[h] == round_to_bf16(static_cast<float>(want)));
-    }
-  }
-}
-
 namespace {
 
 // A KV layer over a shuffled block table, with qkv rows for `n` tokens of one sequence.
@@ -295,8 +282,7 @@ TEST_CASE("rotary matches the rotate-half reference", "[kernels]") {
   CpuBackend backend(1, 64);
   AttentionCase c(8, 2, 16, 20, rng);
   const auto orig = c.qkv;
-  std::vector<float> table(static_cast<std::size_t>(64 * 16));
-  cpu::rotary_table(500042.0f, 16, 64, table.data());
+  const std::vector<float> table = rotary_table(500042.0f, 16, 64);
   backend.rotary(c.qkv.data(), c.places, c.shape, table.data());
   const cpu::QkvLayout L(c.shape);
   const std::int64_t stride = 2 * L.group_stride;
@@ -324,8 +310,7 @@ TEST_CASE("paged attention matches the reference for MQA, GQA, MHA and ALiBi", "
                          Shape{4, 4, 32, false}}) {
     const std::int64_t n = 13;
     AttentionCase c(sh.heads, sh.kv, sh.hd, n, rng);
-    std::vector<float> slopes(static_cast<std::size_t>(sh.heads));
-    cpu::alibi_slopes(sh.heads, slopes.data());
+    const std::vector<float> slopes = alibi_slopes(sh.heads);
     if (sh.alibi) c.shape.alibi_slopes = slopes.data();
     backend.kv_write(c.qkv.data(), c.places, c.shape, c.kv());
     std::vector<float> out(static_cast<std::size_t>(n * sh.heads * sh.hd), NAN);

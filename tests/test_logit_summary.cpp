@@ -13,6 +13,7 @@
 #include "tests/engine_rig.h"
 
 #include "engine/batch_engine.h"
+#include "tests/reference_generate.h"
 #include "engine/logprobs.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/logit_summary.h"
@@ -137,7 +138,7 @@ std::map<std::uint64_t, BatchResult> run_all(Rig& rig, const std::vector<BatchRe
   BatchEngine engine(rig.runner, {4, 32, AdmissionPolicy::kMaxUtilization}, {});
   engine.force_full_logits(full);
   for (const auto& r : reqs) engine.add(r);
-  engine.run_to_completion();
+  run_to_completion(engine);
   *summary_iterations = engine.stats().summary_iterations;
   return engine.results();
 }

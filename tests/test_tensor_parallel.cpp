@@ -11,7 +11,7 @@
 #include "tests/golden.h"
 
 #include "engine/batch_engine.h"
-#include "engine/generate.h"
+#include "tests/reference_generate.h"
 #include "engine/model/falcon/falcon.h"
 #include "engine/model/falcon/shard_plan.h"
 #include "engine/step_runner.h"
@@ -42,7 +42,7 @@ struct Sharded {
         backend(1, config.max_positions, 1),
         model(config, checkpoint, backend, ModelOptions{64, 64, 128},
               comm.size() > 1 ? TensorParallel{&plan.rank(comm.rank()), &comm} : TensorParallel{}),
-        cache(backend, config, model.local_kv_heads(), 32, 4),
+        cache(backend, model.kv_shape(), 32, 4),
         runner(model, cache, comm) {}
 };
 
@@ -137,14 +137,14 @@ TEST_CASE("continuous batching across ranks generates what each request generate
   if (m.runner.is_driver()) {
     BatchEngine engine(m.runner, {4, 16, AdmissionPolicy::kMaxUtilization}, m.config.eos_token_ids);
     for (const auto& r : reqs) engine.add(r);
-    engine.run_to_completion();
+    run_to_completion(engine);
     m.runner.stop();
     for (const auto& [id, res] : engine.results()) batched[id] = res.tokens;
     // The same requests one at a time on an unsharded copy of the model, on rank 0 alone.
     CpuBackend backend(1, m.config.max_positions, 1);
     FalconModel whole(m.config, m.checkpoint, backend, ModelOptions{64, 64, 128});
     for (const auto& r : reqs) {
-      KvCache cache(backend, m.config, m.config.kv_heads, 16, 4);
+      KvCache cache(backend, whole.kv_shape(), 16, 4);
       GenerateOptions opt;
       opt.max_new_tokens = r.max_new_tokens;
       opt.ignore_eos = true;
@@ -172,7 +172,7 @@ TEST_CASE("across ranks too, a request's logits do not depend on its batch or it
   FalconModel model(
       config, checkpoint, backend, ModelOptions{1024, 32, 128},
       comm.size() > 1 ? TensorParallel{&plan.rank(comm.rank()), &comm} : TensorParallel{});
-  KvCache cache(backend, config, model.local_kv_heads(), 512, 4);
+  KvCache cache(backend, model.kv_shape(), 512, 4);
   StepRunner runner(model, cache, comm);
   const auto all = test::invariance_requests(config.vocab_size);
   for (const std::uint64_t target : {1u, 2u}) {

@@ -44,7 +44,7 @@ void check_exact(const Tokenizer& tok, const std::vector<ReferenceCase>& cases) 
 
 }  // namespace
 
-TEST_CASE("Falcon tokenizer: the examples of falcon.md", "[tokenizer]") {
+TEST_CASE("Falcon tokenizer: the examples of docs/falcon.md", "[tokenizer]") {
   const Tokenizer& tok = saker::test::falcon_tokenizer();
   CHECK(tok.encode("Hello world") == Ids{9856, 1079});
   CHECK(tok.encode(" Hello") == Ids{23090});

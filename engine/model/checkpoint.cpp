@@ -399,6 +399,15 @@ std::size_t Checkpoint::total_bytes() const {
   return total;
 }
 
+std::optional<DType> Checkpoint::weight_dtype() const {
+  std::map<DType, std::size_t> bytes;
+  for (const auto& [name, info] : by_name_) bytes[info->dtype] += info->data.size();
+  if (bytes.empty()) return std::nullopt;
+  return std::max_element(bytes.begin(), bytes.end(),
+                          [](const auto& a, const auto& b) { return a.second < b.second; })
+      ->first;
+}
+
 void Checkpoint::validate(const std::vector<ExpectedTensor>& expected) const {
   // Fixed order (missing, then shape, then unexpected) so the same checkpoint always reports the
   // same first problem.

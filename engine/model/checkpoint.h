@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -84,6 +85,8 @@ class Checkpoint {
   const TensorInfo& get(std::string_view name) const;  // throws CheckpointError naming the tensor
   std::vector<std::string> names() const;
   std::size_t total_bytes() const;  // sum of all tensors' data bytes
+  // The precision most of the data bytes are stored in (the weights'); none when empty.
+  std::optional<DType> weight_dtype() const;
   const std::filesystem::path& dir() const { return dir_; }
 
   // Checks the tensor set against what the model expects: every expected tensor present with

@@ -5,27 +5,26 @@
 
 namespace saker {
 
-KvCache::KvCache(Backend& backend, const FalconConfig& c, std::int64_t kv_heads,
-                 std::int64_t num_blocks, std::int64_t block_size)
-    : kv_heads_(kv_heads), head_dim_(c.head_dim), num_blocks_(num_blocks), block_size_(block_size) {
+KvCache::KvCache(Backend& backend, const KvShape& shape, std::int64_t num_blocks,
+                 std::int64_t block_size)
+    : shape_(shape), num_blocks_(num_blocks), block_size_(block_size) {
   if (num_blocks <= 0 || block_size <= 0)
     throw std::invalid_argument("KV cache needs a positive number of blocks and block size, got " +
                                 std::to_string(num_blocks) + " x " + std::to_string(block_size));
-  const auto floats = static_cast<std::size_t>(num_blocks * block_size * kv_heads * head_dim_);
-  for (std::int64_t l = 0; l < c.layers; ++l) {
+  const auto floats =
+      static_cast<std::size_t>(num_blocks * block_size * shape.kv_heads * shape.head_dim);
+  for (std::int64_t l = 0; l < shape.layers; ++l) {
     k_.push_back(backend.allocate(floats));
     v_.push_back(backend.allocate(floats));
   }
 }
 
 KvLayer KvCache::layer(std::int64_t l) const {
-  return KvLayer{k_[l]->data(), v_[l]->data(), kv_heads_, head_dim_, block_size_};
+  return KvLayer{k_[l]->data(), v_[l]->data(), shape_.kv_heads, shape_.head_dim, block_size_};
 }
 
 std::size_t KvCache::bytes() const {
-  return k_.size() * 2 *
-         static_cast<std::size_t>(num_blocks_ * block_size_ * kv_heads_ * head_dim_) *
-         sizeof(float);
+  return static_cast<std::size_t>(num_blocks_ * block_size_) * shape_.bytes_per_token();
 }
 
 }  // namespace saker

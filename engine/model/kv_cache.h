@@ -2,20 +2,29 @@
 // a block table, so the paged cache of the rolling batch uses the same layout and kernels.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <vector>
 
-#include "engine/model/falcon/config.h"
 #include "kernels/backend.h"
 
 namespace saker {
 
+// What one rank's pool holds per token: K and V of kv_heads heads of head_dim floats, per layer.
+struct KvShape {
+  std::int64_t layers = 0;
+  std::int64_t kv_heads = 0;  // this rank's
+  std::int64_t head_dim = 0;
+  std::size_t bytes_per_token() const {
+    return static_cast<std::size_t>(2 * layers * kv_heads * head_dim) * sizeof(float);
+  }
+};
+
 class KvCache {
  public:
-  // Holds num_blocks blocks of block_size tokens for kv_heads heads of every layer.
-  KvCache(Backend& backend, const FalconConfig& c, std::int64_t kv_heads, std::int64_t num_blocks,
-          std::int64_t block_size);
+  // Holds num_blocks blocks of block_size tokens of `shape`.
+  KvCache(Backend& backend, const KvShape& shape, std::int64_t num_blocks, std::int64_t block_size);
 
   KvLayer layer(std::int64_t l) const;
   std::int64_t num_blocks() const { return num_blocks_; }
@@ -29,7 +38,8 @@ class KvCache {
   }
 
  private:
-  std::int64_t kv_heads_, head_dim_, num_blocks_, block_size_;
+  KvShape shape_;
+  std::int64_t num_blocks_, block_size_;
   std::vector<std::unique_ptr<Buffer>> k_, v_;  // per layer: [slots][kv_heads][head_dim]
 };
 

@@ -21,7 +21,7 @@ void gelu_range(float* x, std::int64_t begin, std::int64_t end);
 void embedding_rows(std::span<const std::int32_t> ids, const Weight& table, std::int64_t first_id,
                     float* y, std::int64_t row_begin, std::int64_t row_end);
 
-// Offsets (in floats) within one fused qkv row (falcon.md section 3).
+// Offsets (in floats) within one fused qkv row (docs/falcon.md section 3).
 struct QkvLayout {
   std::int64_t head_dim, group_size, group_stride;
   explicit QkvLayout(const AttentionShape& s)
@@ -44,12 +44,5 @@ void rotary_rows(float* qkv, std::span<const TokenPlace> places, const Attention
 
 void kv_write_rows(const float* qkv, std::span<const TokenPlace> places, const AttentionShape& s,
                    const KvLayer& kv, std::int64_t row_begin, std::int64_t row_end);
-
-// Rotary table [positions][head_dim / 2] of (cos, sin), computed as transformers does in fp32:
-// inv_freq[d] = 1 / theta^(2d / head_dim), angle = pos * inv_freq[d].
-void rotary_table(float theta, std::int64_t head_dim, std::int64_t positions, float* cos_sin);
-
-// ALiBi slopes, rounded to bf16 as transformers' build_alibi_tensor does.
-void alibi_slopes(std::int64_t heads, float* slopes);
 
 }  // namespace saker::cpu

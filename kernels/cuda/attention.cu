@@ -26,7 +26,7 @@ constexpr int kMaxSplits = 64;  // key ranges per tile at most
 // so a decode step's launch stays the same for 128 positions and its graph can be replayed.
 constexpr int kKeyBucket = 128;
 
-// Offsets within one fused qkv row (falcon.md section 3), as kernels/cpu/ops.h QkvLayout.
+// Offsets within one fused qkv row (docs/falcon.md section 3), as kernels/cpu/ops.h QkvLayout.
 struct Layout {
   int heads, kv_heads, hd, gs;
   __host__ __device__ std::int64_t group_stride() const {

@@ -61,25 +61,6 @@ std::vector<std::int32_t> parse_token_ids(const std::string& text, std::int64_t 
   return ids;
 }
 
-// --dtype: auto and int8, or the checkpoint's own precision by name (a conversion would be
-// silent otherwise).
-WeightQuant parse_dtype(const std::string& d, const Checkpoint& ck) {
-  if (d == "auto") return WeightQuant::kNone;
-  if (d == "int8") return WeightQuant::kInt8;
-  const TensorInfo* t = ck.find("transformer.word_embeddings.weight");
-  const std::string stored = t ? std::string(dtype_name(t->dtype)) : "?";
-  const std::string want = d == "bf16" || d == "bfloat16"  ? "BF16"
-                           : d == "fp16" || d == "float16" ? "F16"
-                           : d == "fp32" || d == "float32" ? "F32"
-                                                           : "";
-  if (want.empty())
-    throw UsageError("--dtype must be auto, int8, bf16, fp16 or fp32, got '" + d + "'");
-  if (want != stored)
-    throw UsageError("--dtype " + d + ": the checkpoint stores " + stored +
-                     " weights, and saker runs them as stored (--dtype auto) or as int8");
-  return WeightQuant::kNone;
-}
-
 unsigned thread_count(int flag) {
   if (flag < 0) throw UsageError("--threads must be >= 0");
   if (flag > 0) return static_cast<unsigned>(flag);

@@ -11,12 +11,12 @@
 
 #include <boost/program_options.hpp>
 
-#include "engine/model/checkpoint.h"
 #include "kernels/backend.h"
 #include "kernels/factory.h"
 
 namespace saker {
 class Backend;
+class Checkpoint;
 class Communicator;
 class MpiWorld;
 }  // namespace saker
@@ -48,7 +48,7 @@ std::vector<std::int32_t> parse_token_ids(const std::string& text, std::int64_t 
 inline constexpr const char* kDtypeHelp =
     "weights: auto (the checkpoint's precision), int8 (weight-only, a scale per output row; CPU "
     "backend), or bf16, fp16, fp32 when the checkpoint stores that";
-WeightQuant parse_dtype(const std::string& dtype, const Checkpoint& checkpoint);
+
 
 // Threads for the CPU backend: the flag if given, else OMP_NUM_THREADS, else every available core.
 unsigned thread_count(int flag);

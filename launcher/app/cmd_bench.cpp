@@ -6,7 +6,6 @@
 #include <iostream>
 #include <limits>
 
-#include "engine/model/falcon/config.h"
 #include "launcher/app/cli.h"
 #include "launcher/app/engine_flags.h"
 #include "launcher/bench/report.h"
@@ -53,25 +52,24 @@ int run_bench(const std::vector<std::string>& args) {
   if (num_requests <= 0) throw UsageError("--num-requests must be positive");
   if (concurrency < 0) throw UsageError("--max-concurrency must be >= 0");
   const double rate = parse_rate(rate_text);
-  const FalconConfig config = load_config(o.model_dir);
+  const RequestLimits limits = read_model_limits(o.model_dir);
   WorkloadSpec spec;
   try {
-    spec = parse_workload(workload, config.max_positions);
+    spec = parse_workload(workload, limits.max_context);
   } catch (const std::invalid_argument& e) {
     throw UsageError(e.what());  // it names --workload
   }
-  const auto reqs = make_requests(spec, num_requests, rate, config.vocab_size, seed);
+  const auto reqs = make_requests(spec, num_requests, rate, limits.vocab, seed);
 
   Communicator& comm = world().tensor_parallel();
   const auto engine = make_engine(o, comm);
   float step_bytes = static_cast<float>(engine->step_weight_bytes());
   comm.all_reduce_sum(&step_bytes, 1);
-  const FlopShape shape{
-      static_cast<double>(config.layers),
-      static_cast<double>(config.qkv_rows() * config.hidden + config.hidden * config.hidden +
-                          2 * config.hidden * config.ffn),
-      static_cast<double>(config.heads * config.head_dim),
-      static_cast<double>(config.vocab_size * config.hidden)};
+  const ModelShape& m = engine->shape();
+  const FlopShape shape{static_cast<double>(m.layers),
+                        static_cast<double>(m.matrix_weights_per_layer),
+                        static_cast<double>(m.heads * m.head_dim),
+                        static_cast<double>(m.vocab_size * m.hidden)};
   // One request at a time on one rank: every step is paired with a measurement of its own floor.
   const bool paired =
       concurrency == 1 && comm.size() == 1 && engine->backend().host_accessible();  // the CPU
@@ -79,7 +77,7 @@ int run_bench(const std::vector<std::string>& args) {
       run_bench_phases(*engine, comm, reqs, concurrency, paired,
                        prefill_flops_per_token(shape, mean_prompt_tokens(reqs)), step_bytes);
   if (!engine->is_driver()) return 0;
-  const BenchSettings settings{o.model_dir,      config.variant(),
+  const BenchSettings settings{o.model_dir,      m.variant,
                                workload,         rate_text,
                                flags.batching,   num_requests,
                                concurrency,      o.max_batch_tokens,

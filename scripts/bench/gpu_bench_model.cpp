@@ -99,7 +99,7 @@ class StepBench {
         seq_blocks_(
             (std::max(args.context + args.steps + 3 + 4, args.prefill_tokens) + kBlock - 1) /
             kBlock),
-        cache_(backend, config, model.local_kv_heads(), seq_blocks_ * max_batch, kBlock),
+        cache_(backend, model.kv_shape(), seq_blocks_ * max_batch, kBlock),
         token_(0, static_cast<std::int32_t>(config.vocab_size - 1)),
         tables_(static_cast<std::size_t>(max_batch)) {
     for (std::int64_t s = 0; s < max_batch; ++s)

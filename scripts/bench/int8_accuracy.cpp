@@ -20,21 +20,22 @@
 
 #include <nlohmann/json.hpp>
 
-#include "engine/generate.h"
+#include "engine/engine.h"
 #include "engine/model/falcon/falcon.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "parallel/communicator.h"
 
 namespace {
 
 using namespace saker;
 namespace fs = std::filesystem;
 
-struct Model {
+struct Loaded {
   FalconConfig config;
   Checkpoint checkpoint;
   CpuBackend backend;
   FalconModel model;
-  Model(const fs::path& dir, WeightQuant quant, std::int64_t max_tokens)
+  Loaded(const fs::path& dir, WeightQuant quant, std::int64_t max_tokens)
       : config(load_config(dir)),
         checkpoint(Checkpoint::open(dir)),
         backend(0, config.max_positions),
@@ -43,7 +44,7 @@ struct Model {
 
   KvCache cache(std::int64_t tokens) {
     const std::int64_t block = 16;
-    return KvCache(backend, config, config.kv_heads, (tokens + block - 1) / block + 1, block);
+    return KvCache(backend, model.kv_shape(), (tokens + block - 1) / block + 1, block);
   }
 
   // Logits of every position of `ids`, [ids.size()][vocab].
@@ -56,14 +57,36 @@ struct Model {
     return {out.begin(), out.end()};
   }
 
-  std::vector<std::int32_t> greedy(const std::vector<std::int32_t>& prompt, std::int64_t n) {
-    auto kv = cache(static_cast<std::int64_t>(prompt.size()) + n);
-    GenerateOptions opt;
-    opt.max_new_tokens = n;
-    opt.ignore_eos = true;
-    return generate_sequence(model, kv, prompt, opt).tokens;
-  }
 };
+
+// Free-running greedy continuations of every prompt through the engine, as `saker generate
+// --dtype` runs them.
+std::vector<std::vector<std::int32_t>> greedy(const fs::path& dir, const std::string& dtype,
+                                              const std::vector<std::vector<std::int32_t>>& cases,
+                                              std::int64_t n) {
+  EngineOptions o;
+  o.model_dir = dir.string();
+  o.dtype = dtype;
+  o.text = false;
+  o.max_batch_size = 1;  // one at a time: each continuation alone, as in the teacher-forced pass
+  o.kv_cache_tokens = 0;
+  o.kv_cache_bytes = std::size_t{256} << 20;
+  SingleRankCommunicator single;
+  Engine engine(o, single);
+  std::vector<std::vector<std::int32_t>> out(cases.size());
+  for (std::size_t c = 0; c < cases.size(); ++c) {
+    BatchRequest r;
+    r.id = engine.requests().next_id();
+    r.prompt = cases[c];
+    r.max_new_tokens = n;
+    r.ignore_eos = true;
+    engine.submit(std::move(r), [&out, c](RequestEvent&& e) {
+      if (e.result) out[c] = e.result->tokens;
+    });
+  }
+  engine.run();
+  return out;
+}
 
 double rel_l2(const float* a, const float* b, std::size_t n) {
   double num = 0, den = 0;
@@ -99,8 +122,8 @@ int main(int argc, char** argv) try {
   const int new_tokens = std::stoi(value_of(argc, argv, "--new-tokens", "32"));
   const std::int64_t max_tokens = prompt_len + new_tokens;
 
-  Model stored(dir, WeightQuant::kNone, max_tokens);
-  Model int8(dir, WeightQuant::kInt8, max_tokens);
+  Loaded stored(dir, WeightQuant::kNone, max_tokens);
+  Loaded int8(dir, WeightQuant::kInt8, max_tokens);
   const auto V = static_cast<std::size_t>(stored.config.vocab_size);
   std::printf("model %s: %s, weights streamed per step %.1f MB as stored, %.1f MB int8\n",
               dir.string().c_str(), stored.config.variant().c_str(),
@@ -126,14 +149,16 @@ int main(int argc, char** argv) try {
     }
   }
 
+  // Free-running greedy, each model on its own.
+  const auto free_stored = greedy(dir, "auto", cases, new_tokens);
+  const auto free_int8 = greedy(dir, "int8", cases, new_tokens);
   std::vector<double> errs;
   double worst_abs = 0, hf_stored = 0, hf_int8 = 0;
   std::size_t positions = 0, top1_same = 0, agree_total = 0, full_runs = 0;
   for (std::size_t c = 0; c < cases.size(); ++c) {
     const auto& prompt = cases[c];
-    // Free-running greedy, each model on its own.
-    const auto g_stored = stored.greedy(prompt, new_tokens);
-    const auto g_int8 = int8.greedy(prompt, new_tokens);
+    const auto& g_stored = free_stored[c];
+    const auto& g_int8 = free_int8[c];
     std::size_t agree = 0;
     while (agree < g_stored.size() && g_stored[agree] == g_int8[agree]) ++agree;
     agree_total += agree;

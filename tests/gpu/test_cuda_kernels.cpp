@@ -7,6 +7,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "engine/model/positions.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/ops.h"
 #include "tests/gpu/gpu_harness.h"
@@ -292,8 +293,7 @@ TEST_CASE("cuda rotary, kv_write and attention match the CPU backend", "[gpu][ke
     for (const Scenario& sc : scenarios) {
       DYNAMIC_SECTION(sh.heads << "x" << sh.kv_heads << "x" << sh.head_dim
                                << (sh.alibi ? " alibi " : " rotary ") << sc.name) {
-        std::vector<float> slopes(static_cast<std::size_t>(sh.heads));
-        cpu::alibi_slopes(sh.heads, slopes.data());
+        const std::vector<float> slopes = alibi_slopes(sh.heads);
         auto dslopes = dev().upload(slopes);
         const AttentionShape cs = shape_of(sh, slopes.data());
         const AttentionShape gs = shape_of(sh, dslopes->data());
@@ -308,8 +308,7 @@ TEST_CASE("cuda rotary, kv_write and attention match the CPU backend", "[gpu][ke
         std::vector<float> k = random_floats(pool_floats, 41), v = random_floats(pool_floats, 42);
         std::vector<float> qkv = random_floats(static_cast<std::size_t>(n * stride), 43, -2, 2);
         const std::vector<float> k0 = k, v0 = v, qkv0 = qkv;
-        std::vector<float> table(static_cast<std::size_t>(kMaxContext * sh.head_dim));
-        cpu::rotary_table(10000.0f, sh.head_dim, kMaxContext, table.data());
+        const std::vector<float> table = rotary_table(10000.0f, sh.head_dim, kMaxContext);
         auto dk = dev().upload(k), dv = dev().upload(v), dqkv = dev().upload(qkv);
         auto dtable = dev().upload(table);
 

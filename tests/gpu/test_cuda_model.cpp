@@ -12,7 +12,7 @@
 // fixtures_root() so a packed test binary finds them too.
 #include "tests/golden.h"
 
-#include "engine/generate.h"
+#include "tests/reference_generate.h"
 #include "engine/model/falcon/falcon.h"
 #include "kernels/cpu/cpu_backend.h"
 
@@ -46,7 +46,7 @@ struct Fixture {
 };
 
 KvCache make_cache(Backend& b, const FalconConfig& c, std::int64_t block_size = 4) {
-  return KvCache(b, c, c.kv_heads, kContext / block_size, block_size);
+  return KvCache(b, KvShape{c.layers, c.kv_heads, c.head_dim}, kContext / block_size, block_size);
 }
 
 // Blocks first, first + 1, ... (count of them).

@@ -94,7 +94,7 @@ TEST_CASE("cuda model: summaries equal the host summaries of the full rows",
       const auto ref = read_reference(dir);
       cuda::CudaBackend gpu;
       FalconModel model(config, ck, gpu, ModelOptions{128, 16, 256});
-      KvCache cache(gpu, config, config.kv_heads, 64, 4);
+      KvCache cache(gpu, model.kv_shape(), 64, 4);
       // Every case as one sequence of a batch, each in its own blocks.
       std::vector<std::vector<std::int32_t>> prompts, tables;
       for (const auto& c : ref["cases"]) {

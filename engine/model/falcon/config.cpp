@@ -88,6 +88,22 @@ std::string shape_str(std::int64_t a) {
   return std::to_string(a);
 }
 
+// config.json's model_type; a config without one names its class in `architectures` instead
+// (RW-era: the 40B-style RefinedWeb configs are the ones with n_head_kv).
+std::string model_type_of(const json& j) {
+  if (const auto it = j.find("model_type"); it != j.end() && !it->is_null())
+    return it->is_string() ? it->get<std::string>() : it->dump();
+  if (const auto it = j.find("architectures"); it != j.end() && it->is_array())
+    for (const json& a : *it) {
+      if (a == "FalconForCausalLM") return "falcon";
+      if (a == "RWForCausalLM")
+        return j.contains("n_head_kv") || j.contains("new_decoder_architecture")
+                   ? "RefinedWeb"
+                   : "RefinedWebModel";
+    }
+  return {};
+}
+
 }  // namespace
 
 std::string layer_prefix(std::int64_t layer) {
@@ -127,11 +143,32 @@ std::string FalconConfig::variant() const {
   return s.str();
 }
 
+ModelShape model_shape(const FalconConfig& c) {
+  ModelShape s;
+  s.family = "falcon";
+  s.model_type = c.model_type;
+  s.variant = c.variant();
+  s.layers = c.layers;
+  s.hidden = c.hidden;
+  s.heads = c.heads;
+  s.kv_heads = c.kv_heads;
+  s.head_dim = c.head_dim;
+  s.vocab_size = c.vocab_size;
+  s.max_positions = c.max_positions;
+  s.dtype = c.torch_dtype;
+  s.bos_token_id = c.bos_token_id;
+  s.eos_token_ids = c.eos_token_ids;
+  // query_key_value, dense, dense_h_to_4h and dense_4h_to_h.
+  s.matrix_weights_per_layer =
+      c.qkv_rows() * c.hidden + c.hidden * c.heads * c.head_dim + 2 * c.hidden * c.ffn;
+  return s;
+}
+
 FalconConfig parse_config(const json& j, const std::string& source) {
   if (!j.is_object()) throw ConfigError(source + ": expected a JSON object");
   Reader r(j, source);
   FalconConfig c;
-  c.model_type = j.value("model_type", std::string());
+  c.model_type = model_type_of(j);
   const bool rw_new = c.model_type == "RefinedWeb";
   const bool rw_old = c.model_type == "RefinedWebModel";
   if (!rw_new && !rw_old && c.model_type != "falcon")
@@ -207,7 +244,7 @@ FalconConfig parse_config(const json& j, const std::string& source) {
   if (const json* b = r.find({"bos_token_id"}); b && b->is_number_integer()) c.bos_token_id = *b;
   if (const json* e = r.find({"eos_token_id"})) c.eos_token_ids = token_ids(*e);
   // The RW-era configs of the 65024-vocabulary models carry placeholder ids 1/2; the tokenizer's
-  // <|endoftext|> is 11 (falcon.md section 1).
+  // <|endoftext|> is 11 (docs/falcon.md section 1).
   if ((rw_new || rw_old) && c.vocab_size == 65024) {
     c.bos_token_id = 11;
     c.eos_token_ids = {11};

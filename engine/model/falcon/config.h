@@ -1,24 +1,19 @@
-// Falcon config.json → the effective structure the engine runs (falcon.md section 1).
+// Falcon config.json → the effective structure the engine runs (docs/falcon.md section 1).
 // Current `falcon` configs and RW-era `RefinedWeb` / `RefinedWebModel` configs both parse here.
 #pragma once
 
 #include <cstdint>
 #include <filesystem>
 #include <optional>
-#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json_fwd.hpp>
 
 #include "engine/model/checkpoint.h"
+#include "engine/model/model_shape.h"
 
 namespace saker {
-
-class ConfigError : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
 
 // How a decoder layer combines attention and MLP.
 enum class BlockKind {
@@ -28,7 +23,8 @@ enum class BlockKind {
 };
 
 struct FalconConfig {
-  std::string model_type;  // as written: falcon, RefinedWeb, RefinedWebModel
+  // As written (falcon, RefinedWeb, RefinedWebModel), or implied by `architectures` without one.
+  std::string model_type;
   std::int64_t vocab_size = 0;
   std::int64_t hidden = 0;    // H
   std::int64_t layers = 0;    // L
@@ -53,6 +49,9 @@ struct FalconConfig {
   // A short description of the variant, e.g. "falcon-7b style (multi-query, parallel block, ...)".
   std::string variant() const;
 };
+
+// What the engine sees of it (family "falcon").
+ModelShape model_shape(const FalconConfig& c);
 
 // Parses config.json contents. `source` names the file in error messages.
 FalconConfig parse_config(const nlohmann::json& j, const std::string& source);

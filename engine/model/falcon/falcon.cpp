@@ -5,7 +5,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "kernels/cpu/ops.h"
+#include "engine/model/positions.h"
 
 namespace saker {
 
@@ -46,7 +46,7 @@ std::vector<float> tensor_to_f32(const TensorInfo& t) {
 }
 
 std::vector<Range> FalconModel::row_ranges(Split split, std::int64_t rows) const {
-  const RankShard& s = *tp_.shard;
+  const RankShard& s = *shard_;
   switch (split) {
     case Split::kQkvRows:
       return s.qkv_rows;
@@ -75,14 +75,14 @@ Weight FalconModel::bind_weight(const Checkpoint& ck, const std::string& name, S
       throw std::runtime_error("tensor " + name + ": " + e.what());
     }
   };
-  if (!tp_.shard || split == Split::kWhole) return upload(t.data.data());
+  if (!shard_ || split == Split::kWhole) return upload(t.data.data());
   // A shard is read out of the mapping into this rank's own memory: only its bytes are touched,
   // and its rows end up contiguous for the kernels.
   const std::size_t es = dtype_size(t.dtype);
   std::vector<std::byte> buf;
   std::int64_t out_rows = 0, out_cols = cols;
   if (split == Split::kHeadCols || split == Split::kFfnCols) {
-    const RankShard& s = *tp_.shard;
+    const RankShard& s = *shard_;
     const Range c = split == Split::kFfnCols
                         ? s.ffn
                         : Range{s.heads.begin * config_.head_dim, s.heads.end * config_.head_dim};
@@ -116,10 +116,10 @@ FalconModel::Linear FalconModel::bind_linear(const Checkpoint& ck, const std::st
   if (!config_.bias) return l;
   const TensorInfo& b = ck.get(name + ".bias");
   std::vector<float> full = tensor_to_f32(b);
-  if (tp_.shard && (split == Split::kHeadCols || split == Split::kFfnCols)) {
+  if (shard_ && (split == Split::kHeadCols || split == Split::kFfnCols)) {
     // Row-parallel outputs are partial sums: one rank adds the bias before the all-reduce.
-    if (!tp_.shard->adds_row_parallel_bias) return l;
-  } else if (tp_.shard && split != Split::kWhole) {
+    if (!shard_->adds_row_parallel_bias) return l;
+  } else if (shard_ && split != Split::kWhole) {
     std::vector<float> part;
     for (const Range& r : row_ranges(split, b.shape[0]))
       part.insert(part.end(), full.begin() + r.begin, full.begin() + r.end);
@@ -140,23 +140,25 @@ FalconModel::Norm FalconModel::bind_norm(const Checkpoint& ck, const std::string
 FalconModel::FalconModel(const FalconConfig& config, const Checkpoint& checkpoint, Backend& backend,
                          ModelOptions options, TensorParallel tp)
     : config_(config),
+      model_shape_(model_shape(config)),
       options_(options),
       backend_(backend),
-      tp_(tp),
+      comm_(tp.comm),
       ws_(std::make_unique<Workspace>()) {
+  if (tp.shard) shard_ = *tp.shard;
   const FalconConfig& c = config_;
   if (options_.max_context <= 0) options_.max_context = c.max_positions;
   if (options_.max_tokens <= 0 || options_.max_logit_rows <= 0)
     throw std::invalid_argument("max_tokens and max_logit_rows must be positive");
-  if (tp_.shard && !tp_.comm) throw std::invalid_argument("a sharded model needs a communicator");
+  if (shard_ && !comm_) throw std::invalid_argument("a sharded model needs a communicator");
 
   // A tied checkpoint may still store lm_head.weight (RW-era files do): use it when present.
   const bool has_lm_head = checkpoint.find("lm_head.weight") != nullptr;
   checkpoint.validate(expected_tensors(c, has_lm_head));
 
-  const RankShard* s = tp_.shard;
-  shape_ = AttentionShape{s ? s->local_heads() : c.heads, s ? s->local_kv_heads() : c.kv_heads,
-                          c.head_dim, nullptr};
+  const RankShard* s = shard_ ? &*shard_ : nullptr;
+  attn_ = AttentionShape{s ? s->local_heads() : c.heads, s ? s->local_kv_heads() : c.kv_heads,
+                         c.head_dim, nullptr};
   vocab_begin_ = s ? s->vocab.begin : 0;
   // A tied table is also the lm_head, streamed every step: it is quantized with the matrices.
   // An untied one is only looked up, a row per token, and keeps its precision.
@@ -194,15 +196,12 @@ FalconModel::FalconModel(const FalconConfig& config, const Checkpoint& checkpoin
   if (!reads_mapping_) checkpoint.release_resident();
 
   if (c.alibi) {
-    std::vector<float> slopes(static_cast<std::size_t>(c.heads));
-    cpu::alibi_slopes(c.heads, slopes.data());
+    const std::vector<float> slopes = alibi_slopes(c.heads);
     const std::int64_t h0 = s ? s->heads.begin : 0;
-    alibi_ = backend_.upload(std::span(slopes).subspan(h0, shape_.heads));
-    shape_.alibi_slopes = alibi_->data();
+    alibi_ = backend_.upload(std::span(slopes).subspan(h0, attn_.heads));
+    attn_.alibi_slopes = alibi_->data();
   } else {
-    std::vector<float> table(static_cast<std::size_t>(options_.max_context * c.head_dim));
-    cpu::rotary_table(c.rope_theta, c.head_dim, options_.max_context, table.data());
-    rotary_ = backend_.upload(table);
+    rotary_ = backend_.upload(rotary_table(c.rope_theta, c.head_dim, options_.max_context));
   }
 
   const auto T = static_cast<std::size_t>(options_.max_tokens);
@@ -215,14 +214,14 @@ FalconModel::FalconModel(const FalconConfig& config, const Checkpoint& checkpoin
   w.h = backend_.allocate(T * H);
   w.h2 = backend_.allocate(c.block == BlockKind::kParallelOneNorm ? 0 : T * H);
   w.qkv = backend_.allocate(T * local_qkv);
-  w.attn = backend_.allocate(T * static_cast<std::size_t>(shape_.heads * c.head_dim));
+  w.attn = backend_.allocate(T * static_cast<std::size_t>(attn_.heads * c.head_dim));
   w.a = backend_.allocate(T * H);
   w.m = backend_.allocate(T * local_ffn);
   w.b = backend_.allocate(T * H);
   w.sel = backend_.allocate(R * H);
   w.sel_norm = backend_.allocate(R * H);
   w.logits = backend_.allocate(R * static_cast<std::size_t>(lm_head_.rows));
-  const bool root = !s || tp_.comm->rank() == 0;
+  const bool root = !s || comm_->rank() == 0;
   w.gathered = backend_.allocate(s && root ? 2 * R * c.vocab_size : 0);
   if (!backend_.host_accessible())
     w.host_logits = backend_.allocate_host(root ? (s ? 2 : 1) * R * c.vocab_size : 0);
@@ -236,13 +235,13 @@ FalconModel::FalconModel(const FalconConfig& config, const Checkpoint& checkpoin
   w.ids.resize(T);
   w.places.resize(T);
   w.logit_rows.resize(R);
-  w.gather_counts.resize(s ? static_cast<std::size_t>(tp_.comm->size()) : 0);
+  w.gather_counts.resize(s ? static_cast<std::size_t>(comm_->size()) : 0);
 }
 
 FalconModel::~FalconModel() = default;
 
 void FalconModel::all_reduce(float* data, std::int64_t count) {
-  if (tp_.shard) tp_.comm->all_reduce_sum(data, static_cast<std::size_t>(count));
+  if (shard_) comm_->all_reduce_sum(data, static_cast<std::size_t>(count));
 }
 
 void FalconModel::run_layer(const Layer& L, std::int64_t n, const KvLayer& kv) {
@@ -259,8 +258,8 @@ void FalconModel::run_layer(const Layer& L, std::int64_t n, const KvLayer& kv) {
   // Attention on ln_attn(x) → a (a partial sum over this rank's heads when sharded).
   norm(L.ln_attn, x, w.h->data());
   backend_.linear(w.h->data(), n, L.qkv.w, bias(L.qkv), w.qkv->data());
-  backend_.rotary_kv_write(w.qkv->data(), places, shape_, c.alibi ? nullptr : rotary_->data(), kv);
-  backend_.attention(w.qkv->data(), places, shape_, kv, w.attn->data());
+  backend_.rotary_kv_write(w.qkv->data(), places, attn_, c.alibi ? nullptr : rotary_->data(), kv);
+  backend_.attention(w.qkv->data(), places, attn_, kv, w.attn->data());
   backend_.linear(w.attn->data(), n, L.dense.w, bias(L.dense), w.a->data());
 
   // MLP input: the same normalised x (one norm), ln_mlp(x), or post_attention_layernorm(x + a).
@@ -278,8 +277,8 @@ void FalconModel::run_layer(const Layer& L, std::int64_t n, const KvLayer& kv) {
   // all-reduce of the layer sums both partial outputs at once, before the residual add.
   const float* attn_out = c.block != BlockKind::kSequential ? w.a->data() : nullptr;
   backend_.linear_add(w.m->data(), n, L.fc_out.w, bias(L.fc_out), attn_out, w.b->data(),
-                      tp_.shard ? nullptr : x);
-  if (tp_.shard) {
+                      shard_ ? nullptr : x);
+  if (shard_) {
     all_reduce(w.b->data(), n * H);
     backend_.add(w.b->data(), n * H, x);
   }
@@ -289,12 +288,12 @@ std::span<const float> FalconModel::gather_logits(std::int64_t rows) {
   Workspace& w = *ws_;
   const std::int64_t V = config_.vocab_size;
   const auto count = static_cast<std::size_t>(rows * V);
-  if (!tp_.shard) {
+  if (!shard_) {
     if (backend_.host_accessible()) return {w.logits->data(), count};
     backend_.download(w.logits->data(), count, w.host_logits->data());
     return {w.host_logits->data(), count};
   }
-  Communicator& comm = *tp_.comm;
+  Communicator& comm = *comm_;
   const int tp = comm.size();
   for (int r = 0; r < tp; ++r)
     w.gather_counts[r] = static_cast<std::size_t>(rows * even_split(V, tp, r).size());
@@ -326,7 +325,7 @@ std::span<const float> FalconModel::gather_logits(std::int64_t rows) {
 std::span<const LogitSummary> FalconModel::summarize(std::int64_t rows) {
   Workspace& w = *ws_;
   const std::int64_t V = config_.vocab_size;
-  if (tp_.shard) {
+  if (shard_) {
     // The full rows are on rank 0's host after the gather: summarise them there.
     const std::span<const float> logits = gather_logits(rows);
     if (logits.empty()) return {};
@@ -412,7 +411,7 @@ std::span<const float> FalconModel::forward(std::span<const SequenceStep> batch,
   };
   // A decode-only step (one token per sequence) issues the same calls for the same batch size:
   // a device backend may replay it as a graph. Not with a shard (collectives in the step).
-  if (!tp_.shard && n == static_cast<std::int64_t>(batch.size()))
+  if (!shard_ && n == static_cast<std::int64_t>(batch.size()))
     backend_.run_step(static_cast<std::uint64_t>(n), body);
   else
     body();

@@ -1,83 +1,56 @@
-// The Falcon decoder (every variant of falcon.md section 2), written once against the Backend
-// interface. Weights stay in their stored precision; activations are fp32. With a shard, the
-// model holds one tensor-parallel rank's slice and joins its group's collectives: one all-reduce
-// per layer for parallel blocks, two for sequential ones, and a gather of the logits to rank 0.
+// The Falcon decoder (every variant of docs/falcon.md section 2) behind the Model interface,
+// written once against the Backend interface. Weights stay in their stored precision; activations
+// are fp32. With a shard, the model holds one tensor-parallel rank's slice and joins its group's
+// collectives: an all-reduce per layer (two for sequential blocks), a gather of logits to rank 0.
 #pragma once
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "engine/model/checkpoint.h"
 #include "engine/model/falcon/config.h"
-#include "engine/model/kv_cache.h"
 #include "engine/model/falcon/shard_plan.h"
+#include "engine/model/model.h"
 #include "kernels/backend.h"
 #include "parallel/communicator.h"
 
 namespace saker {
 
-// One sequence's part of a step: new tokens at positions start_pos.., read and written through
-// its block table (which must cover start_pos + tokens.size() positions).
-struct SequenceStep {
-  std::span<const std::int32_t> tokens;
-  std::int32_t start_pos = 0;
-  std::span<const std::int32_t> block_table;
-  bool all_logits = false;  // logits for every token, else for the last one only
-  std::uint64_t id = 0;     // the sequence's id, carried in iteration plans (logs, debugging)
-};
-
-// What forward() hands back to the host for the rows whose logits are wanted.
-enum class LogitsMode {
-  kRows,     // every row in full: [rows, vocab] floats
-  kSummary,  // a LogitSummary per row (argmax, log-sum-exp, top kSummaryTopK), computed where
-             // the logits live; full rows are not copied to the host
-};
-
-struct ModelOptions {
-  std::int64_t max_tokens = 256;           // tokens per step (all sequences together)
-  std::int64_t max_logit_rows = 64;        // logit rows per step
-  std::int64_t max_context = 0;            // 0: the config's max_position_embeddings
-  WeightQuant quant = WeightQuant::kNone;  // matrices streamed every step (`--dtype int8`)
-};
-
 // This rank's place in its tensor-parallel group; the default is the whole model on one rank.
 struct TensorParallel {
-  const RankShard* shard = nullptr;  // null: every weight whole
+  const RankShard* shard = nullptr;  // null: every weight whole (the model keeps a copy)
   Communicator* comm = nullptr;      // required with a shard
 };
 
-class FalconModel {
+class FalconModel final : public Model {
  public:
   // Binds the checkpoint's tensors (validated against the config) and allocates every buffer a
   // step needs, so a step allocates nothing.
   FalconModel(const FalconConfig& config, const Checkpoint& checkpoint, Backend& backend,
               ModelOptions options = {}, TensorParallel tp = {});
-  ~FalconModel();
+  ~FalconModel() override;
   FalconModel(const FalconModel&) = delete;
   FalconModel& operator=(const FalconModel&) = delete;
 
-  // Runs one step; every rank of the group must call it with the same batch. Returns, on the
-  // group's rank 0, logits [rows, vocab]: per sequence in order, all its tokens' rows or its last
-  // one (valid until the next call); other ranks get an empty span.
-  // With LogitsMode::kSummary it returns an empty span and summaries() holds the rows'
-  // summaries instead (with tensor parallelism the full rows are still gathered to rank 0 and
-  // summarised there).
+  // Model::forward. With LogitsMode::kSummary under tensor parallelism the full rows are still
+  // gathered to rank 0 and summarised there.
   std::span<const float> forward(std::span<const SequenceStep> batch, KvCache& cache,
-                                 LogitsMode mode = LogitsMode::kRows);
-  // Rank 0, after a kSummary step: one summary per logit row, valid until the next call.
-  std::span<const LogitSummary> summaries() const { return summaries_; }
+                                 LogitsMode mode = LogitsMode::kRows) override;
+  std::span<const LogitSummary> summaries() const override { return summaries_; }
 
   const FalconConfig& config() const { return config_; }
-  const ModelOptions& options() const { return options_; }
-  std::int64_t local_kv_heads() const { return shape_.kv_heads; }
+  const ModelShape& shape() const override { return model_shape_; }
+  const ModelOptions& options() const override { return options_; }
+  std::int64_t local_kv_heads() const override { return attn_.kv_heads; }
   // Bytes of weights this rank holds (mapped in place or read into its own memory).
-  std::size_t weight_bytes() const { return weight_bytes_; }
+  std::size_t weight_bytes() const override { return weight_bytes_; }
   // Weight bytes one decode step streams: all of them, less the embedding table when lm_head is
   // separate (a lookup reads one row).
-  std::size_t step_weight_bytes() const { return weight_bytes_ - embedding_only_bytes_; }
+  std::size_t step_weight_bytes() const override { return weight_bytes_ - embedding_only_bytes_; }
 
  private:
   struct Linear {
@@ -92,7 +65,7 @@ class FalconModel {
     Norm ln_mlp;   // ln_mlp or post_attention_layernorm; unused for one-norm parallel blocks
     Linear qkv, dense, fc_in, fc_out;
   };
-  // How a rank takes its part of a [rows, cols] tensor (falcon.md section 3).
+  // How a rank takes its part of a [rows, cols] tensor (docs/falcon.md section 3).
   enum class Split {
     kWhole,      // replicated
     kQkvRows,    // column-parallel: this rank's query heads and its groups' keys and values
@@ -113,10 +86,12 @@ class FalconModel {
   std::span<const LogitSummary> summarize(std::int64_t rows);
 
   FalconConfig config_;
+  ModelShape model_shape_;
   ModelOptions options_;
   Backend& backend_;
-  TensorParallel tp_;
-  AttentionShape shape_;  // this rank's heads
+  std::optional<RankShard> shard_;  // this rank's part; none: the whole model
+  Communicator* comm_ = nullptr;    // the tensor-parallel group, with a shard
+  AttentionShape attn_;             // this rank's heads
   Weight embeddings_, lm_head_;
   std::int64_t vocab_begin_ = 0;  // first vocabulary id of this rank's embedding / lm_head rows
   Norm ln_f_;

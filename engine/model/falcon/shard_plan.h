@@ -1,5 +1,5 @@
-// Which part of every weight each tensor-parallel rank owns (falcon.md section 3). The one place
-// where shard arithmetic lives: the loader, the KV pool and `saker info --tp` all read it.
+// Which part of every weight each tensor-parallel rank owns (docs/falcon.md section 3). The one
+// place where shard arithmetic lives: the loader, the KV pool and `saker info --tp` all read it.
 #pragma once
 
 #include <cstdint>

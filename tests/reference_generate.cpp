@@ -1,4 +1,4 @@
-#include "engine/generate.h"
+#include "tests/reference_generate.h"
 
 #include <algorithm>
 #include <chrono>
@@ -6,14 +6,16 @@
 #include <optional>
 #include <stdexcept>
 
+#include "engine/batch_engine.h"
+
 namespace saker {
 
-std::int32_t argmax(std::span<const float> logits) {
-  return static_cast<std::int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+void run_to_completion(BatchEngine& engine) {
+  while (!engine.idle()) engine.step();
 }
 
-GenerateResult generate_sequence(FalconModel& model, KvCache& cache,
-                                 std::span<const std::int32_t> prompt, const GenerateOptions& opt,
+GenerateResult generate_sequence(Model& model, KvCache& cache, std::span<const std::int32_t> prompt,
+                                 const GenerateOptions& opt,
                                  const std::function<void(std::int32_t)>& on_token) {
   SingleRankCommunicator single;
   StepRunner runner(model, cache, single);
@@ -23,7 +25,7 @@ GenerateResult generate_sequence(FalconModel& model, KvCache& cache,
 GenerateResult generate_sequence(StepRunner& runner, std::span<const std::int32_t> prompt,
                                  const GenerateOptions& opt,
                                  const std::function<void(std::int32_t)>& on_token) {
-  FalconModel& model = runner.model();
+  Model& model = runner.model();
   KvCache& cache = runner.cache();
   if (prompt.empty()) throw std::invalid_argument("the prompt is empty");
   opt.sampling.validate();
@@ -56,7 +58,7 @@ GenerateResult generate_sequence(StepRunner& runner, std::span<const std::int32_
   std::int32_t pos = static_cast<std::int32_t>(prompt.size());
   std::optional<Sampler> sampler;
   std::vector<float> scratch;  // the sampler works on a copy: penalties change the logits
-  if (!opt.sampling.plain_greedy()) sampler.emplace(model.config().vocab_size);
+  if (!opt.sampling.plain_greedy()) sampler.emplace(model.shape().vocab_size);
   for (;;) {
     std::int32_t next;
     if (sampler) {

@@ -1,5 +1,6 @@
-// Generation of one sequence: chunked prefill, then one token per step, chosen on rank 0 by
-// argmax or by the sampler.
+// The test oracle: one sequence generated the plainest way (chunked prefill, then one token per
+// step through the step runner, in a KV cache of its own), to check the engine's rolling batch
+// against. The product decodes through the engine (engine/engine.h) only.
 #pragma once
 
 #include <cstdint>
@@ -8,11 +9,16 @@
 #include <string>
 #include <vector>
 
-#include "engine/model/falcon/falcon.h"
+#include "engine/model/model.h"
 #include "engine/sampler.h"
 #include "engine/step_runner.h"
 
 namespace saker {
+
+class BatchEngine;
+// Steps the batch engine until every request has finished (tests drive it without the engine's
+// loop).
+void run_to_completion(BatchEngine& engine);
 
 struct GenerateOptions {
   std::int64_t max_new_tokens = 32;
@@ -28,9 +34,6 @@ struct GenerateResult {
   double decode_seconds = 0;         // every later token
 };
 
-// Index of the largest value; the first one on ties (as torch.argmax).
-std::int32_t argmax(std::span<const float> logits);
-
 // Generates from `prompt` on rank 0 of the runner's group, in a KV cache of its own
 // (blocks 0.. in order). on_token, if set, sees each id as it is produced.
 GenerateResult generate_sequence(StepRunner& runner, std::span<const std::int32_t> prompt,
@@ -38,8 +41,8 @@ GenerateResult generate_sequence(StepRunner& runner, std::span<const std::int32_
                                  const std::function<void(std::int32_t)>& on_token = {});
 
 // The same on one rank.
-GenerateResult generate_sequence(FalconModel& model, KvCache& cache,
-                                 std::span<const std::int32_t> prompt, const GenerateOptions& opt,
+GenerateResult generate_sequence(Model& model, KvCache& cache, std::span<const std::int32_t> prompt,
+                                 const GenerateOptions& opt,
                                  const std::function<void(std::int32_t)>& on_token = {});
 
 }  // namespace saker
