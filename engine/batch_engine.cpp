@@ -5,7 +5,6 @@
 #include <cmath>
 #include <limits>
 #include <stdexcept>
-#include <thread>
 
 #include "engine/logprobs.h"
 
@@ -253,8 +252,6 @@ bool BatchEngine::step() {
   }
   stats_.step_seconds += clock_() - t0;
   return true;
-}
-
 }
 
 }  // namespace saker

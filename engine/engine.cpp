@@ -143,10 +143,10 @@ void Engine::load(const EngineOptions& o, Communicator& comm) {
       " bytes (about 1/" + std::to_string(comm.size()) + " of them per rank); ";
   try {
     // Every rank checks the layout itself, so an impossible one fails everywhere with one message.
-    p.model = make_model(
-        o.model_dir, p.checkpoint, *p.backend,
-        ModelOptions{o.max_batch_tokens, o.max_batch_size, p.shape.max_positions, quant},
-        p.model_comm ? p.model_comm.get() : &comm);
+    p.model =
+        make_model(o.model_dir, p.checkpoint, *p.backend,
+                   ModelOptions{o.max_batch_tokens, o.max_batch_size, p.shape.max_positions, quant},
+                   p.model_comm ? p.model_comm.get() : &comm);
   } catch (const std::bad_alloc&) {
     throw std::runtime_error(where +
                              " ran out of host memory loading its shard: the checkpoint holds " +

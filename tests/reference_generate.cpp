@@ -5,13 +5,17 @@
 #include <numeric>
 #include <optional>
 #include <stdexcept>
+#include <thread>
 
 #include "engine/batch_engine.h"
 
 namespace saker {
 
 void run_to_completion(BatchEngine& engine) {
-  while (!engine.idle()) engine.step();
+  while (!engine.idle()) {
+    // A dynamic batch may be gathering: wait for it rather than spin.
+    if (!engine.step()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
 }
 
 GenerateResult generate_sequence(Model& model, KvCache& cache, std::span<const std::int32_t> prompt,

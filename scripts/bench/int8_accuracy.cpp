@@ -56,7 +56,6 @@ struct Loaded {
     const auto out = model.forward({&step, 1}, kv);
     return {out.begin(), out.end()};
   }
-
 };
 
 // Free-running greedy continuations of every prompt through the engine, as `saker generate
