@@ -1,89 +1,14 @@
 // saker generate --input prompts.jsonl --output results.jsonl: an offline job through the rolling
-// batch, as a cluster job script runs it. Every line is read and checked before any work starts,
-// so a bad line fails the job at once, naming the file and line; results are written in input
-// order as soon as every earlier one is done.
+// batch (launcher/offline/jsonl_job.h); this file is its flags.
 #include <fstream>
-#include <iostream>
+#include <optional>
 
-#include <nlohmann/json.hpp>
-
-#include "engine/tokenizer/tokenizer.h"
 #include "launcher/app/cli.h"
 #include "launcher/app/engine_flags.h"
-#include "launcher/offline/progress.h"
-#include "launcher/serve/request_params.h"
+#include "launcher/offline/jsonl_job.h"
 #include "parallel/world.h"
 
 namespace saker::cli {
-namespace {
-
-using json = nlohmann::json;
-
-struct Job {
-  std::vector<BatchRequest> requests;
-  std::vector<json> ids;  // the input's own "id" field per line, or null
-};
-
-Job read_job(const std::string& path, const Tokenizer& tok, const RequestLimits& limits,
-             std::int64_t default_max_new) {
-  std::ifstream in(path);
-  if (!in) throw std::runtime_error("cannot read --input " + path);
-  Job job;
-  std::string line;
-  for (std::int64_t n = 1; std::getline(in, line); ++n) {
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;  // blank lines
-    const std::string where = path + " line " + std::to_string(n) + ": ";
-    try {
-      const json j = json::parse(line);
-      if (!j.is_object()) throw ParameterError("a line must be a JSON object");
-      for (const auto& [key, v] : j.items())
-        if (key != "prompt" && key != "inputs" && key != "parameters" && key != "id")
-          throw ParameterError("unknown field `" + key + "` (expected prompt, parameters, id)");
-      const json* prompt = j.contains("prompt")   ? &j["prompt"]
-                           : j.contains("inputs") ? &j["inputs"]
-                                                  : nullptr;
-      if (!prompt || !prompt->is_string()) throw ParameterError("`prompt` must be a string");
-      BatchRequest r;
-      r.id = job.requests.size();
-      r.max_new_tokens = default_max_new;
-      r.prompt = tok.encode(prompt->get<std::string>());
-      if (r.prompt.empty()) throw ParameterError("the prompt is empty");
-      if (j.contains("parameters")) apply_parameters(j["parameters"], r);
-      validate_request(r, limits);
-      job.ids.push_back(j.contains("id") ? j["id"] : json());
-      job.requests.push_back(std::move(r));
-    } catch (const json::exception& e) {
-      throw UsageError(where + "not valid JSON (" + e.what() + ")");
-    } catch (const std::invalid_argument& e) {
-      throw UsageError(where + e.what());
-    }
-  }
-  if (job.requests.empty()) throw UsageError("--input " + path + " holds no requests");
-  return job;
-}
-
-json result_json(std::size_t index, const json& id, const BatchResult& r, bool logprobs) {
-  json j = {{"index", index}};
-  if (!id.is_null()) j["id"] = id;
-  j["generated_text"] = r.text;
-  j["prompt_tokens"] = r.prompt_tokens;
-  j["generated_tokens"] = r.tokens.size();
-  j["finish_reason"] = finish_reason_name(r.finish);
-  j["token_ids"] = r.tokens;
-  if (logprobs) {
-    j["logprobs"] = r.logprobs;
-    json top = json::array();
-    for (const auto& alts : r.top_logprobs) {
-      json a = json::array();
-      for (const TokenLogprob& t : alts) a.push_back({{"id", t.id}, {"logprob", t.logprob}});
-      top.push_back(std::move(a));
-    }
-    j["top_logprobs"] = std::move(top);
-  }
-  return j;
-}
-
-}  // namespace
 
 int run_generate_jsonl(const std::vector<std::string>& args) {
   EngineFlags flags;
@@ -112,14 +37,17 @@ int run_generate_jsonl(const std::vector<std::string>& args) {
   EngineOptions o = finish_engine_options(vm, flags);
   o.text = true;
   // Rank 0 alone reads the job; a bad line stops every rank before the model is loaded.
-  std::optional<Tokenizer> tok;
-  Job job;
+  JsonlJob job;
   std::ofstream out;
   if (comm.rank() == 0) {
-    tok.emplace(Tokenizer::from_model_dir(o.model_dir));
+    const Tokenizer tok = Tokenizer::from_model_dir(o.model_dir);
     RequestLimits limits = read_model_limits(o.model_dir);
     limits.text = true;
-    job = read_job(input, *tok, limits, max_new);
+    try {
+      job = read_jsonl_job(input, tok, limits, max_new);
+    } catch (const std::invalid_argument& e) {
+      throw UsageError(e.what());  // it names the file and line
+    }
     out.open(output);
     if (!out) throw std::runtime_error("cannot write --output " + output);
   }
@@ -128,46 +56,7 @@ int run_generate_jsonl(const std::vector<std::string>& args) {
     engine->run();
     return 0;
   }
-  // Results are written in input order, each as soon as every earlier one is done.
-  std::vector<std::shared_ptr<const BatchResult>> results(job.requests.size());
-  std::string failed;
-  std::size_t written = 0;
-  std::int64_t done = 0;
-  std::uint64_t tokens = 0;
-  auto write_ready = [&] {
-    for (; written < results.size() && results[written]; ++written)
-      out << result_json(written, job.ids[written], *results[written],
-                         job.requests[written].logprobs >= 0)
-                 .dump()
-          << "\n";
-    out.flush();
-    if (!out) throw std::runtime_error("writing --output " + output + " failed");
-  };
-  for (std::size_t i = 0; i < job.requests.size(); ++i) {
-    BatchRequest r = std::move(job.requests[i]);
-    r.id = engine->requests().next_id();
-    const Admit admit = engine->submit(std::move(r), [&, i](RequestEvent&& ev) {
-      if (ev.finish == FinishReason::kNone) return;
-      if (!ev.error.empty() && failed.empty())
-        failed = input + " request " + std::to_string(i + 1) + ": " + ev.error;
-      if (ev.result) {
-        tokens += ev.result->tokens.size();
-        results[i] = std::move(ev.result);
-      }
-      ++done;
-    });
-    if (admit != Admit::kQueued) throw std::logic_error("the engine refused an offline request");
-  }
-  Progress progress(static_cast<std::int64_t>(job.requests.size()), interval);
-  RunOptions ro;
-  ro.after_iteration = [&](const IterationStats&) {
-    write_ready();
-    progress.update(done, tokens);
-  };
-  engine->run(ro);
-  if (!failed.empty()) throw std::runtime_error(failed);
-  write_ready();
-  progress.update(done, tokens, true);
+  run_jsonl_job(*engine, std::move(job), input, {out, output, interval});
   return 0;
 }
 
