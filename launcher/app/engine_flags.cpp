@@ -135,7 +135,6 @@ std::string flag_of(const std::string& field) {
       {"block_size", "--block-size"},
       {"kv_cache_bytes", "--kv-cache-memory"},
       {"kv_cache_fraction", "--kv-cache-fraction"},
-      {"kv_cache_tokens", "--max-new-tokens"},
       {"max_batch_delay_s", "--max-batch-delay"},
       {"collective_timeout_s", "--collective-timeout"}};
   for (const auto& [name, flag] : flags)
@@ -163,7 +162,7 @@ std::unique_ptr<Engine> make_engine(const EngineOptions& o, Communicator& comm,
     bool named = false;
     for (const char* field :
          {"kv_cache_bytes", "block_size", "max_batch_size", "max_batch_tokens", "kv_cache_fraction",
-          "max_batch_delay_s", "collective_timeout_s", "kv_cache_tokens", "dtype", "device"})
+          "max_batch_delay_s", "collective_timeout_s", "dtype", "device"})
       named |= replace_word(msg, field, flag_of(field));
     throw UsageError(named ? msg : msg + " (" + flag_of(e.field()) + ")");
   }
