@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/model/config_file.h"
 #include "engine/model/falcon/config.h"
 #include "engine/model/falcon/falcon.h"
 #include "engine/model/falcon/info.h"
@@ -32,22 +33,6 @@ std::string joined(const std::vector<std::string>& names) {
   return out;
 }
 
-json read_config(const std::filesystem::path& dir) {
-  const auto path = dir / "config.json";
-  if (!std::filesystem::exists(path)) {
-    if (!std::filesystem::is_directory(dir))
-      throw ConfigError("model directory " + dir.string() + " does not exist");
-    throw ConfigError("no config.json in model directory " + dir.string());
-  }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw ConfigError("cannot read " + path.string());
-  try {
-    return json::parse(in);
-  } catch (const json::exception& e) {
-    throw ConfigError(path.string() + ": invalid JSON: " + e.what());
-  }
-}
-
 bool contains(const std::vector<std::string>& v, const std::string& x) {
   return std::find(v.begin(), v.end(), x) != v.end();
 }
@@ -67,7 +52,7 @@ const std::vector<ModelFamily>& model_families() {
 }
 
 const ModelFamily& find_model_family(const std::filesystem::path& dir) {
-  const json j = read_config(dir);
+  const json j = read_config_json(dir);
   const std::string source = (dir / "config.json").string();
   if (!j.is_object()) throw ConfigError(source + ": expected a JSON object");
   std::vector<std::string> types, classes;

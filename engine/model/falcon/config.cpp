@@ -5,6 +5,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/model/config_file.h"
+
 namespace saker {
 namespace {
 
@@ -72,16 +74,6 @@ std::vector<std::int64_t> token_ids(const json& v) {
     for (const auto& e : v)
       if (e.is_number_integer()) out.push_back(e.get<std::int64_t>());
   return out;
-}
-
-json read_json(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw ConfigError("cannot read " + path.string());
-  try {
-    return json::parse(in);
-  } catch (const json::exception& e) {
-    throw ConfigError(path.string() + ": invalid JSON: " + e.what());
-  }
 }
 
 std::string shape_str(std::int64_t a) {
@@ -253,17 +245,11 @@ FalconConfig parse_config(const json& j, const std::string& source) {
 }
 
 FalconConfig load_config(const std::filesystem::path& model_dir) {
-  const auto path = model_dir / "config.json";
-  if (!std::filesystem::exists(path)) {
-    if (!std::filesystem::is_directory(model_dir))
-      throw ConfigError("model directory " + model_dir.string() + " does not exist");
-    throw ConfigError("no config.json in model directory " + model_dir.string());
-  }
-  FalconConfig c = parse_config(read_json(path), path.string());
+  FalconConfig c = parse_config(read_config_json(model_dir), (model_dir / "config.json").string());
   const auto gen_path = model_dir / "generation_config.json";
   const bool rw = c.model_type != "falcon";
   if (!rw && std::filesystem::exists(gen_path)) {
-    const json g = read_json(gen_path);
+    const json g = read_json_file(gen_path);
     if (g.is_object() && g.contains("eos_token_id")) {
       auto ids = token_ids(g["eos_token_id"]);
       if (!ids.empty()) c.eos_token_ids = std::move(ids);
