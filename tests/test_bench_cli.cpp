@@ -234,11 +234,17 @@ TEST_CASE("saker bench and the engine flags reject bad values", "[cli][bench]") 
       {"--kv-cache-memory 1KiB", "holds no block of 16 tokens"},
       {"--kv-cache-memory 100TB", "bytes) is more than the"},
       {"--scheduler-policy fifo", "--scheduler-policy must be"},
+      // The engine's OptionErrors name its fields; the app tells them back as the flags.
+      {"--block-size 0", "--block-size must be positive"},
+      {"--max-rolling-batch-size 0", "--max-rolling-batch-size must be positive"},
+      {"--kv-cache-fraction 2", "--kv-cache-fraction must be in (0, 1]"},
+      {"--dtype int4", "--dtype must be auto, int8, bf16, fp16 or fp32"},
+      {"--collective-timeout 0", "--collective-timeout must be positive"},
   };
   for (const auto& [flags, msg] : cases) {
     const Run r = saker_cmd("bench --model '" + model + "' --num-requests 2 " + flags);
     INFO(flags << " -> " << r.err);
-    CHECK(r.code != 0);
+    CHECK(r.code == 2);  // every one a usage error
     CHECK(r.err.find(msg) != std::string::npos);
   }
 }
