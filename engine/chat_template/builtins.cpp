@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <string_view>
 
 #include "engine/chat_template/error.h"
 
@@ -141,113 +142,207 @@ List iterate(const Value& v) {
   fail("'" + v.type_name() + "' object is not iterable");
 }
 
+namespace {
+
+// The filters, one function each, looked up by name. `name` is the name called (some functions
+// serve two), for the result or the error messages.
+struct FilterCall {
+  const std::string& name;
+  const Value& v;
+  const std::vector<Value>& args;
+  const Dict& kwargs;
+};
+using Filter = Value (*)(const FilterCall&);
+
+Value filter_default(const FilterCall& f) {
+  const Value* dflt = arg(f.args, f.kwargs, 0, "default_value");
+  const Value* boolean = arg(f.args, f.kwargs, 1, "boolean");
+  const bool use = f.v.is_undefined() || (boolean && boolean->truthy() && !f.v.truthy());
+  return use ? (dflt ? *dflt : Value("")) : f.v;
+}
+
+Value filter_length(const FilterCall& f) {
+  const Value& v = f.v;
+  if (v.is_string()) return static_cast<std::int64_t>(iterate(v).size());
+  if (v.is_undefined() || v.is_list() || v.is_dict())
+    return static_cast<std::int64_t>(iterate(v).size());
+  fail("object of type '" + v.type_name() + "' has no len()");
+}
+
+Value filter_tojson(const FilterCall& f) {
+  const Value* indent = arg(f.args, f.kwargs, 0, "indent");
+  return to_json(f.v,
+                 indent && !indent->is_none() ? static_cast<int>(want_int(*indent, "tojson")) : -1);
+}
+
+Value filter_first_last(const FilterCall& f) {
+  List items = iterate(f.v);
+  if (items.empty()) return Value::undefined(f.name);
+  return f.name == "first" ? items.front() : items.back();
+}
+
+Value filter_list(const FilterCall& f) {
+  return iterate(f.v);
+}
+
+Value filter_reverse(const FilterCall& f) {
+  if (f.v.is_string()) {
+    std::string s = f.v.str();
+    std::reverse(s.begin(), s.end());
+    return s;
+  }
+  List items = iterate(f.v);
+  std::reverse(items.begin(), items.end());
+  return items;
+}
+
+Value filter_join(const FilterCall& f) {
+  const Value* sep = arg(f.args, f.kwargs, 0, "d");
+  std::string out;
+  bool first = true;
+  for (const Value& item : iterate(f.v)) {
+    if (!first && sep) out += sep->to_str();
+    out += item.to_str();
+    first = false;
+  }
+  return out;
+}
+
+Value filter_items(const FilterCall& f) {
+  if (f.v.is_undefined()) return List{};
+  if (!f.v.is_dict()) fail("items: expected a mapping");
+  List out;
+  for (const auto& [k, val] : f.v.dict()) out.emplace_back(List{Value(k), val});
+  return out;
+}
+
+Value filter_select_reject_attr(const FilterCall& f) {
+  const std::string& name = f.name;
+  const std::vector<Value>& args = f.args;
+  if (args.empty()) fail(name + ": missing attribute name");
+  const std::string& attr = want_str(args[0], name.c_str());
+  List out;
+  for (const Value& item : iterate(f.v)) {
+    const Value a = attribute(item, attr);
+    const bool ok = args.size() > 1 ? apply_test(want_str(args[1], name.c_str()), a,
+                                                 {args.begin() + 2, args.end()})
+                                    : a.truthy();
+    if (ok == (name == "selectattr")) out.push_back(item);
+  }
+  return out;
+}
+
+Value filter_map(const FilterCall& f) {
+  const Value* attr = dict_find(f.kwargs, "attribute");
+  if (!attr) fail("map: only map(attribute='...') is supported");
+  List out;
+  for (const Value& item : iterate(f.v)) out.push_back(attribute(item, want_str(*attr, "map")));
+  return out;
+}
+
+Value filter_int(const FilterCall& f) {
+  const Value& v = f.v;
+  if (v.is_int()) return v;
+  if (v.is_number()) return static_cast<std::int64_t>(v.as_double());
+  try {
+    return static_cast<std::int64_t>(std::stoll(v.to_str()));
+  } catch (const std::exception&) {
+    return std::int64_t{0};
+  }
+}
+
+Value filter_float(const FilterCall& f) {
+  if (f.v.is_number()) return f.v.as_double();
+  try {
+    return std::stod(f.v.to_str());
+  } catch (const std::exception&) {
+    return 0.0;
+  }
+}
+
+// The filters that work on str(value), as jinja2's soft_str does: they get it as `s`.
+using StringFilter = Value (*)(const std::string& s, const FilterCall&);
+
+Value filter_string(const std::string& s, const FilterCall&) {
+  return s;
+}
+
+Value filter_trim(const std::string& s, const FilterCall& f) {
+  const Value* chars = arg(f.args, f.kwargs, 0, "chars");
+  return strip(s, true, true,
+               chars && !chars->is_none() ? want_str(*chars, "trim") : kPyWhitespace);
+}
+
+Value filter_upper(const std::string& s, const FilterCall&) {
+  return map_chars(s, [](int c) { return std::toupper(c); });
+}
+
+Value filter_lower(const std::string& s, const FilterCall&) {
+  return map_chars(s, [](int c) { return std::tolower(c); });
+}
+
+Value filter_capitalize(const std::string& s, const FilterCall&) {
+  return capitalize(s);
+}
+
+Value filter_title(const std::string& s, const FilterCall&) {
+  return title(s);
+}
+
+Value filter_replace(const std::string& s, const FilterCall& f) {
+  const std::vector<Value>& args = f.args;
+  if (args.size() < 2) fail("replace: expected two arguments");
+  return replace(s, args[0].to_str(), args[1].to_str(),
+                 args.size() > 2 ? want_int(args[2], "replace") : -1);
+}
+
+template <typename F>
+struct Named {
+  std::string_view name;
+  F fn;
+};
+
+constexpr Named<Filter> kValueFilters[] = {
+    {"default", filter_default},
+    {"d", filter_default},
+    {"length", filter_length},
+    {"count", filter_length},
+    {"tojson", filter_tojson},
+    {"first", filter_first_last},
+    {"last", filter_first_last},
+    {"list", filter_list},
+    {"reverse", filter_reverse},
+    {"join", filter_join},
+    {"items", filter_items},
+    {"selectattr", filter_select_reject_attr},
+    {"rejectattr", filter_select_reject_attr},
+    {"map", filter_map},
+    {"int", filter_int},
+    {"float", filter_float},
+};
+
+constexpr Named<StringFilter> kStringFilters[] = {
+    {"string", filter_string},         {"trim", filter_trim},
+    {"upper", filter_upper},           {"lower", filter_lower},
+    {"capitalize", filter_capitalize}, {"title", filter_title},
+    {"replace", filter_replace},
+};
+
+template <typename F, std::size_t N>
+F find_filter(const Named<F> (&table)[N], const std::string& name) {
+  for (const Named<F>& e : table)
+    if (e.name == name) return e.fn;
+  return nullptr;
+}
+
+}  // namespace
+
 Value apply_filter(const std::string& name, const Value& v, const std::vector<Value>& args,
                    const Dict& kwargs) {
-  if (name == "default" || name == "d") {
-    const Value* dflt = arg(args, kwargs, 0, "default_value");
-    const Value* boolean = arg(args, kwargs, 1, "boolean");
-    const bool use = v.is_undefined() || (boolean && boolean->truthy() && !v.truthy());
-    return use ? (dflt ? *dflt : Value("")) : v;
-  }
-  if (name == "length" || name == "count") {
-    if (v.is_string()) return static_cast<std::int64_t>(iterate(v).size());
-    if (v.is_undefined() || v.is_list() || v.is_dict())
-      return static_cast<std::int64_t>(iterate(v).size());
-    fail("object of type '" + v.type_name() + "' has no len()");
-  }
-  if (name == "tojson") {
-    const Value* indent = arg(args, kwargs, 0, "indent");
-    return to_json(
-        v, indent && !indent->is_none() ? static_cast<int>(want_int(*indent, "tojson")) : -1);
-  }
-  if (name == "first" || name == "last") {
-    List items = iterate(v);
-    if (items.empty()) return Value::undefined(name);
-    return name == "first" ? items.front() : items.back();
-  }
-  if (name == "list") return iterate(v);
-  if (name == "reverse") {
-    if (v.is_string()) {
-      std::string s = v.str();
-      std::reverse(s.begin(), s.end());
-      return s;
-    }
-    List items = iterate(v);
-    std::reverse(items.begin(), items.end());
-    return items;
-  }
-  if (name == "join") {
-    const Value* sep = arg(args, kwargs, 0, "d");
-    std::string out;
-    bool first = true;
-    for (const Value& item : iterate(v)) {
-      if (!first && sep) out += sep->to_str();
-      out += item.to_str();
-      first = false;
-    }
-    return out;
-  }
-  if (name == "items") {
-    if (v.is_undefined()) return List{};
-    if (!v.is_dict()) fail("items: expected a mapping");
-    List out;
-    for (const auto& [k, val] : v.dict()) out.emplace_back(List{Value(k), val});
-    return out;
-  }
-  if (name == "selectattr" || name == "rejectattr") {
-    if (args.empty()) fail(name + ": missing attribute name");
-    const std::string& attr = want_str(args[0], name.c_str());
-    List out;
-    for (const Value& item : iterate(v)) {
-      const Value a = attribute(item, attr);
-      const bool ok = args.size() > 1 ? apply_test(want_str(args[1], name.c_str()), a,
-                                                   {args.begin() + 2, args.end()})
-                                      : a.truthy();
-      if (ok == (name == "selectattr")) out.push_back(item);
-    }
-    return out;
-  }
-  if (name == "map") {
-    const Value* attr = dict_find(kwargs, "attribute");
-    if (!attr) fail("map: only map(attribute='...') is supported");
-    List out;
-    for (const Value& item : iterate(v)) out.push_back(attribute(item, want_str(*attr, "map")));
-    return out;
-  }
-  if (name == "int") {
-    if (v.is_int()) return v;
-    if (v.is_number()) return static_cast<std::int64_t>(v.as_double());
-    try {
-      return static_cast<std::int64_t>(std::stoll(v.to_str()));
-    } catch (const std::exception&) {
-      return std::int64_t{0};
-    }
-  }
-  if (name == "float") {
-    if (v.is_number()) return v.as_double();
-    try {
-      return std::stod(v.to_str());
-    } catch (const std::exception&) {
-      return 0.0;
-    }
-  }
-  // The rest work on str(value), as jinja2's soft_str does.
+  const FilterCall call{name, v, args, kwargs};
+  if (const Filter f = find_filter(kValueFilters, name)) return f(call);
   const std::string s = v.to_str();
-  if (name == "string") return s;
-  if (name == "trim") {
-    const Value* chars = arg(args, kwargs, 0, "chars");
-    return strip(s, true, true,
-                 chars && !chars->is_none() ? want_str(*chars, "trim") : kPyWhitespace);
-  }
-  if (name == "upper") return map_chars(s, [](int c) { return std::toupper(c); });
-  if (name == "lower") return map_chars(s, [](int c) { return std::tolower(c); });
-  if (name == "capitalize") return capitalize(s);
-  if (name == "title") return title(s);
-  if (name == "replace") {
-    if (args.size() < 2) fail("replace: expected two arguments");
-    return replace(s, args[0].to_str(), args[1].to_str(),
-                   args.size() > 2 ? want_int(args[2], "replace") : -1);
-  }
+  if (const StringFilter f = find_filter(kStringFilters, name)) return f(s, call);
   fail("unsupported filter '" + name + "'");
 }
 

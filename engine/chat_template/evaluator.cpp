@@ -163,79 +163,21 @@ Value Evaluator::eval(const Expr& e) {
       for (const auto& a : e.args) out.push_back(eval(*a));
       return out;
     }
-    case Expr::Kind::Dict: {
-      Dict out;
-      for (size_t i = 0; i + 1 < e.args.size(); i += 2) {
-        Value k = eval(*e.args[i]);
-        if (!k.is_string()) fail(*e.args[i], "only string keys are supported in dict literals");
-        out.emplace_back(k.str(), eval(*e.args[i + 1]));
-      }
-      return out;
-    }
-    case Expr::Kind::Attr: {
-      const Value obj = eval(*e.args[0]);
-      if (obj.is_undefined()) fail(e, "'" + std::get<Undefined>(obj.v).name + "' is undefined");
-      if (obj.is_dict())
-        if (const Value* f = dict_find(obj.dict(), e.name)) return *f;
-      if (auto* ns = std::get_if<std::shared_ptr<Namespace>>(&obj.v))
-        if (const Value* f = dict_find((*ns)->attrs, e.name)) return *f;
-      return Value::undefined(e.name);
-    }
-    case Expr::Kind::Item: {
-      const Value obj = eval(*e.args[0]);
-      const Value key = eval(*e.args[1]);
-      if (obj.is_undefined()) fail(e, "'" + std::get<Undefined>(obj.v).name + "' is undefined");
-      if (obj.is_dict() && key.is_string())
-        if (const Value* f = dict_find(obj.dict(), key.str())) return *f;
-      if ((obj.is_list() || obj.is_string()) && key.is_int()) {
-        const List items = obj.is_list() ? obj.list() : iterate(obj);
-        const auto n = static_cast<std::int64_t>(items.size());
-        const std::int64_t i = to_index(std::get<std::int64_t>(key.v), n);
-        if (i >= 0 && i < n) return items[static_cast<size_t>(i)];
-      }
-      return Value::undefined(key.to_str());
-    }
-    case Expr::Kind::Slice: {
-      const Value obj = eval(*e.args[0]);
-      Value parts[3];
-      for (int k = 0; k < 3; ++k)
-        if (e.args[k + 1]) parts[k] = eval(*e.args[k + 1]);
-      if (!obj.is_list() && !obj.is_string()) fail(e, "cannot slice a '" + obj.type_name() + "'");
-      const List items = obj.is_list() ? obj.list() : iterate(obj);
-      List out;
-      for (auto i :
-           slice_indices(static_cast<std::int64_t>(items.size()), parts[0], parts[1], parts[2]))
-        out.push_back(items[static_cast<size_t>(i)]);
-      if (obj.is_list()) return out;
-      std::string s;
-      for (const Value& c : out) s += c.str();
-      return s;
-    }
+    case Expr::Kind::Dict:
+      return eval_dict(e);
+    case Expr::Kind::Attr:
+      return eval_attr(e);
+    case Expr::Kind::Item:
+      return eval_item(e);
+    case Expr::Kind::Slice:
+      return eval_slice(e);
     case Expr::Kind::Call:
       return eval_call(e);
     case Expr::Kind::Filter:
-    case Expr::Kind::Test: {
-      const Value v = eval(*e.args[0]);
-      std::vector<Value> args;
-      for (size_t i = 1; i < e.args.size(); ++i) args.push_back(eval(*e.args[i]));
-      Dict kwargs;
-      for (const auto& [k, x] : e.kwargs) kwargs.emplace_back(k, eval(*x));
-      try {
-        if (e.kind == Expr::Kind::Filter) return apply_filter(e.name, v, args, kwargs);
-        return apply_test(e.name, v, args) != e.negated;
-      } catch (const ChatTemplateError& err) {
-        fail(e, std::string(err.what()).substr(15));  // re-raised with the position
-      }
-    }
-    case Expr::Kind::Unary: {
-      const Value v = eval(*e.args[0]);
-      if (e.name == "not") return !v.truthy();
-      if (!v.is_number())
-        fail(e, "bad operand type for unary " + e.name + ": '" + v.type_name() + "'");
-      if (e.name == "+") return v;
-      if (v.is_int()) return -std::get<std::int64_t>(v.v);
-      return -v.as_double();
-    }
+    case Expr::Kind::Test:
+      return eval_filter_or_test(e);
+    case Expr::Kind::Unary:
+      return eval_unary(e);
     case Expr::Kind::Binary:
       return eval_binary(e);
     case Expr::Kind::Cond:
@@ -243,6 +185,81 @@ Value Evaluator::eval(const Expr& e) {
       return e.args[2] ? eval(*e.args[2]) : Value::undefined("");
   }
   return {};
+}
+
+Value Evaluator::eval_dict(const Expr& e) {
+  Dict out;
+  for (size_t i = 0; i + 1 < e.args.size(); i += 2) {
+    Value k = eval(*e.args[i]);
+    if (!k.is_string()) fail(*e.args[i], "only string keys are supported in dict literals");
+    out.emplace_back(k.str(), eval(*e.args[i + 1]));
+  }
+  return out;
+}
+
+Value Evaluator::eval_attr(const Expr& e) {
+  const Value obj = eval(*e.args[0]);
+  if (obj.is_undefined()) fail(e, "'" + std::get<Undefined>(obj.v).name + "' is undefined");
+  if (obj.is_dict())
+    if (const Value* f = dict_find(obj.dict(), e.name)) return *f;
+  if (auto* ns = std::get_if<std::shared_ptr<Namespace>>(&obj.v))
+    if (const Value* f = dict_find((*ns)->attrs, e.name)) return *f;
+  return Value::undefined(e.name);
+}
+
+Value Evaluator::eval_item(const Expr& e) {
+  const Value obj = eval(*e.args[0]);
+  const Value key = eval(*e.args[1]);
+  if (obj.is_undefined()) fail(e, "'" + std::get<Undefined>(obj.v).name + "' is undefined");
+  if (obj.is_dict() && key.is_string())
+    if (const Value* f = dict_find(obj.dict(), key.str())) return *f;
+  if ((obj.is_list() || obj.is_string()) && key.is_int()) {
+    const List items = obj.is_list() ? obj.list() : iterate(obj);
+    const auto n = static_cast<std::int64_t>(items.size());
+    const std::int64_t i = to_index(std::get<std::int64_t>(key.v), n);
+    if (i >= 0 && i < n) return items[static_cast<size_t>(i)];
+  }
+  return Value::undefined(key.to_str());
+}
+
+Value Evaluator::eval_slice(const Expr& e) {
+  const Value obj = eval(*e.args[0]);
+  Value parts[3];
+  for (int k = 0; k < 3; ++k)
+    if (e.args[k + 1]) parts[k] = eval(*e.args[k + 1]);
+  if (!obj.is_list() && !obj.is_string()) fail(e, "cannot slice a '" + obj.type_name() + "'");
+  const List items = obj.is_list() ? obj.list() : iterate(obj);
+  List out;
+  for (auto i :
+       slice_indices(static_cast<std::int64_t>(items.size()), parts[0], parts[1], parts[2]))
+    out.push_back(items[static_cast<size_t>(i)]);
+  if (obj.is_list()) return out;
+  std::string s;
+  for (const Value& c : out) s += c.str();
+  return s;
+}
+
+Value Evaluator::eval_filter_or_test(const Expr& e) {
+  const Value v = eval(*e.args[0]);
+  std::vector<Value> args;
+  for (size_t i = 1; i < e.args.size(); ++i) args.push_back(eval(*e.args[i]));
+  Dict kwargs;
+  for (const auto& [k, x] : e.kwargs) kwargs.emplace_back(k, eval(*x));
+  try {
+    if (e.kind == Expr::Kind::Filter) return apply_filter(e.name, v, args, kwargs);
+    return apply_test(e.name, v, args) != e.negated;
+  } catch (const ChatTemplateError& err) {
+    fail(e, std::string(err.what()).substr(15));  // re-raised with the position
+  }
+}
+
+Value Evaluator::eval_unary(const Expr& e) {
+  const Value v = eval(*e.args[0]);
+  if (e.name == "not") return !v.truthy();
+  if (!v.is_number()) fail(e, "bad operand type for unary " + e.name + ": '" + v.type_name() + "'");
+  if (e.name == "+") return v;
+  if (v.is_int()) return -std::get<std::int64_t>(v.v);
+  return -v.as_double();
 }
 
 Value Evaluator::eval_binary(const Expr& e) {

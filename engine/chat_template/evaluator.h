@@ -21,6 +21,12 @@ class Evaluator {
   Flow exec(const std::vector<Stmt>& body, std::string& out);
   Flow exec_for(const Stmt& s, std::string& out);
   Value eval(const Expr& e);
+  Value eval_dict(const Expr& e);
+  Value eval_attr(const Expr& e);
+  Value eval_item(const Expr& e);
+  Value eval_slice(const Expr& e);
+  Value eval_filter_or_test(const Expr& e);
+  Value eval_unary(const Expr& e);
   Value eval_binary(const Expr& e);
   Value eval_call(const Expr& e);
   Value lookup(const std::string& name) const;

@@ -106,6 +106,90 @@ std::string value_of(int argc, char** argv, const std::string& flag, const std::
   return def;
 }
 
+// The prompts, with transformers' logits of each prompt position when there is a reference.
+struct Cases {
+  std::vector<std::vector<std::int32_t>> prompts;
+  std::vector<std::vector<std::vector<float>>> hf_logits;  // empty without a reference
+};
+
+// The fixtures' own prompts when there is a reference, else seeded random ids.
+Cases load_cases(const fs::path& dir, int prompts, int prompt_len, std::size_t V) {
+  Cases out;
+  const fs::path ref_path = dir / "reference.json";
+  if (fs::exists(ref_path)) {
+    std::ifstream in(ref_path);
+    const auto ref = nlohmann::json::parse(in);
+    for (const auto& c : ref["cases"]) {
+      out.prompts.push_back(c["prompt_ids"].get<std::vector<std::int32_t>>());
+      out.hf_logits.push_back(c["logits"].get<std::vector<std::vector<float>>>());
+    }
+  } else {
+    std::mt19937 rng(2026);
+    std::uniform_int_distribution<std::int32_t> id(0, static_cast<std::int32_t>(V) - 1);
+    for (int p = 0; p < prompts; ++p) {
+      out.prompts.emplace_back(static_cast<std::size_t>(prompt_len));
+      for (auto& t : out.prompts.back()) t = id(rng);
+    }
+  }
+  return out;
+}
+
+// What the comparison of the two models found, summed over the cases.
+struct Stats {
+  std::vector<double> errs;  // relative L2 error of the int8 logits, per position
+  double worst_abs = 0, hf_stored = 0, hf_int8 = 0;
+  std::size_t positions = 0, top1_same = 0, agree_total = 0, full_runs = 0;
+
+  // One case: its free-running continuations by both models, then both teacher-forced on the
+  // stored model's path.
+  void add_case(Loaded& stored, Loaded& int8, std::size_t V,
+                const std::vector<std::int32_t>& prompt, const std::vector<std::int32_t>& g_stored,
+                const std::vector<std::int32_t>& g_int8,
+                const std::vector<std::vector<float>>* hf) {
+    std::size_t agree = 0;
+    while (agree < g_stored.size() && g_stored[agree] == g_int8[agree]) ++agree;
+    agree_total += agree;
+    full_runs += agree == g_stored.size();
+    std::vector<std::int32_t> seq = prompt;
+    seq.insert(seq.end(), g_stored.begin(), g_stored.end() - (g_stored.empty() ? 0 : 1));
+    const auto a = stored.all_logits(seq);
+    const auto b = int8.all_logits(seq);
+    for (std::size_t p = 0; p < seq.size(); ++p) {
+      const float* ra = a.data() + p * V;
+      const float* rb = b.data() + p * V;
+      errs.push_back(rel_l2(rb, ra, V));
+      for (std::size_t i = 0; i < V; ++i)
+        worst_abs = std::max(worst_abs, std::fabs(double(rb[i]) - ra[i]));
+      top1_same += argmax(ra, V) == argmax(rb, V);
+      ++positions;
+    }
+    if (hf)
+      for (std::size_t p = 0; p < prompt.size(); ++p) {
+        hf_stored = std::max(hf_stored, rel_l2(a.data() + p * V, (*hf)[p].data(), V));
+        hf_int8 = std::max(hf_int8, rel_l2(b.data() + p * V, (*hf)[p].data(), V));
+      }
+  }
+
+  void print(std::size_t cases, int new_tokens, bool with_hf) {
+    std::sort(errs.begin(), errs.end());
+    const double mean = std::accumulate(errs.begin(), errs.end(), 0.0) / errs.size();
+    std::printf(
+        "teacher-forced over %zu positions: logit relative L2 error mean %.4f, p50 %.4f, max "
+        "%.4f; largest |logit difference| %.4f; same argmax at %.1f%% of positions\n",
+        positions, mean, errs[errs.size() / 2], errs.back(), worst_abs,
+        100.0 * top1_same / positions);
+    std::printf(
+        "free-running greedy, %zu prompts x %d new tokens: %.1f tokens agree before the first "
+        "difference on average; %zu of %zu continuations identical\n",
+        cases, new_tokens, double(agree_total) / cases, full_runs, cases);
+    if (with_hf)
+      std::printf(
+          "against transformers (fp32), prompt logits, worst relative L2: as stored %.2e, int8 "
+          "%.2e\n",
+          hf_stored, hf_int8);
+  }
+};
+
 }  // namespace
 
 int main(int argc, char** argv) try {
@@ -128,76 +212,16 @@ int main(int argc, char** argv) try {
               dir.string().c_str(), stored.config.variant().c_str(),
               stored.model.step_weight_bytes() / 1e6, int8.model.step_weight_bytes() / 1e6);
 
-  // Prompts: the fixtures' own when there is a reference, else seeded random ids.
-  std::vector<std::vector<std::int32_t>> cases;
-  std::vector<std::vector<std::vector<float>>> hf_logits;
-  const fs::path ref_path = dir / "reference.json";
-  if (fs::exists(ref_path)) {
-    std::ifstream in(ref_path);
-    const auto ref = nlohmann::json::parse(in);
-    for (const auto& c : ref["cases"]) {
-      cases.push_back(c["prompt_ids"].get<std::vector<std::int32_t>>());
-      hf_logits.push_back(c["logits"].get<std::vector<std::vector<float>>>());
-    }
-  } else {
-    std::mt19937 rng(2026);
-    std::uniform_int_distribution<std::int32_t> id(0, static_cast<std::int32_t>(V) - 1);
-    for (int p = 0; p < prompts; ++p) {
-      cases.emplace_back(static_cast<std::size_t>(prompt_len));
-      for (auto& t : cases.back()) t = id(rng);
-    }
-  }
-
+  const Cases cases = load_cases(dir, prompts, prompt_len, V);
+  const bool with_hf = !cases.hf_logits.empty();
   // Free-running greedy, each model on its own.
-  const auto free_stored = greedy(dir, "auto", cases, new_tokens);
-  const auto free_int8 = greedy(dir, "int8", cases, new_tokens);
-  std::vector<double> errs;
-  double worst_abs = 0, hf_stored = 0, hf_int8 = 0;
-  std::size_t positions = 0, top1_same = 0, agree_total = 0, full_runs = 0;
-  for (std::size_t c = 0; c < cases.size(); ++c) {
-    const auto& prompt = cases[c];
-    const auto& g_stored = free_stored[c];
-    const auto& g_int8 = free_int8[c];
-    std::size_t agree = 0;
-    while (agree < g_stored.size() && g_stored[agree] == g_int8[agree]) ++agree;
-    agree_total += agree;
-    full_runs += agree == g_stored.size();
-    // Teacher-forced on the stored model's path.
-    std::vector<std::int32_t> seq = prompt;
-    seq.insert(seq.end(), g_stored.begin(), g_stored.end() - (g_stored.empty() ? 0 : 1));
-    const auto a = stored.all_logits(seq);
-    const auto b = int8.all_logits(seq);
-    for (std::size_t p = 0; p < seq.size(); ++p) {
-      const float* ra = a.data() + p * V;
-      const float* rb = b.data() + p * V;
-      errs.push_back(rel_l2(rb, ra, V));
-      for (std::size_t i = 0; i < V; ++i)
-        worst_abs = std::max(worst_abs, std::fabs(double(rb[i]) - ra[i]));
-      top1_same += argmax(ra, V) == argmax(rb, V);
-      ++positions;
-    }
-    if (!hf_logits.empty())
-      for (std::size_t p = 0; p < prompt.size(); ++p) {
-        hf_stored = std::max(hf_stored, rel_l2(a.data() + p * V, hf_logits[c][p].data(), V));
-        hf_int8 = std::max(hf_int8, rel_l2(b.data() + p * V, hf_logits[c][p].data(), V));
-      }
-  }
-  std::sort(errs.begin(), errs.end());
-  const double mean = std::accumulate(errs.begin(), errs.end(), 0.0) / errs.size();
-  std::printf(
-      "teacher-forced over %zu positions: logit relative L2 error mean %.4f, p50 %.4f, max %.4f; "
-      "largest |logit difference| %.4f; same argmax at %.1f%% of positions\n",
-      positions, mean, errs[errs.size() / 2], errs.back(), worst_abs,
-      100.0 * top1_same / positions);
-  std::printf(
-      "free-running greedy, %zu prompts x %d new tokens: %.1f tokens agree before the first "
-      "difference on average; %zu of %zu continuations identical\n",
-      cases.size(), new_tokens, double(agree_total) / cases.size(), full_runs, cases.size());
-  if (!hf_logits.empty())
-    std::printf(
-        "against transformers (fp32), prompt logits, worst relative L2: as stored %.2e, int8 "
-        "%.2e\n",
-        hf_stored, hf_int8);
+  const auto free_stored = greedy(dir, "auto", cases.prompts, new_tokens);
+  const auto free_int8 = greedy(dir, "int8", cases.prompts, new_tokens);
+  Stats stats;
+  for (std::size_t c = 0; c < cases.prompts.size(); ++c)
+    stats.add_case(stored, int8, V, cases.prompts[c], free_stored[c], free_int8[c],
+                   with_hf ? &cases.hf_logits[c] : nullptr);
+  stats.print(cases.prompts.size(), new_tokens, with_hf);
   return 0;
 } catch (const std::exception& e) {
   std::fprintf(stderr, "saker_int8_accuracy: %s\n", e.what());

@@ -156,17 +156,11 @@ ModelShape model_shape(const FalconConfig& c) {
   return s;
 }
 
-FalconConfig parse_config(const json& j, const std::string& source) {
-  if (!j.is_object()) throw ConfigError(source + ": expected a JSON object");
-  Reader r(j, source);
-  FalconConfig c;
-  c.model_type = model_type_of(j);
-  const bool rw_new = c.model_type == "RefinedWeb";
-  const bool rw_old = c.model_type == "RefinedWebModel";
-  if (!rw_new && !rw_old && c.model_type != "falcon")
-    throw ConfigError(source + ": model_type \"" + c.model_type +
-                      "\" is not a Falcon model (expected falcon, RefinedWeb or RefinedWebModel)");
+namespace {
 
+// Vocabulary, widths and head counts: the shapes of the tensors.
+void read_shape(const Reader& r, const std::string& source, bool rw_new, bool rw_old,
+                FalconConfig& c) {
   c.vocab_size = r.positive_int({"vocab_size"});
   c.hidden = r.positive_int({"hidden_size", "n_embed"});
   c.layers = r.positive_int({"num_hidden_layers", "n_layer"});
@@ -189,8 +183,11 @@ FalconConfig parse_config(const json& j, const std::string& source) {
   if (c.heads % c.kv_heads != 0)
     throw ConfigError(source + ": num_attention_heads " + shape_str(c.heads) +
                       " is not a multiple of num_kv_heads " + shape_str(c.kv_heads));
-
   c.ffn = r.optional_positive_int({"ffn_hidden_size"}).value_or(4 * c.hidden);
+}
+
+// Biases, ALiBi, tied embeddings and the block layout; refuses what the model cannot run.
+void read_block(const Reader& r, const std::string& source, FalconConfig& c) {
   c.bias = r.boolean({"bias"}, false);
   c.alibi = r.boolean({"alibi"}, false);
   c.tied_embeddings = r.boolean({"tie_word_embeddings"}, true);
@@ -209,7 +206,10 @@ FalconConfig parse_config(const json& j, const std::string& source) {
   } else {
     c.block = parallel ? BlockKind::kParallelOneNorm : BlockKind::kSequential;
   }
+}
 
+// LayerNorm epsilon and the rotary base.
+void read_norm_and_rotary(const Reader& r, FalconConfig& c) {
   if (const json* eps = r.find({"layer_norm_epsilon"})) {
     c.layer_norm_eps = static_cast<float>(r.number(*eps, "layer_norm_epsilon"));
     if (!(c.layer_norm_eps > 0)) r.error("layer_norm_epsilon", "must be positive", *eps);
@@ -230,17 +230,37 @@ FalconConfig parse_config(const json& j, const std::string& source) {
     c.rope_theta = static_cast<float>(r.number(*theta, "rope_theta"));
     if (!(c.rope_theta > 0)) r.error("rope_theta", "must be positive", *theta);
   }
-  c.max_positions = r.optional_positive_int({"max_position_embeddings"}).value_or(2048);
-  c.torch_dtype = j.value("torch_dtype", j.value("dtype", std::string()));
+}
 
+void read_special_tokens(const Reader& r, bool rw, FalconConfig& c) {
   if (const json* b = r.find({"bos_token_id"}); b && b->is_number_integer()) c.bos_token_id = *b;
   if (const json* e = r.find({"eos_token_id"})) c.eos_token_ids = token_ids(*e);
   // The RW-era configs of the 65024-vocabulary models carry placeholder ids 1/2; the tokenizer's
   // <|endoftext|> is 11 (docs/falcon.md section 1).
-  if ((rw_new || rw_old) && c.vocab_size == 65024) {
+  if (rw && c.vocab_size == 65024) {
     c.bos_token_id = 11;
     c.eos_token_ids = {11};
   }
+}
+
+}  // namespace
+
+FalconConfig parse_config(const json& j, const std::string& source) {
+  if (!j.is_object()) throw ConfigError(source + ": expected a JSON object");
+  Reader r(j, source);
+  FalconConfig c;
+  c.model_type = model_type_of(j);
+  const bool rw_new = c.model_type == "RefinedWeb";
+  const bool rw_old = c.model_type == "RefinedWebModel";
+  if (!rw_new && !rw_old && c.model_type != "falcon")
+    throw ConfigError(source + ": model_type \"" + c.model_type +
+                      "\" is not a Falcon model (expected falcon, RefinedWeb or RefinedWebModel)");
+  read_shape(r, source, rw_new, rw_old, c);
+  read_block(r, source, c);
+  read_norm_and_rotary(r, c);
+  c.max_positions = r.optional_positive_int({"max_position_embeddings"}).value_or(2048);
+  c.torch_dtype = j.value("torch_dtype", j.value("dtype", std::string()));
+  read_special_tokens(r, rw_new || rw_old, c);
   return c;
 }
 

@@ -160,6 +160,14 @@ FalconModel::FalconModel(const FalconConfig& config, const Checkpoint& checkpoin
   attn_ = AttentionShape{s ? s->local_heads() : c.heads, s ? s->local_kv_heads() : c.kv_heads,
                          c.head_dim, nullptr};
   vocab_begin_ = s ? s->vocab.begin : 0;
+  bind_weights(checkpoint, has_lm_head);
+  // The backend holds its own copies now: the mapping's pages need not stay in this process.
+  if (!reads_mapping_) checkpoint.release_resident();
+  upload_position_tables();
+  allocate_workspace();
+}
+
+void FalconModel::bind_weights(const Checkpoint& checkpoint, bool has_lm_head) {
   // A tied table is also the lm_head, streamed every step: it is quantized with the matrices.
   // An untied one is only looked up, a row per token, and keeps its precision.
   const std::size_t before = weight_bytes_;
@@ -170,40 +178,49 @@ FalconModel::FalconModel(const FalconConfig& config, const Checkpoint& checkpoin
                  ? bind_weight(checkpoint, "lm_head.weight", Split::kVocabRows, options_.quant)
                  : embeddings_;
   ln_f_ = bind_norm(checkpoint, "transformer.ln_f");
-  for (std::int64_t l = 0; l < c.layers; ++l) {
-    const std::string p = layer_prefix(l);
-    Layer layer;
-    switch (c.block) {
-      case BlockKind::kParallelOneNorm:
-        layer.ln_attn = bind_norm(checkpoint, p + "input_layernorm");
-        break;
-      case BlockKind::kParallelTwoNorm:
-        layer.ln_attn = bind_norm(checkpoint, p + "ln_attn");
-        layer.ln_mlp = bind_norm(checkpoint, p + "ln_mlp");
-        break;
-      case BlockKind::kSequential:
-        layer.ln_attn = bind_norm(checkpoint, p + "input_layernorm");
-        layer.ln_mlp = bind_norm(checkpoint, p + "post_attention_layernorm");
-        break;
-    }
-    layer.qkv = bind_linear(checkpoint, p + "self_attention.query_key_value", Split::kQkvRows);
-    layer.dense = bind_linear(checkpoint, p + "self_attention.dense", Split::kHeadCols);
-    layer.fc_in = bind_linear(checkpoint, p + "mlp.dense_h_to_4h", Split::kFfnRows);
-    layer.fc_out = bind_linear(checkpoint, p + "mlp.dense_4h_to_h", Split::kFfnCols);
-    layers_.push_back(std::move(layer));
-  }
-  // The backend holds its own copies now: the mapping's pages need not stay in this process.
-  if (!reads_mapping_) checkpoint.release_resident();
+  for (std::int64_t l = 0; l < config_.layers; ++l) layers_.push_back(bind_layer(checkpoint, l));
+}
 
+FalconModel::Layer FalconModel::bind_layer(const Checkpoint& checkpoint, std::int64_t l) {
+  const std::string p = layer_prefix(l);
+  Layer layer;
+  switch (config_.block) {
+    case BlockKind::kParallelOneNorm:
+      layer.ln_attn = bind_norm(checkpoint, p + "input_layernorm");
+      break;
+    case BlockKind::kParallelTwoNorm:
+      layer.ln_attn = bind_norm(checkpoint, p + "ln_attn");
+      layer.ln_mlp = bind_norm(checkpoint, p + "ln_mlp");
+      break;
+    case BlockKind::kSequential:
+      layer.ln_attn = bind_norm(checkpoint, p + "input_layernorm");
+      layer.ln_mlp = bind_norm(checkpoint, p + "post_attention_layernorm");
+      break;
+  }
+  layer.qkv = bind_linear(checkpoint, p + "self_attention.query_key_value", Split::kQkvRows);
+  layer.dense = bind_linear(checkpoint, p + "self_attention.dense", Split::kHeadCols);
+  layer.fc_in = bind_linear(checkpoint, p + "mlp.dense_h_to_4h", Split::kFfnRows);
+  layer.fc_out = bind_linear(checkpoint, p + "mlp.dense_4h_to_h", Split::kFfnCols);
+  return layer;
+}
+
+// ALiBi slopes of this rank's heads, or the rotary table up to max_context.
+void FalconModel::upload_position_tables() {
+  const FalconConfig& c = config_;
   if (c.alibi) {
     const std::vector<float> slopes = alibi_slopes(c.heads);
-    const std::int64_t h0 = s ? s->heads.begin : 0;
+    const std::int64_t h0 = shard_ ? shard_->heads.begin : 0;
     alibi_ = backend_.upload(std::span(slopes).subspan(h0, attn_.heads));
     attn_.alibi_slopes = alibi_->data();
   } else {
     rotary_ = backend_.upload(rotary_table(c.rope_theta, c.head_dim, options_.max_context));
   }
+}
 
+// Activations for max_tokens tokens and logits for max_logit_rows rows, sized once.
+void FalconModel::allocate_workspace() {
+  const FalconConfig& c = config_;
+  const RankShard* s = shard_ ? &*shard_ : nullptr;
   const auto T = static_cast<std::size_t>(options_.max_tokens);
   const auto R = static_cast<std::size_t>(options_.max_logit_rows);
   const auto H = static_cast<std::size_t>(c.hidden);

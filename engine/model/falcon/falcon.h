@@ -79,6 +79,11 @@ class FalconModel final : public Model {
   Weight bind_weight(const Checkpoint& ck, const std::string& name, Split split, WeightQuant quant);
   Linear bind_linear(const Checkpoint& ck, const std::string& name, Split split);
   Norm bind_norm(const Checkpoint& ck, const std::string& name);
+  // The constructor's steps, in order.
+  void bind_weights(const Checkpoint& ck, bool has_lm_head);
+  Layer bind_layer(const Checkpoint& ck, std::int64_t layer);
+  void upload_position_tables();
+  void allocate_workspace();
   std::vector<Range> row_ranges(Split split, std::int64_t rows) const;
   void run_layer(const Layer& layer, std::int64_t n, const KvLayer& kv);
   void all_reduce(float* data, std::int64_t count);
