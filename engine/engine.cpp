@@ -13,7 +13,6 @@
 #include "engine/model/registry.h"
 #include "engine/step_runner.h"
 #include "engine/tokenizer/tokenizer.h"
-#include "kernels/cpu/thread_pool.h"
 #include "kernels/factory.h"
 #include "parallel/collectives.h"
 #include "parallel/watchdog.h"
@@ -131,7 +130,7 @@ void Engine::load(const EngineOptions& o, Communicator& comm) {
   Parts& p = *parts_;
   p.comm = &comm;
   const WeightQuant quant = weight_quant(o.dtype, p.checkpoint);
-  threads_ = o.threads ? o.threads : available_cpus();
+  threads_ = o.threads ? o.threads : usable_cpus();
   p.backend = make_backend(o.device, threads_, p.shape.max_positions);
   backend_ = p.backend.get();
   p.model_comm = make_model_communicator(*p.backend, comm);

@@ -7,6 +7,7 @@
 
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/membw.h"
+#include "kernels/cpu/thread_pool.h"
 #include "parallel/communicator.h"
 #ifdef SAKER_HAVE_CUDA
 #include "kernels/cuda/bandwidth.h"
@@ -16,6 +17,10 @@
 #endif
 
 namespace saker {
+
+unsigned usable_cpus() {
+  return available_cpus();
+}
 
 int visible_gpus() {
 #ifdef SAKER_HAVE_CUDA

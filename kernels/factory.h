@@ -23,6 +23,8 @@ std::unique_ptr<Backend> make_backend(const std::string& device, unsigned thread
 // The communicator the model's collectives need on `backend`: NCCL on the CUDA backend's stream
 // when `comm` has more than one rank (device pointers), else null (use `comm` itself).
 std::unique_ptr<Communicator> make_model_communicator(Backend& backend, Communicator& comm);
+// Processors this process may run on (its affinity set): the CPU backend's default threads.
+unsigned usable_cpus();
 // GPUs this process can see (0 without the CUDA backend).
 int visible_gpus();
 // This process's rank among the ranks of its node (0 outside mpirun), from the environment.

@@ -6,7 +6,7 @@
 #include <iostream>
 #include <sstream>
 
-#include "kernels/cpu/thread_pool.h"
+#include "kernels/factory.h"
 #include "parallel/world.h"
 
 namespace saker::cli {
@@ -70,7 +70,7 @@ unsigned thread_count(int flag) {
   }
   // Ranks that share processors (mpirun --bind-to none) split them rather than each taking all:
   // two ranks of two threads on two cores ran a decode step in 72 ms, of one thread each in 51.
-  return g_world ? g_world->cpu_share() : available_cpus();
+  return g_world ? g_world->cpu_share() : usable_cpus();
 }
 
 }  // namespace saker::cli
