@@ -46,7 +46,7 @@ void BatchEngine::add(BatchRequest r) {
     throw RequestError(RequestError::Kind::kInvalid, "id",
                        "request id " + std::to_string(r.id) + " is in use");
   if (r.arrival < 0) r.arrival = clock_();
-  scheduler_.add(r.id, r.prompt, r.max_new_tokens, r.arrival);
+  scheduler_.add(r.id, r.prompt, r.max_new_tokens, r.arrival, r.cache_salt);
   Live& live = live_[r.id];
   if (tokenizer_) live.detok.emplace(*tokenizer_, true);
   live.stop = StopMatcher(r.stop);
@@ -183,9 +183,12 @@ bool BatchEngine::step() {
   const double started = clock_();
   for (const ScheduledSequence& r : sched.run) {
     const SequenceState& s = scheduler_.sequence(r.id);
-    if (r.start == 0 && !r.padding) {
+    if (!r.padding) {
       BatchResult& res = live_.at(r.id).result;
-      if (res.scheduled < 0) res.scheduled = started;  // queue time ends at the first chunk
+      if (res.scheduled < 0) {  // queue time ends at the first chunk (after any cached prefix)
+        res.scheduled = started;
+        res.cached_tokens = std::max<std::int64_t>(s.cached_tokens, 0);
+      }
     }
     steps_.push_back({std::span(s.tokens).subspan(static_cast<std::size_t>(r.start),
                                                   static_cast<std::size_t>(r.count)),

@@ -217,6 +217,7 @@ void Engine::size_kv_pool(const EngineOptions& o, Communicator& comm) {
   p.sched.policy = o.policy;
   p.sched.batching = o.batching;
   p.sched.max_batch_delay_s = o.max_batch_delay_s;
+  p.sched.enable_prefix_caching = o.enable_prefix_caching;
 }
 
 void Engine::start_driver(const EngineOptions& o) {

@@ -44,6 +44,7 @@ struct EngineOptions {
   bool text = true;                   // rank 0 loads DIR/tokenizer.json (text, stop strings)
   bool warm_up = false;               // run one iteration end to end before health() says ready
   bool log_requests = false;          // one line per finished request (spdlog, info)
+  bool enable_prefix_caching = true;  // reuse cached KV blocks of equal prompt prefixes
 };
 
 // An option out of range, naming the EngineOptions field, the value and the limit; frontends
@@ -79,6 +80,8 @@ struct EngineSnapshot {
   std::int64_t running = 0, waiting = 0;
   std::int32_t kv_blocks = 0, kv_blocks_used = 0;
   std::uint64_t preemptions = 0;
+  std::int32_t kv_blocks_cached = 0;                              // in the prefix cache
+  std::uint64_t prefix_cache_queries = 0, prefix_cache_hits = 0;  // tokens, since the start
   IterationStats last;
 };
 

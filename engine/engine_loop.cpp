@@ -72,6 +72,9 @@ void Engine::publish(const IterationStats& it, bool ran) {
   snap.kv_blocks = batch_->blocks().num_blocks();
   snap.kv_blocks_used = batch_->blocks().used_blocks();
   snap.preemptions = s.preemptions();
+  snap.kv_blocks_cached = batch_->blocks().cached_blocks();
+  snap.prefix_cache_queries = s.prefix_queries();
+  snap.prefix_cache_hits = s.prefix_hits();
   snap.last = it;
   {
     std::lock_guard lock(stats_mu_);

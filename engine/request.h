@@ -29,6 +29,7 @@ struct BatchRequest {
   std::int32_t logprobs = -1;  // < 0: none; n: the chosen token's and the n most likely ones'
   double arrival = -1;         // seconds on the engine's clock; < 0: when added
   std::int64_t truncate = 0;   // > 0: the frontend keeps only the prompt's last `truncate` tokens
+  std::string cache_salt;      // non-empty: reuses only cached prefixes of the same salt
 };
 
 // What a request is checked against: the model's vocabulary and context, and whether the engine
@@ -83,8 +84,9 @@ struct BatchResult {
   std::string text;                  // the detokenized output, cut before a stop string
   FinishReason finish = FinishReason::kNone;
   std::int64_t prompt_tokens = 0;
-  std::vector<float> logprobs;                          // per generated token, when asked
-  std::vector<std::vector<TokenLogprob>> top_logprobs;  // likewise
+  std::int64_t cached_tokens = 0;  // of the prompt, served from the prefix cache
+  std::vector<float> logprobs;     // per generated token, when asked
+  std::vector<std::vector<TokenLogprob>> top_logprobs;                // likewise
   double arrival = 0, scheduled = -1, first_token = 0, finished = 0;  // engine clock, seconds
   std::vector<double> token_times;  // when each token was produced
 };

@@ -13,7 +13,7 @@ Scheduler::Scheduler(SchedulerConfig config, BlockManager& blocks)
 }
 
 void Scheduler::add(std::uint64_t id, std::vector<std::int32_t> prompt, std::int64_t max_new_tokens,
-                    double arrival) {
+                    double arrival, std::string_view cache_salt) {
   if (prompt.empty())
     throw std::invalid_argument("request " + std::to_string(id) + " has an empty prompt");
   if (max_new_tokens < 1) throw std::invalid_argument("max_new_tokens must be at least 1");
@@ -30,6 +30,7 @@ void Scheduler::add(std::uint64_t id, std::vector<std::int32_t> prompt, std::int
   s.tokens = std::move(prompt);
   s.max_new_tokens = max_new_tokens;
   s.arrival = arrival;
+  s.cache_root = BlockManager::root_hash(cache_salt);
   seqs_.emplace(id, std::move(s));
   waiting_.push_back(id);
 }
@@ -57,7 +58,8 @@ bool Scheduler::admit_fits(const SequenceState& s) const {
 void Scheduler::preempt(std::uint64_t id) {
   SequenceState& s = seqs_.at(id);
   blocks_.release(s.blocks);
-  s.computed = 0;  // recompute: prompt and generated tokens are prefilled again on readmission
+  s.computed = 0;       // recompute: prompt and generated tokens are prefilled again on readmission
+  s.cache_entered = 0;  // (what of them is still cached is reused then)
   running_.erase(std::find(running_.begin(), running_.end(), id));
   reserved_blocks_ -= blocks_.blocks_for(s.prompt_len + s.max_new_tokens);
   waiting_.push_front(id);  // first in line again
@@ -87,6 +89,33 @@ void Scheduler::admit_dynamic_batch(double now) {
     reserved_blocks_ += need;
     running_.push_back(waiting_.front());
     waiting_.pop_front();
+  }
+}
+
+std::int64_t Scheduler::reuse_cached(SequenceState& s) {
+  if (!config_.enable_prefix_caching) return 0;
+  const std::int64_t bs = blocks_.block_size();
+  // Never the last token: its logits give the next one, so it is always computed.
+  const auto max_blocks =
+      static_cast<std::int32_t>((static_cast<std::int64_t>(s.tokens.size()) - 1) / bs);
+  const std::int32_t n =
+      blocks_.reuse(s.tokens, s.cache_root, max_blocks, s.block_hashes, s.blocks);
+  s.computed = n * bs;
+  s.cache_entered = n;
+  return s.computed;
+}
+
+void Scheduler::enter_computed(SequenceState& s) {
+  if (!config_.enable_prefix_caching) return;
+  const std::int64_t bs = blocks_.block_size();
+  // A block is final once all its positions are computed: its tokens never change again.
+  for (; s.cache_entered < s.computed / bs; ++s.cache_entered) {
+    const auto i = static_cast<std::size_t>(s.cache_entered);
+    const std::uint64_t parent = i == 0 ? s.cache_root : s.block_hashes[i - 1];
+    const auto chunk =
+        std::span(s.tokens).subspan(i * static_cast<std::size_t>(bs), static_cast<std::size_t>(bs));
+    if (s.block_hashes.size() == i) s.block_hashes.push_back(blocks_.hash(parent, chunk));
+    blocks_.cache(s.blocks[i], s.block_hashes[i], parent, chunk);
   }
 }
 
@@ -136,9 +165,18 @@ Schedule Scheduler::schedule(double now) {
     const std::uint64_t id = waiting_.front();
     SequenceState& s = seqs_.at(id);
     if (!admit_fits(s)) break;
+    const std::int64_t reused = reuse_cached(s);
     const std::int64_t n =
         std::min<std::int64_t>(static_cast<std::int64_t>(s.tokens.size()) - s.computed, budget);
-    if (!blocks_.ensure(s.blocks, s.computed + n)) break;  // wait for blocks to come back
+    if (!blocks_.ensure(s.blocks, s.computed + n)) {  // wait for blocks to come back
+      blocks_.release(s.blocks);
+      s.computed = 0;
+      s.cache_entered = 0;
+      break;
+    }
+    prefix_queries_ += s.tokens.size();
+    prefix_hits_ += static_cast<std::uint64_t>(reused);
+    if (s.cached_tokens < 0) s.cached_tokens = std::min(reused, s.prompt_len);
     waiting_.pop_front();
     running_.push_back(id);
     reserved_blocks_ += blocks_.blocks_for(s.prompt_len + s.max_new_tokens);
@@ -162,6 +200,7 @@ std::vector<SequenceState> Scheduler::complete(const Schedule& sched,
     if (it == seqs_.end() || r.padding) continue;  // cancelled meanwhile, or only padding
     SequenceState& s = it->second;
     s.computed = r.start + r.count;
+    enter_computed(s);
     if (!r.samples) continue;
     s.tokens.push_back(sampled[i]);
     const bool stop = !finished.empty() && finished[i] != 0;

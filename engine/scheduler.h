@@ -9,6 +9,7 @@
 #include <deque>
 #include <map>
 #include <span>
+#include <string_view>
 #include <vector>
 
 #include "engine/block_manager.h"
@@ -31,6 +32,9 @@ struct SchedulerConfig {
   Batching batching = Batching::kRolling;
   // kDynamic: a batch starts when max_batch_size requests wait or the oldest has waited this long.
   double max_batch_delay_s = 0.1;
+  // Rolling: an admitted request reuses the cached KV blocks its tokens start with
+  // (block_manager.h).
+  bool enable_prefix_caching = true;
 };
 
 struct SequenceState {
@@ -44,6 +48,11 @@ struct SequenceState {
   // kDynamic: finished, but the batch still runs, so it keeps its slot and costs a token per
   // iteration the way a finished row of a static batch does (Hugging Face generate pads it).
   bool padding = false;
+  // Prefix caching.
+  std::uint64_t cache_root = 0;             // the salt's root of the hash chain
+  std::vector<std::uint64_t> block_hashes;  // the chain over tokens' first full blocks
+  std::int64_t cache_entered = 0;           // leading blocks already offered to the cache
+  std::int64_t cached_tokens = -1;          // prompt tokens reused at first admission; -1: not yet
   std::int64_t generated() const { return static_cast<std::int64_t>(tokens.size()) - prompt_len; }
 };
 
@@ -66,8 +75,9 @@ class Scheduler {
   Scheduler(SchedulerConfig config, BlockManager& blocks);
 
   // Queues a request (first come, first served) that arrived at `arrival` seconds.
+  // `cache_salt`: requests reuse only cached blocks of requests with the same salt.
   void add(std::uint64_t id, std::vector<std::int32_t> prompt, std::int64_t max_new_tokens,
-           double arrival = 0);
+           double arrival = 0, std::string_view cache_salt = {});
   // Drops a request, waiting or running; its blocks are freed now. False if unknown.
   bool cancel(std::uint64_t id);
 
@@ -84,12 +94,17 @@ class Scheduler {
   std::size_t waiting() const { return waiting_.size(); }
   bool idle() const { return running_.empty() && waiting_.empty(); }
   std::uint64_t preemptions() const { return preemptions_; }
+  // Prefix cache totals, in tokens: looked up at admission, and of those served from the cache.
+  std::uint64_t prefix_queries() const { return prefix_queries_; }
+  std::uint64_t prefix_hits() const { return prefix_hits_; }
 
  private:
   bool admit_fits(const SequenceState& s) const;
   void preempt(std::uint64_t id);
   void end_finished_batch();
   void admit_dynamic_batch(double now);
+  std::int64_t reuse_cached(SequenceState& s);
+  void enter_computed(SequenceState& s);
 
   SchedulerConfig config_;
   BlockManager& blocks_;
@@ -97,6 +112,7 @@ class Scheduler {
   std::vector<std::uint64_t> running_;  // admission order
   std::deque<std::uint64_t> waiting_;
   std::uint64_t preemptions_ = 0;
+  std::uint64_t prefix_queries_ = 0, prefix_hits_ = 0;
   std::int64_t reserved_blocks_ = 0;  // kGuaranteedNoEvict: blocks promised to running sequences
 };
 

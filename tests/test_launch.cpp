@@ -97,6 +97,8 @@ TEST_CASE("every key is checked for type and range, with the key and value named
       {{{"batch_size", "0"}}, "batch_size=0: must be >= 1"},
       {{{"max_batch_delay", "-5"}}, "max_batch_delay=-5: must be >= 0"},
       {{{"job_queue_size", "lots"}}, "job_queue_size=lots: must be an integer"},
+      {{{"option.enable_prefix_caching", "yes"}},
+       "option.enable_prefix_caching=yes: must be true or false"},
   };
   for (auto [p, msg] : bad) {
     if (!p.count("option.model_id") && msg.find("model_id is required") == std::string::npos)
@@ -122,6 +124,17 @@ TEST_CASE("every key is checked for type and range, with the key and value named
   CHECK(*(at + 1) == "int8");
   const auto bf16 = mpirun_command(s, t);
   CHECK(std::find(bf16.begin(), bf16.end(), "--dtype") == bf16.end());
+  // option.enable_prefix_caching: the serve flag either way; unset, the engine's default (on).
+  for (const auto& [value, flag] : {std::pair{"false", "--no-enable-prefix-caching"},
+                                    std::pair{"TRUE", "--enable-prefix-caching"}}) {
+    const auto c = mpirun_command(
+        validate_properties({{"option.model_id", dir}, {"option.enable_prefix_caching", value}}),
+        t);
+    CHECK(std::count(c.begin(), c.end(), std::string(flag)) == 1);
+  }
+  CHECK(std::count_if(bf16.begin(), bf16.end(), [](const std::string& a) {
+          return a.find("prefix-caching") != std::string::npos;
+        }) == 0);
 }
 
 TEST_CASE("the mpirun command for several configurations", "[launch]") {

@@ -39,6 +39,8 @@ TEST_CASE("parameters are applied under their DJL, TGI and OpenAI names", "[para
   CHECK(r.logprobs == 3);
   CHECK(with(json::parse(R"({"max_tokens": 3, "stop": "x", "ignore_eos": true})")).stop ==
         std::vector<std::string>{"x"});
+  CHECK(with(json::parse(R"({"cache_salt": "tenant-7"})")).cache_salt == "tenant-7");
+  CHECK(with(json::object()).cache_salt.empty());
 }
 
 TEST_CASE("greedy unless sampling is asked for", "[params]") {
@@ -67,6 +69,7 @@ TEST_CASE("invalid parameters are refused, named", "[params]") {
       {R"({"top_n_tokens": 50})", "`top_n_tokens` must be in [0, 20]"},
       {R"({"ignore_eos": "yes"})", "`ignore_eos` must be true or false"},
       {R"({"beam_width": 4})", "`beam_width` is not supported"},
+      {R"({"cache_salt": 3})", "`cache_salt` must be a string"},
   };
   for (const auto& [params, msg] : bad) {
     INFO(params);

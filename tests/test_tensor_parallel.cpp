@@ -11,7 +11,6 @@
 #include "tests/golden.h"
 
 #include "engine/batch_engine.h"
-#include "tests/reference_generate.h"
 #include "engine/model/falcon/falcon.h"
 #include "engine/model/falcon/shard_plan.h"
 #include "engine/step_runner.h"
@@ -20,6 +19,7 @@
 #include "tests/batch_invariance.h"
 #include "tests/engine_api_cases.h"
 #include "tests/mpi_fixture.h"
+#include "tests/reference_generate.h"
 
 using namespace saker;
 using namespace saker::test;
@@ -187,6 +187,53 @@ TEST_CASE("across ranks too, a request's logits do not depend on its batch or it
       CHECK(crowd.logits == base.logits);
       CHECK(base.logits.size() == base.tokens.size());
     }
+  }
+}
+
+TEST_CASE("across ranks, a cached prefix gives the tokens computing it gives", "[tp][prefix]") {
+  Communicator& comm = test::world().tensor_parallel();
+  Sharded m(kFixtures / "mqa7-fp32", comm);
+  std::mt19937 rng(11);
+  std::vector<std::int32_t> shared(13);
+  for (auto& t : shared) t = static_cast<std::int32_t>(rng() % 384);
+  std::vector<BatchRequest> reqs;
+  for (std::uint64_t id = 1; id <= 4; ++id) {
+    BatchRequest r;
+    r.id = id;
+    r.prompt = shared;
+    for (std::uint32_t i = 0, n = 1 + rng() % 6; i < n; ++i)
+      r.prompt.push_back(static_cast<std::int32_t>(rng() % 384));
+    r.max_new_tokens = 8;
+    r.ignore_eos = true;
+    if (id % 2 == 0) {
+      r.sampling.temperature = 1.0f;
+      r.sampling.seed = id;
+    }
+    reqs.push_back(r);
+  }
+  std::map<std::uint64_t, std::vector<std::int32_t>> fresh, reused;
+  std::uint64_t hits = 0;
+  for (const bool caching : {false, true}) {
+    if (!m.runner.is_driver()) {
+      m.runner.serve();
+      continue;
+    }
+    SchedulerConfig cfg{4, 16, AdmissionPolicy::kMaxUtilization};
+    cfg.enable_prefix_caching = caching;
+    BatchEngine engine(m.runner, cfg, m.config.eos_token_ids);
+    for (const auto& r : reqs) {  // one after another: each finds the prefix cached
+      engine.add(r);
+      run_to_completion(engine);
+    }
+    m.runner.stop();
+    for (const auto& [id, res] : engine.results()) (caching ? reused : fresh)[id] = res.tokens;
+    if (caching) hits = engine.scheduler().prefix_hits();
+  }
+  if (comm.rank() == 0) {
+    INFO("tp " << comm.size());
+    CHECK(reused == fresh);
+    CHECK(fresh.size() == reqs.size());
+    CHECK(hits >= 3 * 12);  // the 3 shared full blocks, for each request after the first
   }
 }
 

@@ -69,7 +69,11 @@ po::options_description engine_options(EngineFlags& o) {
       "share of the memory free after loading given to the KV pool")(
       "collective-timeout",
       po::value(&o.collective_timeout_s)->default_value(o.collective_timeout_s),
-      "seconds a step's collectives may take before the job is aborted (a hung rank)");
+      "seconds a step's collectives may take before the job is aborted (a hung rank)")(
+      "enable-prefix-caching", po::bool_switch(&o.enable_prefix_caching),
+      "reuse the KV blocks of prompt prefixes computed before (the default)")(
+      "no-enable-prefix-caching", po::bool_switch(&o.no_enable_prefix_caching),
+      "compute every prompt in full");
   return d;
 }
 
@@ -100,6 +104,10 @@ EngineOptions finish_engine_options(const po::variables_map& vm, EngineFlags& f)
   if (!(f.max_batch_delay_ms >= 0)) throw UsageError("--max-batch-delay must be >= 0");
   o.max_batch_delay_s = f.max_batch_delay_ms / 1e3;
   o.collective_timeout_s = f.collective_timeout_s;
+  if (f.enable_prefix_caching && f.no_enable_prefix_caching)
+    throw UsageError(
+        "--enable-prefix-caching and --no-enable-prefix-caching contradict each other");
+  o.enable_prefix_caching = !f.no_enable_prefix_caching;
   return o;
 }
 

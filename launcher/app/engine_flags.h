@@ -24,6 +24,8 @@ struct EngineFlags {
   std::string batching = "rolling";
   double max_batch_delay_ms = 100;    // dynamic: max_batch_delay
   double collective_timeout_s = 600;  // a step's collectives longer than this abort the job
+  // Prefix caching is on unless --no-enable-prefix-caching; --enable-prefix-caching says so.
+  bool enable_prefix_caching = false, no_enable_prefix_caching = false;
 };
 
 // The flags for EngineFlags (--max-rolling-batch-size, --kv-cache-memory, ...).

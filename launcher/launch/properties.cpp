@@ -130,6 +130,7 @@ LaunchSettings validate_properties(const Properties& p) {
                                               "option.max_output_len",
                                               "option.output_formatter",
                                               "option.model_loading_timeout",
+                                              "option.enable_prefix_caching",
                                               "batch_size",
                                               "max_batch_delay",
                                               "job_queue_size"};
@@ -184,6 +185,13 @@ LaunchSettings validate_properties(const Properties& p) {
   }
   if (has("option.model_loading_timeout"))
     s.model_loading_timeout_s = number(p, "option.model_loading_timeout", 1);
+  if (has("option.enable_prefix_caching")) {
+    const std::string v = lower(p.at("option.enable_prefix_caching"));
+    if (v != "true" && v != "false")
+      bad("option.enable_prefix_caching", p.at("option.enable_prefix_caching"),
+          "must be true or false");
+    s.enable_prefix_caching = v == "true";
+  }
   if (has("batch_size")) s.batch_size = integer(p, "batch_size", 1);
   if (has("max_batch_delay")) s.max_batch_delay_ms = number(p, "max_batch_delay", 0);
   if (has("job_queue_size")) s.job_queue_size = integer(p, "job_queue_size", 1);
@@ -219,6 +227,9 @@ std::vector<std::string> mpirun_command(const LaunchSettings& s, const LaunchTar
   opt("--max-input-len", s.max_input_len);
   opt("--max-output-len", s.max_output_len);
   opt("--job-queue-size", s.job_queue_size);
+  if (s.enable_prefix_caching)
+    c.push_back(*s.enable_prefix_caching ? "--enable-prefix-caching"
+                                         : "--no-enable-prefix-caching");
   c.insert(c.end(),
            {"--output-formatter", s.output_formatter, "--model-loading-timeout",
             std::to_string(static_cast<long>(std::ceil(s.model_loading_timeout_s))),

@@ -35,7 +35,8 @@ struct LaunchSettings {
   std::optional<std::int64_t> batch_size;
   std::optional<double> max_batch_delay_ms;
   std::optional<std::int64_t> job_queue_size;
-  std::vector<std::string> unknown_keys;  // warned about once
+  std::optional<bool> enable_prefix_caching;  // option.enable_prefix_caching
+  std::vector<std::string> unknown_keys;      // warned about once
 };
 
 // Throws std::invalid_argument naming the key, its value and what it must be.

@@ -1,6 +1,8 @@
 // The OpenAI API as vLLM serves it: POST /v1/completions and /v1/chat/completions, JSON or
 // server-sent events ending with `data: [DONE]`.
+#include <algorithm>
 #include <chrono>
+#include <map>
 #include <random>
 
 #include "launcher/serve/api.h"
@@ -150,9 +152,19 @@ class OpenAiCall : public Call {
             {"choices", std::move(choices)}};
   }
   json usage() const {
+    std::int64_t cached = 0;
+    for (const auto& [prompt, tokens] : cached_tokens_) cached += tokens;
     return {{"prompt_tokens", prompt_tokens},
             {"completion_tokens", completion_tokens_},
-            {"total_tokens", prompt_tokens + completion_tokens_}};
+            {"total_tokens", prompt_tokens + completion_tokens_},
+            {"prompt_tokens_details", {{"cached_tokens", cached}}}};
+  }
+  // Prompt tokens served from the prefix cache, counted once per prompt like prompt_tokens (its
+  // n choices may differ: the first to be admitted computes what the others then reuse).
+  void note_cached(std::size_t prompt, const BatchResult* r) {
+    if (!r) return;
+    std::int64_t& c = cached_tokens_[prompt];
+    c = std::max(c, r->cached_tokens);
   }
   std::string token_str(std::int32_t id) const {
     return ctx_.tokenizer.decode(std::span(&id, 1), false);
@@ -163,6 +175,7 @@ class OpenAiCall : public Call {
   std::int64_t created_;
   std::string object_;
   std::int64_t completion_tokens_ = 0;
+  std::map<std::size_t, std::int64_t> cached_tokens_;  // per prompt
 };
 
 class CompletionCall final : public OpenAiCall {
@@ -174,6 +187,7 @@ class CompletionCall final : public OpenAiCall {
 
   std::string on_update(std::size_t i, const RequestEvent& u) override {
     if (u.token >= 0) ++completion_tokens_;
+    note_cached(i / static_cast<std::size_t>(n), u.result.get());
     std::string text = u.text;
     if (echo && u.index == 0 && u.token >= 0) text = prompts[i / n] + text;
     json choice = {{"index", i}, {"text", text}, {"logprobs", nullptr}, {"finish_reason", nullptr}};
@@ -190,6 +204,7 @@ class CompletionCall final : public OpenAiCall {
     for (std::size_t i = 0; i < rs.size(); ++i) {
       const BatchResult& r = *rs[i];
       completion_tokens_ += static_cast<std::int64_t>(r.tokens.size());
+      note_cached(i / static_cast<std::size_t>(n), &r);
       json c = {{"index", i},
                 {"text", (echo ? prompts[i / n] : "") + r.text},
                 {"logprobs", nullptr},
@@ -242,6 +257,7 @@ class ChatCall final : public OpenAiCall {
       out += "data: " + dump(envelope(json::array({c}), object_)) + "\n\n";
     }
     if (u.token >= 0) ++completion_tokens_;
+    note_cached(0, u.result.get());
     json c = {{"index", i},
               {"delta", u.text.empty() ? json::object() : json{{"content", u.text}}},
               {"logprobs", nullptr},
@@ -259,6 +275,7 @@ class ChatCall final : public OpenAiCall {
     for (std::size_t i = 0; i < rs.size(); ++i) {
       const BatchResult& r = *rs[i];
       completion_tokens_ += static_cast<std::int64_t>(r.tokens.size());
+      note_cached(0, &r);
       json c = {{"index", i},
                 {"message", {{"role", "assistant"}, {"content", r.text}}},
                 {"logprobs", nullptr},

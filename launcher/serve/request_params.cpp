@@ -106,6 +106,9 @@ void apply_parameters(const json& params, BatchRequest& r) {
         r.logprobs = static_cast<std::int32_t>(integer(v, key, 0, 20));
     } else if (key == "details" || key == "return_full_text" || key == "decoder_input_details") {
       boolean(v, key);  // output shape only: the frontend reads it
+    } else if (key == "cache_salt") {
+      if (!v.is_string()) fail(key, "must be a string, got " + v.dump());
+      r.cache_salt = v.get<std::string>();
     } else if (key == "truncate") {
       r.truncate = integer(v, key, 1, kMax);
     } else if (key == "best_of" || key == "n") {
