@@ -221,11 +221,42 @@ TEST_CASE("saker bench reports vLLM's serving metrics for rolling and dynamic ba
   }
 }
 
+TEST_CASE("saker bench's shared-prefix workload is served from the prefix cache when it is on",
+          "[cli][bench][prefix]") {
+  const std::string model = (kFixtures / "gqa8x2-fp32").string();
+  const fs::path out = fs::temp_directory_path() / "saker_bench_prefix.json";
+  for (const bool on : {true, false}) {
+    // One request at a time: every request after a prefix's first finds it cached (2 prefixes of
+    // 32 tokens, 2 blocks of 16 each, and an 8-token question of its own).
+    const Run r = saker_cmd("bench --threads 1 --model '" + model +
+                            "' --workload shared-prefix:2:32:8:2 --num-requests 8 "
+                            "--max-concurrency 1 --output-json '" +
+                            out.string() + "'" + (on ? "" : " --no-enable-prefix-caching"));
+    INFO(r.out << r.err);
+    REQUIRE(r.code == 0);
+    std::ifstream in(out);
+    const json j = json::parse(in);
+    CHECK(j["enable_prefix_caching"] == on);
+    CHECK(j["total_input_tokens"] == 8 * 40);
+    CHECK(j["prefix_cache_queries"] == 8 * 40);
+    if (on) {
+      // At most 2 requests (each prefix's first) miss; every other one hits both prefix blocks.
+      CHECK(j["prefix_cache_hits"].get<int>() >= 6 * 32);
+      CHECK(j["prefix_cache_hits"].get<int>() <= 7 * 32);
+      CHECK(r.out.find("prefix cache            on: ") != std::string::npos);
+    } else {
+      CHECK(j["prefix_cache_hits"] == 0);
+    }
+  }
+}
+
 TEST_CASE("saker bench and the engine flags reject bad values", "[cli][bench]") {
   const std::string model = (kFixtures / "gqa8x2-fp32").string();
   const std::pair<std::string, std::string> cases[] = {
       {"--workload fixed:0:3", "--workload lengths must be positive"},
       {"--workload zipf", "--workload must be mixed"},
+      {"--workload shared-prefix:2:32", "--workload shared-prefix takes"},
+      {"--workload shared-prefix:2:4000:8:2", "positions; the model's context is"},
       {"--workload fixed:4000:10", "positions; the model's context is"},
       {"--request-rate -1", "--request-rate must be a positive number"},
       {"--batch-size 4", "--batch-size is for --batching dynamic"},

@@ -223,6 +223,28 @@ TEST_CASE("metrics render in the Prometheus text format", "[serve]") {
              Catch::Contains("vllm:time_per_output_token_seconds_count{model_name=\"demo\"} 1\n"));
 }
 
+TEST_CASE("the engine's state reaches the metrics: the block pool and the prefix cache",
+          "[serve][prefix]") {
+  ServingMetrics m;
+  EngineSnapshot s;
+  s.kv_blocks = 100;
+  s.kv_blocks_used = 30;
+  s.kv_blocks_cached = 12;
+  s.prefix_cache_queries = 500;
+  s.prefix_cache_hits = 320;
+  s.running = 3;
+  m.on_state(s);
+  const std::string t = m.render("demo");
+  CHECK_THAT(t, Catch::Contains("vllm:num_requests_running{model_name=\"demo\"} 3\n"));
+  CHECK_THAT(t, Catch::Contains("vllm:gpu_cache_usage_perc{model_name=\"demo\"} 0.3\n"));
+  CHECK_THAT(t, Catch::Contains("saker:kv_blocks_used{model_name=\"demo\"} 30\n"));
+  CHECK_THAT(t, Catch::Contains("saker:kv_blocks_free{model_name=\"demo\"} 70\n"));
+  CHECK_THAT(t, Catch::Contains("saker:kv_blocks_cached{model_name=\"demo\"} 12\n"));
+  CHECK_THAT(t, Catch::Contains("# TYPE vllm:prefix_cache_queries_total counter\n"));
+  CHECK_THAT(t, Catch::Contains("vllm:prefix_cache_queries_total{model_name=\"demo\"} 500\n"));
+  CHECK_THAT(t, Catch::Contains("vllm:prefix_cache_hits_total{model_name=\"demo\"} 320\n"));
+}
+
 TEST_CASE("chat prompts come from the checkpoint's chat template when it has one",
           "[serve][chat_template]") {
   std::ifstream in(test::kFixtures / "chat_templates" / "cases.json");

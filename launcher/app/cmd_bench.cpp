@@ -66,10 +66,9 @@ int run_bench(const std::vector<std::string>& args) {
   float step_bytes = static_cast<float>(engine->step_weight_bytes());
   comm.all_reduce_sum(&step_bytes, 1);
   const ModelShape& m = engine->shape();
-  const FlopShape shape{static_cast<double>(m.layers),
-                        static_cast<double>(m.matrix_weights_per_layer),
-                        static_cast<double>(m.heads * m.head_dim),
-                        static_cast<double>(m.vocab_size * m.hidden)};
+  const FlopShape shape{
+      static_cast<double>(m.layers), static_cast<double>(m.matrix_weights_per_layer),
+      static_cast<double>(m.heads * m.head_dim), static_cast<double>(m.vocab_size * m.hidden)};
   // One request at a time on one rank: every step is paired with a measurement of its own floor.
   const bool paired =
       concurrency == 1 && comm.size() == 1 && engine->backend().host_accessible();  // the CPU
@@ -77,12 +76,19 @@ int run_bench(const std::vector<std::string>& args) {
       run_bench_phases(*engine, comm, reqs, concurrency, paired,
                        prefill_flops_per_token(shape, mean_prompt_tokens(reqs)), step_bytes);
   if (!engine->is_driver()) return 0;
-  const BenchSettings settings{o.model_dir,      m.variant,
-                               workload,         rate_text,
-                               flags.batching,   num_requests,
-                               concurrency,      o.max_batch_tokens,
-                               o.max_batch_size, flags.max_batch_delay_ms,
-                               comm.size(),      engine->threads()};
+  const BenchSettings settings{o.model_dir,
+                               m.variant,
+                               workload,
+                               rate_text,
+                               flags.batching,
+                               num_requests,
+                               concurrency,
+                               o.max_batch_tokens,
+                               o.max_batch_size,
+                               flags.max_batch_delay_ms,
+                               comm.size(),
+                               engine->threads(),
+                               o.enable_prefix_caching};
   const BenchReport report = make_report(settings, shape, reqs, run, step_bytes);
   std::cout << report.text;
   if (!output_json.empty()) {

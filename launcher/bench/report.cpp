@@ -45,6 +45,8 @@ namespace {
 struct Figures {
   EngineStats stats;
   std::uint64_t preemptions = 0;
+  std::uint64_t prefix_queries = 0, prefix_hits = 0;  // prompt tokens
+  std::int32_t cached_blocks = 0;
   std::int32_t pool_blocks = 0;
   std::size_t completed = 0;
   LatencyMetrics lat;
@@ -61,6 +63,9 @@ Figures compute(const FlopShape& shape, const std::vector<BenchRequest>& reqs, c
   Figures f;
   f.stats = run.engine.totals;
   f.preemptions = run.engine.preemptions;
+  f.prefix_queries = run.engine.prefix_cache_queries;
+  f.prefix_hits = run.engine.prefix_cache_hits;
+  f.cached_blocks = run.engine.kv_blocks_cached;
   f.pool_blocks = run.engine.kv_blocks;
   f.completed = run.results.size();
   f.step_bytes = step_bytes;
@@ -137,6 +142,13 @@ nlohmann::json to_json(const BenchSettings& s, const Figures& f) {
           {"kv_usage_mean", static_cast<double>(f.stats.kv_blocks_used) / it / f.pool_blocks},
           {"kv_usage_max", static_cast<double>(f.stats.max_kv_blocks_used) / f.pool_blocks},
           {"preemptions", f.preemptions},
+          {"enable_prefix_caching", s.prefix_caching},
+          {"prefix_cache_queries", f.prefix_queries},
+          {"prefix_cache_hits", f.prefix_hits},
+          {"prefix_cache_hit_rate", f.prefix_queries > 0 ? static_cast<double>(f.prefix_hits) /
+                                                               static_cast<double>(f.prefix_queries)
+                                                         : 0.0},
+          {"kv_blocks_cached", f.cached_blocks},
           {"memory_bandwidth_gbps", f.bw / 1e9},
           {"weight_bytes_per_step", f.step_bytes},
           {"tpot_floor_ms", f.tpot_floor_ms},
@@ -194,6 +206,10 @@ void print_floors(std::ostream& out, const Figures& f, const nlohmann::json& j) 
       << "KV usage                mean " << 100 * j["kv_usage_mean"].get<double>() << " %, max "
       << 100 * j["kv_usage_max"].get<double>() << " % of " << f.pool_blocks << " blocks; "
       << f.preemptions << " preemptions\n"
+      << "prefix cache            " << (j["enable_prefix_caching"].get<bool>() ? "on" : "off")
+      << ": " << f.prefix_hits << " of " << f.prefix_queries << " prompt tokens from the cache ("
+      << 100 * j["prefix_cache_hit_rate"].get<double>() << " %), " << f.cached_blocks
+      << " blocks cached\n"
       << "bandwidth floor         " << f.tpot_floor_ms << " ms per step (" << f.step_bytes / 1e9
       << " GB of weights at " << f.bw / 1e9 << " GB/s); p50 TPOT is "
       << 100 * j["tpot_fraction_of_floor"].get<double>() << " % of it\n"

@@ -36,6 +36,7 @@ struct BenchSettings {
   double max_batch_delay_ms = 0;
   int tp = 1;
   unsigned threads = 0;
+  bool prefix_caching = true;
 };
 
 struct BenchReport {

@@ -113,6 +113,16 @@ std::string ServingMetrics::render(const std::string& model) const {
         static_cast<double>(g_.iteration_sequences));
   gauge("saker:iteration_tokens", "Tokens in the last iteration.",
         static_cast<double>(g_.iteration_tokens));
+  gauge("saker:kv_blocks_used", "KV blocks referenced by sequences.",
+        static_cast<double>(g_.kv_blocks_used));
+  gauge("saker:kv_blocks_free", "KV blocks free, counting cached blocks nobody references.",
+        static_cast<double>(g_.kv_blocks_free));
+  gauge("saker:kv_blocks_cached", "KV blocks in the prefix cache, referenced or not.",
+        static_cast<double>(g_.kv_blocks_cached));
+  counter("vllm:prefix_cache_queries_total", "Prompt tokens looked up in the prefix cache.",
+          static_cast<double>(g_.prefix_cache_queries));
+  counter("vllm:prefix_cache_hits_total", "Prompt tokens found in the prefix cache.",
+          static_cast<double>(g_.prefix_cache_hits));
   counter("saker:iterations_total", "Iterations run.", static_cast<double>(iterations_));
   counter("saker:iteration_seconds_total",
           "Engine thread time in iterations: scheduling, the model, sampling, detokenizing.",
@@ -158,6 +168,11 @@ void ServingMetrics::on_state(const EngineSnapshot& s) {
   g.kv_usage = s.kv_blocks > 0 ? static_cast<double>(s.kv_blocks_used) / s.kv_blocks : 0.0;
   g.iteration_sequences = s.last.sequences;
   g.iteration_tokens = s.last.tokens;
+  g.kv_blocks_used = s.kv_blocks_used;
+  g.kv_blocks_free = s.kv_blocks - s.kv_blocks_used;
+  g.kv_blocks_cached = s.kv_blocks_cached;
+  g.prefix_cache_queries = s.prefix_cache_queries;
+  g.prefix_cache_hits = s.prefix_cache_hits;
   set_gauges(g);
 }
 

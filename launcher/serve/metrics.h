@@ -31,6 +31,11 @@ struct Gauges {
   std::int64_t running = 0, waiting = 0;
   double kv_usage = 0;  // share of the KV pool's blocks in use
   std::int64_t iteration_sequences = 0, iteration_tokens = 0;  // the last iteration's
+  // The block pool: referenced by sequences, free (the free list plus cached blocks nobody
+  // references), and in the prefix cache (referenced or not).
+  std::int64_t kv_blocks_used = 0, kv_blocks_free = 0, kv_blocks_cached = 0;
+  // Prompt tokens looked up in the prefix cache and found there, since the start (counters).
+  std::uint64_t prefix_cache_queries = 0, prefix_cache_hits = 0;
 };
 
 // Fed by the engine (an observer on its thread) and by the routes (refusals).
