@@ -201,8 +201,15 @@ int run_serve(const std::vector<std::string>& args) {
   const auto engine = make_engine(o, comm, queue);
   watchdog.done();
   engine->set_observer(&metrics);
-  spdlog::info("ready: {} ({} KV blocks of {} tokens, {} rank(s))", ctx.model_name,
-               engine->kv_blocks(), engine->block_size(), comm.size());
+  // Capacity: the pool's tokens, and how many sequences of the full context fit at once.
+  const std::int64_t per_sequence =
+      (ctx.max_context + engine->block_size() - 1) / engine->block_size();
+  spdlog::info(
+      "ready: {} ({} KV blocks of {} tokens = {} tokens, {} sequences of {} tokens at once; {} "
+      "rank(s))",
+      ctx.model_name, engine->kv_blocks(), engine->block_size(),
+      engine->kv_blocks() * engine->block_size(), engine->kv_blocks() / per_sequence,
+      ctx.max_context, comm.size());
   engine->serve();
   boost::asio::post(server.io_context(), [&ipc] { ipc.close(); });
   server.stop();
