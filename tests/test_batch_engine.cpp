@@ -5,11 +5,11 @@
 #include <catch2/catch.hpp>
 
 #include "engine/batch_engine.h"
-#include "tests/reference_generate.h"
 #include "engine/model/falcon/falcon.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "tests/batch_invariance.h"
 #include "tests/golden.h"
+#include "tests/reference_generate.h"
 
 using namespace saker;
 using namespace saker::test;

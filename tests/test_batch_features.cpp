@@ -7,10 +7,10 @@
 #include "tests/engine_rig.h"
 
 #include "engine/batch_engine.h"
-#include "tests/reference_generate.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "tests/golden.h"
+#include "tests/reference_generate.h"
 
 using namespace saker;
 using namespace saker::test;

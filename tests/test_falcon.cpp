@@ -9,9 +9,9 @@
 #include <nlohmann/json.hpp>
 #include "tests/golden.h"
 
-#include "tests/reference_generate.h"
 #include "engine/model/falcon/falcon.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "tests/reference_generate.h"
 
 using namespace saker;
 using namespace saker::test;

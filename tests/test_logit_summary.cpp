@@ -13,11 +13,11 @@
 #include "tests/engine_rig.h"
 
 #include "engine/batch_engine.h"
-#include "tests/reference_generate.h"
 #include "engine/logprobs.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/logit_summary.h"
 #include "tests/golden.h"
+#include "tests/reference_generate.h"
 
 using namespace saker;
 using namespace saker::test;

@@ -20,10 +20,11 @@ struct Rig {
   ServingMetrics metrics;
   RequestQueue queue{8};
   Tokenizer tok = Tokenizer::load(test::kFixtures / "tokenizers" / "small384" / "tokenizer.json");
-  ServeContext ctx{queue,  metrics, tok, load_config(test::kFixtures / "gqa8x4-bf16-sharded").vocab_size,
-                   "demo", 2048,    0,   0,
-                   false,  false,   {},  {},
-                   {}};
+  ServeContext ctx{
+      queue,  metrics, tok, load_config(test::kFixtures / "gqa8x4-bf16-sharded").vocab_size,
+      "demo", 2048,    0,   0,
+      false,  false,   {},  {},
+      {}};
   Router router = make_router(ctx);
 
   Routed call(http::verb method, const std::string& target, const std::string& body = "") {

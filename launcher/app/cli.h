@@ -49,7 +49,6 @@ inline constexpr const char* kDtypeHelp =
     "weights: auto (the checkpoint's precision), int8 (weight-only, a scale per output row; CPU "
     "backend), or bf16, fp16, fp32 when the checkpoint stores that";
 
-
 // Threads for the CPU backend: the flag if given, else OMP_NUM_THREADS, else every available core.
 unsigned thread_count(int flag);
 

@@ -12,9 +12,9 @@
 // fixtures_root() so a packed test binary finds them too.
 #include "tests/golden.h"
 
-#include "tests/reference_generate.h"
 #include "engine/model/falcon/falcon.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "tests/reference_generate.h"
 
 using namespace saker;
 using namespace saker::test;
