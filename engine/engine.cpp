@@ -75,6 +75,34 @@ WeightQuant weight_quant(const std::string& d, const Checkpoint& ck) {
   return WeightQuant::kNone;
 }
 
+// --kv-cache-dtype, resolved against the checkpoint and the backend.
+DType resolve_kv_dtype(const std::string& d, const Checkpoint& ck, const Backend& backend,
+                       const std::string& device) {
+  DType t = DType::F32;
+  if (d == "auto") {
+    // The checkpoint's 16-bit dtype; an fp32 (or unknown) checkpoint keeps fp32.
+    const std::optional<DType> weights = ck.weight_dtype();
+    t = weights && (*weights == DType::BF16 || *weights == DType::F16) ? *weights : DType::F32;
+  } else if (d == "fp32" || d == "float32") {
+    t = DType::F32;
+  } else if (d == "bf16" || d == "bfloat16") {
+    t = DType::BF16;
+  } else if (d == "fp16" || d == "float16") {
+    t = DType::F16;
+  } else if (d == "fp8_e4m3" || d == "fp8" || d == "int8") {
+    throw OptionError("kv_cache_dtype", "kv_cache_dtype " + d +
+                                            " is not supported yet; use fp32, bf16, fp16 or auto");
+  } else {
+    throw OptionError("kv_cache_dtype",
+                      "kv_cache_dtype must be auto, fp32, bf16 or fp16, got '" + d + "'");
+  }
+  if (!backend.supports_kv_dtype(t))
+    throw OptionError("kv_cache_dtype", "kv_cache_dtype " + d + " (" + std::string(dtype_name(t)) +
+                                            "): the " + (device.empty() ? "chosen" : device) +
+                                            " backend keeps its KV cache in fp32 only; use fp32");
+  return t;
+}
+
 }  // namespace
 
 RequestLimits read_model_limits(const std::string& model_dir) {
@@ -96,6 +124,7 @@ struct Engine::Parts {
   std::unique_ptr<CollectiveWatchdog> watchdog;
   Communicator* comm = nullptr;
   SchedulerConfig sched;
+  DType kv_dtype = DType::F32;
 };
 
 Engine::Engine(const EngineOptions& o, Communicator& comm, EngineHooks hooks,
@@ -133,6 +162,7 @@ void Engine::load(const EngineOptions& o, Communicator& comm) {
   threads_ = o.threads ? o.threads : usable_cpus();
   p.backend = make_backend(o.device, threads_, p.shape.max_positions);
   backend_ = p.backend.get();
+  p.kv_dtype = resolve_kv_dtype(o.kv_cache_dtype, p.checkpoint, *p.backend, o.device);
   p.model_comm = make_model_communicator(*p.backend, comm);
   // Running out of memory while loading says how much this rank needed and had.
   const std::optional<std::size_t> device_free_before = p.backend->free_memory();
@@ -167,7 +197,7 @@ void Engine::size_kv_pool(const EngineOptions& o, Communicator& comm) {
   const std::string where = "rank " + std::to_string(comm.rank());
   const std::int64_t kv_heads = p.model->local_kv_heads();
   const std::int64_t per_block = 2 * p.shape.layers * kv_heads * p.shape.head_dim * o.block_size *
-                                 static_cast<std::int64_t>(sizeof(float));
+                                 static_cast<std::int64_t>(dtype_size(p.kv_dtype));
   std::int64_t blocks = 0;
   std::size_t budget = 0;
   if (o.kv_cache_tokens > 0) {
@@ -206,7 +236,9 @@ void Engine::size_kv_pool(const EngineOptions& o, Communicator& comm) {
                                             std::to_string(per_block) +
                                             " bytes); raise kv_cache_bytes or lower block_size");
   try {
-    p.cache = std::make_unique<KvCache>(*p.backend, p.model->kv_shape(), blocks, o.block_size);
+    KvShape kv = p.model->kv_shape();
+    kv.dtype = p.kv_dtype;
+    p.cache = std::make_unique<KvCache>(*p.backend, kv, blocks, o.block_size);
   } catch (const std::bad_alloc&) {
     throw std::runtime_error(where + " ran out of memory allocating its KV pool: " +
                              std::to_string(blocks) + " blocks of " + std::to_string(per_block) +
@@ -256,6 +288,9 @@ std::int64_t Engine::kv_blocks() const {
 }
 std::int64_t Engine::block_size() const {
   return parts_->cache->block_size();
+}
+DType Engine::kv_cache_dtype() const {
+  return parts_->kv_dtype;
 }
 int Engine::ranks() const {
   return parts_->comm->size();

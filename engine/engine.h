@@ -45,6 +45,10 @@ struct EngineOptions {
   bool warm_up = false;               // run one iteration end to end before health() says ready
   bool log_requests = false;          // one line per finished request (spdlog, info)
   bool enable_prefix_caching = true;  // reuse cached KV blocks of equal prompt prefixes
+  // Element type of the KV cache: fp32, bf16, fp16, or auto (the checkpoint's 16-bit dtype, fp32
+  // for an fp32 checkpoint, as vLLM's auto). fp32 by default: the exactness tests against
+  // transformers' fp32 logits need it. 16 bits hold twice the tokens in the same bytes.
+  std::string kv_cache_dtype = "fp32";
 };
 
 // An option out of range, naming the EngineOptions field, the value and the limit; frontends
@@ -127,6 +131,7 @@ class Engine {
   const ModelShape& shape() const;
   std::int64_t kv_blocks() const;
   std::int64_t block_size() const;
+  DType kv_cache_dtype() const;  // as resolved (auto → the checkpoint's)
   unsigned threads() const { return threads_; }
   int ranks() const;
   // Weight bytes one decode step streams on this rank (the bandwidth floor's numerator).

@@ -45,14 +45,16 @@ inline std::size_t weight_bytes(const Weight& w) {
          (w.scales ? static_cast<std::size_t>(w.rows) * sizeof(float) : 0);
 }
 
-// One layer's KV storage: [slots][kv_heads][head_dim] for K and for V, where slot =
-// block_table[pos / block_size] * block_size + pos % block_size.
+// One layer's KV storage: [slots][kv_heads][head_dim] elements of `dtype` for K and for V, where
+// slot = block_table[pos / block_size] * block_size + pos % block_size. dtype is F32, BF16 or F16:
+// kv_write rounds fp32 keys and values to it (nearest even), attention widens them back exactly.
 struct KvLayer {
-  float* k = nullptr;
-  float* v = nullptr;
+  void* k = nullptr;
+  void* v = nullptr;
   std::int64_t kv_heads = 0;
   std::int64_t head_dim = 0;
   std::int64_t block_size = 0;
+  DType dtype = DType::F32;
 };
 
 // Where each token of a step sits: its absolute position and its sequence's block table.
@@ -82,6 +84,8 @@ class Backend {
   virtual ~Backend() = default;
 
   virtual std::unique_ptr<Buffer> allocate(std::size_t floats) = 0;
+  // Whether kv_write and attention take a KvLayer of this element type (every backend: F32).
+  virtual bool supports_kv_dtype(DType dtype) const { return dtype == DType::F32; }
   // A copy of host data in backend memory (small fp32 tensors: norms, biases, tables).
   virtual std::unique_ptr<Buffer> upload(std::span<const float> host) = 0;
   // Makes a row-major, stored-precision weight usable by linear and embedding, quantized as

@@ -75,4 +75,33 @@ inline float f16_to_f32(std::uint16_t h) {
   return std::bit_cast<float>(sign | ((exp + 112u) << 23) | (mant << 13));
 }
 
+// binary32 → binary16, round to nearest even (what F16C's vcvtps2ph and CUDA's __float2half_rn
+// give): overflow to infinity, subnormals rounded, NaN kept quiet with its top payload bits.
+inline std::uint16_t f32_to_f16(float f) {
+  const std::uint32_t u = std::bit_cast<std::uint32_t>(f);
+  const auto sign = static_cast<std::uint16_t>((u >> 16) & 0x8000u);
+  const std::uint32_t a = u & 0x7fffffffu;
+  if (a > 0x7f800000u) return static_cast<std::uint16_t>(sign | 0x7e00u | ((a >> 13) & 0x3ffu));
+  // 65520 is halfway between the largest half (65504, odd mantissa) and 65536: it rounds up.
+  if (a >= 0x477ff000u) return static_cast<std::uint16_t>(sign | 0x7c00u);
+  if (a >= 0x38800000u) {  // a normal half: rebias the exponent, round off 13 mantissa bits
+    std::uint32_t r = a - (112u << 23);
+    r += 0xfffu + ((r >> 13) & 1u);
+    return static_cast<std::uint16_t>(sign | (r >> 13));
+  }
+  // Below 2^-14: adding 0.5 (whose ulp is 2^-24, the half subnormal step) lets the FPU round
+  // to nearest even; the bits above 0.5's are the half's (0x400 is the smallest normal).
+  const float shifted = std::bit_cast<float>(a) + 0.5f;
+  return static_cast<std::uint16_t>(sign | (std::bit_cast<std::uint32_t>(shifted) - 0x3f000000u));
+}
+
+inline float round_to_f16(float f) {
+  return f16_to_f32(f32_to_f16(f));
+}
+
+// The element types a KV cache may hold (EngineOptions::kv_cache_dtype).
+constexpr bool is_kv_dtype(DType t) {
+  return t == DType::F32 || t == DType::BF16 || t == DType::F16;
+}
+
 }  // namespace saker

@@ -188,3 +188,35 @@ TEST_CASE("the engine refuses bad requests and options, naming the field and the
           b.kv_cache_bytes = 100;
         }) == "kv_cache_bytes");
 }
+
+TEST_CASE("kv_cache_dtype: the pool holds twice the tokens in 16 bits, auto follows the checkpoint",
+          "[engine][kv_dtype]") {
+  SingleRankCommunicator single;
+  auto built = [&](const std::filesystem::path& dir, const std::string& dtype) {
+    EngineOptions o = engine_options(dir);
+    o.kv_cache_tokens = 0;
+    o.kv_cache_bytes = std::size_t{1} << 20;
+    o.kv_cache_dtype = dtype;
+    return std::make_unique<Engine>(o, single);
+  };
+  const auto f32 = built(kModel, "fp32");
+  CHECK(f32->kv_cache_dtype() == DType::F32);
+  for (const char* d : {"bf16", "fp16"}) {
+    const auto e = built(kModel, d);
+    CHECK(e->kv_cache_dtype() == (std::string(d) == "bf16" ? DType::BF16 : DType::F16));
+    CHECK(e->kv_blocks() / 2 == f32->kv_blocks());  // floor(2x / per_block) is 2n or 2n + 1
+  }
+  CHECK(built(kModel, "auto")->kv_cache_dtype() == DType::F32);  // an fp32 checkpoint
+  CHECK(built(kFixtures / "mqa7-bf16", "auto")->kv_cache_dtype() == DType::BF16);
+  for (const char* d : {"fp8_e4m3", "int8", "fp64"}) {
+    EngineOptions o = engine_options(kModel);
+    o.kv_cache_dtype = d;
+    try {
+      Engine broken(o, single);
+      FAIL("accepted kv_cache_dtype " << d);
+    } catch (const OptionError& err) {
+      CHECK(err.field() == "kv_cache_dtype");
+      if (std::string(d) != "fp64") CHECK_THAT(err.what(), Catch::Contains("not supported yet"));
+    }
+  }
+}

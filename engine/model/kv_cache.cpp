@@ -11,8 +11,14 @@ KvCache::KvCache(Backend& backend, const KvShape& shape, std::int64_t num_blocks
   if (num_blocks <= 0 || block_size <= 0)
     throw std::invalid_argument("KV cache needs a positive number of blocks and block size, got " +
                                 std::to_string(num_blocks) + " x " + std::to_string(block_size));
-  const auto floats =
+  if (!is_kv_dtype(shape.dtype))
+    throw std::invalid_argument("a KV cache holds F32, BF16 or F16 elements, not " +
+                                std::string(dtype_name(shape.dtype)));
+  // Buffers count floats: 16-bit elements take half as many, rounded up.
+  const auto elements =
       static_cast<std::size_t>(num_blocks * block_size * shape.kv_heads * shape.head_dim);
+  const std::size_t floats =
+      (elements * dtype_size(shape.dtype) + sizeof(float) - 1) / sizeof(float);
   for (std::int64_t l = 0; l < shape.layers; ++l) {
     k_.push_back(backend.allocate(floats));
     v_.push_back(backend.allocate(floats));
@@ -20,7 +26,8 @@ KvCache::KvCache(Backend& backend, const KvShape& shape, std::int64_t num_blocks
 }
 
 KvLayer KvCache::layer(std::int64_t l) const {
-  return KvLayer{k_[l]->data(), v_[l]->data(), shape_.kv_heads, shape_.head_dim, block_size_};
+  return KvLayer{k_[l]->data(),   v_[l]->data(), shape_.kv_heads,
+                 shape_.head_dim, block_size_,   shape_.dtype};
 }
 
 std::size_t KvCache::bytes() const {

@@ -11,13 +11,15 @@
 
 namespace saker {
 
-// What one rank's pool holds per token: K and V of kv_heads heads of head_dim floats, per layer.
+// What one rank's pool holds per token: K and V of kv_heads heads of head_dim elements of dtype
+// (F32, BF16 or F16), per layer.
 struct KvShape {
   std::int64_t layers = 0;
   std::int64_t kv_heads = 0;  // this rank's
   std::int64_t head_dim = 0;
+  DType dtype = DType::F32;
   std::size_t bytes_per_token() const {
-    return static_cast<std::size_t>(2 * layers * kv_heads * head_dim) * sizeof(float);
+    return static_cast<std::size_t>(2 * layers * kv_heads * head_dim) * dtype_size(dtype);
   }
 };
 
@@ -31,6 +33,7 @@ class KvCache {
   std::int64_t block_size() const { return block_size_; }
   std::int64_t capacity_tokens() const { return num_blocks_ * block_size_; }
   std::size_t bytes() const;
+  DType dtype() const { return shape_.dtype; }
 
   // Blocks needed for `tokens` tokens.
   std::int64_t blocks_for(std::int64_t tokens) const {
@@ -40,7 +43,7 @@ class KvCache {
  private:
   KvShape shape_;
   std::int64_t num_blocks_, block_size_;
-  std::vector<std::unique_ptr<Buffer>> k_, v_;  // per layer: [slots][kv_heads][head_dim]
+  std::vector<std::unique_ptr<Buffer>> k_, v_;  // per layer: [slots][kv_heads][head_dim] of dtype
 };
 
 }  // namespace saker

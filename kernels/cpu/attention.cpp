@@ -3,7 +3,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
+#include <stdexcept>
+#include <type_traits>
 
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/vec_math.h"
@@ -39,10 +42,30 @@ class SlotWalker {
   std::int64_t block_size_, block_ = 0, offset_ = 0;
 };
 
+// The cache's 16-bit element types (KvLayer::dtype), as distinct types so that each kernel is
+// instantiated per element type; float is the fp32 cache.
+struct Bf16 {
+  std::uint16_t bits;
+};
+struct F16 {
+  std::uint16_t bits;
+};
+
+// Widening is exact, so the arithmetic after it is the fp32 cache's, in the same order.
+inline float widen(float x) {
+  return x;
+}
+inline float widen(Bf16 x) {
+  return bf16_to_f32(x.bits);
+}
+inline float widen(F16 x) {
+  return f16_to_f32(x.bits);
+}
+
 // Requests the cache lines of [p, p + bytes): into L1, or into L2 for later. Keys and values sit
-// a row every kv_heads * head_dim floats in shuffled blocks, which the hardware prefetchers do
+// a row every kv_heads * head_dim elements in shuffled blocks, which the hardware prefetchers do
 // not follow.
-inline void prefetch_row(const float* p, std::int64_t bytes, bool to_l1) {
+inline void prefetch_row(const char* p, std::int64_t bytes, bool to_l1) {
   const auto first = reinterpret_cast<std::uintptr_t>(p) & ~std::uintptr_t{63};
   const auto last = reinterpret_cast<std::uintptr_t>(p) + static_cast<std::uintptr_t>(bytes) - 1;
   for (std::uintptr_t line = first; line <= last; line += 64) {
@@ -57,9 +80,15 @@ inline void prefetch_row(const float* p, std::int64_t bytes, bool to_l1) {
 // p.V pass.
 class KvPrefetcher {
  public:
-  KvPrefetcher(const TokenPlace& p, std::int64_t block_size, const float* k, const float* v,
+  // row_stride and row_bytes in bytes.
+  KvPrefetcher(const TokenPlace& p, std::int64_t block_size, const void* k, const void* v,
                std::int64_t row_stride, std::int64_t row_bytes, std::int64_t n_keys)
-      : walk_(p, block_size), k_(k), v_(v), stride_(row_stride), bytes_(row_bytes), left_(n_keys) {}
+      : walk_(p, block_size),
+        k_(static_cast<const char*>(k)),
+        v_(static_cast<const char*>(v)),
+        stride_(row_stride),
+        bytes_(row_bytes),
+        left_(n_keys) {}
   void next(std::int64_t keys) {
     for (; keys > 0 && left_ > 0; --keys, --left_) {
       const std::int64_t off = walk_.next() * stride_;
@@ -70,7 +99,7 @@ class KvPrefetcher {
 
  private:
   SlotWalker walk_;
-  const float *k_, *v_;
+  const char *k_, *v_;
   std::int64_t stride_, bytes_, left_;
 };
 
@@ -84,9 +113,10 @@ struct Job {
   float slope[kAttentionMaxHeads];
   bool alibi;
   float scale;
-  const float* k;  // the group's key in slot 0; slot s at k + s * row_stride
-  const float* v;
-  std::int64_t row_stride;
+  const void*
+      k;  // the group's key in slot 0 (elements of the cache's type); slot s at k + s * row_stride
+  const void* v;
+  std::int64_t row_stride;  // elements
   const TokenPlace* place;
   std::int64_t block_size;
 };
@@ -105,17 +135,18 @@ float tree_max(float* a) {
   return a[0];
 }
 
+template <typename E>
 void dots_portable(const Job& J) {
   SlotWalker walk(*J.place, J.block_size);
   for (std::int64_t j = 0; j < J.n_keys; ++j) {
-    const float* k = J.k + walk.next() * J.row_stride;
+    const E* k = static_cast<const E*>(J.k) + walk.next() * J.row_stride;
     for (int h = 0; h < J.heads; ++h) {
       float acc[kLanes] = {};
       for (std::int64_t c = 0; c < J.hd; c += kLanes)
         for (int l = 0; l < kLanes; ++l) {
           const std::int64_t d = c + l;
           const bool in = d < J.hd;
-          acc[l] = std::fma(in ? J.q[h][d] : 0.0f, in ? k[d] : 0.0f, acc[l]);
+          acc[l] = std::fma(in ? J.q[h][d] : 0.0f, in ? widen(k[d]) : 0.0f, acc[l]);
         }
       J.p[h][j] = tree_sum(acc);
     }
@@ -143,20 +174,23 @@ void softmax_portable(const Job& J, int h) {
   for (std::int64_t j = 0; j < J.n_keys; ++j) s[j] = s[j] * inv;
 }
 
+template <typename E>
 void pv_portable(const Job& J) {
   for (int h = 0; h < J.heads; ++h) std::fill_n(J.out[h], J.hd, 0.0f);
   SlotWalker walk(*J.place, J.block_size);
   for (std::int64_t j = 0; j < J.n_keys; ++j) {
-    const float* v = J.v + walk.next() * J.row_stride;
+    const E* v = static_cast<const E*>(J.v) + walk.next() * J.row_stride;
     for (int h = 0; h < J.heads; ++h)
-      for (std::int64_t d = 0; d < J.hd; ++d) J.out[h][d] = std::fma(J.p[h][j], v[d], J.out[h][d]);
+      for (std::int64_t d = 0; d < J.hd; ++d)
+        J.out[h][d] = std::fma(J.p[h][j], widen(v[d]), J.out[h][d]);
   }
 }
 
+template <typename E>
 void run_portable(const Job& J) {
-  dots_portable(J);
+  dots_portable<E>(J);
   for (int h = 0; h < J.heads; ++h) softmax_portable(J, h);
-  pv_portable(J);
+  pv_portable<E>(J);
 }
 
 // --- AVX2: 16 lanes as two vectors of 8 ------------------------------------------------------
@@ -193,8 +227,34 @@ SAKER_TARGET_AVX2 inline __m256 round_to_bf16(__m256 x) {
   return _mm256_castsi256_ps(_mm256_blendv_epi8(rounded, quiet, nan));
 }
 
+// 8 elements widened to fp32.
+SAKER_TARGET_AVX2 inline __m256 load8(const float* p) {
+  return _mm256_loadu_ps(p);
+}
+SAKER_TARGET_AVX2 inline __m256 load8(const Bf16* p) {
+  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+SAKER_TARGET_AVX2 inline __m256 load8(const F16* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+// Lanes [0, count) of p (count may be <= 0 or > 8), the others zero: the masked load for fp32;
+// AVX2 has no 16-bit masked load, so a zero-padded copy for 16-bit elements.
+template <typename E>
+SAKER_TARGET_AVX2 inline __m256 load8_first(const E* p, std::int64_t count) {
+  if constexpr (std::is_same_v<E, float>) {
+    return _mm256_maskload_ps(p, mask8(count));
+  } else {
+    E tmp[8] = {};
+    std::memcpy(tmp, p,
+                static_cast<std::size_t>(std::clamp<std::int64_t>(count, 0, 8)) * sizeof(E));
+    return load8(tmp);
+  }
+}
+
 // Dots of 4 keys with one query; tree steps shared across the 4 by transposing as it goes.
-SAKER_TARGET_AVX2 void dots4_avx2(const float* q, const float* const* rows, std::int64_t hd,
+template <typename E>
+SAKER_TARGET_AVX2 void dots4_avx2(const float* q, const E* const* rows, std::int64_t hd,
                                   float* dst) {
   __m256 lo[4], hi[4];
   for (int i = 0; i < 4; ++i) lo[i] = hi[i] = _mm256_setzero_ps();
@@ -202,16 +262,16 @@ SAKER_TARGET_AVX2 void dots4_avx2(const float* q, const float* const* rows, std:
   for (; c + kLanes <= hd; c += kLanes) {
     const __m256 q0 = _mm256_loadu_ps(q + c), q1 = _mm256_loadu_ps(q + c + 8);
     for (int i = 0; i < 4; ++i) {
-      lo[i] = _mm256_fmadd_ps(q0, _mm256_loadu_ps(rows[i] + c), lo[i]);
-      hi[i] = _mm256_fmadd_ps(q1, _mm256_loadu_ps(rows[i] + c + 8), hi[i]);
+      lo[i] = _mm256_fmadd_ps(q0, load8(rows[i] + c), lo[i]);
+      hi[i] = _mm256_fmadd_ps(q1, load8(rows[i] + c + 8), hi[i]);
     }
   }
   if (c < hd) {
     const __m256i m0 = mask8(hd - c), m1 = mask8(hd - c - 8);
     const __m256 q0 = _mm256_maskload_ps(q + c, m0), q1 = _mm256_maskload_ps(q + c + 8, m1);
     for (int i = 0; i < 4; ++i) {
-      lo[i] = _mm256_fmadd_ps(q0, _mm256_maskload_ps(rows[i] + c, m0), lo[i]);
-      hi[i] = _mm256_fmadd_ps(q1, _mm256_maskload_ps(rows[i] + c + 8, m1), hi[i]);
+      lo[i] = _mm256_fmadd_ps(q0, load8_first(rows[i] + c, hd - c), lo[i]);
+      hi[i] = _mm256_fmadd_ps(q1, load8_first(rows[i] + c + 8, hd - c - 8), hi[i]);
     }
   }
   __m256 s8[4];
@@ -230,16 +290,19 @@ SAKER_TARGET_AVX2 void dots4_avx2(const float* q, const float* const* rows, std:
   _mm_storeu_ps(dst, _mm_unpacklo_ps(_mm256_castps256_ps128(z), _mm256_extractf128_ps(z, 1)));
 }
 
+template <typename E>
 SAKER_TARGET_AVX2 void dots_avx2(const Job& J) {
   SlotWalker walk(*J.place, J.block_size);
-  KvPrefetcher ahead(*J.place, J.block_size, J.k, J.v, J.row_stride, J.hd * 4, J.n_keys);
+  KvPrefetcher ahead(*J.place, J.block_size, J.k, J.v, J.row_stride * sizeof(E), J.hd * sizeof(E),
+                     J.n_keys);
   ahead.next(kPrefetchKeys);
-  const float* rows[4];
+  const E* const k = static_cast<const E*>(J.k);
+  const E* rows[4];
   for (std::int64_t j0 = 0; j0 < J.n_keys; j0 += 4) {
     ahead.next(4);
     const std::int64_t count = std::min<std::int64_t>(4, J.n_keys - j0);
     for (std::int64_t i = 0; i < 4; ++i)
-      rows[i] = i < count ? J.k + walk.next() * J.row_stride : rows[count - 1];
+      rows[i] = i < count ? k + walk.next() * J.row_stride : rows[count - 1];
     for (int h = 0; h < J.heads; ++h) {
       float d[4];
       dots4_avx2(J.q[h], rows, J.hd, d);
@@ -283,24 +346,29 @@ SAKER_TARGET_AVX2 void softmax_avx2(const Job& J, int h) {
 }
 
 // out[h0 + h][d0, d0 + 8 * NV) for NH heads; `last` masks the last vector's lanes in hd.
-template <int NH, int NV>
-SAKER_TARGET_AVX2 void pv_tile_avx2(const Job& J, int h0, std::int64_t d0, __m256i last) {
+template <typename E, int NH, int NV>
+SAKER_TARGET_AVX2 void pv_tile_avx2(const Job& J, int h0, std::int64_t d0, __m256i last,
+                                    std::int64_t last_n) {
   __m256 acc[NH][NV];
 #pragma GCC unroll 4
   for (int h = 0; h < NH; ++h)
 #pragma GCC unroll 4
     for (int c = 0; c < NV; ++c) acc[h][c] = _mm256_setzero_ps();
   SlotWalker walk(*J.place, J.block_size);
-  KvPrefetcher ahead(*J.place, J.block_size, J.v + d0, nullptr, J.row_stride,
-                     std::min<std::int64_t>(J.hd - d0, NV * 8) * 4, J.n_keys);
+  const E* const vbase = static_cast<const E*>(J.v) + d0;
+  KvPrefetcher ahead(*J.place, J.block_size, vbase, nullptr, J.row_stride * sizeof(E),
+                     std::min<std::int64_t>(J.hd - d0, NV * 8) * sizeof(E), J.n_keys);
   ahead.next(kPrefetchKeys);
   for (std::int64_t j = 0; j < J.n_keys; ++j) {
     ahead.next(1);
-    const float* v = J.v + walk.next() * J.row_stride + d0;
+    const E* v = vbase + walk.next() * J.row_stride;
     __m256 vv[NV];
 #pragma GCC unroll 4
-    for (int c = 0; c + 1 < NV; ++c) vv[c] = _mm256_loadu_ps(v + 8 * c);
-    vv[NV - 1] = _mm256_maskload_ps(v + 8 * (NV - 1), last);
+    for (int c = 0; c + 1 < NV; ++c) vv[c] = load8(v + 8 * c);
+    if constexpr (std::is_same_v<E, float>)
+      vv[NV - 1] = _mm256_maskload_ps(v + 8 * (NV - 1), last);
+    else
+      vv[NV - 1] = load8_first(v + 8 * (NV - 1), last_n);
 #pragma GCC unroll 4
     for (int h = 0; h < NH; ++h) {
       const __m256 p = _mm256_broadcast_ss(J.p[h0 + h] + j);
@@ -316,21 +384,24 @@ SAKER_TARGET_AVX2 void pv_tile_avx2(const Job& J, int h0, std::int64_t d0, __m25
   }
 }
 
-using PvTileAvx2 = void (*)(const Job&, int, std::int64_t, __m256i);
+using PvTileAvx2 = void (*)(const Job&, int, std::int64_t, __m256i, std::int64_t);
 // [heads - 1][vectors - 1]: 2 heads x 4 vectors of accumulators fit the 16 registers.
+template <typename E>
 constexpr PvTileAvx2 kPvAvx2[2][4] = {
-    {pv_tile_avx2<1, 1>, pv_tile_avx2<1, 2>, pv_tile_avx2<1, 3>, pv_tile_avx2<1, 4>},
-    {pv_tile_avx2<2, 1>, pv_tile_avx2<2, 2>, pv_tile_avx2<2, 3>, pv_tile_avx2<2, 4>}};
+    {pv_tile_avx2<E, 1, 1>, pv_tile_avx2<E, 1, 2>, pv_tile_avx2<E, 1, 3>, pv_tile_avx2<E, 1, 4>},
+    {pv_tile_avx2<E, 2, 1>, pv_tile_avx2<E, 2, 2>, pv_tile_avx2<E, 2, 3>, pv_tile_avx2<E, 2, 4>}};
 
+template <typename E>
 SAKER_TARGET_AVX2 void run_avx2(const Job& J) {
-  dots_avx2(J);
+  dots_avx2<E>(J);
   for (int h = 0; h < J.heads; ++h) softmax_avx2(J, h);
   for (std::int64_t d0 = 0; d0 < J.hd; d0 += 32) {
     const std::int64_t width = std::min<std::int64_t>(32, J.hd - d0);
     const std::int64_t nv = (width + 7) / 8;
-    const __m256i last = mask8(width - 8 * (nv - 1));
+    const std::int64_t last_n = width - 8 * (nv - 1);
+    const __m256i last = mask8(last_n);
     for (int h0 = 0; h0 < J.heads; h0 += 2)
-      kPvAvx2[std::min(2, J.heads - h0) - 1][nv - 1](J, h0, d0, last);
+      kPvAvx2<E>[std::min(2, J.heads - h0) - 1][nv - 1](J, h0, d0, last, last_n);
   }
 }
 
@@ -371,9 +442,32 @@ SAKER_TARGET_AVX512 inline __m512 round_to_bf16(__m512 x) {
   return _mm512_castsi512_ps(_mm512_mask_blend_epi32(nan, rounded, quiet));
 }
 
+// 16 elements widened to fp32: all, or the lanes of m (the others zero).
+SAKER_TARGET_AVX512 inline __m512 load16(const float* p) {
+  return _mm512_loadu_ps(p);
+}
+SAKER_TARGET_AVX512 inline __m512 load16(const Bf16* p) {
+  const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+SAKER_TARGET_AVX512 inline __m512 load16(const F16* p) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+SAKER_TARGET_AVX512 inline __m512 load16(__mmask16 m, const float* p) {
+  return _mm512_maskz_loadu_ps(m, p);
+}
+SAKER_TARGET_AVX512 inline __m512 load16(__mmask16 m, const Bf16* p) {
+  const __m256i h = _mm256_maskz_loadu_epi16(m, p);
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+SAKER_TARGET_AVX512 inline __m512 load16(__mmask16 m, const F16* p) {
+  return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
+}
+
 // Dots of 16 keys with one query: each key's 16 lane sums, then the tree steps of all 16 keys
 // at once by transposing as it goes (every add is the same lane pair the tree adds).
-SAKER_TARGET_AVX512 void dots16_avx512(const float* q, const float* const* rows, std::int64_t hd,
+template <typename E>
+SAKER_TARGET_AVX512 void dots16_avx512(const float* q, const E* const* rows, std::int64_t hd,
                                        float* dst) {
   __m512 acc[16];
   for (int i = 0; i < 16; ++i) acc[i] = _mm512_setzero_ps();
@@ -381,14 +475,13 @@ SAKER_TARGET_AVX512 void dots16_avx512(const float* q, const float* const* rows,
   for (; c + kLanes <= hd; c += kLanes) {
     const __m512 qc = _mm512_loadu_ps(q + c);
 #pragma GCC unroll 16
-    for (int i = 0; i < 16; ++i) acc[i] = _mm512_fmadd_ps(qc, _mm512_loadu_ps(rows[i] + c), acc[i]);
+    for (int i = 0; i < 16; ++i) acc[i] = _mm512_fmadd_ps(qc, load16(rows[i] + c), acc[i]);
   }
   if (c < hd) {
     const __mmask16 m = mask16(hd - c);
     const __m512 qc = _mm512_maskz_loadu_ps(m, q + c);
 #pragma GCC unroll 16
-    for (int i = 0; i < 16; ++i)
-      acc[i] = _mm512_fmadd_ps(qc, _mm512_maskz_loadu_ps(m, rows[i] + c), acc[i]);
+    for (int i = 0; i < 16; ++i) acc[i] = _mm512_fmadd_ps(qc, load16(m, rows[i] + c), acc[i]);
   }
   // 16 -> 8: w[i] = [key 2i | key 2i+1], 8 lanes each.
   __m512 w[8];
@@ -412,16 +505,19 @@ SAKER_TARGET_AVX512 void dots16_avx512(const float* q, const float* const* rows,
   _mm512_storeu_ps(dst, _mm512_permutexvar_ps(order, z));
 }
 
+template <typename E>
 SAKER_TARGET_AVX512 void dots_avx512(const Job& J) {
   SlotWalker walk(*J.place, J.block_size);
-  KvPrefetcher ahead(*J.place, J.block_size, J.k, J.v, J.row_stride, J.hd * 4, J.n_keys);
+  KvPrefetcher ahead(*J.place, J.block_size, J.k, J.v, J.row_stride * sizeof(E), J.hd * sizeof(E),
+                     J.n_keys);
   ahead.next(kPrefetchKeys);
-  const float* rows[16];
+  const E* const k = static_cast<const E*>(J.k);
+  const E* rows[16];
   for (std::int64_t j0 = 0; j0 < J.n_keys; j0 += 16) {
     ahead.next(16);
     const std::int64_t count = std::min<std::int64_t>(16, J.n_keys - j0);
     for (std::int64_t i = 0; i < 16; ++i)
-      rows[i] = i < count ? J.k + walk.next() * J.row_stride : rows[count - 1];
+      rows[i] = i < count ? k + walk.next() * J.row_stride : rows[count - 1];
     // Rows past the last key repeat it; their dots land in the row's padding.
     for (int h = 0; h < J.heads; ++h) dots16_avx512(J.q[h], rows, J.hd, J.p[h] + j0);
   }
@@ -458,7 +554,7 @@ SAKER_TARGET_AVX512 void softmax_avx512(const Job& J, int h) {
   }
 }
 
-template <int NH, int NV>
+template <typename E, int NH, int NV>
 SAKER_TARGET_AVX512 void pv_tile_avx512(const Job& J, int h0, std::int64_t d0, __mmask16 last) {
   __m512 acc[NH][NV];
 #pragma GCC unroll 4
@@ -466,16 +562,17 @@ SAKER_TARGET_AVX512 void pv_tile_avx512(const Job& J, int h0, std::int64_t d0, _
 #pragma GCC unroll 4
     for (int c = 0; c < NV; ++c) acc[h][c] = _mm512_setzero_ps();
   SlotWalker walk(*J.place, J.block_size);
-  KvPrefetcher ahead(*J.place, J.block_size, J.v + d0, nullptr, J.row_stride,
-                     std::min<std::int64_t>(J.hd - d0, NV * kLanes) * 4, J.n_keys);
+  const E* const vbase = static_cast<const E*>(J.v) + d0;
+  KvPrefetcher ahead(*J.place, J.block_size, vbase, nullptr, J.row_stride * sizeof(E),
+                     std::min<std::int64_t>(J.hd - d0, NV * kLanes) * sizeof(E), J.n_keys);
   ahead.next(kPrefetchKeys);
   for (std::int64_t j = 0; j < J.n_keys; ++j) {
     ahead.next(1);
-    const float* v = J.v + walk.next() * J.row_stride + d0;
+    const E* v = vbase + walk.next() * J.row_stride;
     __m512 vv[NV];
 #pragma GCC unroll 4
-    for (int c = 0; c + 1 < NV; ++c) vv[c] = _mm512_loadu_ps(v + kLanes * c);
-    vv[NV - 1] = _mm512_maskz_loadu_ps(last, v + kLanes * (NV - 1));
+    for (int c = 0; c + 1 < NV; ++c) vv[c] = load16(v + kLanes * c);
+    vv[NV - 1] = load16(last, v + kLanes * (NV - 1));
 #pragma GCC unroll 4
     for (int h = 0; h < NH; ++h) {
       const __m512 p = _mm512_set1_ps(J.p[h0 + h][j]);
@@ -493,21 +590,38 @@ SAKER_TARGET_AVX512 void pv_tile_avx512(const Job& J, int h0, std::int64_t d0, _
 
 using PvTileAvx512 = void (*)(const Job&, int, std::int64_t, __mmask16);
 // [heads - 1][vectors - 1]: up to 4 heads x 4 vectors (64 floats) of accumulators.
-constexpr PvTileAvx512 kPvAvx512[4][4] = {
-    {pv_tile_avx512<1, 1>, pv_tile_avx512<1, 2>, pv_tile_avx512<1, 3>, pv_tile_avx512<1, 4>},
-    {pv_tile_avx512<2, 1>, pv_tile_avx512<2, 2>, pv_tile_avx512<2, 3>, pv_tile_avx512<2, 4>},
-    {pv_tile_avx512<3, 1>, pv_tile_avx512<3, 2>, pv_tile_avx512<3, 3>, pv_tile_avx512<3, 4>},
-    {pv_tile_avx512<4, 1>, pv_tile_avx512<4, 2>, pv_tile_avx512<4, 3>, pv_tile_avx512<4, 4>}};
+template <typename E>
+constexpr PvTileAvx512 kPvAvx512[4][4] = {{pv_tile_avx512<E, 1, 1>, pv_tile_avx512<E, 1, 2>,
+                                           pv_tile_avx512<E, 1, 3>, pv_tile_avx512<E, 1, 4>},
+                                          {pv_tile_avx512<E, 2, 1>, pv_tile_avx512<E, 2, 2>,
+                                           pv_tile_avx512<E, 2, 3>, pv_tile_avx512<E, 2, 4>},
+                                          {pv_tile_avx512<E, 3, 1>, pv_tile_avx512<E, 3, 2>,
+                                           pv_tile_avx512<E, 3, 3>, pv_tile_avx512<E, 3, 4>},
+                                          {pv_tile_avx512<E, 4, 1>, pv_tile_avx512<E, 4, 2>,
+                                           pv_tile_avx512<E, 4, 3>, pv_tile_avx512<E, 4, 4>}};
 
+template <typename E>
 SAKER_TARGET_AVX512 void run_avx512(const Job& J) {
-  dots_avx512(J);
+  dots_avx512<E>(J);
   for (int h = 0; h < J.heads; ++h) softmax_avx512(J, h);
   for (std::int64_t d0 = 0; d0 < J.hd; d0 += 4 * kLanes) {
     const std::int64_t width = std::min<std::int64_t>(4 * kLanes, J.hd - d0);
     const std::int64_t nv = (width + kLanes - 1) / kLanes;
     const __mmask16 last = mask16(width - kLanes * (nv - 1));
     for (int h0 = 0; h0 < J.heads; h0 += 4)
-      kPvAvx512[std::min(4, J.heads - h0) - 1][nv - 1](J, h0, d0, last);
+      kPvAvx512<E>[std::min(4, J.heads - h0) - 1][nv - 1](J, h0, d0, last);
+  }
+}
+
+template <typename E>
+void run(Isa isa, const Job& J) {
+  switch (isa) {
+    case Isa::kAvx512:
+      return run_avx512<E>(J);
+    case Isa::kAvx2:
+      return run_avx2<E>(J);
+    case Isa::kPortable:
+      return run_portable<E>(J);
   }
 }
 
@@ -538,19 +652,23 @@ void attention_heads(Isa isa, const float* qkv, std::span<const TokenPlace> plac
     J.out[i] = out + (t * s.heads + head) * hd;
     J.slope[i] = J.alibi ? s.alibi_slopes[head] : 0.0f;
   }
-  J.k = kv.k + group * hd;
-  J.v = kv.v + group * hd;
+  const std::int64_t group_bytes = group * hd * static_cast<std::int64_t>(dtype_size(kv.dtype));
+  J.k = static_cast<const char*>(kv.k) + group_bytes;
+  J.v = static_cast<const char*>(kv.v) + group_bytes;
   J.row_stride = kv.kv_heads * hd;
   J.place = &places[t];
   J.block_size = kv.block_size;
-  switch (isa) {
-    case Isa::kAvx512:
-      return run_avx512(J);
-    case Isa::kAvx2:
-      return run_avx2(J);
-    case Isa::kPortable:
-      return run_portable(J);
+  switch (kv.dtype) {
+    case DType::F32:
+      return run<float>(isa, J);
+    case DType::BF16:
+      return run<Bf16>(isa, J);
+    case DType::F16:
+      return run<F16>(isa, J);
+    case DType::I8:
+      break;
   }
+  throw std::invalid_argument("attention: a KV cache holds F32, BF16 or F16 elements");
 }
 
 }  // namespace saker::cpu

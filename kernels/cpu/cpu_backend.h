@@ -25,6 +25,8 @@ class CpuBackend final : public Backend {
   std::size_t read_weights();
 
   std::unique_ptr<Buffer> allocate(std::size_t floats) override;
+  // fp32, and bf16 / fp16 rounded by kv_write and widened exactly by attention.
+  bool supports_kv_dtype(DType dtype) const override { return is_kv_dtype(dtype); }
   std::unique_ptr<Buffer> upload(std::span<const float> host) override;
   // Packs the weight into panels (cpu/linear.h) in memory of its own, on huge pages where the
   // system allows, quantizing to int8 if asked.

@@ -130,18 +130,43 @@ void rotary_rows(float* qkv, std::span<const TokenPlace> places, const Attention
   }
 }
 
+namespace {
+// Writes one head's fp32 row as the cache's element type. The rounding is scalar and the same on
+// every ISA (it is a sliver of a step's work), so every path stores the same bits.
+void store_head(const float* src, std::int64_t n, DType dtype, void* base, std::int64_t off) {
+  switch (dtype) {
+    case DType::F32:
+      std::memcpy(static_cast<float*>(base) + off, src,
+                  static_cast<std::size_t>(n) * sizeof(float));
+      return;
+    case DType::BF16: {
+      auto* dst = static_cast<std::uint16_t*>(base) + off;
+      for (std::int64_t i = 0; i < n; ++i) dst[i] = f32_to_bf16(src[i]);
+      return;
+    }
+    case DType::F16: {
+      auto* dst = static_cast<std::uint16_t*>(base) + off;
+      for (std::int64_t i = 0; i < n; ++i) dst[i] = f32_to_f16(src[i]);
+      return;
+    }
+    case DType::I8:
+      break;
+  }
+  throw std::invalid_argument("kv_write: a KV cache holds F32, BF16 or F16 elements");
+}
+}  // namespace
+
 void kv_write_rows(const float* qkv, std::span<const TokenPlace> places, const AttentionShape& s,
                    const KvLayer& kv, std::int64_t row_begin, std::int64_t row_end) {
   const QkvLayout L(s);
   const std::int64_t stride = s.kv_heads * L.group_stride;
-  const std::size_t bytes = s.head_dim * sizeof(float);
   for (std::int64_t t = row_begin; t < row_end; ++t) {
     const float* row = qkv + t * stride;
     const std::int64_t slot = kv_slot(places[t], places[t].pos, kv.block_size);
     for (std::int64_t g = 0; g < s.kv_heads; ++g) {
       const std::int64_t off = (slot * kv.kv_heads + g) * kv.head_dim;
-      std::memcpy(kv.k + off, row + L.k(g), bytes);
-      std::memcpy(kv.v + off, row + L.v(g), bytes);
+      store_head(row + L.k(g), s.head_dim, kv.dtype, kv.k, off);
+      store_head(row + L.v(g), s.head_dim, kv.dtype, kv.v, off);
     }
   }
 }

@@ -85,8 +85,8 @@ __global__ void kv_write_kernel(const float* qkv, DevicePlaces p, Layout L, KvLa
   for (int i = threadIdx.x; i < items; i += blockDim.x) {
     const int g = i / L.hd, d = i % L.hd;
     const std::int64_t off = (slot * kv.kv_heads + g) * kv.head_dim + d;
-    kv.k[off] = row[L.k(g) + d];
-    kv.v[off] = row[L.v(g) + d];
+    static_cast<float*>(kv.k)[off] = row[L.k(g) + d];
+    static_cast<float*>(kv.v)[off] = row[L.v(g) + d];
   }
 }
 
@@ -111,12 +111,12 @@ __global__ void rotary_kv_write_kernel(float* qkv, DevicePlaces p, Layout L, con
       rotate_pair(head + d, head + d + half, cs[2 * d], cs[2 * d + 1]);
       if (h >= L.heads) {
         const std::int64_t off = (slot * kv.kv_heads + (h - L.heads)) * kv.head_dim + d;
-        kv.k[off] = head[d];
-        kv.k[off + half] = head[d + half];
+        static_cast<float*>(kv.k)[off] = head[d];
+        static_cast<float*>(kv.k)[off + half] = head[d + half];
       }
     } else {
       const int g = (i - pairs) / L.hd, d = (i - pairs) % L.hd;
-      kv.v[(slot * kv.kv_heads + g) * kv.head_dim + d] = row[L.v(g) + d];
+      static_cast<float*>(kv.v)[(slot * kv.kv_heads + g) * kv.head_dim + d] = row[L.v(g) + d];
     }
   }
 }
@@ -407,8 +407,8 @@ void launch_attention(const float* qkv, const DevicePlaces& p, const AttentionSh
   a.qkv = qkv;
   a.p = p;
   a.L = L;
-  a.k = kv.k;
-  a.v = kv.v;
+  a.k = static_cast<const float*>(kv.k);
+  a.v = static_cast<const float*>(kv.v);
   a.block_size = static_cast<int>(kv.block_size);
   a.vec4 = L.hd % 4 == 0 && reinterpret_cast<std::uintptr_t>(kv.k) % 16 == 0 &&
            reinterpret_cast<std::uintptr_t>(kv.v) % 16 == 0;

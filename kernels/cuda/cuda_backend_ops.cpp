@@ -2,6 +2,8 @@
 // normalization kernels, and rotary, KV-cache writes and attention on staged places.
 #include <algorithm>
 #include <cstdint>
+#include <stdexcept>
+#include <string>
 
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_backend_impl.h"
@@ -142,9 +144,20 @@ void CudaBackend::rotary(float* qkv, std::span<const TokenPlace> places, const A
   if (m.launching()) launch_rotary(qkv, p, s, cos_sin, m.next_kernel(p.n));
 }
 
+namespace {
+// The CUDA kernels store and read fp32 keys and values only; a 16-bit KvLayer would be read as
+// garbage, so it is refused (the engine refuses it earlier, through supports_kv_dtype).
+void require_f32_kv(const KvLayer& kv) {
+  if (kv.dtype != DType::F32)
+    throw std::invalid_argument("kv_cache_dtype " + std::string(dtype_name(kv.dtype)) +
+                                ": the CUDA backend's KV cache is fp32 only (kv_cache_dtype fp32)");
+}
+}  // namespace
+
 void CudaBackend::rotary_kv_write(float* qkv, std::span<const TokenPlace> places,
                                   const AttentionShape& s, const float* cos_sin,
                                   const KvLayer& kv) {
+  require_f32_kv(kv);
   Impl& m = *impl_;
   if (!m.fused(static_cast<std::int64_t>(places.size())) || !cos_sin)
     return Backend::rotary_kv_write(qkv, places, s, cos_sin, kv);
@@ -157,6 +170,7 @@ void CudaBackend::rotary_kv_write(float* qkv, std::span<const TokenPlace> places
 
 void CudaBackend::kv_write(const float* qkv, std::span<const TokenPlace> places,
                            const AttentionShape& s, const KvLayer& kv) {
+  require_f32_kv(kv);
   if (places.empty()) return;
   Impl& m = *impl_;
   const DevicePlaces& p = m.stage_places(places, kv.block_size, attention_tokens_per_tile(s));
@@ -167,6 +181,7 @@ void CudaBackend::kv_write(const float* qkv, std::span<const TokenPlace> places,
 
 void CudaBackend::attention(const float* qkv, std::span<const TokenPlace> places,
                             const AttentionShape& s, const KvLayer& kv, float* out) {
+  require_f32_kv(kv);
   if (places.empty()) return;
   Impl& m = *impl_;
   const DevicePlaces& p = m.stage_places(places, kv.block_size, attention_tokens_per_tile(s));

@@ -49,6 +49,10 @@ inline constexpr const char* kDtypeHelp =
     "weights: auto (the checkpoint's precision), int8 (weight-only, a scale per output row; CPU "
     "backend), or bf16, fp16, fp32 when the checkpoint stores that";
 
+inline constexpr const char* kKvCacheDtypeHelp =
+    "KV cache elements: fp32, bf16, fp16, or auto (the checkpoint's 16-bit dtype; fp32 for an "
+    "fp32 checkpoint). 16 bits hold twice the tokens; CPU backend only for now";
+
 // Threads for the CPU backend: the flag if given, else OMP_NUM_THREADS, else every available core.
 unsigned thread_count(int flag);
 

@@ -44,7 +44,7 @@ struct GenerateFlags {
   std::string model_dir;
   std::int64_t max_new = 32, chunk = 256, block_size = 16;
   int threads = 0;
-  std::string device, dtype = "auto";
+  std::string device, dtype = "auto", kv_cache_dtype = "fp32";
   SamplingParams sampling = greedy_sampling();
 };
 
@@ -61,7 +61,9 @@ po::options_description generate_options(GenerateFlags& f) {
       "CPU threads per rank (0: OMP_NUM_THREADS, else its share of the cores)")(
       "device", po::value(&f.device)->default_value(""), kDeviceHelp)(
       "dtype", po::value(&f.dtype)->default_value(f.dtype), kDtypeHelp)(
-      "prefill-chunk", po::value(&f.chunk)->default_value(256), "prompt tokens per forward step")(
+      "kv-cache-dtype", po::value(&f.kv_cache_dtype)->default_value(f.kv_cache_dtype),
+      kKvCacheDtypeHelp)("prefill-chunk", po::value(&f.chunk)->default_value(256),
+                         "prompt tokens per forward step")(
       "block-size", po::value(&f.block_size)->default_value(16), "KV cache block size (tokens)")(
       "stats", po::bool_switch(), "print timing and per-rank weight bytes to stderr");
   SamplingParams& sp = f.sampling;
@@ -118,6 +120,7 @@ EngineOptions one_sequence(const GenerateFlags& f, std::int64_t total) {
   o.max_batch_tokens = f.chunk;
   o.block_size = f.block_size;
   o.kv_cache_tokens = total;
+  o.kv_cache_dtype = f.kv_cache_dtype;
   o.text = false;  // the prompt's tokenizer is read here, on rank 0 only
   return o;
 }

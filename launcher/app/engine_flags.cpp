@@ -73,7 +73,9 @@ po::options_description engine_options(EngineFlags& o) {
       "enable-prefix-caching", po::bool_switch(&o.enable_prefix_caching),
       "reuse the KV blocks of prompt prefixes computed before (the default)")(
       "no-enable-prefix-caching", po::bool_switch(&o.no_enable_prefix_caching),
-      "compute every prompt in full");
+      "compute every prompt in full")("kv-cache-dtype",
+                                      po::value(&o.kv_cache_dtype)->default_value(o.kv_cache_dtype),
+                                      kKvCacheDtypeHelp);
   return d;
 }
 
@@ -108,6 +110,7 @@ EngineOptions finish_engine_options(const po::variables_map& vm, EngineFlags& f)
     throw UsageError(
         "--enable-prefix-caching and --no-enable-prefix-caching contradict each other");
   o.enable_prefix_caching = !f.no_enable_prefix_caching;
+  o.kv_cache_dtype = f.kv_cache_dtype;
   return o;
 }
 
@@ -144,7 +147,8 @@ std::string flag_of(const std::string& field) {
       {"kv_cache_bytes", "--kv-cache-memory"},
       {"kv_cache_fraction", "--kv-cache-fraction"},
       {"max_batch_delay_s", "--max-batch-delay"},
-      {"collective_timeout_s", "--collective-timeout"}};
+      {"collective_timeout_s", "--collective-timeout"},
+      {"kv_cache_dtype", "--kv-cache-dtype"}};
   for (const auto& [name, flag] : flags)
     if (field == name) return flag;
   return field;
@@ -170,7 +174,7 @@ std::unique_ptr<Engine> make_engine(const EngineOptions& o, Communicator& comm,
     bool named = false;
     for (const char* field :
          {"kv_cache_bytes", "block_size", "max_batch_size", "max_batch_tokens", "kv_cache_fraction",
-          "max_batch_delay_s", "collective_timeout_s", "dtype", "device"})
+          "max_batch_delay_s", "collective_timeout_s", "dtype", "device", "kv_cache_dtype"})
       named |= replace_word(msg, field, flag_of(field));
     throw UsageError(named ? msg : msg + " (" + flag_of(e.field()) + ")");
   }

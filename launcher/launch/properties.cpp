@@ -131,6 +131,7 @@ LaunchSettings validate_properties(const Properties& p) {
                                               "option.output_formatter",
                                               "option.model_loading_timeout",
                                               "option.enable_prefix_caching",
+                                              "option.kv_cache_dtype",
                                               "batch_size",
                                               "max_batch_delay",
                                               "job_queue_size"};
@@ -192,6 +193,20 @@ LaunchSettings validate_properties(const Properties& p) {
           "must be true or false");
     s.enable_prefix_caching = v == "true";
   }
+  if (has("option.kv_cache_dtype")) {
+    const std::string v = lower(p.at("option.kv_cache_dtype"));
+    if (v == "fp8_e4m3" || v == "fp8" || v == "int8")
+      bad("option.kv_cache_dtype", p.at("option.kv_cache_dtype"),
+          "is not supported yet: use auto, fp32, bf16 or fp16");
+    const std::string name = v == "float32"    ? "fp32"
+                             : v == "bfloat16" ? "bf16"
+                             : v == "float16"  ? "fp16"
+                                               : v;
+    if (name != "auto" && name != "fp32" && name != "bf16" && name != "fp16")
+      bad("option.kv_cache_dtype", p.at("option.kv_cache_dtype"),
+          "must be auto, fp32, bf16 or fp16");
+    s.kv_cache_dtype = name;
+  }
   if (has("batch_size")) s.batch_size = integer(p, "batch_size", 1);
   if (has("max_batch_delay")) s.max_batch_delay_ms = number(p, "max_batch_delay", 0);
   if (has("job_queue_size")) s.job_queue_size = integer(p, "job_queue_size", 1);
@@ -230,6 +245,7 @@ std::vector<std::string> mpirun_command(const LaunchSettings& s, const LaunchTar
   if (s.enable_prefix_caching)
     c.push_back(*s.enable_prefix_caching ? "--enable-prefix-caching"
                                          : "--no-enable-prefix-caching");
+  if (s.kv_cache_dtype) c.insert(c.end(), {"--kv-cache-dtype", *s.kv_cache_dtype});
   c.insert(c.end(),
            {"--output-formatter", s.output_formatter, "--model-loading-timeout",
             std::to_string(static_cast<long>(std::ceil(s.model_loading_timeout_s))),

@@ -36,6 +36,7 @@ struct LaunchSettings {
   std::optional<double> max_batch_delay_ms;
   std::optional<std::int64_t> job_queue_size;
   std::optional<bool> enable_prefix_caching;  // option.enable_prefix_caching
+  std::optional<std::string> kv_cache_dtype;  // option.kv_cache_dtype: auto, fp32, bf16, fp16
   std::vector<std::string> unknown_keys;      // warned about once
 };
 
