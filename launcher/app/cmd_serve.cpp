@@ -16,6 +16,7 @@
 #include <boost/asio/post.hpp>
 
 #include "engine/tokenizer/tokenizer.h"
+#include "kernels/dtype.h"
 #include "launcher/app/cli.h"
 #include "launcher/app/engine_flags.h"
 #include "launcher/serve/api.h"
@@ -205,11 +206,11 @@ int run_serve(const std::vector<std::string>& args) {
   const std::int64_t per_sequence =
       (ctx.max_context + engine->block_size() - 1) / engine->block_size();
   spdlog::info(
-      "ready: {} ({} KV blocks of {} tokens = {} tokens, {} sequences of {} tokens at once; {} "
-      "rank(s))",
+      "ready: {} ({} KV blocks of {} tokens in {} = {} tokens, {} sequences of {} tokens at "
+      "once; {} rank(s))",
       ctx.model_name, engine->kv_blocks(), engine->block_size(),
-      engine->kv_blocks() * engine->block_size(), engine->kv_blocks() / per_sequence,
-      ctx.max_context, comm.size());
+      dtype_name(engine->kv_cache_dtype()), engine->kv_blocks() * engine->block_size(),
+      engine->kv_blocks() / per_sequence, ctx.max_context, comm.size());
   engine->serve();
   boost::asio::post(server.io_context(), [&ipc] { ipc.close(); });
   server.stop();
