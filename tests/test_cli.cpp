@@ -217,6 +217,23 @@ TEST_CASE("saker info on the real falcon-40b and falcon-7b-instruct configs", "[
     CHECK(j["weight_bytes"] == total);
     CHECK(j["loadable"] == false);
   }
+  // The KV cache per token per rank: K and V of every layer's KV heads (40B: 60 layers, 8 KV
+  // heads of 64; at tp 8 one KV head each), at 4, 2 and 1 bytes.
+  for (const auto& [tp, heads] : {std::pair{1, 8}, std::pair{8, 1}}) {
+    r = saker("info --json --tp " + std::to_string(tp) + " --model '" + dir40.string() + "'");
+    REQUIRE(r.code == 0);
+    const auto kv = nlohmann::json::parse(r.out)["kv_cache"]["dtypes"];
+    REQUIRE(kv.size() == 3);
+    for (int i = 0; i < 3; ++i) {
+      const std::uint64_t per_token = 2 * 60 * heads * 64 * (4 >> i);
+      CHECK(kv[i]["bytes_per_token_per_rank"] == per_token);
+      CHECK(kv[i]["full_context_sequences_per_gpu"] ==
+            kv[i]["tokens_per_gpu"].get<std::uint64_t>() / 2048);
+    }
+    // Half the bytes hold twice the tokens (give or take the rounding).
+    CHECK(kv[1]["tokens_per_gpu"].get<std::uint64_t>() / 2 ==
+          kv[0]["tokens_per_gpu"].get<std::uint64_t>());
+  }
   r = saker("info --json --model '" + (kShared / "models/falcon-7b-instruct").string() + "'");
   const auto j7 = nlohmann::json::parse(r.out);
   CHECK(j7["heads"] == 71);

@@ -1,7 +1,9 @@
 #include "engine/model/falcon/info.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <sstream>
+#include <utility>
 
 #include "engine/model/falcon/config.h"
 #include "engine/model/falcon/shard_plan.h"
@@ -69,6 +71,47 @@ json rank_table(const FalconConfig& c, const ShardPlan& plan, bool lm_head_store
                      {"weight_bytes", rank_bytes}});
   }
   return ranks;
+}
+
+// What the KV cache costs per token on the rank holding the most (its KV heads and weights), and
+// how many tokens and full-context sequences fit on an 80 GiB GPU per rank at each element size:
+// 90 % (the default --kv-cache-fraction) of what the rank's weights leave, before workspaces.
+json kv_capacity(const FalconConfig& c, const ShardPlan& plan, const json& ranks) {
+  std::int64_t kv_heads = 0;
+  std::uint64_t weights = 0;
+  for (const RankShard& s : plan.ranks()) kv_heads = std::max(kv_heads, s.local_kv_heads());
+  for (const auto& r : ranks) weights = std::max(weights, r["weight_bytes"].get<std::uint64_t>());
+  constexpr double kGpu = 80.0 * (1ull << 30), kFraction = 0.9;
+  const double free = std::max(0.0, kGpu - static_cast<double>(weights)) * kFraction;
+  json j = {{"gpu_bytes", kGpu}, {"kv_cache_fraction", kFraction}, {"dtypes", json::array()}};
+  for (const auto& [name, elem] :
+       {std::pair<const char*, int>{"fp32", 4}, {"bf16/fp16", 2}, {"8-bit (planned)", 1}}) {
+    const auto per_token = static_cast<std::uint64_t>(2 * c.layers * kv_heads * c.head_dim * elem);
+    const auto tokens = static_cast<std::uint64_t>(free / static_cast<double>(per_token));
+    j["dtypes"].push_back(
+        {{"dtype", name},
+         {"bytes_per_token_per_rank", per_token},
+         {"tokens_per_gpu", tokens},
+         {"full_context_sequences_per_gpu", tokens / static_cast<std::uint64_t>(c.max_positions)}});
+  }
+  return j;
+}
+
+std::string kv_text(const json& kv, std::int64_t context) {
+  std::ostringstream out;
+  out << "\nKV cache per rank, and what fits on an 80 GiB GPU per rank (90 % of what the "
+         "weights leave):\n"
+      << "dtype             bytes/token   tokens          sequences of " << context << "\n";
+  for (const auto& d : kv["dtypes"]) {
+    char line[200];
+    std::snprintf(line, sizeof line, "%-17s %-13s %-15s %s\n",
+                  d["dtype"].get<std::string>().c_str(),
+                  with_commas(d["bytes_per_token_per_rank"].get<std::uint64_t>()).c_str(),
+                  with_commas(d["tokens_per_gpu"].get<std::uint64_t>()).c_str(),
+                  with_commas(d["full_context_sequences_per_gpu"].get<std::uint64_t>()).c_str());
+    out << line;
+  }
+  return out.str();
 }
 
 std::string text_of(const std::string& model_dir, const FalconConfig& c, const json& j,
@@ -156,7 +199,8 @@ ModelReport falcon_report(const std::string& model_dir, int tp) {
   j["tp"] = tp;
   j["kv_heads_replicated"] = plan.kv_replicated();
   j["ranks"] = rank_table(c, plan, lm_head_stored, elem);
-  report.text = text_of(model_dir, c, j, lm_head_stored);
+  j["kv_cache"] = kv_capacity(c, plan, j["ranks"]);
+  report.text = text_of(model_dir, c, j, lm_head_stored) + kv_text(j["kv_cache"], c.max_positions);
   return report;
 }
 
