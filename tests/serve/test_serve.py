@@ -392,6 +392,22 @@ def section_openai(c):
     check(not last.choices and last.usage is not None and last.usage.completion_tokens == N
           and last.usage.prompt_tokens == ptoks, "include_usage: a last chunk with usage and no choices", last)
 
+    # Prefix caching: the same long prompt again reuses its full 16-token blocks (never the last
+    # token), a different cache_salt shares nothing, and the text is the same either way.
+    long_ids = [int(t) for t in tokenize(port, p * 20)][:41]
+    salt = f"e2e-{os.getpid()}"
+    def cached_run(s_):
+        r = client.completions.create(model=SERVED_NAME, prompt=long_ids, max_tokens=4, temperature=0,
+                                      extra_body={"ignore_eos": True, "cache_salt": s_})
+        d = r.usage.prompt_tokens_details
+        return r.choices[0].text, (d.cached_tokens if d is not None else None)
+    first, again, other = cached_run(salt), cached_run(salt), cached_run(salt + "-other")
+    check(first[1] == 0 and again[1] == 32 and other[1] == 0,
+          "usage.prompt_tokens_details.cached_tokens: 0, then 32 of 41 prompt tokens, 0 under another cache_salt",
+          f"{first[1]}, {again[1]}, {other[1]}")
+    check(first[0] == again[0] == other[0], "a cached prefix generates the same text as a fresh one",
+          f"{first[0]!r} {again[0]!r} {other[0]!r}")
+
     lp = client.completions.create(model=SERVED_NAME, prompt=p, max_tokens=N, temperature=0, logprobs=1,
                                    echo=True, extra_body={"ignore_eos": True})
     ch = lp.choices[0]
