@@ -89,12 +89,15 @@ DType resolve_kv_dtype(const std::string& d, const Checkpoint& ck, const Backend
     t = DType::BF16;
   } else if (d == "fp16" || d == "float16") {
     t = DType::F16;
-  } else if (d == "fp8_e4m3" || d == "fp8" || d == "int8") {
-    throw OptionError("kv_cache_dtype", "kv_cache_dtype " + d +
-                                            " is not supported yet; use fp32, bf16, fp16 or auto");
+  } else if (d == "fp8_e4m3" || d == "fp8") {
+    t = DType::F8E4M3;
+  } else if (d == "int8") {
+    t = DType::I8;
   } else {
     throw OptionError("kv_cache_dtype",
-                      "kv_cache_dtype must be auto, fp32, bf16 or fp16, got '" + d + "'");
+                      "kv_cache_dtype must be auto, fp32, bf16, fp16, fp8_e4m3 "
+                      "or int8, got '" +
+                          d + "'");
   }
   if (!backend.supports_kv_dtype(t))
     throw OptionError("kv_cache_dtype", "kv_cache_dtype " + d + " (" + std::string(dtype_name(t)) +
@@ -196,8 +199,10 @@ void Engine::size_kv_pool(const EngineOptions& o, Communicator& comm) {
   Parts& p = *parts_;
   const std::string where = "rank " + std::to_string(comm.rank());
   const std::int64_t kv_heads = p.model->local_kv_heads();
-  const std::int64_t per_block = 2 * p.shape.layers * kv_heads * p.shape.head_dim * o.block_size *
-                                 static_cast<std::int64_t>(dtype_size(p.kv_dtype));
+  // What KvCache allocates per block: the elements, and the 8-bit forms' per-vector scales.
+  const KvShape block_shape{p.shape.layers, kv_heads, p.shape.head_dim, p.kv_dtype};
+  const auto per_block = static_cast<std::int64_t>(block_shape.bytes_per_token()) *
+                         static_cast<std::int64_t>(o.block_size);
   std::int64_t blocks = 0;
   std::size_t budget = 0;
   if (o.kv_cache_tokens > 0) {

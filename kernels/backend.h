@@ -48,6 +48,9 @@ inline std::size_t weight_bytes(const Weight& w) {
 // One layer's KV storage: [slots][kv_heads][head_dim] elements of `dtype` for K and for V, where
 // slot = block_table[pos / block_size] * block_size + pos % block_size. dtype is F32, BF16 or F16:
 // kv_write rounds fp32 keys and values to it (nearest even), attention widens them back exactly.
+// dtype I8 or F8E4M3 (kv_dtype_has_scales): each head vector of each slot also has an fp32 scale
+// in k_scale / v_scale [slots][kv_heads]; kv_write quantizes with scale = max|x| / kv_code_max,
+// attention reads element i as widen(code_i) * scale (docs/numerics.md, "KV cache dtype").
 struct KvLayer {
   void* k = nullptr;
   void* v = nullptr;
@@ -55,6 +58,8 @@ struct KvLayer {
   std::int64_t head_dim = 0;
   std::int64_t block_size = 0;
   DType dtype = DType::F32;
+  float* k_scale = nullptr;
+  float* v_scale = nullptr;
 };
 
 // Where each token of a step sits: its absolute position and its sequence's block table.

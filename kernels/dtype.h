@@ -1,5 +1,6 @@
-// Element types of stored weights. Activations are always fp32 on the CPU backend. I8 exists only
-// as a backend's quantized form of a weight (`--dtype int8`), never as a checkpoint's dtype.
+// Element types of stored weights and KV caches. Activations are always fp32 on the CPU backend.
+// I8 exists only as a backend's quantized form of a weight (`--dtype int8`) or a KV cache's
+// (`--kv-cache-dtype int8`), F8E4M3 only as a KV cache's; neither is ever a checkpoint's dtype.
 #pragma once
 
 #include <bit>
@@ -10,10 +11,10 @@
 
 namespace saker {
 
-enum class DType : std::uint8_t { F32, F16, BF16, I8 };
+enum class DType : std::uint8_t { F32, F16, BF16, I8, F8E4M3 };
 
 constexpr std::size_t dtype_size(DType t) {
-  return t == DType::F32 ? 4 : t == DType::I8 ? 1 : 2;
+  return t == DType::F32 ? 4 : t == DType::I8 || t == DType::F8E4M3 ? 1 : 2;
 }
 
 // Names as safetensors spells them ("F32", "F16", "BF16").
@@ -27,6 +28,8 @@ constexpr std::string_view dtype_name(DType t) {
       return "BF16";
     case DType::I8:
       return "I8";
+    case DType::F8E4M3:
+      return "F8_E4M3";
   }
   return "?";
 }
@@ -99,9 +102,59 @@ inline float round_to_f16(float f) {
   return f16_to_f32(f32_to_f16(f));
 }
 
+// --- fp8 e4m3, the finite-only variant (OCP's E4M3, NVIDIA's __nv_fp8_e4m3) -------------------
+// 1 sign, 4 exponent (bias 7), 3 mantissa bits; no infinities, S.1111.111 is NaN, so the largest
+// finite value is 448 (S.1111.110). Subnormals (exponent 0) step by 2^-9.
+
+inline constexpr float kE4m3Max = 448.0f;
+
+// Exact: every e4m3 value is an fp32 value.
+inline float e4m3_to_f32(std::uint8_t c) {
+  const std::uint32_t sign = static_cast<std::uint32_t>(c & 0x80u) << 24;
+  const std::uint32_t exp = (c >> 3) & 0xfu, mant = c & 0x7u;
+  if (exp == 0xf && mant == 0x7) return std::bit_cast<float>(sign | 0x7fc00000u);
+  // A subnormal is mant * 2^-9: an integer times a power of two, exact in fp32.
+  if (exp == 0)
+    return std::bit_cast<float>(sign |
+                                std::bit_cast<std::uint32_t>(static_cast<float>(mant) * 0x1p-9f));
+  return std::bit_cast<float>(sign | ((exp + 120u) << 23) | (mant << 20));
+}
+
+// Round to nearest even. Magnitudes from 448 up saturate to 448 rather than become NaN: a KV
+// cache scales its vectors so that only a rounding overshoot of the largest element gets there.
+// NaN stays NaN (S.1111.111).
+inline std::uint8_t f32_to_e4m3(float f) {
+  const std::uint32_t u = std::bit_cast<std::uint32_t>(f);
+  const auto sign = static_cast<std::uint8_t>((u >> 24) & 0x80u);
+  const std::uint32_t a = u & 0x7fffffffu;
+  if (a > 0x7f800000u) return static_cast<std::uint8_t>(sign | 0x7fu);
+  if (a >= 0x43e00000u) return static_cast<std::uint8_t>(sign | 0x7eu);  // >= 448
+  if (a >= 0x3c800000u) {  // >= 2^-6, a normal e4m3: rebias, round off 20 mantissa bits
+    std::uint32_t r = a - (120u << 23);
+    r += 0x7ffffu + ((r >> 20) & 1u);
+    return static_cast<std::uint8_t>(sign | (r >> 20));
+  }
+  // Below 2^-6: adding 2^14 (whose fp32 ulp is 2^-9, the e4m3 subnormal step) lets the FPU round
+  // to nearest even; the bits above 2^14's count the steps (8 steps is the smallest normal).
+  const float shifted = std::bit_cast<float>(a) + 0x1p14f;
+  return static_cast<std::uint8_t>(sign | (std::bit_cast<std::uint32_t>(shifted) - 0x46800000u));
+}
+
 // The element types a KV cache may hold (EngineOptions::kv_cache_dtype).
 constexpr bool is_kv_dtype(DType t) {
-  return t == DType::F32 || t == DType::BF16 || t == DType::F16;
+  return t == DType::F32 || t == DType::BF16 || t == DType::F16 || t == DType::I8 ||
+         t == DType::F8E4M3;
+}
+
+// Whether a KV cache of this type keeps an fp32 scale per token per KV head (the 8-bit forms:
+// element i of a head vector stands for widen(code_i) * scale).
+constexpr bool kv_dtype_has_scales(DType t) {
+  return t == DType::I8 || t == DType::F8E4M3;
+}
+
+// The largest code magnitude a KV vector's largest element maps to: scale = max|x| / this.
+constexpr float kv_code_max(DType t) {
+  return t == DType::I8 ? 127.0f : kE4m3Max;
 }
 
 }  // namespace saker

@@ -32,6 +32,7 @@ inline double weight_at(const Weight& w, std::int64_t r, std::int64_t k) {
     case DType::F16:
       return f16_to_f32(static_cast<const std::uint16_t*>(w.data)[i]);
     case DType::I8:
+    case DType::F8E4M3:
       break;
   }
   return 0;

@@ -218,14 +218,15 @@ TEST_CASE("saker info on the real falcon-40b and falcon-7b-instruct configs", "[
     CHECK(j["loadable"] == false);
   }
   // The KV cache per token per rank: K and V of every layer's KV heads (40B: 60 layers, 8 KV
-  // heads of 64; at tp 8 one KV head each), at 4, 2 and 1 bytes.
+  // heads of 64; at tp 8 one KV head each), at 4, 2 and 1 bytes, 8 bits with a 4-byte scale per
+  // head vector.
   for (const auto& [tp, heads] : {std::pair{1, 8}, std::pair{8, 1}}) {
     r = saker("info --json --tp " + std::to_string(tp) + " --model '" + dir40.string() + "'");
     REQUIRE(r.code == 0);
     const auto kv = nlohmann::json::parse(r.out)["kv_cache"]["dtypes"];
     REQUIRE(kv.size() == 3);
     for (int i = 0; i < 3; ++i) {
-      const std::uint64_t per_token = 2 * 60 * heads * 64 * (4 >> i);
+      const std::uint64_t per_token = 2 * 60 * heads * (64 * (4 >> i) + (i == 2 ? 4 : 0));
       CHECK(kv[i]["bytes_per_token_per_rank"] == per_token);
       CHECK(kv[i]["full_context_sequences_per_gpu"] ==
             kv[i]["tokens_per_gpu"].get<std::uint64_t>() / 2048);

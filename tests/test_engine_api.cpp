@@ -4,6 +4,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "engine/model/kv_cache.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "parallel/communicator.h"
 #include "tests/engine_api_cases.h"
@@ -206,9 +207,23 @@ TEST_CASE("kv_cache_dtype: the pool holds twice the tokens in 16 bits, auto foll
     CHECK(e->kv_cache_dtype() == (std::string(d) == "bf16" ? DType::BF16 : DType::F16));
     CHECK(e->kv_blocks() / 2 == f32->kv_blocks());  // floor(2x / per_block) is 2n or 2n + 1
   }
+  // 8 bits: a byte per element plus an fp32 scale per head vector, so per block
+  // 4 * hd / (hd + 4) times fewer bytes than fp32 (the budget counts the scales too).
+  constexpr std::int64_t kModelHeadDim = 8;  // gqa8x2-fp32: hidden 64 over 8 heads
+  const KvShape f32_shape{1, 1, kModelHeadDim, DType::F32};
+  for (const char* d : {"fp8_e4m3", "fp8", "int8"}) {
+    const auto e = built(kModel, d);
+    const DType t = std::string(d) == "int8" ? DType::I8 : DType::F8E4M3;
+    CHECK(e->kv_cache_dtype() == t);
+    const KvShape shape{1, 1, kModelHeadDim, t};
+    const double ratio = static_cast<double>(f32_shape.bytes_per_token()) /
+                         static_cast<double>(shape.bytes_per_token());
+    CHECK(std::abs(static_cast<double>(e->kv_blocks()) -
+                   ratio * static_cast<double>(f32->kv_blocks())) <= ratio + 1);
+  }
   CHECK(built(kModel, "auto")->kv_cache_dtype() == DType::F32);  // an fp32 checkpoint
   CHECK(built(kFixtures / "mqa7-bf16", "auto")->kv_cache_dtype() == DType::BF16);
-  for (const char* d : {"fp8_e4m3", "int8", "fp64"}) {
+  for (const char* d : {"fp64", "int4"}) {
     EngineOptions o = engine_options(kModel);
     o.kv_cache_dtype = d;
     try {
@@ -216,7 +231,7 @@ TEST_CASE("kv_cache_dtype: the pool holds twice the tokens in 16 bits, auto foll
       FAIL("accepted kv_cache_dtype " << d);
     } catch (const OptionError& err) {
       CHECK(err.field() == "kv_cache_dtype");
-      if (std::string(d) != "fp64") CHECK_THAT(err.what(), Catch::Contains("not supported yet"));
+      CHECK_THAT(err.what(), Catch::Contains("fp8_e4m3 or int8"));
     }
   }
 }

@@ -99,11 +99,8 @@ TEST_CASE("every key is checked for type and range, with the key and value named
       {{{"job_queue_size", "lots"}}, "job_queue_size=lots: must be an integer"},
       {{{"option.enable_prefix_caching", "yes"}},
        "option.enable_prefix_caching=yes: must be true or false"},
-      {{{"option.kv_cache_dtype", "fp8_e4m3"}},
-       "option.kv_cache_dtype=fp8_e4m3: is not supported yet"},
-      {{{"option.kv_cache_dtype", "int8"}}, "option.kv_cache_dtype=int8: is not supported yet"},
       {{{"option.kv_cache_dtype", "fp64"}},
-       "option.kv_cache_dtype=fp64: must be auto, fp32, bf16 or fp16"},
+       "option.kv_cache_dtype=fp64: must be auto, fp32, bf16, fp16, fp8_e4m3 or int8"},
   };
   for (auto [p, msg] : bad) {
     if (!p.count("option.model_id") && msg.find("model_id is required") == std::string::npos)
@@ -141,8 +138,10 @@ TEST_CASE("every key is checked for type and range, with the key and value named
           return a.find("prefix-caching") != std::string::npos;
         }) == 0);
   // option.kv_cache_dtype: the serve flag with the canonical name; unset, no flag (fp32).
-  for (const auto& [value, name] : {std::pair{"BFloat16", "bf16"}, std::pair{"fp16", "fp16"},
-                                    std::pair{"auto", "auto"}, std::pair{"float32", "fp32"}}) {
+  for (const auto& [value, name] :
+       {std::pair{"BFloat16", "bf16"}, std::pair{"fp16", "fp16"}, std::pair{"auto", "auto"},
+        std::pair{"float32", "fp32"}, std::pair{"FP8", "fp8_e4m3"},
+        std::pair{"fp8_e4m3", "fp8_e4m3"}, std::pair{"INT8", "int8"}}) {
     const auto c = mpirun_command(
         validate_properties({{"option.model_id", dir}, {"option.kv_cache_dtype", value}}), t);
     const auto flag = std::find(c.begin(), c.end(), "--kv-cache-dtype");

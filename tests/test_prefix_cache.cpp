@@ -232,9 +232,11 @@ std::vector<std::int32_t> random_tokens(std::size_t n, std::int64_t vocab, std::
 
 }  // namespace
 
-TEST_CASE("a reused prefix gives bit-identical logits and tokens on every fixture", "[prefix]") {
-  for (const auto& dir : fixture_dirs()) {
-    EngineRig rig(dir);
+namespace {
+// Reusing a cached prefix against computing it, on one fixture with a KV cache of `kv_dtype`.
+void check_prefix_reuse(const std::filesystem::path& dir, DType kv_dtype) {
+  {
+    EngineRig rig(dir, 128, kv_dtype);
     std::mt19937 rng(5);
     const std::int64_t vocab = rig.config.vocab_size;
     const auto prompt = random_tokens(23, vocab, rng);  // 5 full blocks of 4 and 3 tokens
@@ -264,6 +266,18 @@ TEST_CASE("a reused prefix gives bit-identical logits and tokens on every fixtur
       }
     }
   }
+}
+}  // namespace
+
+TEST_CASE("a reused prefix gives bit-identical logits and tokens on every fixture", "[prefix]") {
+  for (const auto& dir : fixture_dirs()) check_prefix_reuse(dir, DType::F32);
+}
+
+// Per-token scales make a token's 8-bit KV independent of the tokens around it, so a block
+// computed for another request holds exactly the codes and scales this one would write.
+TEST_CASE("a reused prefix stays bit-identical with an int8 KV cache", "[prefix][kv8]") {
+  for (const char* name : {"gqa8x2-fp32", "rw-alibi16-fp32"})
+    check_prefix_reuse(kFixtures / name, DType::I8);
 }
 
 TEST_CASE("prefix reuse under preemption in a tiny pool gives what each request gives alone",

@@ -12,14 +12,16 @@
 namespace saker {
 
 // What one rank's pool holds per token: K and V of kv_heads heads of head_dim elements of dtype
-// (F32, BF16 or F16), per layer.
+// (F32, BF16, F16, I8 or F8E4M3), per layer; the 8-bit forms add an fp32 scale per head vector.
 struct KvShape {
   std::int64_t layers = 0;
   std::int64_t kv_heads = 0;  // this rank's
   std::int64_t head_dim = 0;
   DType dtype = DType::F32;
   std::size_t bytes_per_token() const {
-    return static_cast<std::size_t>(2 * layers * kv_heads * head_dim) * dtype_size(dtype);
+    const std::size_t scales = kv_dtype_has_scales(dtype) ? sizeof(float) : 0;
+    return static_cast<std::size_t>(2 * layers * kv_heads) *
+           (static_cast<std::size_t>(head_dim) * dtype_size(dtype) + scales);
   }
 };
 
@@ -44,6 +46,8 @@ class KvCache {
   KvShape shape_;
   std::int64_t num_blocks_, block_size_;
   std::vector<std::unique_ptr<Buffer>> k_, v_;  // per layer: [slots][kv_heads][head_dim] of dtype
+  // Per layer, 8-bit dtypes only: [slots][kv_heads] fp32 scales of K and of V.
+  std::vector<std::unique_ptr<Buffer>> k_scale_, v_scale_;
 };
 
 }  // namespace saker

@@ -42,24 +42,51 @@ class SlotWalker {
   std::int64_t block_size_, block_ = 0, offset_ = 0;
 };
 
-// The cache's 16-bit element types (KvLayer::dtype), as distinct types so that each kernel is
-// instantiated per element type; float is the fp32 cache.
+// The cache's 16- and 8-bit element types (KvLayer::dtype), as distinct types so that each kernel
+// is instantiated per element type; float is the fp32 cache.
 struct Bf16 {
   std::uint16_t bits;
 };
 struct F16 {
   std::uint16_t bits;
 };
+struct I8q {  // int8 code; stands for code * the vector's scale
+  std::int8_t code;
+};
+struct F8q {  // fp8 e4m3 code; stands for e4m3_to_f32(code) * the vector's scale
+  std::uint8_t code;
+};
 
-// Widening is exact, so the arithmetic after it is the fp32 cache's, in the same order.
-inline float widen(float x) {
+template <typename E>
+constexpr bool kScaled = std::is_same_v<E, I8q> || std::is_same_v<E, F8q>;
+
+// The scale of the head vector in `slot` (scales points at the group's scale in slot 0, a slot's
+// scales sit `stride` apart); 1 (unused) for the unscaled types.
+template <typename E>
+inline float row_scale(const float* scales, std::int64_t slot, std::int64_t stride) {
+  if constexpr (kScaled<E>)
+    return scales[slot * stride];
+  else
+    return 1.0f;
+}
+
+// Widening 16-bit elements is exact; an 8-bit code widens exactly and is multiplied by its scale,
+// one fp32 rounding that every ISA does alike. After it the arithmetic is the fp32 cache's, in the
+// same order.
+inline float widen(float x, float) {
   return x;
 }
-inline float widen(Bf16 x) {
+inline float widen(Bf16 x, float) {
   return bf16_to_f32(x.bits);
 }
-inline float widen(F16 x) {
+inline float widen(F16 x, float) {
   return f16_to_f32(x.bits);
+}
+inline float widen(I8q x, float scale) {
+  return static_cast<float>(x.code) * scale;
+}
+inline float widen(F8q x, float scale) {
+  return e4m3_to_f32(x.code) * scale;
 }
 
 // Requests the cache lines of [p, p + bytes): into L1, or into L2 for later. Keys and values sit
@@ -117,6 +144,10 @@ struct Job {
       k;  // the group's key in slot 0 (elements of the cache's type); slot s at k + s * row_stride
   const void* v;
   std::int64_t row_stride;  // elements
+  // 8-bit caches: the group's K and V scales in slot 0; slot s's at + s * scale_stride.
+  const float* k_scale;
+  const float* v_scale;
+  std::int64_t scale_stride;
   const TokenPlace* place;
   std::int64_t block_size;
 };
@@ -139,14 +170,16 @@ template <typename E>
 void dots_portable(const Job& J) {
   SlotWalker walk(*J.place, J.block_size);
   for (std::int64_t j = 0; j < J.n_keys; ++j) {
-    const E* k = static_cast<const E*>(J.k) + walk.next() * J.row_stride;
+    const std::int64_t slot = walk.next();
+    const E* k = static_cast<const E*>(J.k) + slot * J.row_stride;
+    const float ks = row_scale<E>(J.k_scale, slot, J.scale_stride);
     for (int h = 0; h < J.heads; ++h) {
       float acc[kLanes] = {};
       for (std::int64_t c = 0; c < J.hd; c += kLanes)
         for (int l = 0; l < kLanes; ++l) {
           const std::int64_t d = c + l;
           const bool in = d < J.hd;
-          acc[l] = std::fma(in ? J.q[h][d] : 0.0f, in ? widen(k[d]) : 0.0f, acc[l]);
+          acc[l] = std::fma(in ? J.q[h][d] : 0.0f, in ? widen(k[d], ks) : 0.0f, acc[l]);
         }
       J.p[h][j] = tree_sum(acc);
     }
@@ -179,10 +212,12 @@ void pv_portable(const Job& J) {
   for (int h = 0; h < J.heads; ++h) std::fill_n(J.out[h], J.hd, 0.0f);
   SlotWalker walk(*J.place, J.block_size);
   for (std::int64_t j = 0; j < J.n_keys; ++j) {
-    const E* v = static_cast<const E*>(J.v) + walk.next() * J.row_stride;
+    const std::int64_t slot = walk.next();
+    const E* v = static_cast<const E*>(J.v) + slot * J.row_stride;
+    const float vs = row_scale<E>(J.v_scale, slot, J.scale_stride);
     for (int h = 0; h < J.heads; ++h)
       for (std::int64_t d = 0; d < J.hd; ++d)
-        J.out[h][d] = std::fma(J.p[h][j], widen(v[d]), J.out[h][d]);
+        J.out[h][d] = std::fma(J.p[h][j], widen(v[d], vs), J.out[h][d]);
   }
 }
 
@@ -227,51 +262,81 @@ SAKER_TARGET_AVX2 inline __m256 round_to_bf16(__m256 x) {
   return _mm256_castsi256_ps(_mm256_blendv_epi8(rounded, quiet, nan));
 }
 
-// 8 elements widened to fp32.
-SAKER_TARGET_AVX2 inline __m256 load8(const float* p) {
+// e4m3 codes (one per 32-bit lane) to fp32, exactly as e4m3_to_f32: normals by moving the bits
+// into place, subnormals as an integer times 2^-9 (no fp32 denormals, so no DAZ dependence).
+SAKER_TARGET_AVX2 inline __m256 e4m3_to_f32(__m256i c) {
+  const __m256i mag = _mm256_and_si256(c, _mm256_set1_epi32(0x7f));
+  const __m256i sign = _mm256_slli_epi32(_mm256_and_si256(c, _mm256_set1_epi32(0x80)), 24);
+  const __m256 normal = _mm256_castsi256_ps(
+      _mm256_add_epi32(_mm256_slli_epi32(mag, 20), _mm256_set1_epi32(120 << 23)));
+  const __m256 sub = _mm256_mul_ps(_mm256_cvtepi32_ps(mag), _mm256_set1_ps(0x1p-9f));
+  const __m256 is_sub = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(8), mag));
+  const __m256 nan = _mm256_castsi256_ps(_mm256_cmpeq_epi32(mag, _mm256_set1_epi32(0x7f)));
+  __m256 r = _mm256_blendv_ps(normal, sub, is_sub);
+  r = _mm256_blendv_ps(r, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fc00000)), nan);
+  return _mm256_or_ps(r, _mm256_castsi256_ps(sign));
+}
+
+// 8 elements widened to fp32 (8-bit codes times `scale`, the row's scale in every lane).
+SAKER_TARGET_AVX2 inline __m256 load8(const float* p, __m256) {
   return _mm256_loadu_ps(p);
 }
-SAKER_TARGET_AVX2 inline __m256 load8(const Bf16* p) {
+SAKER_TARGET_AVX2 inline __m256 load8(const Bf16* p, __m256) {
   const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }
-SAKER_TARGET_AVX2 inline __m256 load8(const F16* p) {
+SAKER_TARGET_AVX2 inline __m256 load8(const F16* p, __m256) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
+SAKER_TARGET_AVX2 inline __m256 load8(const I8q* p, __m256 scale) {
+  const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+  return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b)), scale);
+}
+SAKER_TARGET_AVX2 inline __m256 load8(const F8q* p, __m256 scale) {
+  const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+  return _mm256_mul_ps(e4m3_to_f32(_mm256_cvtepu8_epi32(b)), scale);
+}
 // Lanes [0, count) of p (count may be <= 0 or > 8), the others zero: the masked load for fp32;
-// AVX2 has no 16-bit masked load, so a zero-padded copy for 16-bit elements.
+// AVX2 has no 16- or 8-bit masked load, so a zero-padded copy for the narrow elements. Padding
+// lanes of 8-bit rows are masked after the scale, so they are 0 whatever the scale.
 template <typename E>
-SAKER_TARGET_AVX2 inline __m256 load8_first(const E* p, std::int64_t count) {
+SAKER_TARGET_AVX2 inline __m256 load8_first(const E* p, std::int64_t count, __m256 scale) {
   if constexpr (std::is_same_v<E, float>) {
     return _mm256_maskload_ps(p, mask8(count));
   } else {
     E tmp[8] = {};
     std::memcpy(tmp, p,
                 static_cast<std::size_t>(std::clamp<std::int64_t>(count, 0, 8)) * sizeof(E));
-    return load8(tmp);
+    if constexpr (kScaled<E>)
+      return _mm256_and_ps(load8(tmp, scale), _mm256_castsi256_ps(mask8(count)));
+    else
+      return load8(tmp, scale);
   }
 }
 
 // Dots of 4 keys with one query; tree steps shared across the 4 by transposing as it goes.
 template <typename E>
-SAKER_TARGET_AVX2 void dots4_avx2(const float* q, const E* const* rows, std::int64_t hd,
-                                  float* dst) {
-  __m256 lo[4], hi[4];
-  for (int i = 0; i < 4; ++i) lo[i] = hi[i] = _mm256_setzero_ps();
+SAKER_TARGET_AVX2 void dots4_avx2(const float* q, const E* const* rows, const float* scales,
+                                  std::int64_t hd, float* dst) {
+  __m256 lo[4], hi[4], sc[4];
+  for (int i = 0; i < 4; ++i) {
+    lo[i] = hi[i] = _mm256_setzero_ps();
+    sc[i] = _mm256_set1_ps(scales[i]);
+  }
   std::int64_t c = 0;
   for (; c + kLanes <= hd; c += kLanes) {
     const __m256 q0 = _mm256_loadu_ps(q + c), q1 = _mm256_loadu_ps(q + c + 8);
     for (int i = 0; i < 4; ++i) {
-      lo[i] = _mm256_fmadd_ps(q0, load8(rows[i] + c), lo[i]);
-      hi[i] = _mm256_fmadd_ps(q1, load8(rows[i] + c + 8), hi[i]);
+      lo[i] = _mm256_fmadd_ps(q0, load8(rows[i] + c, sc[i]), lo[i]);
+      hi[i] = _mm256_fmadd_ps(q1, load8(rows[i] + c + 8, sc[i]), hi[i]);
     }
   }
   if (c < hd) {
     const __m256i m0 = mask8(hd - c), m1 = mask8(hd - c - 8);
     const __m256 q0 = _mm256_maskload_ps(q + c, m0), q1 = _mm256_maskload_ps(q + c + 8, m1);
     for (int i = 0; i < 4; ++i) {
-      lo[i] = _mm256_fmadd_ps(q0, load8_first(rows[i] + c, hd - c), lo[i]);
-      hi[i] = _mm256_fmadd_ps(q1, load8_first(rows[i] + c + 8, hd - c - 8), hi[i]);
+      lo[i] = _mm256_fmadd_ps(q0, load8_first(rows[i] + c, hd - c, sc[i]), lo[i]);
+      hi[i] = _mm256_fmadd_ps(q1, load8_first(rows[i] + c + 8, hd - c - 8, sc[i]), hi[i]);
     }
   }
   __m256 s8[4];
@@ -298,14 +363,23 @@ SAKER_TARGET_AVX2 void dots_avx2(const Job& J) {
   ahead.next(kPrefetchKeys);
   const E* const k = static_cast<const E*>(J.k);
   const E* rows[4];
+  float scales[4];
   for (std::int64_t j0 = 0; j0 < J.n_keys; j0 += 4) {
     ahead.next(4);
     const std::int64_t count = std::min<std::int64_t>(4, J.n_keys - j0);
-    for (std::int64_t i = 0; i < 4; ++i)
-      rows[i] = i < count ? k + walk.next() * J.row_stride : rows[count - 1];
+    for (std::int64_t i = 0; i < 4; ++i) {
+      if (i < count) {
+        const std::int64_t slot = walk.next();
+        rows[i] = k + slot * J.row_stride;
+        scales[i] = row_scale<E>(J.k_scale, slot, J.scale_stride);
+      } else {
+        rows[i] = rows[count - 1];
+        scales[i] = scales[count - 1];
+      }
+    }
     for (int h = 0; h < J.heads; ++h) {
       float d[4];
-      dots4_avx2(J.q[h], rows, J.hd, d);
+      dots4_avx2(J.q[h], rows, scales, J.hd, d);
       std::copy_n(d, count, J.p[h] + j0);
     }
   }
@@ -361,14 +435,16 @@ SAKER_TARGET_AVX2 void pv_tile_avx2(const Job& J, int h0, std::int64_t d0, __m25
   ahead.next(kPrefetchKeys);
   for (std::int64_t j = 0; j < J.n_keys; ++j) {
     ahead.next(1);
-    const E* v = vbase + walk.next() * J.row_stride;
+    const std::int64_t slot = walk.next();
+    const E* v = vbase + slot * J.row_stride;
+    const __m256 vs = _mm256_set1_ps(row_scale<E>(J.v_scale, slot, J.scale_stride));
     __m256 vv[NV];
 #pragma GCC unroll 4
-    for (int c = 0; c + 1 < NV; ++c) vv[c] = load8(v + 8 * c);
+    for (int c = 0; c + 1 < NV; ++c) vv[c] = load8(v + 8 * c, vs);
     if constexpr (std::is_same_v<E, float>)
       vv[NV - 1] = _mm256_maskload_ps(v + 8 * (NV - 1), last);
     else
-      vv[NV - 1] = load8_first(v + 8 * (NV - 1), last_n);
+      vv[NV - 1] = load8_first(v + 8 * (NV - 1), last_n, vs);
 #pragma GCC unroll 4
     for (int h = 0; h < NH; ++h) {
       const __m256 p = _mm256_broadcast_ss(J.p[h0 + h] + j);
@@ -442,46 +518,80 @@ SAKER_TARGET_AVX512 inline __m512 round_to_bf16(__m512 x) {
   return _mm512_castsi512_ps(_mm512_mask_blend_epi32(nan, rounded, quiet));
 }
 
-// 16 elements widened to fp32: all, or the lanes of m (the others zero).
-SAKER_TARGET_AVX512 inline __m512 load16(const float* p) {
+// e4m3 codes (one per 32-bit lane) to fp32, exactly as e4m3_to_f32 (see the AVX2 form).
+SAKER_TARGET_AVX512 inline __m512 e4m3_to_f32(__m512i c) {
+  const __m512i mag = _mm512_and_si512(c, _mm512_set1_epi32(0x7f));
+  const __m512i sign = _mm512_slli_epi32(_mm512_and_si512(c, _mm512_set1_epi32(0x80)), 24);
+  const __m512i normal = _mm512_add_epi32(_mm512_slli_epi32(mag, 20), _mm512_set1_epi32(120 << 23));
+  const __m512i sub =
+      _mm512_castps_si512(_mm512_mul_ps(_mm512_cvtepi32_ps(mag), _mm512_set1_ps(0x1p-9f)));
+  __m512i r =
+      _mm512_mask_blend_epi32(_mm512_cmplt_epi32_mask(mag, _mm512_set1_epi32(8)), normal, sub);
+  r = _mm512_mask_blend_epi32(_mm512_cmpeq_epi32_mask(mag, _mm512_set1_epi32(0x7f)), r,
+                              _mm512_set1_epi32(0x7fc00000));
+  return _mm512_castsi512_ps(_mm512_or_si512(r, sign));
+}
+
+// 16 elements widened to fp32: all, or the lanes of m (the others zero); 8-bit codes times
+// `scale`, the row's scale in every lane (masked after the multiply, so padding is 0 whatever
+// the scale).
+SAKER_TARGET_AVX512 inline __m512 load16(const float* p, __m512) {
   return _mm512_loadu_ps(p);
 }
-SAKER_TARGET_AVX512 inline __m512 load16(const Bf16* p) {
+SAKER_TARGET_AVX512 inline __m512 load16(const Bf16* p, __m512) {
   const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
-SAKER_TARGET_AVX512 inline __m512 load16(const F16* p) {
+SAKER_TARGET_AVX512 inline __m512 load16(const F16* p, __m512) {
   return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }
-SAKER_TARGET_AVX512 inline __m512 load16(__mmask16 m, const float* p) {
+SAKER_TARGET_AVX512 inline __m512 load16(const I8q* p, __m512 scale) {
+  const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b)), scale);
+}
+SAKER_TARGET_AVX512 inline __m512 load16(const F8q* p, __m512 scale) {
+  const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm512_mul_ps(e4m3_to_f32(_mm512_cvtepu8_epi32(b)), scale);
+}
+SAKER_TARGET_AVX512 inline __m512 load16(__mmask16 m, const float* p, __m512) {
   return _mm512_maskz_loadu_ps(m, p);
 }
-SAKER_TARGET_AVX512 inline __m512 load16(__mmask16 m, const Bf16* p) {
+SAKER_TARGET_AVX512 inline __m512 load16(__mmask16 m, const Bf16* p, __m512) {
   const __m256i h = _mm256_maskz_loadu_epi16(m, p);
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
-SAKER_TARGET_AVX512 inline __m512 load16(__mmask16 m, const F16* p) {
+SAKER_TARGET_AVX512 inline __m512 load16(__mmask16 m, const F16* p, __m512) {
   return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
+}
+SAKER_TARGET_AVX512 inline __m512 load16(__mmask16 m, const I8q* p, __m512 scale) {
+  const __m128i b = _mm_maskz_loadu_epi8(m, p);
+  return _mm512_maskz_mul_ps(m, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b)), scale);
+}
+SAKER_TARGET_AVX512 inline __m512 load16(__mmask16 m, const F8q* p, __m512 scale) {
+  const __m128i b = _mm_maskz_loadu_epi8(m, p);
+  return _mm512_maskz_mul_ps(m, e4m3_to_f32(_mm512_cvtepu8_epi32(b)), scale);
 }
 
 // Dots of 16 keys with one query: each key's 16 lane sums, then the tree steps of all 16 keys
 // at once by transposing as it goes (every add is the same lane pair the tree adds).
 template <typename E>
-SAKER_TARGET_AVX512 void dots16_avx512(const float* q, const E* const* rows, std::int64_t hd,
-                                       float* dst) {
+SAKER_TARGET_AVX512 void dots16_avx512(const float* q, const E* const* rows, const float* scales,
+                                       std::int64_t hd, float* dst) {
   __m512 acc[16];
   for (int i = 0; i < 16; ++i) acc[i] = _mm512_setzero_ps();
   std::int64_t c = 0;
   for (; c + kLanes <= hd; c += kLanes) {
     const __m512 qc = _mm512_loadu_ps(q + c);
 #pragma GCC unroll 16
-    for (int i = 0; i < 16; ++i) acc[i] = _mm512_fmadd_ps(qc, load16(rows[i] + c), acc[i]);
+    for (int i = 0; i < 16; ++i)
+      acc[i] = _mm512_fmadd_ps(qc, load16(rows[i] + c, _mm512_set1_ps(scales[i])), acc[i]);
   }
   if (c < hd) {
     const __mmask16 m = mask16(hd - c);
     const __m512 qc = _mm512_maskz_loadu_ps(m, q + c);
 #pragma GCC unroll 16
-    for (int i = 0; i < 16; ++i) acc[i] = _mm512_fmadd_ps(qc, load16(m, rows[i] + c), acc[i]);
+    for (int i = 0; i < 16; ++i)
+      acc[i] = _mm512_fmadd_ps(qc, load16(m, rows[i] + c, _mm512_set1_ps(scales[i])), acc[i]);
   }
   // 16 -> 8: w[i] = [key 2i | key 2i+1], 8 lanes each.
   __m512 w[8];
@@ -513,13 +623,22 @@ SAKER_TARGET_AVX512 void dots_avx512(const Job& J) {
   ahead.next(kPrefetchKeys);
   const E* const k = static_cast<const E*>(J.k);
   const E* rows[16];
+  float scales[16];
   for (std::int64_t j0 = 0; j0 < J.n_keys; j0 += 16) {
     ahead.next(16);
     const std::int64_t count = std::min<std::int64_t>(16, J.n_keys - j0);
-    for (std::int64_t i = 0; i < 16; ++i)
-      rows[i] = i < count ? k + walk.next() * J.row_stride : rows[count - 1];
+    for (std::int64_t i = 0; i < 16; ++i) {
+      if (i < count) {
+        const std::int64_t slot = walk.next();
+        rows[i] = k + slot * J.row_stride;
+        scales[i] = row_scale<E>(J.k_scale, slot, J.scale_stride);
+      } else {
+        rows[i] = rows[count - 1];
+        scales[i] = scales[count - 1];
+      }
+    }
     // Rows past the last key repeat it; their dots land in the row's padding.
-    for (int h = 0; h < J.heads; ++h) dots16_avx512(J.q[h], rows, J.hd, J.p[h] + j0);
+    for (int h = 0; h < J.heads; ++h) dots16_avx512(J.q[h], rows, scales, J.hd, J.p[h] + j0);
   }
 }
 
@@ -568,11 +687,13 @@ SAKER_TARGET_AVX512 void pv_tile_avx512(const Job& J, int h0, std::int64_t d0, _
   ahead.next(kPrefetchKeys);
   for (std::int64_t j = 0; j < J.n_keys; ++j) {
     ahead.next(1);
-    const E* v = vbase + walk.next() * J.row_stride;
+    const std::int64_t slot = walk.next();
+    const E* v = vbase + slot * J.row_stride;
+    const __m512 vs = _mm512_set1_ps(row_scale<E>(J.v_scale, slot, J.scale_stride));
     __m512 vv[NV];
 #pragma GCC unroll 4
-    for (int c = 0; c + 1 < NV; ++c) vv[c] = load16(v + kLanes * c);
-    vv[NV - 1] = load16(last, v + kLanes * (NV - 1));
+    for (int c = 0; c + 1 < NV; ++c) vv[c] = load16(v + kLanes * c, vs);
+    vv[NV - 1] = load16(last, v + kLanes * (NV - 1), vs);
 #pragma GCC unroll 4
     for (int h = 0; h < NH; ++h) {
       const __m512 p = _mm512_set1_ps(J.p[h0 + h][j]);
@@ -656,6 +777,11 @@ void attention_heads(Isa isa, const float* qkv, std::span<const TokenPlace> plac
   J.k = static_cast<const char*>(kv.k) + group_bytes;
   J.v = static_cast<const char*>(kv.v) + group_bytes;
   J.row_stride = kv.kv_heads * hd;
+  if (kv_dtype_has_scales(kv.dtype) && (!kv.k_scale || !kv.v_scale))
+    throw std::invalid_argument("attention: an 8-bit KV cache needs its scales");
+  J.k_scale = kv.k_scale ? kv.k_scale + group : nullptr;
+  J.v_scale = kv.v_scale ? kv.v_scale + group : nullptr;
+  J.scale_stride = kv.kv_heads;
   J.place = &places[t];
   J.block_size = kv.block_size;
   switch (kv.dtype) {
@@ -666,9 +792,11 @@ void attention_heads(Isa isa, const float* qkv, std::span<const TokenPlace> plac
     case DType::F16:
       return run<F16>(isa, J);
     case DType::I8:
-      break;
+      return run<I8q>(isa, J);
+    case DType::F8E4M3:
+      return run<F8q>(isa, J);
   }
-  throw std::invalid_argument("attention: a KV cache holds F32, BF16 or F16 elements");
+  throw std::invalid_argument("attention: a KV cache holds F32, BF16, F16, I8 or F8_E4M3 elements");
 }
 
 }  // namespace saker::cpu

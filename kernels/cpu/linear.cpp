@@ -56,6 +56,8 @@ inline float element(DType d, const void* base, std::int64_t i) {
       return f16_to_f32(static_cast<const std::uint16_t*>(base)[i]);
     case DType::I8:
       return static_cast<float>(static_cast<const std::int8_t*>(base)[i]);
+    case DType::F8E4M3:  // a KV cache's form only, never a weight's
+      break;
   }
   return 0.0f;
 }
@@ -348,6 +350,8 @@ TileFn pick(Isa isa, DType d, int mr, int np) {
       return pick<DType::F16>(isa, mr, np);
     case DType::I8:
       return pick<DType::I8>(isa, mr, np);
+    case DType::F8E4M3:  // a KV cache's form only, never a weight's
+      break;
   }
   return nullptr;
 }

@@ -101,6 +101,8 @@ void embedding_rows(std::span<const std::int32_t> ids, const Weight& table, std:
       }
       case DType::I8:
         throw std::logic_error("an int8 table needs its scales");
+      case DType::F8E4M3:
+        throw std::logic_error("fp8 is a KV cache's form only, never a table's");
     }
   }
 }
@@ -132,8 +134,11 @@ void rotary_rows(float* qkv, std::span<const TokenPlace> places, const Attention
 
 namespace {
 // Writes one head's fp32 row as the cache's element type. The rounding is scalar and the same on
-// every ISA (it is a sliver of a step's work), so every path stores the same bits.
-void store_head(const float* src, std::int64_t n, DType dtype, void* base, std::int64_t off) {
+// every ISA (it is a sliver of a step's work), so every path stores the same bits. An 8-bit row
+// also writes its scale: one per head vector per token, so a token's codes depend on nothing but
+// its own keys and values (batch invariance, prefix reuse).
+void store_head(const float* src, std::int64_t n, DType dtype, void* base, float* scales,
+                std::int64_t off, std::int64_t vector) {
   switch (dtype) {
     case DType::F32:
       std::memcpy(static_cast<float*>(base) + off, src,
@@ -150,9 +155,29 @@ void store_head(const float* src, std::int64_t n, DType dtype, void* base, std::
       return;
     }
     case DType::I8:
-      break;
+    case DType::F8E4M3: {
+      float amax = 0.0f;
+      for (std::int64_t i = 0; i < n; ++i) amax = std::max(amax, std::fabs(src[i]));
+      // An all-zero vector keeps scale 0 and codes 0 (widened: 0 * 0), with no division by 0.
+      const float scale = amax / kv_code_max(dtype);
+      scales[vector] = scale;
+      auto* dst = static_cast<std::uint8_t*>(base) + off;
+      for (std::int64_t i = 0; i < n; ++i) {
+        const float x = scale > 0.0f ? src[i] / scale : 0.0f;
+        if (dtype == DType::F8E4M3) {
+          dst[i] = f32_to_e4m3(x);
+        } else {
+          // nearbyint rounds to nearest even (the default rounding mode); the clamp catches a
+          // rounding overshoot of the largest element past 127. int8 has no NaN: it stores 0
+          // (a converted NaN would be undefined behaviour).
+          const float r = std::isnan(x) ? 0.0f : std::clamp(std::nearbyint(x), -127.0f, 127.0f);
+          dst[i] = static_cast<std::uint8_t>(static_cast<std::int8_t>(r));
+        }
+      }
+      return;
+    }
   }
-  throw std::invalid_argument("kv_write: a KV cache holds F32, BF16 or F16 elements");
+  throw std::invalid_argument("kv_write: a KV cache holds F32, BF16, F16, I8 or F8_E4M3 elements");
 }
 }  // namespace
 
@@ -164,9 +189,10 @@ void kv_write_rows(const float* qkv, std::span<const TokenPlace> places, const A
     const float* row = qkv + t * stride;
     const std::int64_t slot = kv_slot(places[t], places[t].pos, kv.block_size);
     for (std::int64_t g = 0; g < s.kv_heads; ++g) {
-      const std::int64_t off = (slot * kv.kv_heads + g) * kv.head_dim;
-      store_head(row + L.k(g), s.head_dim, kv.dtype, kv.k, off);
-      store_head(row + L.v(g), s.head_dim, kv.dtype, kv.v, off);
+      const std::int64_t vector = slot * kv.kv_heads + g;
+      const std::int64_t off = vector * kv.head_dim;
+      store_head(row + L.k(g), s.head_dim, kv.dtype, kv.k, kv.k_scale, off, vector);
+      store_head(row + L.v(g), s.head_dim, kv.dtype, kv.v, kv.v_scale, off, vector);
     }
   }
 }

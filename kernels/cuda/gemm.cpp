@@ -18,7 +18,8 @@ cudaDataType_t cuda_type(DType d) {
     case DType::F16:
       return CUDA_R_16F;
     case DType::I8:
-      break;  // never uploaded: upload_weight refuses int8
+    case DType::F8E4M3:
+      break;  // never uploaded: upload_weight refuses int8, and no weight is fp8
   }
   return CUDA_R_32F;
 }

@@ -394,6 +394,7 @@ void launch_gemv(const float* x, std::int64_t n, const Weight& w, const float* b
     case DType::F16:
       return gemv_tokens<DType::F16>(x, n, w, e, y, threads, q);
     case DType::I8:
+    case DType::F8E4M3:
       break;
   }
   throw std::invalid_argument("launch_gemv: int8 weights are not supported on CUDA");

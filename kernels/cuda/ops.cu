@@ -164,7 +164,8 @@ __global__ void fill_random_kernel(void* data, std::int64_t count, DType dtype, 
         static_cast<__half*>(data)[i] = __float2half_rn(v);
         break;
       case DType::I8:
-        break;  // never uploaded: upload_weight refuses int8
+      case DType::F8E4M3:
+        break;  // never uploaded: upload_weight refuses int8, and no weight is fp8
     }
   }
 }

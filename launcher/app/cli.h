@@ -50,8 +50,9 @@ inline constexpr const char* kDtypeHelp =
     "backend), or bf16, fp16, fp32 when the checkpoint stores that";
 
 inline constexpr const char* kKvCacheDtypeHelp =
-    "KV cache elements: fp32, bf16, fp16, or auto (the checkpoint's 16-bit dtype; fp32 for an "
-    "fp32 checkpoint). 16 bits hold twice the tokens; CPU backend only for now";
+    "KV cache elements: fp32, bf16, fp16, fp8_e4m3, int8, or auto (the checkpoint's 16-bit "
+    "dtype; fp32 for an fp32 checkpoint). 16 bits hold twice the tokens, 8 bits (with an fp32 "
+    "scale per token per KV head) nearly four times; CPU backend only for now";
 
 // Threads for the CPU backend: the flag if given, else OMP_NUM_THREADS, else every available core.
 unsigned thread_count(int flag);

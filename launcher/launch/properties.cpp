@@ -195,16 +195,15 @@ LaunchSettings validate_properties(const Properties& p) {
   }
   if (has("option.kv_cache_dtype")) {
     const std::string v = lower(p.at("option.kv_cache_dtype"));
-    if (v == "fp8_e4m3" || v == "fp8" || v == "int8")
-      bad("option.kv_cache_dtype", p.at("option.kv_cache_dtype"),
-          "is not supported yet: use auto, fp32, bf16 or fp16");
     const std::string name = v == "float32"    ? "fp32"
                              : v == "bfloat16" ? "bf16"
                              : v == "float16"  ? "fp16"
+                             : v == "fp8"      ? "fp8_e4m3"
                                                : v;
-    if (name != "auto" && name != "fp32" && name != "bf16" && name != "fp16")
+    if (name != "auto" && name != "fp32" && name != "bf16" && name != "fp16" &&
+        name != "fp8_e4m3" && name != "int8")
       bad("option.kv_cache_dtype", p.at("option.kv_cache_dtype"),
-          "must be auto, fp32, bf16 or fp16");
+          "must be auto, fp32, bf16, fp16, fp8_e4m3 or int8");
     s.kv_cache_dtype = name;
   }
   if (has("batch_size")) s.batch_size = integer(p, "batch_size", 1);

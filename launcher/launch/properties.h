@@ -36,8 +36,9 @@ struct LaunchSettings {
   std::optional<double> max_batch_delay_ms;
   std::optional<std::int64_t> job_queue_size;
   std::optional<bool> enable_prefix_caching;  // option.enable_prefix_caching
-  std::optional<std::string> kv_cache_dtype;  // option.kv_cache_dtype: auto, fp32, bf16, fp16
-  std::vector<std::string> unknown_keys;      // warned about once
+  std::optional<std::string>
+      kv_cache_dtype;  // option.kv_cache_dtype: auto, fp32, bf16, fp16, fp8_e4m3, int8
+  std::vector<std::string> unknown_keys;  // warned about once
 };
 
 // Throws std::invalid_argument naming the key, its value and what it must be.

@@ -40,6 +40,9 @@ std::vector<float> tensor_to_f32(const TensorInfo& t) {
       case DType::I8:
         out[i] = static_cast<float>(static_cast<std::int8_t>(p[i]));
         break;
+      case DType::F8E4M3:  // a KV cache's form only; no checkpoint stores it
+        out[i] = e4m3_to_f32(static_cast<std::uint8_t>(p[i]));
+        break;
     }
   }
   return out;

@@ -84,9 +84,16 @@ json kv_capacity(const FalconConfig& c, const ShardPlan& plan, const json& ranks
   constexpr double kGpu = 80.0 * (1ull << 30), kFraction = 0.9;
   const double free = std::max(0.0, kGpu - static_cast<double>(weights)) * kFraction;
   json j = {{"gpu_bytes", kGpu}, {"kv_cache_fraction", kFraction}, {"dtypes", json::array()}};
-  for (const auto& [name, elem] :
-       {std::pair<const char*, int>{"fp32", 4}, {"bf16/fp16", 2}, {"8-bit (planned)", 1}}) {
-    const auto per_token = static_cast<std::uint64_t>(2 * c.layers * kv_heads * c.head_dim * elem);
+  // Element bytes, and the bytes of the scale each head vector of a token carries (the 8-bit
+  // forms' fp32 scale per token per KV head).
+  struct Form {
+    const char* name;
+    int elem, scale;
+  };
+  for (const auto& [name, elem, scale] :
+       {Form{"fp32", 4, 0}, Form{"bf16/fp16", 2, 0}, Form{"8-bit", 1, 4}}) {
+    const auto per_token =
+        static_cast<std::uint64_t>(2 * c.layers * kv_heads * (c.head_dim * elem + scale));
     const auto tokens = static_cast<std::uint64_t>(free / static_cast<double>(per_token));
     j["dtypes"].push_back(
         {{"dtype", name},
