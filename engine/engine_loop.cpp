@@ -51,16 +51,16 @@ void Engine::finish(RequestEvent&& ev) {
 }
 
 void Engine::deliver_events() {
-  // Swapped out first: a sink may submit (offline drivers), which only queues.
-  std::vector<RequestEvent> events;
-  events.swap(events_);
-  for (RequestEvent& ev : events) {
+  // Only the batch engine's listener appends here, never a sink (a sink that submits or cancels
+  // goes through the queue), so the buffer is walked in place and keeps its capacity.
+  for (RequestEvent& ev : events_) {
     if (ev.finish != FinishReason::kNone) {
       finish(std::move(ev));
     } else if (auto it = live_.find(ev.id); it != live_.end()) {
       it->second.sink(std::move(ev));
     }
   }
+  events_.clear();
 }
 
 void Engine::publish(const IterationStats& it, bool ran) {
