@@ -83,16 +83,8 @@ DType resolve_kv_dtype(const std::string& d, const Checkpoint& ck, const Backend
     // The checkpoint's 16-bit dtype; an fp32 (or unknown) checkpoint keeps fp32.
     const std::optional<DType> weights = ck.weight_dtype();
     t = weights && (*weights == DType::BF16 || *weights == DType::F16) ? *weights : DType::F32;
-  } else if (d == "fp32" || d == "float32") {
-    t = DType::F32;
-  } else if (d == "bf16" || d == "bfloat16") {
-    t = DType::BF16;
-  } else if (d == "fp16" || d == "float16") {
-    t = DType::F16;
-  } else if (d == "fp8_e4m3" || d == "fp8") {
-    t = DType::F8E4M3;
-  } else if (d == "int8") {
-    t = DType::I8;
+  } else if (const std::optional<DType> named = kv_dtype_from_option(d)) {
+    t = *named;
   } else {
     throw OptionError("kv_cache_dtype",
                       "kv_cache_dtype must be auto, fp32, bf16, fp16, fp8_e4m3 "
@@ -102,7 +94,7 @@ DType resolve_kv_dtype(const std::string& d, const Checkpoint& ck, const Backend
   if (!backend.supports_kv_dtype(t))
     throw OptionError("kv_cache_dtype", "kv_cache_dtype " + d + " (" + std::string(dtype_name(t)) +
                                             "): the " + (device.empty() ? "chosen" : device) +
-                                            " backend keeps its KV cache in fp32 only; use fp32");
+                                            " backend cannot keep its KV cache in this type");
   return t;
 }
 

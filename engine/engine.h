@@ -46,10 +46,10 @@ struct EngineOptions {
   bool log_requests = false;          // one line per finished request (spdlog, info)
   bool enable_prefix_caching = true;  // reuse cached KV blocks of equal prompt prefixes
   // Element type of the KV cache: fp32, bf16, fp16, fp8_e4m3 (or fp8), int8, or auto (the
-  // checkpoint's 16-bit dtype, fp32 for an fp32 checkpoint, as vLLM's auto). fp32 by default: the
-  // exactness tests against transformers' fp32 logits need it. 16 bits hold twice the tokens in
-  // the same bytes; 8 bits, with an fp32 scale per token per KV head, 4 * hd / (hd + 4) times.
-  std::string kv_cache_dtype = "fp32";
+  // checkpoint's 16-bit dtype, fp32 for an fp32 checkpoint, as vLLM's auto; the default). 16 bits
+  // hold twice the tokens of fp32 in the same bytes; 8 bits, with an fp32 scale per token per KV
+  // head, 4 * hd / (hd + 4) times. The exactness tests against transformers' fp32 use fp32.
+  std::string kv_cache_dtype = "auto";
 };
 
 // An option out of range, naming the EngineOptions field, the value and the limit; frontends

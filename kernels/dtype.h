@@ -1,6 +1,8 @@
 // Element types of stored weights and KV caches. Activations are always fp32 on the CPU backend.
 // I8 exists only as a backend's quantized form of a weight (`--dtype int8`) or a KV cache's
 // (`--kv-cache-dtype int8`), F8E4M3 only as a KV cache's; neither is ever a checkpoint's dtype.
+// The conversions are constexpr so that the CUDA kernels call this very code (nvcc
+// --expt-relaxed-constexpr) and store the CPU backend's bits.
 #pragma once
 
 #include <bit>
@@ -41,24 +43,24 @@ constexpr std::optional<DType> dtype_from_name(std::string_view s) {
   return std::nullopt;
 }
 
-inline float bf16_to_f32(std::uint16_t v) {
+constexpr float bf16_to_f32(std::uint16_t v) {
   return std::bit_cast<float>(static_cast<std::uint32_t>(v) << 16);
 }
 
 // Round-to-nearest-even, as torch's .bfloat16() does (NaN kept quiet).
-inline std::uint16_t f32_to_bf16(float f) {
+constexpr std::uint16_t f32_to_bf16(float f) {
   std::uint32_t u = std::bit_cast<std::uint32_t>(f);
   if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<std::uint16_t>((u >> 16) | 0x40u);
   u += 0x7fffu + ((u >> 16) & 1u);
   return static_cast<std::uint16_t>(u >> 16);
 }
 
-inline float round_to_bf16(float f) {
+constexpr float round_to_bf16(float f) {
   return bf16_to_f32(f32_to_bf16(f));
 }
 
 // IEEE binary16 → binary32, exact for every value including subnormals.
-inline float f16_to_f32(std::uint16_t h) {
+constexpr float f16_to_f32(std::uint16_t h) {
   const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
   std::uint32_t exp = (h >> 10) & 0x1fu;
   std::uint32_t mant = h & 0x3ffu;
@@ -80,7 +82,7 @@ inline float f16_to_f32(std::uint16_t h) {
 
 // binary32 → binary16, round to nearest even (what F16C's vcvtps2ph and CUDA's __float2half_rn
 // give): overflow to infinity, subnormals rounded, NaN kept quiet with its top payload bits.
-inline std::uint16_t f32_to_f16(float f) {
+constexpr std::uint16_t f32_to_f16(float f) {
   const std::uint32_t u = std::bit_cast<std::uint32_t>(f);
   const auto sign = static_cast<std::uint16_t>((u >> 16) & 0x8000u);
   const std::uint32_t a = u & 0x7fffffffu;
@@ -98,7 +100,7 @@ inline std::uint16_t f32_to_f16(float f) {
   return static_cast<std::uint16_t>(sign | (std::bit_cast<std::uint32_t>(shifted) - 0x3f000000u));
 }
 
-inline float round_to_f16(float f) {
+constexpr float round_to_f16(float f) {
   return f16_to_f32(f32_to_f16(f));
 }
 
@@ -109,7 +111,7 @@ inline float round_to_f16(float f) {
 inline constexpr float kE4m3Max = 448.0f;
 
 // Exact: every e4m3 value is an fp32 value.
-inline float e4m3_to_f32(std::uint8_t c) {
+constexpr float e4m3_to_f32(std::uint8_t c) {
   const std::uint32_t sign = static_cast<std::uint32_t>(c & 0x80u) << 24;
   const std::uint32_t exp = (c >> 3) & 0xfu, mant = c & 0x7u;
   if (exp == 0xf && mant == 0x7) return std::bit_cast<float>(sign | 0x7fc00000u);
@@ -123,7 +125,7 @@ inline float e4m3_to_f32(std::uint8_t c) {
 // Round to nearest even. Magnitudes from 448 up saturate to 448 rather than become NaN: a KV
 // cache scales its vectors so that only a rounding overshoot of the largest element gets there.
 // NaN stays NaN (S.1111.111).
-inline std::uint8_t f32_to_e4m3(float f) {
+constexpr std::uint8_t f32_to_e4m3(float f) {
   const std::uint32_t u = std::bit_cast<std::uint32_t>(f);
   const auto sign = static_cast<std::uint8_t>((u >> 24) & 0x80u);
   const std::uint32_t a = u & 0x7fffffffu;
@@ -144,6 +146,18 @@ inline std::uint8_t f32_to_e4m3(float f) {
 constexpr bool is_kv_dtype(DType t) {
   return t == DType::F32 || t == DType::BF16 || t == DType::F16 || t == DType::I8 ||
          t == DType::F8E4M3;
+}
+
+// A KV cache dtype as the option spells it (--kv-cache-dtype, option.kv_cache_dtype), except
+// `auto`, which needs the checkpoint: fp32 (float32), bf16 (bfloat16), fp16 (float16),
+// fp8_e4m3 (fp8), int8.
+constexpr std::optional<DType> kv_dtype_from_option(std::string_view s) {
+  if (s == "fp32" || s == "float32") return DType::F32;
+  if (s == "bf16" || s == "bfloat16") return DType::BF16;
+  if (s == "fp16" || s == "float16") return DType::F16;
+  if (s == "fp8_e4m3" || s == "fp8") return DType::F8E4M3;
+  if (s == "int8") return DType::I8;
+  return std::nullopt;
 }
 
 // Whether a KV cache of this type keeps an fp32 scale per token per KV head (the 8-bit forms:

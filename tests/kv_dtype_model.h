@@ -17,6 +17,7 @@
 #include "kernels/cpu/cpu_backend.h"
 #include "tests/batch_invariance.h"
 #include "tests/golden.h"
+#include "tests/kv_dtype_bounds.h"
 #include "tests/reference_generate.h"
 
 namespace saker::test {
@@ -55,9 +56,11 @@ inline void check_kv_dtype_invariance(std::span<const DType> types) {
     }
 }
 
-// The worst relative L2 error of prefill logits against the fp32 cache, over every fixture's
-// cases, below each dtype's bound; greedy agreement over 64 tokens is printed for the docs.
-inline void check_kv_dtype_accuracy(std::span<const std::pair<DType, double>> bounds) {
+// The worst relative L2 error of prefill logits against the fp32 cache and against
+// transformers' fp32 logits (the fixture's reference), over every fixture's cases, below each
+// dtype's bound (tests/kv_dtype_bounds.h); greedy agreement over 64 tokens with the fp32 cache's
+// continuation, and over the reference's greedy tokens with transformers', is printed for the docs.
+inline void check_kv_dtype_accuracy(std::span<const DType> types) {
   for (const auto& dir : fixture_dirs()) {
     DYNAMIC_SECTION(dir.filename().string()) {
       const FalconConfig config = load_config(dir);
@@ -65,49 +68,51 @@ inline void check_kv_dtype_accuracy(std::span<const std::pair<DType, double>> bo
       CpuBackend backend(2, config.max_positions, 1);
       FalconModel model(config, checkpoint, backend, ModelOptions{128, 128, 256});
       const auto ref = read_reference(dir);
-      auto run = [&](DType t, const std::vector<std::int32_t>& prompt) {
-        KvShape kv = model.kv_shape();
-        kv.dtype = t;
-        KvCache cache(backend, kv, 64, 4);
-        std::vector<std::int32_t> table(64);
-        std::iota(table.begin(), table.end(), 0);
-        const SequenceStep step{prompt, 0, table, true};
-        const auto logits = model.forward({&step, 1}, cache);
-        return std::vector<float>(logits.begin(), logits.end());
-      };
-      auto greedy = [&](DType t, const std::vector<std::int32_t>& prompt) {
+      auto greedy = [&](DType t, const std::vector<std::int32_t>& prompt, std::int64_t tokens) {
         KvShape kv = model.kv_shape();
         kv.dtype = t;
         KvCache cache(backend, kv, 64, 4);
         GenerateOptions opt;
-        opt.max_new_tokens = 64;
+        opt.max_new_tokens = tokens;
         opt.ignore_eos = true;
         return generate_sequence(model, cache, prompt, opt).tokens;
       };
+      auto agreeing = [](const std::vector<std::int32_t>& a, const std::vector<std::int32_t>& b) {
+        std::size_t same = 0;
+        while (same < a.size() && same < b.size() && a[same] == b[same]) ++same;
+        return same;
+      };
       const auto V = static_cast<std::size_t>(config.vocab_size);
-      for (const auto& [t, bound] : bounds) {
-        double worst = 0;
-        std::size_t agree = 0, total = 0;
+      for (const DType t : types) {
+        double worst = 0, worst_hf = 0;
+        std::size_t agree = 0, total = 0, agree_hf = 0, total_hf = 0;
         for (const auto& cs : ref["cases"]) {
           const auto prompt = cs["prompt_ids"].get<std::vector<std::int32_t>>();
-          const auto base = run(DType::F32, prompt), got = run(t, prompt);
+          const auto base = prompt_logits(model, backend, DType::F32, prompt);
+          const auto got = prompt_logits(model, backend, t, prompt);
           for (std::size_t p = 0; p < prompt.size(); ++p) {
+            const auto row = std::span(got).subspan(p * V, V);
             const std::vector<float> want(base.begin() + p * V, base.begin() + (p + 1) * V);
-            worst = std::max(worst, rel_l2(std::span(got).subspan(p * V, V), want));
+            worst = std::max(worst, rel_l2(row, want));
+            worst_hf = std::max(worst_hf, rel_l2(row, cs["logits"][p].get<std::vector<float>>()));
           }
-          const auto a = greedy(DType::F32, prompt), b = greedy(t, prompt);
-          std::size_t same = 0;
-          while (same < a.size() && a[same] == b[same]) ++same;
-          agree += same;
+          const auto a = greedy(DType::F32, prompt, 64), b = greedy(t, prompt, 64);
+          agree += agreeing(a, b);
           total += a.size();
+          const auto hf = cs["greedy_ids"].get<std::vector<std::int32_t>>();
+          agree_hf += agreeing(hf, greedy(t, prompt, static_cast<std::int64_t>(hf.size())));
+          total_hf += hf.size();
         }
         std::printf(
-            "kv_dtype accuracy: %s %s: worst prefill logit rel L2 vs fp32 KV %.3g; greedy "
-            "tokens agreeing before the first difference %zu/%zu\n",
-            dir.filename().string().c_str(), std::string(dtype_name(t)).c_str(), worst, agree,
-            total);
-        INFO(dir.filename().string() << " " << dtype_name(t) << ": worst " << worst);
-        CHECK(worst < bound);
+            "kv_dtype accuracy: %s %s: worst prefill logit rel L2 vs fp32 KV %.3g, vs "
+            "transformers %.3g; greedy tokens agreeing before the first difference: with fp32 KV "
+            "%zu/%zu, with transformers %zu/%zu\n",
+            dir.filename().string().c_str(), std::string(dtype_name(t)).c_str(), worst, worst_hf,
+            agree, total, agree_hf, total_hf);
+        INFO(dir.filename().string()
+             << " " << dtype_name(t) << ": worst " << worst << ", vs transformers " << worst_hf);
+        CHECK(worst < kv_logit_bound(t));
+        CHECK(worst_hf < kv_logit_bound(t));
       }
     }
   }

@@ -86,4 +86,16 @@ GenerateResult generate_sequence(StepRunner& runner, std::span<const std::int32_
   return res;
 }
 
+std::vector<float> prompt_logits(Model& model, Backend& backend, DType kv_dtype,
+                                 std::span<const std::int32_t> prompt) {
+  KvShape kv = model.kv_shape();
+  kv.dtype = kv_dtype;
+  KvCache cache(backend, kv, 64, 4);
+  std::vector<std::int32_t> table(64);
+  std::iota(table.begin(), table.end(), 0);
+  const SequenceStep step{prompt, 0, table, true};
+  const auto logits = model.forward({&step, 1}, cache);
+  return {logits.begin(), logits.end()};
+}
+
 }  // namespace saker

@@ -45,4 +45,9 @@ GenerateResult generate_sequence(Model& model, KvCache& cache, std::span<const s
                                  const GenerateOptions& opt,
                                  const std::function<void(std::int32_t)>& on_token = {});
 
+// Logits of every prompt position [prompt.size()][vocab], the whole prompt in one step from
+// position 0, in a fresh 64-block cache of 4-token blocks holding `kv_dtype`.
+std::vector<float> prompt_logits(Model& model, Backend& backend, DType kv_dtype,
+                                 std::span<const std::int32_t> prompt);
+
 }  // namespace saker

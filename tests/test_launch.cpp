@@ -137,7 +137,7 @@ TEST_CASE("every key is checked for type and range, with the key and value named
   CHECK(std::count_if(bf16.begin(), bf16.end(), [](const std::string& a) {
           return a.find("prefix-caching") != std::string::npos;
         }) == 0);
-  // option.kv_cache_dtype: the serve flag with the canonical name; unset, no flag (fp32).
+  // option.kv_cache_dtype: the serve flag with the canonical name; unset, no flag (auto).
   for (const auto& [value, name] :
        {std::pair{"BFloat16", "bf16"}, std::pair{"fp16", "fp16"}, std::pair{"auto", "auto"},
         std::pair{"float32", "fp32"}, std::pair{"FP8", "fp8_e4m3"},

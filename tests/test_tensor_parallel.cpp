@@ -172,20 +172,25 @@ TEST_CASE("across ranks too, a request's logits do not depend on its batch or it
   FalconModel model(
       config, checkpoint, backend, ModelOptions{1024, 32, 128},
       comm.size() > 1 ? TensorParallel{&plan.rank(comm.rank()), &comm} : TensorParallel{});
-  KvCache cache(backend, model.kv_shape(), 512, 4);
-  StepRunner runner(model, cache, comm);
   const auto all = test::invariance_requests(config.vocab_size);
-  for (const std::uint64_t target : {1u, 2u}) {
-    const std::vector<BatchRequest> one{all[target - 1]};
-    const test::Trace base = test::trace_run(runner, 1024, one, target);
-    for (const std::int32_t budget : {1024, 16}) {
-      const test::Trace crowd = test::trace_run(runner, budget, all, target);
-      if (comm.rank() != 0) continue;
-      INFO("tp " << comm.size() << ", request " << target << ", " << budget
-                 << " tokens per iteration");
-      CHECK(crowd.tokens == base.tokens);
-      CHECK(crowd.logits == base.logits);
-      CHECK(base.logits.size() == base.tokens.size());
+  // At every KV cache dtype: each rank narrows its own heads' keys and values, per token.
+  for (const DType t : {DType::F32, DType::BF16, DType::F16, DType::I8, DType::F8E4M3}) {
+    KvShape kv = model.kv_shape();
+    kv.dtype = t;
+    KvCache cache(backend, kv, 512, 4);
+    StepRunner runner(model, cache, comm);
+    for (const std::uint64_t target : {1u, 2u}) {
+      const std::vector<BatchRequest> one{all[target - 1]};
+      const test::Trace base = test::trace_run(runner, 1024, one, target);
+      for (const std::int32_t budget : {1024, 16}) {
+        const test::Trace crowd = test::trace_run(runner, budget, all, target);
+        if (comm.rank() != 0) continue;
+        INFO("tp " << comm.size() << ", KV " << dtype_name(t) << ", request " << target << ", "
+                   << budget << " tokens per iteration");
+        CHECK(crowd.tokens == base.tokens);
+        CHECK(crowd.logits == base.logits);
+        CHECK(base.logits.size() == base.tokens.size());
+      }
     }
   }
 }

@@ -11,9 +11,11 @@
 #include <cmath>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/device_util.cuh"
+#include "kernels/cuda/kv_elements.cuh"
 #include "kernels/cuda/launch.h"
 
 namespace saker::cuda {
@@ -41,6 +43,24 @@ struct Layout {
   }
   __host__ __device__ std::int64_t v(int group) const { return k(group) + hd; }
 };
+
+// f(std::integral_constant<DType, D>{}) for the cache's element type D.
+template <typename F>
+void with_kv_dtype(DType t, F&& f) {
+  switch (t) {
+    case DType::F32:
+      return f(std::integral_constant<DType, DType::F32>{});
+    case DType::BF16:
+      return f(std::integral_constant<DType, DType::BF16>{});
+    case DType::F16:
+      return f(std::integral_constant<DType, DType::F16>{});
+    case DType::I8:
+      return f(std::integral_constant<DType, DType::I8>{});
+    case DType::F8E4M3:
+      return f(std::integral_constant<DType, DType::F8E4M3>{});
+  }
+  throw std::invalid_argument("a KV cache holds F32, BF16, F16, I8 or F8_E4M3 elements");
+}
 
 Layout layout_of(const AttentionShape& s) {
   return Layout{static_cast<int>(s.heads), static_cast<int>(s.kv_heads),
@@ -75,6 +95,8 @@ __global__ void rotary_kernel(float* qkv, const std::int32_t* pos, Layout L, con
   }
 }
 
+// Element-wise cache types (F32, BF16, F16): one thread per element of a key or value head.
+template <DType D>
 __global__ void kv_write_kernel(const float* qkv, DevicePlaces p, Layout L, KvLayer kv) {
   pdl_enter();
   const std::int64_t t = blockIdx.x;
@@ -85,14 +107,41 @@ __global__ void kv_write_kernel(const float* qkv, DevicePlaces p, Layout L, KvLa
   for (int i = threadIdx.x; i < items; i += blockDim.x) {
     const int g = i / L.hd, d = i % L.hd;
     const std::int64_t off = (slot * kv.kv_heads + g) * kv.head_dim + d;
-    static_cast<float*>(kv.k)[off] = row[L.k(g) + d];
-    static_cast<float*>(kv.v)[off] = row[L.v(g) + d];
+    static_cast<KvT<D>*>(kv.k)[off] = kv_narrow<D>(row[L.k(g) + d]);
+    static_cast<KvT<D>*>(kv.v)[off] = kv_narrow<D>(row[L.v(g) + d]);
   }
 }
 
-// rotary_kernel and kv_write_kernel in one: grid (item blocks, token); one thread per rotated
-// pair of a query or key head, or per element of a value head. A key pair is written to the
-// cache as rotated; nothing reads a rotated element before this thread wrote it.
+// 8-bit cache types: one warp per head vector (token, KV group, key or value), which finds the
+// vector's largest magnitude, writes scale = max / kv_code_max and the codes (as the CPU's
+// store_head: one scale per token per KV head).
+template <DType D>
+__global__ void kv_write_scaled_kernel(const float* qkv, DevicePlaces p, Layout L, KvLayer kv) {
+  pdl_enter();
+  const std::int64_t vec =
+      blockIdx.x * static_cast<std::int64_t>(blockDim.x / 32) + threadIdx.x / 32;
+  if (vec >= p.n * L.kv_heads * 2) return;
+  const int lane = static_cast<int>(threadIdx.x % 32);
+  const std::int64_t t = vec / (2 * L.kv_heads);
+  const int g = static_cast<int>(vec / 2 % L.kv_heads);
+  const bool is_v = vec % 2 == 1;
+  const float* src = qkv + t * L.row_stride() + (is_v ? L.v(g) : L.k(g));
+  float amax = 0.0f;
+  for (int d = lane; d < L.hd; d += 32) amax = fmaxf(amax, fabsf(src[d]));
+  amax = warp_max(amax);
+  const float scale = __fdiv_rn(amax, kv_code_max(D));
+  const std::int64_t vector =
+      slot_of(p.tables + p.table_off[t], p.pos[t], static_cast<int>(kv.block_size)) * kv.kv_heads +
+      g;
+  if (lane == 0) (is_v ? kv.v_scale : kv.k_scale)[vector] = scale;
+  KvT<D>* dst = static_cast<KvT<D>*>(is_v ? kv.v : kv.k) + vector * kv.head_dim;
+  for (int d = lane; d < L.hd; d += 32) dst[d] = kv_code<D>(src[d], scale);
+}
+
+// rotary_kernel and kv_write_kernel in one (element-wise cache types): grid (item blocks, token);
+// one thread per rotated pair of a query or key head, or per element of a value head. A key pair
+// is written to the cache as rotated; nothing reads a rotated element before this thread wrote it.
+template <DType D>
 __global__ void rotary_kv_write_kernel(float* qkv, DevicePlaces p, Layout L, const float* cos_sin,
                                        KvLayer kv) {
   pdl_enter();
@@ -111,12 +160,13 @@ __global__ void rotary_kv_write_kernel(float* qkv, DevicePlaces p, Layout L, con
       rotate_pair(head + d, head + d + half, cs[2 * d], cs[2 * d + 1]);
       if (h >= L.heads) {
         const std::int64_t off = (slot * kv.kv_heads + (h - L.heads)) * kv.head_dim + d;
-        static_cast<float*>(kv.k)[off] = head[d];
-        static_cast<float*>(kv.k)[off + half] = head[d + half];
+        static_cast<KvT<D>*>(kv.k)[off] = kv_narrow<D>(head[d]);
+        static_cast<KvT<D>*>(kv.k)[off + half] = kv_narrow<D>(head[d + half]);
       }
     } else {
       const int g = (i - pairs) / L.hd, d = (i - pairs) % L.hd;
-      static_cast<float*>(kv.v)[(slot * kv.kv_heads + g) * kv.head_dim + d] = row[L.v(g) + d];
+      static_cast<KvT<D>*>(kv.v)[(slot * kv.kv_heads + g) * kv.head_dim + d] =
+          kv_narrow<D>(row[L.v(g) + d]);
     }
   }
 }
@@ -125,10 +175,12 @@ struct AttentionArgs {
   const float* qkv;
   DevicePlaces p;
   Layout L;
-  const float* k;
-  const float* v;
+  const void* k;  // KvT<D> elements
+  const void* v;
+  const float* k_scale;  // 8-bit types: [slots][kv_heads]
+  const float* v_scale;
   int block_size;
-  bool vec4;            // K and V rows in 16-byte pieces (head_dim % 4 == 0, aligned pools)
+  bool vec4;            // K and V rows in 4-element pieces (head_dim % 4 == 0, aligned pools)
   const float* slopes;  // null without ALiBi
   float scale;
   int splits;
@@ -167,7 +219,8 @@ std::size_t smem_floats(int rows, int hd) {
 
 // grid: (tile, kv group x row chunk, key range). Row R of a tile is token first + R / gs, head
 // g*gs + R % gs; a block takes rows r0 + r, r < rows, of its chunk (each row is computed alone,
-// so the chunking does not change any result).
+// so the chunking does not change any result). D: the cache's element type.
+template <DType D>
 __global__ void attention_kernel(AttentionArgs a) {
   pdl_enter();
   extern __shared__ float smem[];
@@ -207,28 +260,43 @@ __global__ void attention_kernel(AttentionArgs a) {
 
   for (std::int64_t kb = key_begin; kb < key_end; kb += kKeyTile) {
     const int tk = static_cast<int>(std::min<std::int64_t>(kKeyTile, key_end - kb));
+    const auto* kp = static_cast<const KvT<D>*>(a.k);
+    const auto* vp = static_cast<const KvT<D>*>(a.v);
     if (a.vec4) {
-      // 16 bytes a load: each thread has a few independent table lookups and K/V loads in flight
-      // instead of one element at a time (the K/V reads are a decode step's attention latency).
+      // 4 elements a load: each thread has a few independent table lookups and K/V loads in
+      // flight instead of one element at a time (the K/V reads are a decode step's attention
+      // latency). Elements are widened to fp32 as they land in shared memory.
       const int q4 = hd / 4;
       for (int i = threadIdx.x; i < tk * q4; i += blockDim.x) {
         const int j = i / q4, d = (i % q4) * 4;
-        const std::int64_t off = (slot_of(table, kb + j, a.block_size) * L.kv_heads + g) * hd + d;
-        const float4 kq = *reinterpret_cast<const float4*>(a.k + off);
-        const float4 vq = *reinterpret_cast<const float4*>(a.v + off);
+        const std::int64_t vector = slot_of(table, kb + j, a.block_size) * L.kv_heads + g;
+        const std::int64_t off = vector * hd + d;
+        const auto kq = *reinterpret_cast<const Pack4<KvT<D>>*>(kp + off);
+        const auto vq = *reinterpret_cast<const Pack4<KvT<D>>*>(vp + off);
+        float ks = 1.0f, vs = 1.0f;
+        if constexpr (kv_dtype_has_scales(D)) {
+          ks = a.k_scale[vector];
+          vs = a.v_scale[vector];
+        }
         float* kr = kt + j * (hd + 1) + d;
-        kr[0] = kq.x;
-        kr[1] = kq.y;
-        kr[2] = kq.z;
-        kr[3] = kq.w;
-        *reinterpret_cast<float4*>(vt + j * hd + d) = vq;
+        float* vr = vt + j * hd + d;
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          kr[e] = kv_widen<D>(kq.e[e], ks);
+          vr[e] = kv_widen<D>(vq.e[e], vs);
+        }
       }
     } else {
       for (int i = threadIdx.x; i < tk * hd; i += blockDim.x) {
         const int j = i / hd, d = i % hd;
-        const std::int64_t off = (slot_of(table, kb + j, a.block_size) * L.kv_heads + g) * hd + d;
-        kt[j * (hd + 1) + d] = a.k[off];
-        vt[j * hd + d] = a.v[off];
+        const std::int64_t vector = slot_of(table, kb + j, a.block_size) * L.kv_heads + g;
+        float ks = 1.0f, vs = 1.0f;
+        if constexpr (kv_dtype_has_scales(D)) {
+          ks = a.k_scale[vector];
+          vs = a.v_scale[vector];
+        }
+        kt[j * (hd + 1) + d] = kv_widen<D>(kp[vector * hd + d], ks);
+        vt[j * hd + d] = kv_widen<D>(vp[vector * hd + d], vs);
       }
     }
     __syncthreads();
@@ -338,8 +406,18 @@ void launch_rotary(float* qkv, const DevicePlaces& p, const AttentionShape& s, c
 void launch_kv_write(const float* qkv, const DevicePlaces& p, const AttentionShape& s,
                      const KvLayer& kv, const Enqueue& q) {
   if (p.n == 0) return;
-  enqueue(q, static_cast<unsigned>(p.n), kThreads, 0, kv_write_kernel, "kv_write_kernel", qkv, p,
-          layout_of(s), kv);
+  const Layout L = layout_of(s);
+  with_kv_dtype(kv.dtype, [&](auto d) {
+    constexpr DType D = decltype(d)::value;
+    if constexpr (kv_dtype_has_scales(D)) {
+      const std::int64_t warps = p.n * L.kv_heads * 2;
+      enqueue(q, static_cast<unsigned>((warps + kThreads / 32 - 1) / (kThreads / 32)), kThreads, 0,
+              kv_write_scaled_kernel<D>, "kv_write_scaled_kernel", qkv, p, L, kv);
+    } else {
+      enqueue(q, static_cast<unsigned>(p.n), kThreads, 0, kv_write_kernel<D>, "kv_write_kernel",
+              qkv, p, L, kv);
+    }
+  });
 }
 
 void launch_rotary_kv_write(float* qkv, const DevicePlaces& p, const AttentionShape& s,
@@ -349,8 +427,14 @@ void launch_rotary_kv_write(float* qkv, const DevicePlaces& p, const AttentionSh
   const int items = (L.heads + L.kv_heads) * (L.hd / 2) + L.kv_heads * L.hd;
   const dim3 grid(static_cast<unsigned>((items + kThreads - 1) / kThreads),
                   static_cast<unsigned>(p.n));
-  enqueue(q, grid, kThreads, 0, rotary_kv_write_kernel, "rotary_kv_write_kernel", qkv, p, L,
-          cos_sin, kv);
+  with_kv_dtype(kv.dtype, [&](auto d) {
+    constexpr DType D = decltype(d)::value;
+    if constexpr (kv_dtype_has_scales(D))
+      throw std::logic_error("rotary_kv_write: an 8-bit cache needs each whole rotated vector");
+    else
+      enqueue(q, grid, kThreads, 0, rotary_kv_write_kernel<D>, "rotary_kv_write_kernel", qkv, p, L,
+              cos_sin, kv);
+  });
 }
 
 std::int64_t attention_tokens_per_tile(const AttentionShape& s) {
@@ -394,21 +478,27 @@ void launch_attention(const float* qkv, const DevicePlaces& p, const AttentionSh
                              std::to_string(L.hd) + ", " + std::to_string(L.gs) +
                              " query heads per KV head), the device allows " +
                              std::to_string(optin));
-  // Raised once per device and size (not at every call: cheaper, and nothing but launches
-  // happens inside a graph capture).
-  static std::size_t raised[64] = {};
-  if (device >= 64 || raised[device] < smem) {
-    SAKER_CUDA_CHECK(cudaFuncSetAttribute(
-        attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-    if (device < 64) raised[device] = smem;
+  // Raised once per device, element type and size (not at every call: cheaper, and nothing but
+  // launches happens inside a graph capture).
+  static std::size_t raised[8][64] = {};
+  std::size_t& done = raised[static_cast<int>(kv.dtype) % 8][device % 64];
+  if (device >= 64 || done < smem) {
+    with_kv_dtype(kv.dtype, [&](auto d) {
+      SAKER_CUDA_CHECK(cudaFuncSetAttribute(attention_kernel<decltype(d)::value>,
+                                            cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            static_cast<int>(smem)));
+    });
+    if (device < 64) done = smem;
   }
 
   AttentionArgs a{};
   a.qkv = qkv;
   a.p = p;
   a.L = L;
-  a.k = static_cast<const float*>(kv.k);
-  a.v = static_cast<const float*>(kv.v);
+  a.k = kv.k;
+  a.v = kv.v;
+  a.k_scale = kv.k_scale;
+  a.v_scale = kv.v_scale;
   a.block_size = static_cast<int>(kv.block_size);
   a.vec4 = L.hd % 4 == 0 && reinterpret_cast<std::uintptr_t>(kv.k) % 16 == 0 &&
            reinterpret_cast<std::uintptr_t>(kv.v) % 16 == 0;
@@ -431,7 +521,9 @@ void launch_attention(const float* qkv, const DevicePlaces& p, const AttentionSh
   a.row_chunks = (max_rows + a.rows_per_chunk - 1) / a.rows_per_chunk;
   const dim3 grid(static_cast<unsigned>(p.num_tiles),
                   static_cast<unsigned>(s.kv_heads * a.row_chunks), static_cast<unsigned>(splits));
-  enqueue(q, grid, kThreads, smem, attention_kernel, "attention_kernel", a);
+  with_kv_dtype(kv.dtype, [&](auto d) {
+    enqueue(q, grid, kThreads, smem, attention_kernel<decltype(d)::value>, "attention_kernel", a);
+  });
   enqueue(q, grid_for(p.n * L.heads * L.hd, kThreads), kThreads, 0, attention_combine_kernel,
           "attention_combine_kernel", a.part_acc, a.part_ml, p.n, L.heads, L.hd, splits, out);
 }

@@ -78,6 +78,8 @@ class CudaBackend final : public Backend {
   int multiprocessors() const;
 
   std::unique_ptr<Buffer> allocate(std::size_t floats) override;
+  // Every KV cache type: fp32, bf16, fp16, int8 and fp8 e4m3 (kernels/cuda/kv_elements.cuh).
+  bool supports_kv_dtype(DType dtype) const override { return is_kv_dtype(dtype); }
   std::unique_ptr<Buffer> upload(std::span<const float> host) override;
   Weight upload_weight(const Weight& host, WeightQuant quant) override;
   void linear(const float* x, std::int64_t n, const Weight& w, const float* bias,

@@ -145,50 +145,50 @@ void CudaBackend::rotary(float* qkv, std::span<const TokenPlace> places, const A
 }
 
 namespace {
-// The CUDA kernels store and read fp32 keys and values only; a 16-bit KvLayer would be read as
-// garbage, so it is refused (the engine refuses it earlier, through supports_kv_dtype).
-void require_f32_kv(const KvLayer& kv) {
-  if (kv.dtype != DType::F32)
-    throw std::invalid_argument("kv_cache_dtype " + std::string(dtype_name(kv.dtype)) +
-                                ": the CUDA backend's KV cache is fp32 only (kv_cache_dtype fp32)");
+// What of a KvLayer a step's graph depends on besides its places.
+template <typename Impl>
+void record_kv(Impl& m, const KvLayer& kv) {
+  m.record(kv.k, kv.v, kv.k_scale, kv.v_scale, static_cast<int>(kv.dtype), kv.kv_heads, kv.head_dim,
+           kv.block_size);
 }
 }  // namespace
 
 void CudaBackend::rotary_kv_write(float* qkv, std::span<const TokenPlace> places,
                                   const AttentionShape& s, const float* cos_sin,
                                   const KvLayer& kv) {
-  require_f32_kv(kv);
   Impl& m = *impl_;
-  if (!m.fused(static_cast<std::int64_t>(places.size())) || !cos_sin)
+  // An 8-bit vector's scale needs the whole rotated key first: rotary, then kv_write.
+  if (!m.fused(static_cast<std::int64_t>(places.size())) || !cos_sin ||
+      kv_dtype_has_scales(kv.dtype))
     return Backend::rotary_kv_write(qkv, places, s, cos_sin, kv);
   if (places.empty()) return;
   const DevicePlaces& p = m.stage_places(places, kv.block_size, attention_tokens_per_tile(s));
-  m.record(12, qkv, cos_sin, kv.k, kv.v, kv.kv_heads, kv.head_dim, kv.block_size);
+  m.record(12, qkv, cos_sin);
+  record_kv(m, kv);
   record_places(m, p, s);
   if (m.launching()) launch_rotary_kv_write(qkv, p, s, cos_sin, kv, m.next_kernel(p.n));
 }
 
 void CudaBackend::kv_write(const float* qkv, std::span<const TokenPlace> places,
                            const AttentionShape& s, const KvLayer& kv) {
-  require_f32_kv(kv);
   if (places.empty()) return;
   Impl& m = *impl_;
   const DevicePlaces& p = m.stage_places(places, kv.block_size, attention_tokens_per_tile(s));
-  m.record(9, qkv, kv.k, kv.v, kv.kv_heads, kv.head_dim, kv.block_size);
+  m.record(9, qkv);
+  record_kv(m, kv);
   record_places(m, p, s);
   if (m.launching()) launch_kv_write(qkv, p, s, kv, m.next_kernel(p.n));
 }
 
 void CudaBackend::attention(const float* qkv, std::span<const TokenPlace> places,
                             const AttentionShape& s, const KvLayer& kv, float* out) {
-  require_f32_kv(kv);
   if (places.empty()) return;
   Impl& m = *impl_;
   const DevicePlaces& p = m.stage_places(places, kv.block_size, attention_tokens_per_tile(s));
   const int splits = attention_splits(p, s, m.sms);
   m.ensure_scratch(m.attn_scratch, attention_scratch_floats(p.n, s, splits) * sizeof(float));
-  m.record(10, qkv, kv.k, kv.v, kv.kv_heads, kv.head_dim, kv.block_size, out, splits,
-           attention_key_bound(p), m.attn_scratch.get());
+  m.record(10, qkv, out, splits, attention_key_bound(p), m.attn_scratch.get());
+  record_kv(m, kv);
   record_places(m, p, s);
   if (m.launching())
     launch_attention(qkv, p, s, kv, splits, m.attn_scratch.as<float>(), out, m.next_kernel(p.n));

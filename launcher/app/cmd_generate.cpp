@@ -44,7 +44,7 @@ struct GenerateFlags {
   std::string model_dir;
   std::int64_t max_new = 32, chunk = 256, block_size = 16;
   int threads = 0;
-  std::string device, dtype = "auto", kv_cache_dtype = "fp32";
+  std::string device, dtype = "auto", kv_cache_dtype = "auto";
   SamplingParams sampling = greedy_sampling();
 };
 

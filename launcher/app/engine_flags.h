@@ -26,7 +26,7 @@ struct EngineFlags {
   double collective_timeout_s = 600;  // a step's collectives longer than this abort the job
   // Prefix caching is on unless --no-enable-prefix-caching; --enable-prefix-caching says so.
   bool enable_prefix_caching = false, no_enable_prefix_caching = false;
-  std::string kv_cache_dtype = "fp32";  // option.kv_cache_dtype
+  std::string kv_cache_dtype = "auto";  // option.kv_cache_dtype
 };
 
 // The flags for EngineFlags (--max-rolling-batch-size, --kv-cache-memory, ...).

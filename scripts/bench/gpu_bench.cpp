@@ -58,14 +58,21 @@ Args parse_args(int argc, char** argv) {
       a.steps = std::stoll(value());
     else if (k == "--prefill-tokens")
       a.prefill_tokens = std::stoll(value());
-    else if (k == "--skip-model")
+    else if (k == "--kv-cache-dtype") {
+      const std::string d = value();
+      const auto t = kv_dtype_from_option(d);
+      if (!t)
+        throw std::invalid_argument("--kv-cache-dtype " + d +
+                                    ": must be fp32, bf16, fp16, fp8_e4m3 or int8");
+      a.kv_dtype = *t;
+    } else if (k == "--skip-model")
       a.skip_model = true;
     else if (k == "--checkpoint-only")
       a.checkpoint_only = true;
     else
       throw std::invalid_argument("unknown argument " + k +
                                   " (--out DIR --workdir DIR --batches 1,2,4,8,32,64 --context N "
-                                  "--steps N --prefill-tokens N --skip-model)");
+                                  "--steps N --prefill-tokens N --kv-cache-dtype T --skip-model)");
   }
   return a;
 }

@@ -31,6 +31,7 @@ struct Args {
   std::int64_t context = 128;  // tokens already in each sequence's cache when decode is timed
   std::int64_t steps = 16;     // decode steps timed per batch size
   std::int64_t prefill_tokens = 512;  // one prompt of this many tokens
+  DType kv_dtype = DType::F32;        // --kv-cache-dtype: the decode and prefill runs' KV cache
   bool skip_model = false;
   bool checkpoint_only = false;  // write and validate the sparse checkpoint, nothing else (no GPU)
 };
@@ -105,6 +106,7 @@ struct DecodeRow {
 
 struct DecodeReport {
   std::int64_t context = 0;  // tokens in each sequence's cache
+  DType kv_dtype = DType::F32;
   // The defaults' limits (CudaOptions), quoted in the settings table's caption.
   std::int64_t pdl_max_tokens = 0, fuse_max_tokens = 0;
   std::vector<DecodeRow> rows;

@@ -81,6 +81,12 @@ void write_sparse_checkpoint(const fs::path& dir, const FalconConfig& c) {
   write_sparse_file(dir / "model.safetensors", text, offset, ones);
 }
 
+KvShape kv_shape_of(const FalconModel& model, DType dtype) {
+  KvShape s = model.kv_shape();
+  s.dtype = dtype;
+  return s;
+}
+
 // What a timed decode step does with the logits once they are ready.
 enum class Handoff { kNone, kRowsArgmax, kRowsSummary, kSummary };
 
@@ -99,7 +105,7 @@ class StepBench {
         seq_blocks_(
             (std::max(args.context + args.steps + 3 + 4, args.prefill_tokens) + kBlock - 1) /
             kBlock),
-        cache_(backend, model.kv_shape(), seq_blocks_ * max_batch, kBlock),
+        cache_(backend, kv_shape_of(model, args.kv_dtype), seq_blocks_ * max_batch, kBlock),
         token_(0, static_cast<std::int32_t>(config.vocab_size - 1)),
         tables_(static_cast<std::size_t>(max_batch)) {
     for (std::int64_t s = 0; s < max_batch; ++s)
@@ -282,7 +288,8 @@ ModelReport run_model_bench(const Args& args, double read_gbs) {
   report.prefill.print(std::cout);
 
   const double floor_s = static_cast<double>(report.load.step_bytes) / (read_gbs * 1e9);
-  report.decode = {args.context, defaults.pdl_max_tokens, defaults.fuse_max_tokens, {}};
+  report.decode = {
+      args.context, args.kv_dtype, defaults.pdl_max_tokens, defaults.fuse_max_tokens, {}};
   for (const std::int64_t B : args.batches) {
     report.decode.rows.push_back(bench.decode(B, floor_s));
     report.decode.rows.back().print(std::cout);

@@ -156,6 +156,7 @@ json DecodeRow::to_json() const {
 }
 
 void DecodeReport::markdown(std::ostream& o) const {
+  o << "\nDecode at context " << context << ", KV cache " << dtype_name(kv_dtype) << ":\n";
   o << "\n| decode batch | ms/step (graphs) | ms/step (no graphs) | tokens/s | floor ms (weights "
        "/ read bw) | % of floor |\n"
     << "|---|---|---|---|---|---|\n";
@@ -194,6 +195,7 @@ void DecodeReport::markdown(std::ostream& o) const {
 
 void DecodeReport::to_json(json& j) const {
   j["decode_context"] = context;
+  j["kv_cache_dtype"] = std::string(dtype_name(kv_dtype));
   for (const auto& r : rows) j["decode"].push_back(r.to_json());
 }
 
