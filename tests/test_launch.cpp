@@ -255,6 +255,15 @@ TEST_CASE("saker launch: file < environment < command line, and --dry-run prints
   r = launch("--properties '" + props.string() + "' --set option.rolling_batch=never --dry-run");
   CHECK(r.code == 2);
   CHECK(r.err.find("option.rolling_batch=never") != std::string::npos);
+  // The KV cache flags are the serving.properties keys' (over the file), passed on to serve.
+  r = launch("--properties '" + props.string() +
+             "' --kv-cache-dtype FP8 --no-enable-prefix-caching --dry-run");
+  REQUIRE(r.code == 0);
+  CHECK(r.out.find("--kv-cache-dtype fp8_e4m3") != std::string::npos);
+  CHECK(r.out.find("--no-enable-prefix-caching") != std::string::npos);
+  r = launch("--properties '" + props.string() + "' --kv-cache-dtype fp64 --dry-run");
+  CHECK(r.code == 2);
+  CHECK(r.err.find("option.kv_cache_dtype=fp64") != std::string::npos);
 }
 
 TEST_CASE("saker launch runs a real 2-rank server and stops it gracefully", "[launch][cli]") {

@@ -62,7 +62,8 @@ void pass_on(int sig, pid_t mpirun, const std::string& pidfile) {
 
 struct LaunchFlags {
   std::string properties_file, model_dir, tp, host = "127.0.0.1", hostfile, hosts,
-                                              mpirun = "mpirun";
+                                              mpirun = "mpirun", kv_cache_dtype;
+  bool prefix_caching = false, no_prefix_caching = false;
   int port = 8080;
   double drain = 30;
   std::vector<std::string> sets;
@@ -74,6 +75,12 @@ po::options_description launch_options(LaunchFlags& f) {
       "properties", po::value(&f.properties_file),
       "serving.properties (default: DIR/serving.properties)")("model", po::value(&f.model_dir),
                                                               "model directory (option.model_id)")(
+      "kv-cache-dtype", po::value(&f.kv_cache_dtype),
+      "KV cache elements: auto, fp32, bf16, fp16, fp8_e4m3, int8 (option.kv_cache_dtype)")(
+      "enable-prefix-caching", po::bool_switch(&f.prefix_caching),
+      "reuse cached KV blocks of equal prompt prefixes (option.enable_prefix_caching=true, the "
+      "default)")("no-enable-prefix-caching", po::bool_switch(&f.no_prefix_caching),
+                  "option.enable_prefix_caching=false")(
       "tensor-parallel-degree", po::value(&f.tp),
       "ranks: a number or max (option.tensor_parallel_degree)")(
       "set", po::value(&f.sets)->composing(),
@@ -109,6 +116,11 @@ Properties gather_properties(const LaunchFlags& f) {
   for (const auto& [k, v] : properties_from_env(environment())) p[k] = v;
   if (!f.model_dir.empty()) p["option.model_id"] = f.model_dir;
   if (!f.tp.empty()) p["option.tensor_parallel_degree"] = f.tp;
+  if (!f.kv_cache_dtype.empty()) p["option.kv_cache_dtype"] = f.kv_cache_dtype;
+  if (f.prefix_caching && f.no_prefix_caching)
+    throw UsageError("--enable-prefix-caching and --no-enable-prefix-caching contradict");
+  if (f.prefix_caching || f.no_prefix_caching)
+    p["option.enable_prefix_caching"] = f.prefix_caching ? "true" : "false";
   for (const std::string& kv : f.sets) {
     const auto eq = kv.find('=');
     if (eq == std::string::npos || eq == 0)
