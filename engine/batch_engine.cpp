@@ -18,14 +18,19 @@ bool contains(const auto& v, std::int64_t x) {
 }  // namespace
 
 BatchEngine::BatchEngine(StepRunner& runner, SchedulerConfig config,
-                         std::vector<std::int64_t> eos_token_ids, const Tokenizer* tokenizer)
+                         std::vector<std::int64_t> eos_token_ids, const Tokenizer* tokenizer,
+                         std::shared_ptr<const ConstraintCompiler> constraints)
     : runner_(runner),
       blocks_(static_cast<std::int32_t>(runner.cache().num_blocks()),
               static_cast<std::int32_t>(runner.cache().block_size())),
       scheduler_(config, blocks_),
       sampler_(runner.model().shape().vocab_size),
       eos_(std::move(eos_token_ids)),
-      tokenizer_(tokenizer) {
+      tokenizer_(tokenizer),
+      constraints_(std::move(constraints)) {
+  if (tokenizer_ && !constraints_)
+    constraints_ =
+        std::make_shared<ConstraintCompiler>(*tokenizer_, runner.model().shape().vocab_size, eos_);
   if (config.max_tokens_per_step > runner.model().options().max_tokens ||
       config.max_batch_size > runner.model().options().max_logit_rows)
     throw std::invalid_argument("the scheduler's limits exceed what the model was sized for");
@@ -37,7 +42,7 @@ BatchEngine::BatchEngine(StepRunner& runner, SchedulerConfig config,
 
 RequestLimits BatchEngine::limits() const {
   return {runner_.model().shape().vocab_size, runner_.model().options().max_context,
-          tokenizer_ != nullptr};
+          tokenizer_ != nullptr, constraints_};
 }
 
 void BatchEngine::add(BatchRequest r) {
@@ -50,6 +55,7 @@ void BatchEngine::add(BatchRequest r) {
   Live& live = live_[r.id];
   if (tokenizer_) live.detok.emplace(*tokenizer_, true);
   live.stop = StopMatcher(r.stop);
+  if (r.constraint.active()) live.constraint.emplace(constraints_->compile(r.constraint));
   live.result.prompt_tokens = static_cast<std::int64_t>(r.prompt.size());
   live.result.arrival = r.arrival;
   live.req = std::move(r);
@@ -89,15 +95,24 @@ std::int32_t BatchEngine::choose(const ScheduledSequence& r, Live& live,
                                  std::span<const float> row) {
   const BatchRequest& req = live.req;
   const SequenceState& s = scheduler_.sequence(r.id);
-  // Before min_new_tokens nothing may end the sequence: eos and stop ids are masked out.
+  // Before min_new_tokens nothing may end the sequence: eos and stop ids are masked out (unless
+  // a constraint's automaton allows nothing else: the structure wins).
   const bool mask = s.generated() < req.min_new_tokens;
-  if (req.sampling.plain_greedy() && !mask) return argmax(row);
+  if (req.sampling.plain_greedy() && !mask && !live.constraint) return argmax(row);
   scratch_.assign(row.begin(), row.end());
+  // The constraint first: temperature, top-k/p and penalties then work on the allowed tokens.
+  if (live.constraint && live.constraint->mask(scratch_) == 0)
+    throw std::logic_error("a constraint allowed no token for request " + std::to_string(r.id));
   if (mask) {
+    std::vector<float> keep;
+    if (live.constraint) keep = scratch_;
     const float none = -std::numeric_limits<float>::infinity();
     if (!req.ignore_eos)
       for (const std::int64_t e : eos_) scratch_[static_cast<std::size_t>(e)] = none;
     for (const std::int32_t e : req.stop_token_ids) scratch_[static_cast<std::size_t>(e)] = none;
+    if (live.constraint &&
+        std::none_of(scratch_.begin(), scratch_.end(), [none](float x) { return x != none; }))
+      scratch_ = std::move(keep);
   }
   if (req.sampling.plain_greedy()) return argmax(scratch_);
   const auto prompt = std::span(s.tokens).first(static_cast<std::size_t>(s.prompt_len));
@@ -107,8 +122,9 @@ std::int32_t BatchEngine::choose(const ScheduledSequence& r, Live& live,
 
 bool BatchEngine::summary_serves(const ScheduledSequence& r, const Live& live) const {
   const BatchRequest& req = live.req;
-  // min_new_tokens masks ids out of the row, which may reach into (or below) the top list.
-  if (scheduler_.sequence(r.id).generated() < req.min_new_tokens) return false;
+  // min_new_tokens masks ids out of the row, which may reach into (or below) the top list; a
+  // constraint may allow none of the top list: both need the whole row.
+  if (live.constraint || scheduler_.sequence(r.id).generated() < req.min_new_tokens) return false;
   const SamplingParams& p = req.sampling;
   if (p.plain_greedy()) return true;
   // Without penalties the sampler only ever looks at the top_k best logits (sampler.h).
@@ -126,6 +142,8 @@ std::int32_t BatchEngine::choose(const ScheduledSequence& r, const Live& live,
 
 FinishReason BatchEngine::finish_of(const Live& live, std::int32_t token, std::int64_t generated) {
   const BatchRequest& req = live.req;
+  // The automaton took an end token: the structure is complete (whatever ignore_eos says).
+  if (live.constraint && live.constraint->terminated()) return FinishReason::kEosToken;
   if (generated >= req.min_new_tokens) {
     if (!req.ignore_eos && contains(eos_, token)) return FinishReason::kEosToken;
     if (contains(req.stop_token_ids, token)) return FinishReason::kEosToken;
@@ -241,6 +259,9 @@ bool BatchEngine::step() {
       live.result.logprobs.push_back(lp);
       live.result.top_logprobs.push_back(top_);
     }
+    if (live.constraint && !live.constraint->accept(next))
+      throw std::logic_error("request " + std::to_string(r.id) + " chose token " +
+                             std::to_string(next) + ", which its constraint does not allow");
     const std::int64_t generated = static_cast<std::int64_t>(live.result.tokens.size());
     FinishReason finish = finish_of(live, next, generated);
     emit(live, next, finish, t);

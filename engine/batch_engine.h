@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "engine/block_manager.h"
+#include "engine/constraints/compiler.h"
 #include "engine/request.h"
 #include "engine/sampler.h"
 #include "engine/scheduler.h"
@@ -46,8 +47,11 @@ class BatchEngine {
 
   // The KV pool is the runner's cache; its blocks are handed out by this engine's scheduler.
   // Without a tokenizer there is no text: results carry ids only and stop strings are refused.
+  // With a tokenizer, requests may carry structured-output constraints, compiled by
+  // `constraints` (one is made from the tokenizer when none is given).
   BatchEngine(StepRunner& runner, SchedulerConfig config, std::vector<std::int64_t> eos_token_ids,
-              const Tokenizer* tokenizer = nullptr);
+              const Tokenizer* tokenizer = nullptr,
+              std::shared_ptr<const ConstraintCompiler> constraints = nullptr);
 
   void set_listener(Listener l) { listener_ = std::move(l); }
   void set_clock(Clock c) { clock_ = std::move(c); }
@@ -84,6 +88,7 @@ class BatchEngine {
     BatchRequest req;
     std::optional<StreamingDetokenizer> detok;
     StopMatcher stop;
+    std::optional<ConstraintMatcher> constraint;
     BatchResult result;
   };
   std::int32_t choose(const ScheduledSequence& r, Live& live, std::span<const float> row);
@@ -99,6 +104,7 @@ class BatchEngine {
   Sampler sampler_;
   std::vector<std::int64_t> eos_;
   const Tokenizer* tokenizer_;
+  std::shared_ptr<const ConstraintCompiler> constraints_;
   Clock clock_;
   Listener listener_;
   LogitsObserver observer_;

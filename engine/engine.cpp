@@ -8,6 +8,7 @@
 #include <iostream>
 #include <thread>
 
+#include "engine/constraints/compiler.h"
 #include "engine/model/checkpoint.h"
 #include "engine/model/kv_cache.h"
 #include "engine/model/registry.h"
@@ -100,10 +101,14 @@ DType resolve_kv_dtype(const std::string& d, const Checkpoint& ck, const Backend
 
 }  // namespace
 
-RequestLimits read_model_limits(const std::string& model_dir) {
+RequestLimits read_model_limits(const std::string& model_dir, const Tokenizer* tokenizer) {
   const ModelShape c = load_model_shape(model_dir);
-  return {c.vocab_size, c.max_positions,
-          std::filesystem::exists(std::filesystem::path(model_dir) / "tokenizer.json")};
+  RequestLimits l{c.vocab_size, c.max_positions,
+                  std::filesystem::exists(std::filesystem::path(model_dir) / "tokenizer.json"),
+                  nullptr};
+  if (tokenizer)
+    l.constraints = std::make_shared<ConstraintCompiler>(*tokenizer, c.vocab_size, c.eos_token_ids);
+  return l;
 }
 
 struct Engine::Parts {
@@ -184,7 +189,7 @@ void Engine::load(const EngineOptions& o, Communicator& comm) {
         "): the checkpoint holds " + std::to_string(p.checkpoint.total_bytes()) + share +
         std::to_string(*device_free_before) + " bytes were free on the device");
   }
-  limits_ = {p.shape.vocab_size, p.model->options().max_context, false};
+  limits_ = {p.shape.vocab_size, p.model->options().max_context, false, nullptr};
 }
 
 void Engine::size_kv_pool(const EngineOptions& o, Communicator& comm) {
@@ -251,10 +256,15 @@ void Engine::size_kv_pool(const EngineOptions& o, Communicator& comm) {
 
 void Engine::start_driver(const EngineOptions& o) {
   Parts& p = *parts_;
-  if (o.text) tokenizer_ = std::make_unique<Tokenizer>(Tokenizer::from_model_dir(o.model_dir));
+  if (o.text) {
+    tokenizer_ = std::make_unique<Tokenizer>(Tokenizer::from_model_dir(o.model_dir));
+    constraints_ = std::make_shared<ConstraintCompiler>(*tokenizer_, p.shape.vocab_size,
+                                                        p.shape.eos_token_ids);
+  }
   limits_.text = tokenizer_ != nullptr;
-  batch_ =
-      std::make_unique<BatchEngine>(*p.runner, p.sched, p.shape.eos_token_ids, tokenizer_.get());
+  limits_.constraints = constraints_;
+  batch_ = std::make_unique<BatchEngine>(*p.runner, p.sched, p.shape.eos_token_ids,
+                                         tokenizer_.get(), constraints_);
   queue_->set_limits(limits_);
   queue_->set_stall_probe([w = p.watchdog.get(), stall = o.collective_timeout_s / 2] {
     return w->busy_seconds() > stall;
@@ -315,8 +325,8 @@ EngineSnapshot Engine::stats() const {
 
 void Engine::reset_stats() {
   const std::int32_t blocks = batch_->blocks().num_blocks();
-  batch_ = std::make_unique<BatchEngine>(*parts_->runner, parts_->sched,
-                                         parts_->shape.eos_token_ids, tokenizer_.get());
+  batch_ = std::make_unique<BatchEngine>(
+      *parts_->runner, parts_->sched, parts_->shape.eos_token_ids, tokenizer_.get(), constraints_);
   std::lock_guard lock(stats_mu_);
   snapshot_ = {};
   snapshot_.kv_blocks = blocks;

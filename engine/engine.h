@@ -21,6 +21,8 @@
 
 namespace saker {
 
+class ConstraintCompiler;
+
 class Backend;
 class Communicator;
 class StepRunner;
@@ -111,7 +113,8 @@ struct RunOptions {
 
 // The limits requests to the model in `model_dir` are checked against, from its config alone
 // (offline jobs check every line before loading anything); text: whether it has tokenizer.json.
-RequestLimits read_model_limits(const std::string& model_dir);
+// With the model's tokenizer, structured-output constraints are compiled (checked) too.
+RequestLimits read_model_limits(const std::string& model_dir, const Tokenizer* tokenizer = nullptr);
 
 class Engine {
  public:
@@ -196,6 +199,7 @@ class Engine {
   EngineHooks hooks_;
   std::shared_ptr<RequestQueue> queue_;
   std::unique_ptr<Tokenizer> tokenizer_;
+  std::shared_ptr<const ConstraintCompiler> constraints_;  // with the tokenizer
   std::unique_ptr<BatchEngine> batch_;
   EngineObserver* observer_ = nullptr;
   bool log_requests_ = false;

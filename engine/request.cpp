@@ -1,5 +1,7 @@
 #include "engine/request.h"
 
+#include "engine/constraints/compiler.h"
+
 namespace saker {
 
 const char* finish_reason_name(FinishReason r) {
@@ -50,6 +52,16 @@ void validate_request(const BatchRequest& r, const RequestLimits& limits) {
     throw RequestError(Kind::kInvalid, m.substr(0, m.find(' ')), m);
   }
   if (!r.stop.empty() && !limits.text) fail("stop", "stop strings need the model's tokenizer");
+  if (r.constraint.active()) {
+    const std::string& f = r.constraint.field;
+    if (!limits.constraints)
+      throw RequestError(Kind::kInvalid, f, f + ": structured outputs need the model's tokenizer");
+    try {
+      limits.constraints->compile(r.constraint);  // cached: the engine's compile is a lookup
+    } catch (const ConstraintError& e) {
+      throw RequestError(Kind::kInvalid, e.field(), e.what());
+    }
+  }
   const auto total = static_cast<std::int64_t>(prompt.size()) + max_new_tokens;
   if (total > limits.max_context)
     throw RequestError(Kind::kTooLong, "max_new_tokens",

@@ -3,12 +3,14 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "engine/constraints/constraint.h"
 #include "engine/sampler.h"
 
 namespace saker {
@@ -30,7 +32,10 @@ struct BatchRequest {
   double arrival = -1;         // seconds on the engine's clock; < 0: when added
   std::int64_t truncate = 0;   // > 0: the frontend keeps only the prompt's last `truncate` tokens
   std::string cache_salt;      // non-empty: reuses only cached prefixes of the same salt
+  Constraint constraint;       // structured output (JSON schema, regex, choice, grammar)
 };
+
+class ConstraintCompiler;
 
 // What a request is checked against: the model's vocabulary and context, and whether the engine
 // has a tokenizer (stop strings need one).
@@ -38,6 +43,8 @@ struct RequestLimits {
   std::int64_t vocab = 0;
   std::int64_t max_context = 0;  // prompt + new tokens
   bool text = false;
+  // Compiles structured-output constraints (null without a tokenizer: none are accepted).
+  std::shared_ptr<const ConstraintCompiler> constraints;
 };
 
 // A request the engine refuses, naming the field, the value and the limit in neutral words;

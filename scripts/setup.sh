@@ -7,7 +7,7 @@ packages=(
   build-essential cmake ninja-build pkg-config
   nlohmann-json3-dev libboost-dev libboost-program-options-dev libpcre2-dev libspdlog-dev
   libopenmpi-dev openmpi-bin
-  catch2 libbenchmark-dev
+  catch2 libbenchmark-dev libvalijson-dev
   curl python3-venv
   slurm-wlm munge
 )

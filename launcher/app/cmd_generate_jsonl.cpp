@@ -41,7 +41,7 @@ int run_generate_jsonl(const std::vector<std::string>& args) {
   std::ofstream out;
   if (comm.rank() == 0) {
     const Tokenizer tok = Tokenizer::from_model_dir(o.model_dir);
-    RequestLimits limits = read_model_limits(o.model_dir);
+    RequestLimits limits = read_model_limits(o.model_dir, &tok);
     limits.text = true;
     try {
       job = read_jsonl_job(input, tok, limits, max_new);

@@ -37,22 +37,10 @@ const char* openai_reason(FinishReason r) {
 }
 
 // Fields that shape the reply rather than the generation; everything else goes to the engine.
-const std::set<std::string> kShapeFields = {"model",
-                                            "prompt",
-                                            "messages",
-                                            "stream",
-                                            "stream_options",
-                                            "n",
-                                            "echo",
-                                            "user",
-                                            "logprobs",
-                                            "top_logprobs",
-                                            "max_completion_tokens",
-                                            "suffix",
-                                            "logit_bias",
-                                            "response_format",
-                                            "tools",
-                                            "tool_choice"};
+const std::set<std::string> kShapeFields = {
+    "model",      "prompt", "messages",   "stream",       "stream_options",        "n",
+    "echo",       "user",   "logprobs",   "top_logprobs", "max_completion_tokens", "suffix",
+    "logit_bias", "tools",  "tool_choice"};
 
 BatchRequest request_from(const json& body, std::int64_t logprobs) {
   json params = json::object();
@@ -62,7 +50,7 @@ BatchRequest request_from(const json& body, std::int64_t logprobs) {
   // OpenAI samples at temperature 1 unless told otherwise.
   if (!params.contains("temperature") || params["temperature"].is_null())
     params["temperature"] = 1.0;
-  for (const char* k : {"suffix", "tools", "response_format"})
+  for (const char* k : {"suffix", "tools"})
     if (body.contains(k) && !body[k].is_null())
       throw ApiError(ErrorKind::kValidation, std::string("`") + k + "` is not supported");
   if (body.contains("logit_bias") && !body["logit_bias"].is_null() && !body["logit_bias"].empty())

@@ -5,6 +5,8 @@
 #include <limits>
 #include <optional>
 
+#include "launcher/serve/constraint_params.h"
+
 namespace saker::cli {
 namespace {
 
@@ -114,6 +116,8 @@ void apply_parameters(const json& params, BatchRequest& r) {
     } else if (key == "best_of" || key == "n") {
       if (integer(v, key, 1, kMax) != 1 && key == "best_of")
         fail(key, "must be 1: best-of sampling is not supported");
+    } else if (apply_constraint_parameter(key, v, r)) {
+      // structured outputs: response_format, guided_*, structured_outputs, grammar
     } else if (key == "watermark") {
       if (boolean(v, key)) fail(key, "is not supported");
     } else {

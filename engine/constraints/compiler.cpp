@@ -1,0 +1,178 @@
+#include "engine/constraints/compiler.h"
+
+#include <dlpack/dlpack.h>
+#include <xgrammar/xgrammar.h>
+
+#include <limits>
+#include <optional>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/constraints/schema_check.h"
+#include "engine/tokenizer/tokenizer.h"
+
+namespace saker {
+
+const char* constraint_kind_name(Constraint::Kind k) {
+  switch (k) {
+    case Constraint::Kind::kJsonObject:
+      return "json_object";
+    case Constraint::Kind::kJsonSchema:
+      return "json_schema";
+    case Constraint::Kind::kRegex:
+      return "regex";
+    case Constraint::Kind::kChoice:
+      return "choice";
+    case Constraint::Kind::kGrammar:
+      return "grammar";
+    case Constraint::Kind::kNone:
+      break;
+  }
+  return "none";
+}
+
+struct CompiledConstraint {
+  xgrammar::CompiledGrammar grammar;
+  std::int64_t vocab_size;
+};
+
+namespace {
+
+// Each id's bytes as a decode produces them; special tokens decode to nothing, which XGrammar
+// takes as "never allowed" (a special token is not text the automaton could match).
+std::vector<std::string> decoded_vocab(const Tokenizer& tok, std::int64_t vocab_size) {
+  std::vector<std::string> v(static_cast<std::size_t>(vocab_size));
+  const std::int32_t limit =
+      std::min<std::int32_t>(tok.id_limit(), static_cast<std::int32_t>(vocab_size));
+  for (std::int32_t id = 0; id < limit; ++id)
+    tok.append_token_bytes(id, true, v[static_cast<std::size_t>(id)]);
+  return v;
+}
+
+std::vector<std::int32_t> to_int32(const std::vector<std::int64_t>& ids) {
+  return {ids.begin(), ids.end()};
+}
+
+// `root ::= "a" | "b" ...`, each choice a JSON-escaped literal (the EBNF dialect's escapes).
+std::string choice_grammar(const Constraint& c) {
+  if (c.choices.empty()) throw ConstraintError(c.field, c.field + ": the list of choices is empty");
+  std::string g = "root ::= ";
+  for (std::size_t i = 0; i < c.choices.size(); ++i) {
+    if (c.choices[i].empty())
+      throw ConstraintError(c.field, c.field + ": choice " + std::to_string(i) + " is empty");
+    g += (i ? " | " : "") + nlohmann::json(c.choices[i]).dump();
+  }
+  return g;
+}
+
+}  // namespace
+
+struct ConstraintCompiler::State {
+  xgrammar::TokenizerInfo info;
+  mutable xgrammar::GrammarCompiler compiler;
+  State(const Tokenizer& tok, std::int64_t vocab_size, const std::vector<std::int64_t>& eos)
+      : info(decoded_vocab(tok, vocab_size), xgrammar::VocabType::RAW, static_cast<int>(vocab_size),
+             to_int32(eos)),
+        compiler(info, 2, true) {}
+};
+
+ConstraintCompiler::ConstraintCompiler(const Tokenizer& tokenizer, std::int64_t vocab_size,
+                                       std::vector<std::int64_t> eos_ids)
+    : state_(std::make_unique<State>(tokenizer, vocab_size, eos_ids)), vocab_size_(vocab_size) {}
+
+ConstraintCompiler::~ConstraintCompiler() = default;
+
+std::shared_ptr<const CompiledConstraint> ConstraintCompiler::compile(const Constraint& c) const {
+  auto& xc = state_->compiler;
+  try {
+    switch (c.kind) {
+      case Constraint::Kind::kJsonObject:
+        return std::make_shared<CompiledConstraint>(
+            CompiledConstraint{xc.CompileBuiltinJSONGrammar(), vocab_size_});
+      case Constraint::Kind::kJsonSchema:
+        check_json_schema(c.text, c.field);
+        // Compact JSON (no free whitespace between tokens): a model cannot spend its budget on
+        // spaces, and every output has one spelling.
+        return std::make_shared<CompiledConstraint>(CompiledConstraint{
+            xc.CompileJSONSchema(c.text, false, std::nullopt,
+                                 std::make_pair(std::string(", "), std::string(": ")), true),
+            vocab_size_});
+      case Constraint::Kind::kRegex:
+        if (c.text.empty()) throw ConstraintError(c.field, c.field + ": the regex is empty");
+        return std::make_shared<CompiledConstraint>(
+            CompiledConstraint{xc.CompileRegex(c.text), vocab_size_});
+      case Constraint::Kind::kChoice:
+        return std::make_shared<CompiledConstraint>(
+            CompiledConstraint{xc.CompileGrammar(choice_grammar(c)), vocab_size_});
+      case Constraint::Kind::kGrammar:
+        if (c.text.empty()) throw ConstraintError(c.field, c.field + ": the grammar is empty");
+        return std::make_shared<CompiledConstraint>(
+            CompiledConstraint{xc.CompileGrammar(c.text), vocab_size_});
+      case Constraint::Kind::kNone:
+        break;
+    }
+  } catch (const ConstraintError&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw ConstraintError(c.field, c.field + ": invalid " +
+                                       std::string(constraint_kind_name(c.kind)) + ": " + e.what());
+  }
+  throw ConstraintError(c.field, c.field + ": no constraint given");
+}
+
+struct ConstraintMatcher::State {
+  std::shared_ptr<const CompiledConstraint> compiled;
+  xgrammar::GrammarMatcher matcher;
+  std::vector<std::int32_t> bits;
+  std::int64_t shape[1];
+  explicit State(std::shared_ptr<const CompiledConstraint> c)
+      : compiled(std::move(c)),
+        matcher(compiled->grammar),
+        bits(static_cast<std::size_t>((compiled->vocab_size + 31) / 32)),
+        shape{static_cast<std::int64_t>(bits.size())} {}
+};
+
+ConstraintMatcher::ConstraintMatcher(std::shared_ptr<const CompiledConstraint> c)
+    : state_(std::make_unique<State>(std::move(c))) {}
+ConstraintMatcher::~ConstraintMatcher() = default;
+ConstraintMatcher::ConstraintMatcher(ConstraintMatcher&&) noexcept = default;
+ConstraintMatcher& ConstraintMatcher::operator=(ConstraintMatcher&&) noexcept = default;
+
+std::int64_t ConstraintMatcher::mask(std::span<float> logits) {
+  State& s = *state_;
+  DLTensor t{};
+  t.data = s.bits.data();
+  t.device = DLDevice{kDLCPU, 0};
+  t.ndim = 1;
+  t.dtype = DLDataType{kDLInt, 32, 1};
+  t.shape = s.shape;
+  s.matcher.FillNextTokenBitmask(&t);
+  const float none = -std::numeric_limits<float>::infinity();
+  const auto V = static_cast<std::int64_t>(logits.size());
+  std::int64_t allowed = 0;
+  for (std::int64_t w = 0; w * 32 < V; ++w) {
+    const auto word = static_cast<std::uint32_t>(s.bits[static_cast<std::size_t>(w)]);
+    const std::int64_t end = std::min<std::int64_t>(32, V - w * 32);
+    if (word == 0xffffffffu && end == 32) {  // a whole word allowed: nothing to clear
+      allowed += 32;
+      continue;
+    }
+    for (std::int64_t b = 0; b < end; ++b) {
+      if ((word >> b) & 1u)
+        ++allowed;
+      else
+        logits[static_cast<std::size_t>(w * 32 + b)] = none;
+    }
+  }
+  return allowed;
+}
+
+bool ConstraintMatcher::accept(std::int32_t token) {
+  return state_->matcher.AcceptToken(token);
+}
+
+bool ConstraintMatcher::terminated() const {
+  return state_->matcher.IsTerminated();
+}
+
+}  // namespace saker
