@@ -15,14 +15,11 @@
 
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
-#include <valijson/adapters/nlohmann_json_adapter.hpp>
-#include <valijson/schema.hpp>
-#include <valijson/schema_parser.hpp>
-#include <valijson/validator.hpp>
 
 #include "engine/constraints/compiler.h"
 #include "engine/sampler.h"
 #include "engine/tokenizer/tokenizer.h"
+#include "tests/json_validate.h"
 
 using namespace saker;
 using json = nlohmann::json;
@@ -88,30 +85,6 @@ Output generate(const Constraint& c, std::uint64_t seed, float temperature,
   return out;
 }
 
-// valijson's verdict, with its first error for the message.
-std::string validation_errors(const json& schema, const json& doc) {
-  valijson::Schema s;
-  valijson::SchemaParser parser(valijson::SchemaParser::kDraft7);
-  valijson::adapters::NlohmannJsonAdapter schema_adapter(schema);
-  parser.populateSchema(schema_adapter, s);
-  valijson::Validator v;
-  valijson::ValidationResults results;
-  valijson::adapters::NlohmannJsonAdapter doc_adapter(doc);
-  if (v.validate(s, doc_adapter, &results)) return {};
-  valijson::ValidationResults::Error e;
-  std::string out;
-  while (results.popError(e)) {
-    for (const auto& c : e.context) out += c;
-    out += ": " + e.description + "; ";
-  }
-  return out.empty() ? "invalid" : out;
-}
-
-json schema_suite() {
-  std::ifstream in(std::string(SAKER_FIXTURES_DIR) + "/structured/schemas.json");
-  return json::parse(in);
-}
-
 Constraint schema_constraint(const json& schema) {
   return Constraint{Constraint::Kind::kJsonSchema, schema.dump(), {}, "guided_json"};
 }
@@ -120,7 +93,7 @@ Constraint schema_constraint(const json& schema) {
 
 TEST_CASE("every schema of the suite gives valid JSON from a random model, greedy and sampled",
           "[structured]") {
-  const json suite = schema_suite();
+  const json suite = test::schema_suite();
   REQUIRE(suite.size() >= 40);
   std::vector<double> compile_ms;
   for (const json& entry : suite) {
@@ -137,7 +110,7 @@ TEST_CASE("every schema of the suite gives valid JSON from a random model, greed
         REQUIRE(out.ended);
         json doc;
         REQUIRE_NOTHROW(doc = json::parse(out.text));
-        CHECK(validation_errors(schema, doc).empty());
+        CHECK(test::validation_errors(schema, doc).empty());
       }
   }
   std::sort(compile_ms.begin(), compile_ms.end());
