@@ -12,13 +12,13 @@
 set -euo pipefail
 
 venv=${SAKER_VENV:-$HOME/.cache/saker-test-venv}
-pins=(openai==3.57.0 text-generation==0.7.0)
+pins=(openai==3.57.0 text-generation==0.7.0 jsonschema==4.23.0)
 want="${pins[*]}"
 stamp="$venv/.saker-test-pins"
 
 ready() {
   [ -x "$venv/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ] &&
-    "$venv/bin/python" -c "import importlib.util as u, sys; sys.exit(not (u.find_spec('openai') and u.find_spec('text_generation')))" >/dev/null 2>&1
+    "$venv/bin/python" -c "import importlib.util as u, sys; sys.exit(not (u.find_spec('openai') and u.find_spec('text_generation') and u.find_spec('jsonschema')))" >/dev/null 2>&1
 }
 
 if ready; then
@@ -46,6 +46,6 @@ echo "setup_test_venv: creating $venv with ${want}" >&2
 rm -f "$stamp"
 python3 -m venv --clear "$venv" >&2
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${pins[@]}" >&2
-"$venv/bin/python" -c "import openai, text_generation" >&2
+"$venv/bin/python" -c "import openai, text_generation, jsonschema" >&2
 echo "$want" >"$stamp"
 echo "$venv/bin/python"

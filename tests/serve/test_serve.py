@@ -36,6 +36,7 @@ import threading
 import time
 import traceback
 
+import jsonschema
 import openai
 import text_generation
 
@@ -407,6 +408,45 @@ def section_openai(c):
           f"{first[1]}, {again[1]}, {other[1]}")
     check(first[0] == again[0] == other[0], "a cached prefix generates the same text as a fresh one",
           f"{first[0]!r} {again[0]!r} {other[0]!r}")
+
+    # Structured outputs through each API's own form; the output validates with jsonschema, and a
+    # schema saker cannot enforce is a 400 naming its keyword (and the server goes on serving).
+    schema = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 8},
+                                               "n": {"type": "integer", "minimum": 0, "maximum": 99},
+                                               "ok": {"type": "boolean"}},
+              "required": ["name", "n", "ok"], "additionalProperties": False}
+    messages_json = [{"role": "user", "content": "Describe a thing as JSON."}]
+    for temperature in (0, 1):
+        r = client.chat.completions.create(
+            model=SERVED_NAME, messages=messages_json, max_tokens=120, temperature=temperature, seed=7,
+            response_format={"type": "json_schema", "json_schema": {"name": "thing", "schema": schema, "strict": True}})
+        content = r.choices[0].message.content
+        try:
+            jsonschema.validate(json.loads(content), schema)
+            valid = True
+        except (ValueError, jsonschema.ValidationError) as e:
+            valid, content = False, f"{content!r}: {e}"
+        check(valid and r.choices[0].finish_reason == "stop",
+              f"OpenAI response_format json_schema (temperature {temperature}): valid JSON, finish_reason stop",
+              content)
+    rx = request(port, "POST", "/generate", {"inputs": p, "parameters": {
+        "max_new_tokens": 40, "grammar": {"type": "regex", "value": "[a-z]{4}-[0-9]{3}"}}})
+    check(rx.status == 200 and re.fullmatch("[a-z]{4}-[0-9]{3}", rx.json()["generated_text"]) is not None,
+          "TGI grammar regex: the generated text matches the whole regex", short(rx.body))
+    inv = request(port, "POST", "/invocations", {"inputs": p, "parameters": {
+        "max_new_tokens": 20, "grammar": {"type": "json", "value": {"enum": ["yes", "no"]}}}})
+    check(inv.status == 200 and json.loads(inv.json()["generated_text"]) in ("yes", "no"),
+          "DJL /invocations grammar json: one of the enum's values", short(inv.body))
+    try:
+        client.completions.create(model=SERVED_NAME, prompt=p, max_tokens=10,
+                                  extra_body={"guided_json": {"type": "array", "uniqueItems": True}})
+        check(False, "an unsupported schema keyword is refused")
+    except openai.BadRequestError as e:
+        check("uniqueItems" in str(e), "an unsupported schema keyword is a 400 naming it", str(e))
+    choice = client.completions.create(model=SERVED_NAME, prompt=p, max_tokens=10, temperature=1,
+                                       extra_body={"guided_choice": ["alpha", "beta"]})
+    check(choice.choices[0].text in ("alpha", "beta"), "vLLM guided_choice: one of the choices, after a 400",
+          choice.choices[0].text)
 
     lp = client.completions.create(model=SERVED_NAME, prompt=p, max_tokens=N, temperature=0, logprobs=1,
                                    echo=True, extra_body={"ignore_eos": True})
