@@ -23,6 +23,7 @@
 #include "kernels/cpu/ops.h"
 #include "tests/batch_invariance.h"
 #include "tests/golden.h"
+#include "tests/kv_attention_rig.h"
 #include "tests/kv_dtype_model.h"
 #include "tests/reference_generate.h"
 
@@ -62,38 +63,16 @@ float quantize(DType t, const float* x, std::int64_t n, std::uint8_t* codes) {
   return scale;
 }
 
-bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
-}
-
-// Paged K/V over shuffled blocks for a few sequences, a step's tokens, and the cache two ways:
-// 8-bit codes with scales, and fp32 holding their widened values.
-struct Rig {
-  AttentionShape shape;
-  std::int64_t block;
-  std::vector<float> qkv, slopes, kw, vw, k_scale, v_scale;
+// The shared rig (tests/kv_attention_rig.h) with the cache as 8-bit codes and scales, and `kw`,
+// `vw` their widened values. Vectors of magnitudes from 1e-6 to 1e4 (so e4m3 subnormals occur),
+// with outliers, and some all zero (scale 0).
+struct Rig : PagedRig {
+  std::vector<float> k_scale, v_scale;
   std::vector<std::uint8_t> k8, v8;
-  std::vector<std::vector<std::int32_t>> tables;
-  std::vector<TokenPlace> places;
 
   Rig(std::int64_t heads, std::int64_t kv_heads, std::int64_t hd, std::int64_t block_size,
       bool alibi, DType dtype, std::mt19937& rng)
-      : shape{heads, kv_heads, hd, nullptr}, block(block_size) {
-    const std::vector<std::int64_t> lengths = {1, 17, 40, 100, 33};
-    std::int64_t blocks = 2;
-    for (auto n : lengths) blocks += (n + block - 1) / block;
-    const std::int64_t vectors = blocks * block * kv_heads;
-    std::vector<std::int32_t> ids(static_cast<std::size_t>(blocks));
-    std::iota(ids.begin(), ids.end(), 0);
-    std::shuffle(ids.begin(), ids.end(), rng);
-    std::size_t next = 0;
-    for (auto n : lengths) {
-      std::vector<std::int32_t> table;
-      for (std::int64_t b = 0; b < (n + block - 1) / block; ++b) table.push_back(ids[next++]);
-      tables.push_back(std::move(table));
-    }
-    // Vectors of magnitudes from 1e-6 to 1e4 (so e4m3 subnormals occur), with outliers, and some
-    // all zero (scale 0).
+      : PagedRig(heads, kv_heads, hd, block_size, alibi, rng) {
     std::normal_distribution<float> d(0.0f, 1.0f);
     std::uniform_int_distribution<int> e(-20, 13);
     auto fill = [&](std::vector<std::uint8_t>& codes, std::vector<float>& scales,
@@ -115,37 +94,12 @@ struct Rig {
     };
     fill(k8, k_scale, kw);
     fill(v8, v_scale, vw);
-    for (std::size_t q = 0; q < lengths.size(); ++q)
-      places.push_back({static_cast<std::int32_t>(lengths[q] - 1), tables[q].data()});
-    for (std::int64_t pos = 90; pos < 99; ++pos)
-      places.push_back({static_cast<std::int32_t>(pos), tables[3].data()});
-    const cpu::QkvLayout L(shape);
-    qkv = ref::random_floats(places.size() * static_cast<std::size_t>(kv_heads * L.group_stride),
-                             rng);
-    slopes = alibi_slopes(heads);
-    if (alibi) shape.alibi_slopes = slopes.data();
   }
   KvLayer quantized_kv(DType t) {
     return {k8.data(), v8.data(), shape.kv_heads, shape.head_dim,
             block,     t,         k_scale.data(), v_scale.data()};
   }
-  KvLayer widened_kv() { return {kw.data(), vw.data(), shape.kv_heads, shape.head_dim, block}; }
-  std::int64_t qkv_stride() const { return shape.kv_heads * cpu::QkvLayout(shape).group_stride; }
-  std::vector<float> run(CpuBackend& b, cpu::Isa isa, const KvLayer& kv) {
-    b.force_isa(isa);
-    std::vector<float> out(places.size() * static_cast<std::size_t>(shape.heads * shape.head_dim),
-                           NAN);
-    b.attention(qkv.data(), places, shape, kv, out.data());
-    return out;
-  }
 };
-
-struct RigShape {
-  std::int64_t heads, kv_heads, hd, block;
-  bool alibi;
-};
-const RigShape kRigShapes[] = {{8, 1, 64, 16, false}, {12, 3, 72, 16, false}, {6, 6, 80, 16, true},
-                               {9, 3, 20, 5, true},   {3, 1, 33, 7, false},   {4, 2, 16, 16, true}};
 
 }  // namespace
 
@@ -261,15 +215,7 @@ TEST_CASE("8-bit KV attention is the fp32 kernel over the widened cache, on ever
         CHECK(same_bits(got, want));
         CHECK(same_bits(rig.run(one, isa, rig.quantized_kv(t)), want));  // one thread
         // A token alone gives its bits in the batch.
-        const std::int64_t width = s.heads * s.hd;
-        for (std::size_t i = 0; i < rig.places.size(); i += 3) {
-          const std::vector<TokenPlace> place{rig.places[i]};
-          std::vector<float> alone(static_cast<std::size_t>(width), NAN);
-          backend.attention(rig.qkv.data() + static_cast<std::int64_t>(i) * rig.qkv_stride(), place,
-                            rig.shape, rig.quantized_kv(t), alone.data());
-          CHECK(std::memcmp(alone.data(), got.data() + static_cast<std::int64_t>(i) * width,
-                            static_cast<std::size_t>(width) * sizeof(float)) == 0);
-        }
+        rig.check_alone_as_batched(backend, rig.quantized_kv(t), got, 3);
       }
     }
   backend.force_isa(cpu::detect_isa());

@@ -25,6 +25,7 @@
 #include "kernels/cpu/ops.h"
 #include "tests/batch_invariance.h"
 #include "tests/golden.h"
+#include "tests/kv_attention_rig.h"
 #include "tests/kv_dtype_model.h"
 #include "tests/reference_generate.h"
 
@@ -42,67 +43,27 @@ float from_half(DType t, std::uint16_t h) {
   return t == DType::BF16 ? bf16_to_f32(h) : f16_to_f32(h);
 }
 
-bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
-}
-
 __attribute__((target("f16c"))) std::uint16_t hardware_f16(float f) {
   return static_cast<std::uint16_t>(
       _mm_extract_epi16(_mm_cvtps_ph(_mm_set_ss(f), _MM_FROUND_TO_NEAREST_INT), 0));
 }
 
-// Paged K/V over shuffled blocks for a few sequences, a step's tokens (each sequence's last
-// position plus a prompt run of the longest), and the same cache three ways: fp32 as drawn,
-// 16-bit, and fp32 holding the 16-bit values widened.
-struct Rig {
-  AttentionShape shape;
-  std::int64_t block;
-  std::vector<float> k, v, qkv, slopes;
+// The shared rig (tests/kv_attention_rig.h) with the cache in 16 bits, and `kw`, `vw` its values
+// widened. Magnitudes from 1e-6 (fp16 subnormals) to 1e4, so rounding sees every kind of value.
+struct Rig : PagedRig {
   std::vector<std::uint16_t> k16, v16;
-  std::vector<float> kw, vw;  // k16, v16 widened
-  std::vector<std::vector<std::int32_t>> tables;
-  std::vector<TokenPlace> places;
 
   Rig(std::int64_t heads, std::int64_t kv_heads, std::int64_t hd, std::int64_t block_size,
       bool alibi, DType dtype, std::mt19937& rng)
-      : shape{heads, kv_heads, hd, nullptr}, block(block_size) {
-    const std::vector<std::int64_t> lengths = {1, 17, 40, 100, 33};
-    std::int64_t blocks = 2;
-    for (auto n : lengths) blocks += (n + block - 1) / block;
-    const std::int64_t row = kv_heads * hd;
-    const auto slots = static_cast<std::size_t>(blocks * block * row);
-    k.assign(slots, 0.0f);
-    v.assign(slots, 0.0f);
-    std::vector<std::int32_t> ids(static_cast<std::size_t>(blocks));
-    std::iota(ids.begin(), ids.end(), 0);
-    std::shuffle(ids.begin(), ids.end(), rng);
-    // Magnitudes from 1e-6 (fp16 subnormals) to 1e4, so rounding sees every kind of value.
+      : PagedRig(heads, kv_heads, hd, block_size, alibi, rng) {
     std::normal_distribution<float> d(0.0f, 1.0f);
     std::uniform_int_distribution<int> e(-20, 13);
     auto draw = [&] { return d(rng) * std::ldexp(1.0f, e(rng) < 0 ? 0 : e(rng) - 13); };
     auto tiny = [&] { return d(rng) * 1e-6f; };
-    std::size_t next = 0;
-    for (auto n : lengths) {
-      std::vector<std::int32_t> table;
-      for (std::int64_t b = 0; b < (n + block - 1) / block; ++b) table.push_back(ids[next++]);
-      tables.push_back(std::move(table));
-    }
-    for (std::size_t i = 0; i < slots; ++i) {
-      k[i] = i % 17 == 0 ? tiny() : draw();
-      v[i] = i % 13 == 0 ? tiny() : draw();
-    }
-    for (std::size_t q = 0; q < lengths.size(); ++q)
-      places.push_back({static_cast<std::int32_t>(lengths[q] - 1), tables[q].data()});
-    for (std::int64_t pos = 90; pos < 99; ++pos)
-      places.push_back({static_cast<std::int32_t>(pos), tables[3].data()});
-    const cpu::QkvLayout L(shape);
-    qkv = ref::random_floats(places.size() * static_cast<std::size_t>(kv_heads * L.group_stride),
-                             rng);
-    slopes = alibi_slopes(heads);
-    if (alibi) shape.alibi_slopes = slopes.data();
-    for (std::size_t i = 0; i < slots; ++i) {
-      k16.push_back(to_half(dtype, k[i]));
-      v16.push_back(to_half(dtype, v[i]));
+    const auto n = static_cast<std::size_t>(vectors * hd);
+    for (std::size_t i = 0; i < n; ++i) {
+      k16.push_back(to_half(dtype, i % 17 == 0 ? tiny() : draw()));
+      v16.push_back(to_half(dtype, i % 13 == 0 ? tiny() : draw()));
       kw.push_back(from_half(dtype, k16.back()));
       vw.push_back(from_half(dtype, v16.back()));
     }
@@ -110,23 +71,7 @@ struct Rig {
   KvLayer half_kv(DType t) {
     return {k16.data(), v16.data(), shape.kv_heads, shape.head_dim, block, t};
   }
-  KvLayer widened_kv() { return {kw.data(), vw.data(), shape.kv_heads, shape.head_dim, block}; }
-  std::int64_t qkv_stride() const { return shape.kv_heads * cpu::QkvLayout(shape).group_stride; }
-  std::vector<float> run(CpuBackend& b, cpu::Isa isa, const KvLayer& kv) {
-    b.force_isa(isa);
-    std::vector<float> out(places.size() * static_cast<std::size_t>(shape.heads * shape.head_dim),
-                           NAN);
-    b.attention(qkv.data(), places, shape, kv, out.data());
-    return out;
-  }
 };
-
-struct RigShape {
-  std::int64_t heads, kv_heads, hd, block;
-  bool alibi;
-};
-const RigShape kRigShapes[] = {{8, 1, 64, 16, false}, {12, 3, 72, 16, false}, {6, 6, 80, 16, true},
-                               {9, 3, 20, 5, true},   {3, 1, 33, 7, false},   {4, 2, 16, 16, true}};
 
 }  // namespace
 
@@ -182,15 +127,7 @@ TEST_CASE("16-bit KV attention of a token does not depend on its batch or thread
                            << cpu::isa_name(isa));
         const auto batched = rig.run(two, isa, rig.half_kv(t));
         REQUIRE(same_bits(rig.run(one, isa, rig.half_kv(t)), batched));
-        const std::int64_t width = s.heads * s.hd;
-        for (std::size_t i = 0; i < rig.places.size(); ++i) {
-          const std::vector<TokenPlace> place{rig.places[i]};
-          std::vector<float> alone(static_cast<std::size_t>(width), NAN);
-          two.attention(rig.qkv.data() + static_cast<std::int64_t>(i) * rig.qkv_stride(), place,
-                        rig.shape, rig.half_kv(t), alone.data());
-          REQUIRE(std::memcmp(alone.data(), batched.data() + static_cast<std::int64_t>(i) * width,
-                              static_cast<std::size_t>(width) * sizeof(float)) == 0);
-        }
+        rig.check_alone_as_batched(two, rig.half_kv(t), batched, 1);
       }
     }
   one.force_isa(cpu::detect_isa());
