@@ -6,7 +6,7 @@
 
 using namespace saker;
 using saker::cli::apply_parameters;
-using json = nlohmann::json;
+using json = nlohmann::ordered_json;  // as the frontends parse bodies: keys in order
 
 namespace {
 BatchRequest with(const json& p) {
@@ -76,4 +76,59 @@ TEST_CASE("invalid parameters are refused, named", "[params]") {
     CHECK_THROWS_WITH(with(json::parse(params)), Catch::Contains(msg));
   }
   CHECK_THROWS_WITH(with(json::array()), Catch::Contains("`parameters` must be an object"));
+}
+
+TEST_CASE("structured-output parameters in every API's form, the schema's key order kept",
+          "[params][structured]") {
+  using K = Constraint::Kind;
+  const json schema = json::parse(R"({"type": "object", "properties": {"zeta": {"type": "integer"},
+      "alpha": {"type": "boolean"}}, "required": ["zeta", "alpha"]})");
+  struct Form {
+    json params;
+    K kind;
+    std::string field;
+  };
+  const std::vector<Form> forms = {
+      {{{"response_format",
+         {{"type", "json_schema"}, {"json_schema", {{"name", "x"}, {"schema", schema}}}}}},
+       K::kJsonSchema,
+       "response_format"},
+      {{{"guided_json", schema}}, K::kJsonSchema, "guided_json"},
+      {{{"guided_json", schema.dump()}}, K::kJsonSchema, "guided_json"},
+      {{{"grammar", {{"type", "json"}, {"value", schema}}}}, K::kJsonSchema, "grammar"},
+      {{{"structured_outputs", {{"json", schema}}}}, K::kJsonSchema, "structured_outputs.json"},
+  };
+  for (const Form& f : forms) {
+    INFO(f.params.dump());
+    const BatchRequest r = with(f.params);
+    CHECK(r.constraint.kind == f.kind);
+    CHECK(r.constraint.field == f.field);
+    // Properties reach the compiler in the client's order (outputs follow it), not sorted.
+    CHECK(r.constraint.text.find("zeta") < r.constraint.text.find("alpha"));
+  }
+  CHECK(with(json::parse(R"({"response_format": {"type": "json_object"}})")).constraint.kind ==
+        K::kJsonObject);
+  CHECK(!with(json::parse(R"({"response_format": {"type": "text"}})")).constraint.active());
+  const BatchRequest rx = with(json::parse(R"({"grammar": {"type": "regex", "value": "[a-z]+"}})"));
+  CHECK((rx.constraint.kind == K::kRegex && rx.constraint.text == "[a-z]+"));
+  const BatchRequest ch = with(json::parse(R"({"guided_choice": ["a", "b"]})"));
+  CHECK((ch.constraint.kind == K::kChoice && ch.constraint.choices.size() == 2));
+  CHECK(with(json::parse(R"({"guided_grammar": "root ::= \"x\""})")).constraint.kind ==
+        K::kGrammar);
+
+  const std::pair<const char*, const char*> bad[] = {
+      {R"({"guided_json": 5})", "`guided_json` must be a JSON schema"},
+      {R"({"guided_regex": ["a"]})", "`guided_regex` must be a string"},
+      {R"({"guided_choice": []})", "`guided_choice` must be a non-empty list of strings"},
+      {R"({"guided_choice": ["a", 1]})", "must hold strings only"},
+      {R"({"response_format": {"type": "xml"}})", "type must be text, json_object or json_schema"},
+      {R"({"response_format": {"type": "json_schema"}})", "needs a `json_schema` object"},
+      {R"({"grammar": {"type": "lark", "value": "x"}})", "type must be json or regex"},
+      {R"({"structured_outputs": {"xml": "x"}})", "`structured_outputs.xml` is not supported"},
+      {R"({"guided_regex": "a", "guided_choice": ["b"]})", "a second structured-output constraint"},
+  };
+  for (const auto& [params, msg] : bad) {
+    INFO(params);
+    CHECK_THROWS_WITH(with(json::parse(params)), Catch::Contains(msg));
+  }
 }

@@ -9,7 +9,7 @@
 
 namespace saker::cli {
 
-using json = nlohmann::json;
+using json = nlohmann::ordered_json;
 
 JsonlJob read_jsonl_job(const std::string& path, const Tokenizer& tok, const RequestLimits& limits,
                         std::int64_t default_max_new) {

@@ -18,7 +18,7 @@ namespace saker::cli {
 
 struct JsonlJob {
   std::vector<BatchRequest> requests;
-  std::vector<nlohmann::json> ids;  // the input's own "id" field per line, or null
+  std::vector<nlohmann::ordered_json> ids;  // the input's own "id" field per line, or null
   std::vector<bool> logprobs;       // whether the line asked for log-probabilities
 };
 
@@ -29,7 +29,8 @@ JsonlJob read_jsonl_job(const std::string& path, const Tokenizer& tok, const Req
 
 // One result line: index, id, generated_text, token counts, finish_reason, token_ids (and
 // logprobs when asked).
-nlohmann::json result_json(std::size_t index, const nlohmann::json& id, const BatchResult& r,
+nlohmann::ordered_json result_json(std::size_t index, const nlohmann::ordered_json& id,
+                                   const BatchResult& r,
                            bool logprobs);
 
 struct JsonlOutput {

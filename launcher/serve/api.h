@@ -19,7 +19,7 @@
 
 namespace saker::serve {
 
-using json = nlohmann::json;
+using json = nlohmann::ordered_json;
 
 struct ServeContext {
   RequestQueue& queue;

@@ -5,7 +5,7 @@
 namespace saker::cli {
 namespace {
 
-using json = nlohmann::json;
+using json = nlohmann::ordered_json;
 using Kind = Constraint::Kind;
 
 [[noreturn]] void fail(const std::string& key, const std::string& what) {

@@ -10,7 +10,7 @@
 namespace saker::cli {
 namespace {
 
-using json = nlohmann::json;
+using json = nlohmann::ordered_json;
 
 [[noreturn]] void fail(const std::string& key, const std::string& what) {
   throw ParameterError("parameter `" + key + "` " + what);

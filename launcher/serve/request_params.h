@@ -18,6 +18,6 @@ class ParameterError : public std::invalid_argument {
 
 // Applies `params` (a JSON object) to r. Greedy unless do_sample is true or a temperature > 0 is
 // given. Stop strings: `stop_sequences` or `stop` (a string or a list of strings).
-void apply_parameters(const nlohmann::json& params, BatchRequest& r);
+void apply_parameters(const nlohmann::ordered_json& params, BatchRequest& r);
 
 }  // namespace saker::cli

@@ -22,7 +22,7 @@ enum class ApiFamily { kOpenAi, kTgi, kDjl };
 // A route that answers at once (health, metrics, info, ...); throws ApiError to refuse.
 using Answer = HttpResponse (*)(ServeContext& ctx, const HttpRequest& req);
 // A generation route: the request's JSON body becomes a Call for the engine.
-using Generate = std::unique_ptr<Call> (*)(ServeContext& ctx, const nlohmann::json& body);
+using Generate = std::unique_ptr<Call> (*)(ServeContext& ctx, const nlohmann::ordered_json& body);
 
 struct Route {
   http::verb method;

@@ -429,6 +429,8 @@ def section_openai(c):
         check(valid and r.choices[0].finish_reason == "stop",
               f"OpenAI response_format json_schema (temperature {temperature}): valid JSON, finish_reason stop",
               content)
+        check(valid and list(json.loads(content)) == ["name", "n", "ok"],
+              "the object's keys come in the schema's order, not sorted", content)
     rx = request(port, "POST", "/generate", {"inputs": p, "parameters": {
         "max_new_tokens": 40, "grammar": {"type": "regex", "value": "[a-z]{4}-[0-9]{3}"}}})
     check(rx.status == 200 and re.fullmatch("[a-z]{4}-[0-9]{3}", rx.json()["generated_text"]) is not None,
