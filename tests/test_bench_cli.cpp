@@ -140,6 +140,10 @@ TEST_CASE("saker generate --input names the file and line of a bad request", "[c
        "line 2: prompt tokens + max_new_tokens must be <="},
       {R"({"prompt": "", "parameters": {}})", "line 2: the prompt is empty"},
       {R"({"text": "x"})", "line 2: unknown field `text`"},
+      {R"({"prompt": "x", "parameters": {"guided_json": {"not": {}}}})",
+       "line 2: guided_json: JSON schema keyword `not` (at #/not) is not supported"},
+      {R"({"prompt": "x", "parameters": {"guided_regex": "(a"}})",
+       "line 2: guided_regex: invalid regex"},
   };
   for (const auto& [line, msg] : cases) {
     const fs::path input = write_file("saker_bad_job.jsonl", ok + "\n" + line + "\n");
@@ -219,6 +223,30 @@ TEST_CASE("saker bench reports vLLM's serving metrics for rolling and dynamic ba
         CHECK((*sp)["p50"].get<double>() <= (*sp)["p90"].get<double>());
       }
   }
+}
+
+TEST_CASE("saker bench --guided-json constrains every request; a bad schema is a usage error",
+          "[cli][bench][structured]") {
+  const fs::path model = text_model("bench_guided");
+  const fs::path out = fs::temp_directory_path() / "saker_bench_guided.json";
+  const fs::path schema = write_file("saker_bench_schema.json", R"({"enum": ["yes", "no"]})");
+  const Run r = saker_cmd("bench --threads 1 --model '" + model.string() +
+                          "' --workload fixed:8:16 --num-requests 6 --guided-json '" +
+                          schema.string() + "' --output-json '" + out.string() + "'");
+  INFO(r.out << r.err);
+  REQUIRE(r.code == 0);
+  CHECK(r.out.find("constraint              guided_json " + schema.string()) != std::string::npos);
+  std::ifstream in(out);
+  const json j = json::parse(in);
+  // Each output is "yes" or "no" and its end token: the structure ends it long before 16 tokens.
+  CHECK(j["completed"] == 6);
+  CHECK(j["total_output_tokens"].get<int>() < 6 * 16);
+  const fs::path bad =
+      write_file("saker_bench_bad_schema.json", R"({"type": "array", "contains": {}})");
+  const Run b =
+      saker_cmd("bench --model '" + model.string() + "' --guided-json '" + bad.string() + "'");
+  CHECK(b.code == 2);
+  CHECK(b.err.find("--guided-json: JSON schema keyword `contains`") != std::string::npos);
 }
 
 TEST_CASE("saker bench's shared-prefix workload is served from the prefix cache when it is on",

@@ -5,7 +5,10 @@
 #include <fstream>
 #include <iostream>
 #include <limits>
+#include <sstream>
 
+#include "engine/constraints/compiler.h"
+#include "engine/tokenizer/tokenizer.h"
 #include "launcher/app/cli.h"
 #include "launcher/app/engine_flags.h"
 #include "launcher/bench/report.h"
@@ -29,7 +32,7 @@ double parse_rate(const std::string& s) {
 
 int run_bench(const std::vector<std::string>& args) {
   EngineFlags flags;
-  std::string workload = "mixed", rate_text = "inf", output_json;
+  std::string workload = "mixed", rate_text = "inf", output_json, guided_json;
   std::int64_t num_requests = 64, concurrency = 0;
   std::uint64_t seed = 0;
   po::options_description desc("options");
@@ -43,12 +46,15 @@ int run_bench(const std::vector<std::string>& args) {
       "max-concurrency", po::value(&concurrency)->default_value(0),
       "most requests in flight (0: no limit)")("seed", po::value(&seed)->default_value(0),
                                                "prompts, order and arrivals")(
-      "output-json", po::value(&output_json), "also write the results as JSON");
+      "output-json", po::value(&output_json), "also write the results as JSON")(
+      "guided-json", po::value(&guided_json),
+      "FILE: a JSON schema every request's output must follow (structured outputs; the model "
+      "directory needs tokenizer.json)");
   desc.add(engine_options(flags));
   po::variables_map vm;
   if (!parse(args, desc, vm, "usage: [mpirun -np N] saker bench --model DIR [options]")) return 0;
   EngineOptions o = finish_engine_options(vm, flags);
-  o.text = false;
+  o.text = !guided_json.empty();  // constraints need the tokenizer
   if (num_requests <= 0) throw UsageError("--num-requests must be positive");
   if (concurrency < 0) throw UsageError("--max-concurrency must be >= 0");
   const double rate = parse_rate(rate_text);
@@ -59,7 +65,22 @@ int run_bench(const std::vector<std::string>& args) {
   } catch (const std::invalid_argument& e) {
     throw UsageError(e.what());  // it names --workload
   }
-  const auto reqs = make_requests(spec, num_requests, rate, limits.vocab, seed);
+  auto reqs = make_requests(spec, num_requests, rate, limits.vocab, seed);
+  if (!guided_json.empty()) {
+    std::ifstream in(guided_json);
+    if (!in) throw UsageError("cannot read --guided-json " + guided_json);
+    std::stringstream text;
+    text << in.rdbuf();
+    const Constraint c{Constraint::Kind::kJsonSchema, text.str(), {}, "--guided-json"};
+    // Checked here, before the model loads: a schema saker cannot enforce is a usage error.
+    const Tokenizer tok = Tokenizer::from_model_dir(o.model_dir);
+    try {
+      read_model_limits(o.model_dir, &tok).constraints->compile(c);
+    } catch (const ConstraintError& e) {
+      throw UsageError(e.what());
+    }
+    for (auto& r : reqs) r.constraint = c;
+  }
 
   Communicator& comm = world().tensor_parallel();
   const auto engine = make_engine(o, comm);
@@ -88,7 +109,8 @@ int run_bench(const std::vector<std::string>& args) {
                                flags.max_batch_delay_ms,
                                comm.size(),
                                engine->threads(),
-                               o.enable_prefix_caching};
+                               o.enable_prefix_caching,
+                               guided_json};
   const BenchReport report = make_report(settings, shape, reqs, run, step_bytes);
   std::cout << report.text;
   if (!output_json.empty()) {

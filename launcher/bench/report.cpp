@@ -143,6 +143,7 @@ nlohmann::json to_json(const BenchSettings& s, const Figures& f) {
           {"kv_usage_max", static_cast<double>(f.stats.max_kv_blocks_used) / f.pool_blocks},
           {"preemptions", f.preemptions},
           {"enable_prefix_caching", s.prefix_caching},
+          {"guided_json", s.guided_json},
           {"prefix_cache_queries", f.prefix_queries},
           {"prefix_cache_hits", f.prefix_hits},
           {"prefix_cache_hit_rate", f.prefix_queries > 0 ? static_cast<double>(f.prefix_hits) /
@@ -210,6 +211,11 @@ void print_floors(std::ostream& out, const Figures& f, const nlohmann::json& j) 
       << ": " << f.prefix_hits << " of " << f.prefix_queries << " prompt tokens from the cache ("
       << 100 * j["prefix_cache_hit_rate"].get<double>() << " %), " << f.cached_blocks
       << " blocks cached\n"
+      << "constraint              "
+      << (j["guided_json"].get<std::string>().empty()
+              ? "none"
+              : "guided_json " + j["guided_json"].get<std::string>())
+      << "\n"
       << "bandwidth floor         " << f.tpot_floor_ms << " ms per step (" << f.step_bytes / 1e9
       << " GB of weights at " << f.bw / 1e9 << " GB/s); p50 TPOT is "
       << 100 * j["tpot_fraction_of_floor"].get<double>() << " % of it\n"

@@ -37,6 +37,7 @@ struct BenchSettings {
   int tp = 1;
   unsigned threads = 0;
   bool prefix_caching = true;
+  std::string guided_json;  // the schema file every request was constrained by, if any
 };
 
 struct BenchReport {

@@ -26,7 +26,8 @@ std::vector<BatchResult> drive(Engine& engine, const std::vector<BenchRequest>& 
       r.id = engine.requests().next_id();
       r.prompt = reqs[next].prompt;
       r.max_new_tokens = reqs[next].output;
-      r.ignore_eos = true;
+      r.ignore_eos = true;  // a constraint still ends its request when its structure is complete
+      r.constraint = reqs[next].constraint;
       double sent = reqs[next].arrival;
       if (concurrency > 0 && !freed.empty()) {
         sent = std::max(sent, freed.front());

@@ -7,12 +7,15 @@
 #include <string>
 #include <vector>
 
+#include "engine/constraints/constraint.h"
+
 namespace saker::cli {
 
 struct BenchRequest {
   std::vector<std::int32_t> prompt;
   std::int64_t output = 0;
-  double arrival = 0;  // seconds after the start
+  double arrival = 0;     // seconds after the start
+  Constraint constraint;  // --guided-json: every request's output shape
 };
 
 struct WorkloadSpec {
