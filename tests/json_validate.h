@@ -3,7 +3,9 @@
 #pragma once
 
 #include <fstream>
+#include <stdexcept>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 #include <valijson/adapters/nlohmann_json_adapter.hpp>
@@ -35,6 +37,18 @@ inline std::string validation_errors(const nlohmann::json& schema, const nlohman
 inline nlohmann::json schema_suite() {
   std::ifstream in(std::string(SAKER_FIXTURES_DIR) + "/structured/schemas.json");
   return nlohmann::json::parse(in);
+}
+
+// Schemas of the suite that the 384-token fixture model closes well within 220 tokens (bounded
+// strings and arrays), for the tests that run it through the engine.
+inline const std::vector<std::string> kEngineSchemas = {
+    "flat object",   "nested object", "array of objects", "recursive tree",
+    "anyOf objects", "product",       "unicode keys",     "date pattern"};
+
+inline nlohmann::json suite_schema(const std::string& name) {
+  for (const nlohmann::json& e : schema_suite())
+    if (e["name"] == name) return e["schema"];
+  throw std::invalid_argument("no schema named " + name + " in the suite");
 }
 
 }  // namespace saker::test

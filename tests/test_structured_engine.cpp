@@ -23,18 +23,6 @@ using json = nlohmann::json;
 
 namespace {
 
-// Schemas of the suite that this small model's budget closes (bounded strings and arrays).
-const std::vector<std::string> kSchemas = {"flat object",    "nested object", "array of objects",
-                                           "recursive tree", "anyOf objects", "product",
-                                           "unicode keys",   "date pattern"};
-
-json suite_schema(const std::string& name) {
-  for (const json& e : schema_suite())
-    if (e["name"] == name) return e["schema"];
-  FAIL("no schema " << name);
-  return {};
-}
-
 struct Run {
   std::map<std::uint64_t, BatchResult> results;
   std::uint64_t preemptions = 0;
@@ -83,7 +71,7 @@ TEST_CASE("constrained requests in the rolling batch validate; free neighbours a
   const Tokenizer tok = Tokenizer::from_model_dir(dir);
   std::vector<BatchRequest> reqs;
   std::uint64_t id = 1;
-  for (const std::string& s : kSchemas)
+  for (const std::string& s : kEngineSchemas)
     for (const float temperature : {0.0f, 1.0f}) reqs.push_back(request(id++, tok, s, temperature));
   const std::uint64_t free_greedy = id, free_sampled = id + 1;
   reqs.push_back(request(id++, tok, "", 0.0f));
@@ -102,7 +90,7 @@ TEST_CASE("constrained requests in the rolling batch validate; free neighbours a
       std::string ids;
       for (auto t : res.tokens) ids += std::to_string(t) + " ";
       INFO(ids);
-      INFO("request " << r.id << " (" << kSchemas[(r.id - 1) / 2] << ", blocks " << blocks
+      INFO("request " << r.id << " (" << kEngineSchemas[(r.id - 1) / 2] << ", blocks " << blocks
                       << "): " << res.text);
       REQUIRE(res.finish == FinishReason::kEosToken);
       json doc;

@@ -18,8 +18,10 @@
 #include "parallel/collectives.h"
 #include "tests/batch_invariance.h"
 #include "tests/engine_api_cases.h"
+#include "tests/json_validate.h"
 #include "tests/mpi_fixture.h"
 #include "tests/reference_generate.h"
+#include "tests/text_model.h"
 
 using namespace saker;
 using namespace saker::test;
@@ -285,4 +287,45 @@ TEST_CASE("a bad engine option fails on every rank, naming its field", "[tp][eng
     field = e.field();
   }
   CHECK(field == "kv_cache_bytes");
+}
+
+TEST_CASE("across ranks, structured outputs validate against their schemas", "[tp][structured]") {
+  Communicator& comm = test::world().tensor_parallel();
+  // A copy per rank: ranks start together and must not rewrite each other's files.
+  const fs::path dir = test::text_model(kFixtures, "tp_structured_" + std::to_string(comm.rank()));
+  EngineOptions o = engine_options(dir);
+  o.text = true;
+  o.max_batch_size = 16;
+  o.kv_cache_tokens = 4096;
+  Engine engine(o, comm);
+  std::vector<std::unique_ptr<Heard>> heard;
+  std::vector<nlohmann::json> schemas;
+  if (engine.is_driver()) {
+    for (const std::string& name : kEngineSchemas)
+      for (const float temperature : {0.0f, 1.0f}) {
+        schemas.push_back(suite_schema(name));
+        BatchRequest r = request(engine, {5, 17, 42, 7}, 220);
+        r.ignore_eos = false;
+        r.constraint = {Constraint::Kind::kJsonSchema, schemas.back().dump(), {}, "guided_json"};
+        if (temperature > 0) {
+          r.sampling.temperature = temperature;
+          r.sampling.seed = schemas.size();
+        }
+        heard.push_back(std::make_unique<Heard>());
+        REQUIRE(engine.submit(std::move(r), heard.back()->sink()) == Admit::kQueued);
+      }
+  }
+  engine.run();
+  if (comm.rank() != 0) return;
+  for (std::size_t i = 0; i < heard.size(); ++i) {
+    REQUIRE(heard[i]->finished());
+    const RequestEvent& last = heard[i]->last();
+    REQUIRE(last.result);
+    INFO("tp " << comm.size() << ", " << kEngineSchemas[i / 2] << ": " << last.result->text);
+    CHECK(last.finish == FinishReason::kEosToken);
+    nlohmann::json doc;
+    REQUIRE_NOTHROW(doc = nlohmann::json::parse(last.result->text));
+    CHECK(validation_errors(schemas[i], doc).empty());
+  }
+  CHECK(engine.stats().kv_blocks_used == 0);
 }
