@@ -75,6 +75,14 @@ echo "== curl localhost:$port/v1/completions"
 curl -s "localhost:$port/v1/completions" -H 'Content-Type: application/json' \
   -d '{"model": "demo-model", "prompt": "Hello", "max_tokens": 8, "temperature": 0}'
 echo
+echo "== curl localhost:$port/v1/completions with a JSON schema (structured output)"
+curl -s "localhost:$port/v1/completions" -H 'Content-Type: application/json' \
+  -d '{"model": "demo-model", "prompt": "A person:", "max_tokens": 60, "temperature": 0,
+       "response_format": {"type": "json_schema", "json_schema": {"name": "person", "schema":
+         {"type": "object", "properties": {"name": {"type": "string", "maxLength": 8},
+          "age": {"type": "integer", "minimum": 0, "maximum": 120}},
+          "required": ["name", "age"], "additionalProperties": false}}}}' |
+  python3 -c 'import json, sys; c = json.load(sys.stdin)["choices"][0]; print(c["text"], "(finish:", c["finish_reason"] + ")")'
 kill -TERM "$server"
 wait "$server" || true
 trap - EXIT
