@@ -15,8 +15,12 @@
 
 namespace saker::test {
 
-// valijson's verdict, with its first error for the message.
-inline std::string validation_errors(const nlohmann::json& schema, const nlohmann::json& doc) {
+// valijson's verdict, with its errors for the message.
+template <typename SchemaJson, typename DocJson>
+std::string validation_errors(const SchemaJson& schema_in, const DocJson& doc_in) {
+  // valijson's adapter reads nlohmann::json; the suite is kept in order (ordered_json).
+  const auto schema = nlohmann::json::parse(schema_in.dump());
+  const auto doc = nlohmann::json::parse(doc_in.dump());
   valijson::Schema s;
   valijson::SchemaParser parser(valijson::SchemaParser::kDraft7);
   valijson::adapters::NlohmannJsonAdapter schema_adapter(schema);
@@ -34,9 +38,10 @@ inline std::string validation_errors(const nlohmann::json& schema, const nlohman
   return out.empty() ? "invalid" : out;
 }
 
-inline nlohmann::json schema_suite() {
+// In file order, keys included: schemas reach the compiler as clients send them.
+inline nlohmann::ordered_json schema_suite() {
   std::ifstream in(std::string(SAKER_FIXTURES_DIR) + "/structured/schemas.json");
-  return nlohmann::json::parse(in);
+  return nlohmann::ordered_json::parse(in);
 }
 
 // Schemas of the suite that the 384-token fixture model closes well within 220 tokens (bounded
@@ -45,8 +50,8 @@ inline const std::vector<std::string> kEngineSchemas = {
     "flat object",   "nested object", "array of objects", "recursive tree",
     "anyOf objects", "product",       "unicode keys",     "date pattern"};
 
-inline nlohmann::json suite_schema(const std::string& name) {
-  for (const nlohmann::json& e : schema_suite())
+inline nlohmann::ordered_json suite_schema(const std::string& name) {
+  for (const nlohmann::ordered_json& e : schema_suite())
     if (e["name"] == name) return e["schema"];
   throw std::invalid_argument("no schema named " + name + " in the suite");
 }

@@ -19,7 +19,7 @@
 
 using namespace saker;
 using namespace saker::test;
-using json = nlohmann::json;
+using json = nlohmann::ordered_json;  // the suite's order, as clients send schemas
 
 namespace {
 

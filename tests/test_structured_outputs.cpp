@@ -22,7 +22,7 @@
 #include "tests/json_validate.h"
 
 using namespace saker;
-using json = nlohmann::json;
+using json = nlohmann::ordered_json;  // the suite's order, as clients send schemas
 
 namespace {
 
@@ -216,4 +216,42 @@ TEST_CASE("malformed constraints are refused, naming the field and the problem",
   }
   // The compiler keeps working after refusals.
   CHECK(generate({K::kChoice, {}, {"ok"}, "guided_choice"}, 1, 0.0f, 8).text == "ok");
+}
+
+TEST_CASE("the mask allows exactly the tokens the automaton accepts", "[structured]") {
+  // Reference: a fresh matcher brought to the same state accepts the token or not, one at a time.
+  const json schema = test::suite_schema("product");
+  const Constraint c = schema_constraint(schema);
+  std::vector<std::int32_t> ids;
+  for (std::int32_t i = 0; i < 400; ++i) ids.push_back(i);  // the bytes and the first merges
+  for (std::int32_t i = kVocab - 40; i < kVocab; ++i) ids.push_back(i);  // the last, partial word
+  std::uint64_t x = 7;
+  for (int i = 0; i < 400; ++i) {
+    x = x * 6364136223846793005ull + 1442695040888963407ull;
+    ids.push_back(static_cast<std::int32_t>((x >> 33) % kVocab));
+  }
+  for (const std::string prefix :
+       {std::string(), std::string(R"({"sku": "AB)"),
+        std::string(R"({"sku": "ABC-1234", "price": 1)"),
+        std::string(R"({"sku": "ABC-1234", "price": 1, "stock": 2, "tags": [")")}) {
+    const auto toks = falcon_tokenizer().encode(prefix);
+    auto at_prefix = [&] {
+      ConstraintMatcher m(compiler().compile(c));
+      for (const std::int32_t t : toks) {
+        INFO("prefix \"" << prefix << "\", token " << t);
+        REQUIRE(m.accept(t));
+      }
+      return m;
+    };
+    ConstraintMatcher m = at_prefix();
+    std::vector<float> logits(kVocab, 0.0f);
+    const std::int64_t allowed = m.mask(logits);
+    CHECK(allowed ==
+          std::count_if(logits.begin(), logits.end(), [](float v) { return v == 0.0f; }));
+    for (const std::int32_t id : ids) {
+      ConstraintMatcher fresh = at_prefix();
+      INFO("after \"" << prefix << "\", token " << id);
+      CHECK(fresh.accept(id) == (logits[static_cast<std::size_t>(id)] == 0.0f));
+    }
+  }
 }

@@ -299,7 +299,7 @@ TEST_CASE("across ranks, structured outputs validate against their schemas", "[t
   o.kv_cache_tokens = 4096;
   Engine engine(o, comm);
   std::vector<std::unique_ptr<Heard>> heard;
-  std::vector<nlohmann::json> schemas;
+  std::vector<nlohmann::ordered_json> schemas;
   if (engine.is_driver()) {
     for (const std::string& name : kEngineSchemas)
       for (const float temperature : {0.0f, 1.0f}) {

@@ -3,6 +3,8 @@
 #include <dlpack/dlpack.h>
 #include <xgrammar/xgrammar.h>
 
+#include <algorithm>
+#include <bit>
 #include <limits>
 #include <optional>
 
@@ -157,12 +159,15 @@ std::int64_t ConstraintMatcher::mask(std::span<float> logits) {
       allowed += 32;
       continue;
     }
-    for (std::int64_t b = 0; b < end; ++b) {
-      if ((word >> b) & 1u)
-        ++allowed;
-      else
-        logits[static_cast<std::size_t>(w * 32 + b)] = none;
+    if (word == 0) {  // a whole word refused (most words, in most states)
+      std::fill_n(logits.begin() + w * 32, end, none);
+      continue;
     }
+    // Only the refused bits are visited (the last word's bits past the vocabulary are ignored).
+    const std::uint32_t live = end == 32 ? 0xffffffffu : (1u << end) - 1u;
+    allowed += std::popcount(word & live);
+    for (std::uint32_t refused = ~word & live; refused != 0; refused &= refused - 1)
+      logits[static_cast<std::size_t>(w * 32 + std::countr_zero(refused))] = none;
   }
   return allowed;
 }
