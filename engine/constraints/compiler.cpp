@@ -75,7 +75,9 @@ struct ConstraintCompiler::State {
   State(const Tokenizer& tok, std::int64_t vocab_size, const std::vector<std::int64_t>& eos)
       : info(decoded_vocab(tok, vocab_size), xgrammar::VocabType::RAW, static_cast<int>(vocab_size),
              to_int32(eos)),
-        compiler(info, 2, true) {}
+        // The cache is bounded: a server sent endless distinct schemas must not grow without end
+        // (least recently used compilations go first).
+        compiler(info, 2, true, std::int64_t{256} << 20) {}
 };
 
 ConstraintCompiler::ConstraintCompiler(const Tokenizer& tokenizer, std::int64_t vocab_size,
