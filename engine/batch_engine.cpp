@@ -101,7 +101,7 @@ std::int32_t BatchEngine::choose(const ScheduledSequence& r, Live& live,
   if (req.sampling.plain_greedy() && !mask && !live.constraint) return argmax(row);
   scratch_.assign(row.begin(), row.end());
   // The constraint first: temperature, top-k/p and penalties then work on the allowed tokens.
-  if (live.constraint && live.constraint->mask(scratch_) == 0)
+  if (live.constraint && live.constraint->mask(scratch_, req.max_new_tokens - s.generated()) == 0)
     throw std::logic_error("a constraint allowed no token for request " + std::to_string(r.id));
   if (mask) {
     std::vector<float> keep;
@@ -253,15 +253,21 @@ bool BatchEngine::step() {
       const auto row = logits.subspan(i * V, V);
       if (observer_) observer_(r.id, r.start + r.count, row);
       next = choose(r, live, row);
+      if (live.constraint) {
+        // The budget rule may take the planned closing's token instead of the sampled one.
+        const std::int32_t chosen = next;
+        const std::int64_t left = live.req.max_new_tokens - scheduler_.sequence(r.id).generated();
+        next = live.constraint->advance(chosen, left);
+        if (next < 0)
+          throw std::logic_error("request " + std::to_string(r.id) + " chose token " +
+                                 std::to_string(chosen) + ", which its constraint does not allow");
+      }
       if (want_lp) lp = log_probabilities(row, next, live.req.logprobs, top_, order_);
     }
     if (want_lp) {
       live.result.logprobs.push_back(lp);
       live.result.top_logprobs.push_back(top_);
     }
-    if (live.constraint && !live.constraint->accept(next))
-      throw std::logic_error("request " + std::to_string(r.id) + " chose token " +
-                             std::to_string(next) + ", which its constraint does not allow");
     const std::int64_t generated = static_cast<std::int64_t>(live.result.tokens.size());
     FinishReason finish = finish_of(live, next, generated);
     emit(live, next, finish, t);

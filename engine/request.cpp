@@ -57,7 +57,15 @@ void validate_request(const BatchRequest& r, const RequestLimits& limits) {
     if (!limits.constraints)
       throw RequestError(Kind::kInvalid, f, f + ": structured outputs need the model's tokenizer");
     try {
-      limits.constraints->compile(r.constraint);  // cached: the engine's compile is a lookup
+      // Cached: the engine's compile is a lookup.
+      const auto compiled = limits.constraints->compile(r.constraint);
+      // The budget rule: an answer that cannot close within max_new_tokens is refused.
+      if (const auto need = tokens_to_close(*compiled); need && *need > max_new_tokens)
+        fail("max_new_tokens", "the budget of " + std::to_string(max_new_tokens) +
+                                   " new tokens (max_tokens, max_new_tokens) cannot hold an "
+                                   "answer to " +
+                                   f + ": the shortest found takes " + std::to_string(*need) +
+                                   " tokens");
     } catch (const ConstraintError& e) {
       throw RequestError(Kind::kInvalid, e.field(), e.what());
     }

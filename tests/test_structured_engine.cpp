@@ -110,3 +110,50 @@ TEST_CASE("constrained requests in the rolling batch validate; free neighbours a
   CHECK(cancelled.results.at(3).finish == FinishReason::kCancelled);
   CHECK(cancelled.free_blocks == cancelled.total_blocks);
 }
+
+TEST_CASE("constrained requests with a tight max_new_tokens close in time in the rolling batch",
+          "[structured][batch]") {
+  const auto dir = text_model(kFixtures, "structured_engine");
+  const Tokenizer tok = Tokenizer::from_model_dir(dir);
+  EngineRig rig(dir, 64);  // preemption: the plan survives a re-prefill
+  const ConstraintCompiler compiler(tok, rig.config.vocab_size, rig.config.eos_token_ids);
+  std::vector<BatchRequest> reqs;
+  std::vector<std::int64_t> least;
+  std::uint64_t id = 1;
+  for (const std::string& s : kEngineSchemas)
+    for (const float temperature : {0.0f, 1.0f}) {
+      BatchRequest r = request(id, tok, s, temperature);
+      const auto n = tokens_to_close(*compiler.compile(r.constraint));
+      REQUIRE(n.has_value());
+      least.push_back(*n);
+      r.max_new_tokens = *n + static_cast<std::int64_t>(id % 4) * 3;  // n, n+3, n+6, n+9
+      reqs.push_back(std::move(r));
+      ++id;
+    }
+  const Run batched = run(rig, tok, reqs, 16);
+  CHECK(batched.free_blocks == batched.total_blocks);
+  int by_length = 0;
+  for (const auto& r : reqs) {
+    const BatchResult& res = batched.results.at(r.id);
+    INFO("request " << r.id << " (max_new_tokens " << r.max_new_tokens << "): " << res.text);
+    CHECK(static_cast<std::int64_t>(res.tokens.size()) <= r.max_new_tokens);
+    if (res.finish == FinishReason::kLength) ++by_length;
+    json doc;
+    REQUIRE_NOTHROW(doc = json::parse(res.text));
+    CHECK(validation_errors(json::parse(r.constraint.text), doc).empty());
+  }
+  CHECK(by_length > 0);  // some answers used the whole budget, and still closed
+
+  // Below the shortest answer: refused at add, naming max_new_tokens; nothing is left behind.
+  SchedulerConfig cfg{16, 64, AdmissionPolicy::kMaxUtilization};
+  BatchEngine engine(rig.runner, cfg, rig.config.eos_token_ids, &tok);
+  BatchRequest low = reqs.front();
+  low.max_new_tokens = least.front() - 1;
+  try {
+    engine.add(low);
+    FAIL("a budget below the shortest answer was accepted");
+  } catch (const RequestError& e) {
+    CHECK(e.field() == "max_new_tokens");
+  }
+  CHECK(engine.idle());
+}

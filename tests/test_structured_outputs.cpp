@@ -20,70 +20,20 @@
 #include "engine/sampler.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "tests/json_validate.h"
+#include "tests/structured_rig.h"
 
 using namespace saker;
 using json = nlohmann::ordered_json;  // the suite's order, as clients send schemas
 
 namespace {
 
-constexpr std::int64_t kVocab = 65024;  // Falcon's
-constexpr std::int64_t kEos = 11;       // <|endoftext|>
-
-const Tokenizer& falcon_tokenizer() {
-  static const Tokenizer t =
-      Tokenizer::load(std::string(SAKER_SHARED_DIR) + "/models/falcon-tokenizer/tokenizer.json");
-  return t;
-}
-
-const ConstraintCompiler& compiler() {
-  static const ConstraintCompiler c(falcon_tokenizer(), kVocab, {kEos});
-  return c;
-}
-
-// Logits of a random model: a function of (seed, step) alone.
-void random_logits(std::uint64_t seed, std::int64_t step, std::vector<float>& out) {
-  std::uint64_t x = seed * 0x9E3779B97F4A7C15ull + static_cast<std::uint64_t>(step) + 1;
-  out.resize(kVocab);
-  for (float& v : out) {
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    v = static_cast<float>(x >> 40) * 0x1p-24f * 8.0f;  // [0, 8): a spread like real logits
-  }
-}
-
-struct Output {
-  std::vector<std::int32_t> tokens;  // without the final EOS
-  bool ended = false;                // the automaton accepted EOS
-  std::string text;
-};
-
-// Generates under `c` from random logits: greedy (temperature 0) or sampled.
-Output generate(const Constraint& c, std::uint64_t seed, float temperature,
-                std::int64_t max_tokens) {
-  ConstraintMatcher m(compiler().compile(c));
-  Sampler sampler(kVocab);
-  SamplingParams p;
-  p.temperature = temperature;
-  p.seed = seed;
-  std::vector<float> logits;
-  Output out;
-  for (std::int64_t step = 0; step < max_tokens; ++step) {
-    random_logits(seed, step, logits);
-    REQUIRE(m.mask(logits) > 0);
-    const std::int32_t t =
-        temperature == 0.0f ? argmax(logits) : sampler.sample(logits, p, {}, out.tokens, step);
-    REQUIRE(m.accept(t));
-    if (t == kEos) {
-      out.ended = true;
-      CHECK(m.terminated());
-      break;
-    }
-    out.tokens.push_back(t);
-  }
-  out.text = falcon_tokenizer().decode(out.tokens);
-  return out;
-}
+using test::compiler;
+using test::falcon_tokenizer;
+using test::generate;
+using test::kEos;
+using test::kVocab;
+using test::Output;
+using test::random_logits;
 
 Constraint schema_constraint(const json& schema) {
   return Constraint{Constraint::Kind::kJsonSchema, schema.dump(), {}, "guided_json"};
@@ -230,7 +180,7 @@ TEST_CASE("the mask allows exactly the tokens the automaton accepts", "[structur
     x = x * 6364136223846793005ull + 1442695040888963407ull;
     ids.push_back(static_cast<std::int32_t>((x >> 33) % kVocab));
   }
-  for (const std::string prefix :
+  for (const std::string& prefix :
        {std::string(), std::string(R"({"sku": "AB)"),
         std::string(R"({"sku": "ABC-1234", "price": 1)"),
         std::string(R"({"sku": "ABC-1234", "price": 1, "stock": 2, "tags": [")")}) {

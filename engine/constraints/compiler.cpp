@@ -6,10 +6,12 @@
 #include <algorithm>
 #include <bit>
 #include <limits>
+#include <mutex>
 #include <optional>
 
 #include <nlohmann/json.hpp>
 
+#include "engine/constraints/closing.h"
 #include "engine/constraints/schema_check.h"
 #include "engine/tokenizer/tokenizer.h"
 
@@ -34,8 +36,24 @@ const char* constraint_kind_name(Constraint::Kind k) {
 }
 
 struct CompiledConstraint {
+  CompiledConstraint(xgrammar::CompiledGrammar g, std::int64_t v, std::shared_ptr<const Speller> sp)
+      : grammar(std::move(g)), vocab_size(v), speller(std::move(sp)) {}
   xgrammar::CompiledGrammar grammar;
   std::int64_t vocab_size;
+  std::shared_ptr<const Speller> speller;
+  // The closing of the empty output, in tokens: found once, on first use (validation), and the
+  // plan every matcher starts with.
+  mutable std::once_flag planned;
+  mutable std::optional<std::vector<std::int32_t>> plan;
+
+  const std::optional<std::vector<std::int32_t>>& initial_plan() const {
+    std::call_once(planned, [this] {
+      xgrammar::GrammarMatcher m(grammar);
+      // Once per constraint, so worth a longer search for the shortest.
+      if (const auto c = find_closing(m, 1 << 16, 512, true)) plan = speller->spell(*c);
+    });
+    return plan;
+  }
 };
 
 namespace {
@@ -71,10 +89,14 @@ std::string choice_grammar(const Constraint& c) {
 
 struct ConstraintCompiler::State {
   xgrammar::TokenizerInfo info;
+  std::shared_ptr<const Speller> speller;
   mutable xgrammar::GrammarCompiler compiler;
   State(const Tokenizer& tok, std::int64_t vocab_size, const std::vector<std::int64_t>& eos)
-      : info(decoded_vocab(tok, vocab_size), xgrammar::VocabType::RAW, static_cast<int>(vocab_size),
-             to_int32(eos)),
+      : State(decoded_vocab(tok, vocab_size), vocab_size, eos) {}
+  State(const std::vector<std::string>& vocab, std::int64_t vocab_size,
+        const std::vector<std::int64_t>& eos)
+      : info(vocab, xgrammar::VocabType::RAW, static_cast<int>(vocab_size), to_int32(eos)),
+        speller(std::make_shared<const Speller>(vocab)),
         // The cache is bounded: a server sent endless distinct schemas must not grow without end
         // (least recently used compilations go first).
         compiler(info, 2, true, std::int64_t{256} << 20) {}
@@ -88,30 +110,28 @@ ConstraintCompiler::~ConstraintCompiler() = default;
 
 std::shared_ptr<const CompiledConstraint> ConstraintCompiler::compile(const Constraint& c) const {
   auto& xc = state_->compiler;
+  const auto make = [this](xgrammar::CompiledGrammar g) {
+    return std::make_shared<const CompiledConstraint>(std::move(g), vocab_size_, state_->speller);
+  };
   try {
     switch (c.kind) {
       case Constraint::Kind::kJsonObject:
-        return std::make_shared<CompiledConstraint>(
-            CompiledConstraint{xc.CompileBuiltinJSONGrammar(), vocab_size_});
+        return make(xc.CompileBuiltinJSONGrammar());
       case Constraint::Kind::kJsonSchema:
         check_json_schema(c.text, c.field);
         // Compact JSON (no free whitespace between tokens): a model cannot spend its budget on
         // spaces, and every output has one spelling.
-        return std::make_shared<CompiledConstraint>(CompiledConstraint{
-            xc.CompileJSONSchema(c.text, false, std::nullopt,
-                                 std::make_pair(std::string(", "), std::string(": ")), true),
-            vocab_size_});
+        return make(xc.CompileJSONSchema(c.text, false, std::nullopt,
+                                         std::make_pair(std::string(", "), std::string(": ")),
+                                         true));
       case Constraint::Kind::kRegex:
         if (c.text.empty()) throw ConstraintError(c.field, c.field + ": the regex is empty");
-        return std::make_shared<CompiledConstraint>(
-            CompiledConstraint{xc.CompileRegex(c.text), vocab_size_});
+        return make(xc.CompileRegex(c.text));
       case Constraint::Kind::kChoice:
-        return std::make_shared<CompiledConstraint>(
-            CompiledConstraint{xc.CompileGrammar(choice_grammar(c)), vocab_size_});
+        return make(xc.CompileGrammar(choice_grammar(c)));
       case Constraint::Kind::kGrammar:
         if (c.text.empty()) throw ConstraintError(c.field, c.field + ": the grammar is empty");
-        return std::make_shared<CompiledConstraint>(
-            CompiledConstraint{xc.CompileGrammar(c.text), vocab_size_});
+        return make(xc.CompileGrammar(c.text));
       case Constraint::Kind::kNone:
         break;
     }
@@ -129,12 +149,32 @@ struct ConstraintMatcher::State {
   xgrammar::GrammarMatcher matcher;
   std::vector<std::int32_t> bits;
   std::int64_t shape[1];
+  // The planned closing: plan[at..] completes the output from here. `guarded` is off when no
+  // closing was found at the start, or for a matcher driven without a budget.
+  std::vector<std::int32_t> plan;
+  std::size_t at = 0;
+  bool guarded = false;
+  std::int32_t stop = -1;  // an end token (taken when a complete output would otherwise break)
   explicit State(std::shared_ptr<const CompiledConstraint> c)
       : compiled(std::move(c)),
         matcher(compiled->grammar),
         bits(static_cast<std::size_t>((compiled->vocab_size + 31) / 32)),
-        shape{static_cast<std::int64_t>(bits.size())} {}
+        shape{static_cast<std::int64_t>(bits.size())} {
+    const auto stops = compiled->grammar.GetTokenizerInfo().GetStopTokenIds();
+    if (!stops.empty()) stop = stops.front();
+    if (const auto& p = compiled->initial_plan(); p && stop >= 0) {
+      plan = *p;
+      guarded = true;
+    }
+  }
+  std::size_t rest() const { return plan.size() - at; }
 };
+
+std::optional<std::int64_t> tokens_to_close(const CompiledConstraint& c) {
+  const auto& p = c.initial_plan();
+  if (!p) return std::nullopt;
+  return static_cast<std::int64_t>(p->size());
+}
 
 ConstraintMatcher::ConstraintMatcher(std::shared_ptr<const CompiledConstraint> c)
     : state_(std::make_unique<State>(std::move(c))) {}
@@ -142,8 +182,17 @@ ConstraintMatcher::~ConstraintMatcher() = default;
 ConstraintMatcher::ConstraintMatcher(ConstraintMatcher&&) noexcept = default;
 ConstraintMatcher& ConstraintMatcher::operator=(ConstraintMatcher&&) noexcept = default;
 
-std::int64_t ConstraintMatcher::mask(std::span<float> logits) {
+std::int64_t ConstraintMatcher::mask(std::span<float> logits, std::int64_t left) {
   State& s = *state_;
+  const float none = -std::numeric_limits<float>::infinity();
+  if (s.guarded && s.rest() > 0 && static_cast<std::int64_t>(s.rest()) >= left) {
+    // Only the planned closing still fits: its next token is the only choice.
+    const auto keep = static_cast<std::size_t>(s.plan[s.at]);
+    const float v = logits[keep];
+    std::fill(logits.begin(), logits.end(), none);
+    logits[keep] = v;
+    return 1;
+  }
   DLTensor t{};
   t.data = s.bits.data();
   t.device = DLDevice{kDLCPU, 0};
@@ -151,7 +200,6 @@ std::int64_t ConstraintMatcher::mask(std::span<float> logits) {
   t.dtype = DLDataType{kDLInt, 32, 1};
   t.shape = s.shape;
   s.matcher.FillNextTokenBitmask(&t);
-  const float none = -std::numeric_limits<float>::infinity();
   const auto V = static_cast<std::int64_t>(logits.size());
   std::int64_t allowed = 0;
   for (std::int64_t w = 0; w * 32 < V; ++w) {
@@ -174,8 +222,30 @@ std::int64_t ConstraintMatcher::mask(std::span<float> logits) {
   return allowed;
 }
 
-bool ConstraintMatcher::accept(std::int32_t token) {
-  return state_->matcher.AcceptToken(token);
+std::int32_t ConstraintMatcher::advance(std::int32_t token, std::int64_t left) {
+  State& s = *state_;
+  if (!s.matcher.AcceptToken(token)) return -1;
+  if (left == kUnbounded) s.guarded = false;  // driven without a budget: no plan is kept
+  if (!s.guarded || s.matcher.IsTerminated()) return token;
+  if (s.rest() > 0 && token == s.plan[s.at]) {  // on the plan: its rest still closes
+    ++s.at;
+    return token;
+  }
+  if (const auto closing = find_closing(s.matcher)) {
+    auto p = s.compiled->speller->spell(*closing);
+    if (p && static_cast<std::int64_t>(p->size()) <= left - 1) {
+      s.plan = std::move(*p);
+      s.at = 0;
+      return token;
+    }
+  }
+  // After `token` nothing known closes in time: the plan's next token instead (the plan fits,
+  // as it has since the start), or the end when the output was already complete.
+  s.matcher.Rollback(1);
+  const std::int32_t forced = s.rest() > 0 ? s.plan[s.at++] : s.stop;
+  if (!s.matcher.AcceptToken(forced))
+    throw std::logic_error("the planned closing of a constraint was not accepted");
+  return forced;
 }
 
 bool ConstraintMatcher::terminated() const {

@@ -6,7 +6,9 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <memory>
+#include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -54,19 +56,33 @@ class ConstraintCompiler {
   std::int64_t vocab_size_;
 };
 
-// One request's position in its constraint's automaton.
+// The fewest tokens known to complete the constraint from an empty output (the budget rule's
+// minimum; a request with fewer max_new_tokens is refused). Empty when no closing was found.
+std::optional<std::int64_t> tokens_to_close(const CompiledConstraint& c);
+
+// One request's position in its constraint's automaton, kept closable within the request's
+// token budget (the budget rule, docs/structured-outputs.md): the matcher holds a planned
+// closing that fits the tokens left; a token after which no closing fits is replaced by the
+// plan's next token, and once only the plan fits, only its next token is allowed.
 class ConstraintMatcher {
  public:
+  static constexpr std::int64_t kUnbounded = std::numeric_limits<std::int64_t>::max();
+
   explicit ConstraintMatcher(std::shared_ptr<const CompiledConstraint> c);
   ~ConstraintMatcher();
   ConstraintMatcher(ConstraintMatcher&&) noexcept;
   ConstraintMatcher& operator=(ConstraintMatcher&&) noexcept;
 
   // Sets every token the automaton does not allow next to -inf (logits: the full vocabulary
-  // row). Returns how many tokens stay allowed.
-  std::int64_t mask(std::span<float> logits);
-  // Advances over the chosen token; false (state unchanged) if it was not allowed.
-  bool accept(std::int32_t token);
+  // row). `left`: the tokens the request may still generate, this one included. Returns how
+  // many tokens stay allowed.
+  std::int64_t mask(std::span<float> logits, std::int64_t left = kUnbounded);
+  // Advances over the chosen token and returns the token taken: `token`, or, when no closing
+  // found after it fits in `left - 1` tokens, the plan's next token (an end token when the
+  // output was already complete). -1 (state unchanged) if `token` was not allowed.
+  std::int32_t advance(std::int32_t token, std::int64_t left = kUnbounded);
+  // advance() without a budget: whether the token was allowed.
+  bool accept(std::int32_t token) { return advance(token) == token; }
   // Whether the automaton accepted an end token: the output is complete.
   bool terminated() const;
 

@@ -4,8 +4,8 @@
 // "RANK:delay_load:S" makes loading take S seconds longer (health checks during a load);
 // "RANK:hang:N" makes that rank stop before its N-th step, as a hung rank would;
 // "RANK:step_delay:MS" sleeps MS milliseconds before every step (a drain that lasts, however
-// fast the machine). Unset in
-// production, where these calls cost one getenv at start-up.
+// fast the machine). Several faults are comma-separated ("0:delay_load:3,0:step_delay:1").
+// Unset in production, where these calls cost one getenv at start-up.
 #pragma once
 
 #include <cstdint>

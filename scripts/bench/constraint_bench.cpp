@@ -5,6 +5,7 @@
 // each in a fresh compiler (no cache).
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <fstream>
 #include <memory>
 #include <string>
@@ -70,7 +71,53 @@ BENCHMARK(BM_MaskStep)
     ->ArgsProduct({{1, 16}, {0, 1}})
     ->Unit(benchmark::kMicrosecond);
 
-// Arg: the schema's index in the suite; each iteration a fresh compiler (no cache).
+// One constrained row decoding a whole answer, token by token (mask, greedy choice, advance),
+// from fixed pseudo-random logits. Arg: 0 without a budget; n > 0 with max_tokens n (the budget
+// rule: a closing search after every token). us_per_token compares the two.
+void BM_ConstrainedDecode(benchmark::State& state) {
+  static const ConstraintCompiler compiler(tokenizer(), kVocab, {11});
+  const auto compiled = compiler.compile(product_schema());
+  const std::int64_t budget = state.range(0);
+  const std::int64_t steps = budget > 0 ? budget : 256;
+  std::vector<std::vector<float>> rows(static_cast<std::size_t>(steps));
+  std::uint64_t x = 88172645463325252ull;
+  for (auto& row : rows) {
+    row.resize(static_cast<std::size_t>(kVocab));
+    for (float& v : row) {
+      x ^= x << 13;
+      x ^= x >> 7;
+      x ^= x << 17;
+      v = static_cast<float>(x >> 40) * 0x1p-24f * 8.0f;
+    }
+  }
+  std::vector<float> logits;
+  std::int64_t tokens = 0;
+  for (auto _ : state) {
+    ConstraintMatcher m(compiled);
+    for (std::int64_t step = 0; step < steps && !m.terminated(); ++step) {
+      logits = rows[static_cast<std::size_t>(step)];
+      const std::int64_t left = budget > 0 ? budget - step : ConstraintMatcher::kUnbounded;
+      m.mask(logits, left);
+      const auto best = std::max_element(logits.begin(), logits.end()) - logits.begin();
+      m.advance(static_cast<std::int32_t>(best), left);
+      ++tokens;
+    }
+  }
+  state.counters["us_per_token"] =
+      benchmark::Counter(static_cast<double>(tokens) * 1e-6,
+                         benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+  state.counters["tokens"] = static_cast<double>(tokens) / static_cast<double>(state.iterations());
+}
+BENCHMARK(BM_ConstrainedDecode)
+    ->ArgName("max_tokens")
+    ->Arg(0)
+    ->Arg(24)
+    ->Arg(64)
+    ->Arg(256)
+    ->Unit(benchmark::kMillisecond);
+
+// Args: the schema's index in the suite, and whether the budget rule's shortest answer is found
+// too (what validation does on a schema's first request); each iteration a fresh compiler.
 void BM_CompileSchema(benchmark::State& state) {
   const auto s = suite()[static_cast<std::size_t>(state.range(0))];
   state.SetLabel(s["name"].get<std::string>());
@@ -80,13 +127,19 @@ void BM_CompileSchema(benchmark::State& state) {
     auto compiler =
         std::make_unique<ConstraintCompiler>(tokenizer(), kVocab, std::vector<std::int64_t>{11});
     state.ResumeTiming();
-    benchmark::DoNotOptimize(compiler->compile(c));
+    const auto compiled = compiler->compile(c);
+    // The budget rule's shortest answer, found once per compiled schema (at validation).
+    if (state.range(1)) benchmark::DoNotOptimize(saker::tokens_to_close(*compiled));
     state.PauseTiming();
     compiler.reset();
     state.ResumeTiming();
   }
 }
-BENCHMARK(BM_CompileSchema)->DenseRange(0, 41)->Unit(benchmark::kMillisecond)->Iterations(3);
+BENCHMARK(BM_CompileSchema)
+    ->ArgNames({"schema", "with_shortest"})
+    ->ArgsProduct({benchmark::CreateDenseRange(0, 41, 1), {0, 1}})
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(3);
 
 }  // namespace
 

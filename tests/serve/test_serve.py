@@ -9,6 +9,7 @@ with the venv of scripts/setup_test_venv.sh), curl and mpirun.
 
 Sections (the numbers of the test plan):
   1 readiness: /ping and /health 503 while loading (SAKER_TEST_FAULT=0:delay_load:3), 200 after
+    (the main server's steps also last 1 ms or more: 0:step_delay:1, for section 6)
   2 OpenAI SDK: completions and chat, streamed and not, usage, agreement with TGI and `saker generate`
   3 text_generation.Client: generate and generate_stream
   4 curl: /ping, /invocations JSON and jsonlines, /metrics
@@ -45,6 +46,10 @@ TOKENIZER_FIXTURE = os.path.join("tokenizers", "small384")
 SERVED_NAME = "demo"  # the model directory's name, which the server uses as the model name
 N = 16  # new tokens of the greedy agreement checks
 LOAD_DELAY_S = 3  # SAKER_TEST_FAULT=0:delay_load:<this>
+# The main server's steps each last at least this long, so that the disconnect test's stream of
+# ~2000 tokens (2 s or more) is still running when the client goes away, however fast the machine:
+# without it the tiny fixture finished the whole stream in 0.14 s on CI before the socket closed.
+STEP_DELAY_MS = 1
 SIGKILL_TIMEOUT_S = 3  # Open MPI's odls_base_sigkill_timeout for the server that gets SIGTERM
 
 WORDS = ("apple river stone cloud tiger lamp ocean violet seven paper garden winter bridge "
@@ -362,6 +367,15 @@ def section_readiness(c):
     check(c.ctx_len == 2048, "the fixture's context is 2048 tokens (no max_position_embeddings)", info)
 
 
+def schema_valid(content, schema):
+    """(whether `content` is JSON that `schema` accepts, the content or what is wrong with it)"""
+    try:
+        jsonschema.validate(json.loads(content), schema)
+        return True, content
+    except (ValueError, jsonschema.ValidationError) as e:
+        return False, f"{content!r}: {e}"
+
+
 def section_openai(c):
     port, p, gt = c.a.port, c.prompts[0], c.gt[0]
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=60)
@@ -420,17 +434,30 @@ def section_openai(c):
         r = client.chat.completions.create(
             model=SERVED_NAME, messages=messages_json, max_tokens=120, temperature=temperature, seed=7,
             response_format={"type": "json_schema", "json_schema": {"name": "thing", "schema": schema, "strict": True}})
-        content = r.choices[0].message.content
-        try:
-            jsonschema.validate(json.loads(content), schema)
-            valid = True
-        except (ValueError, jsonschema.ValidationError) as e:
-            valid, content = False, f"{content!r}: {e}"
+        valid, content = schema_valid(r.choices[0].message.content, schema)
         check(valid and r.choices[0].finish_reason == "stop",
               f"OpenAI response_format json_schema (temperature {temperature}): valid JSON, finish_reason stop",
               content)
         check(valid and list(json.loads(content)) == ["name", "n", "ok"],
               "the object's keys come in the schema's order, not sorted", content)
+    # The budget rule: max_tokens below the shortest answer is a 400 that says the minimum; at the
+    # minimum (and a little above) the answer still closes, sampled, whatever the model prefers.
+    fmt = {"type": "json_schema", "json_schema": {"name": "thing", "schema": schema}}
+    try:
+        client.chat.completions.create(model=SERVED_NAME, messages=messages_json, max_tokens=2,
+                                       response_format=fmt)
+        check(False, "max_tokens 2 is refused for a schema that needs more")
+    except openai.BadRequestError as e:
+        least = re.search(r"the shortest found takes (\d+) tokens", str(e))
+        check(least is not None and "max_tokens" in str(e),
+              "max_tokens below the schema's shortest answer: a 400 naming max_tokens and the minimum", str(e))
+    least = int(least.group(1))
+    for budget in (least, least + 2):
+        r = client.chat.completions.create(model=SERVED_NAME, messages=messages_json, max_tokens=budget,
+                                           temperature=1, seed=budget, response_format=fmt)
+        valid, content = schema_valid(r.choices[0].message.content, schema)
+        check(valid and r.usage.completion_tokens <= budget,
+              f"max_tokens {budget} (the shortest answer takes {least}): valid JSON all the same", content)
     rx = request(port, "POST", "/generate", {"inputs": p, "parameters": {
         "max_new_tokens": 40, "grammar": {"type": "regex", "value": "[a-z]{4}-[0-9]{3}"}}})
     check(rx.status == 200 and re.fullmatch("[a-z]{4}-[0-9]{3}", rx.json()["generated_text"]) is not None,
@@ -1071,7 +1098,7 @@ def main():
     failures = []
     t_start = time.time()
     try:
-        c.a = Server(opts, "main", c.model_dir, fault=f"0:delay_load:{LOAD_DELAY_S}", sigkill_timeout=SIGKILL_TIMEOUT_S)
+        c.a = Server(opts, "main", c.model_dir, fault=f"0:delay_load:{LOAD_DELAY_S},0:step_delay:{STEP_DELAY_MS}", sigkill_timeout=SIGKILL_TIMEOUT_S)
         c.servers.append(c.a)
         # 64 prompts whose greedy continuations all differ (on this fixture), so that a stream
         # carrying another request's tokens cannot pass.
