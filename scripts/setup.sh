@@ -8,7 +8,7 @@ packages=(
   nlohmann-json3-dev libboost-dev libboost-program-options-dev libpcre2-dev libspdlog-dev
   libopenmpi-dev openmpi-bin
   catch2 libbenchmark-dev libvalijson-dev
-  curl python3-venv
+  curl python3-venv wamerican
   slurm-wlm munge
 )
 
