@@ -2,6 +2,7 @@
 // with a message naming it.
 #include <catch2/catch.hpp>
 
+#include "engine/bounded_json.h"
 #include "launcher/serve/request_params.h"
 
 using namespace saker;
@@ -131,4 +132,20 @@ TEST_CASE("structured-output parameters in every API's form, the schema's key or
     INFO(params);
     CHECK_THROWS_WITH(with(json::parse(params)), Catch::Contains(msg));
   }
+}
+
+TEST_CASE("untrusted JSON nested past the limit is refused while parsing, however deep",
+          "[params]") {
+  const auto nest = [](int depth) { return std::string(depth, '[') + std::string(depth, ']'); };
+  CHECK(parse_bounded_json(nest(kMaxJsonDepth)).is_array());
+  CHECK_THROWS_AS(parse_bounded_json(nest(kMaxJsonDepth + 1)), JsonTooDeep);
+  // 100,000 levels: refused before anything recursive (a copy, a dump) could overflow the stack.
+  CHECK_THROWS_WITH(parse_bounded_json<nlohmann::ordered_json>(nest(100000)),
+                    Catch::Contains("deeper than 64 levels"));
+  std::string objects;
+  for (int i = 0; i < 65; ++i) objects += "{\"a\": ";
+  objects += "1" + std::string(65, '}');
+  CHECK_THROWS_AS(parse_bounded_json(objects), JsonTooDeep);
+  // Malformed text is still the parser's own error.
+  CHECK_THROWS_AS(parse_bounded_json("[1, 2"), nlohmann::json::parse_error);
 }

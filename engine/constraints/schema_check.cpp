@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/bounded_json.h"
 #include "engine/constraints/compiler.h"
 
 namespace saker {
@@ -77,7 +78,9 @@ void walk(const json& s, const std::string& path, const std::string& field, int 
 void check_json_schema(const std::string& schema, const std::string& field) {
   json s;
   try {
-    s = json::parse(schema);
+    s = parse_bounded_json<json>(schema);
+  } catch (const JsonTooDeep& e) {
+    throw ConstraintError(field, field + ": the JSON schema is " + e.what());
   } catch (const json::parse_error& e) {
     throw ConstraintError(field, field + ": the JSON schema is not valid JSON: " + e.what());
   }

@@ -4,6 +4,7 @@
 #include <memory>
 #include <stdexcept>
 
+#include "engine/bounded_json.h"
 #include "launcher/offline/progress.h"
 #include "launcher/serve/request_params.h"
 
@@ -21,7 +22,7 @@ JsonlJob read_jsonl_job(const std::string& path, const Tokenizer& tok, const Req
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;  // blank lines
     const std::string where = path + " line " + std::to_string(n) + ": ";
     try {
-      const json j = json::parse(line);
+      const json j = parse_bounded_json<json>(line);
       if (!j.is_object()) throw ParameterError("a line must be a JSON object");
       for (const auto& [key, v] : j.items())
         if (key != "prompt" && key != "inputs" && key != "parameters" && key != "id")

@@ -1,3 +1,4 @@
+#include "engine/bounded_json.h"
 #include "launcher/serve/api.h"
 
 namespace saker::serve {
@@ -5,7 +6,9 @@ namespace saker::serve {
 json parse_body(const HttpRequest& req) {
   json j;
   try {
-    j = json::parse(req.body());
+    j = parse_bounded_json<json>(req.body());
+  } catch (const JsonTooDeep& e) {
+    throw ApiError(ErrorKind::kValidation, std::string("the request body is ") + e.what());
   } catch (const json::exception& e) {
     std::string what = e.what();
     if (what.find("UTF-8") != std::string::npos || what.find("utf-8") != std::string::npos)

@@ -8,12 +8,15 @@
 #include <set>
 
 #include <spdlog/spdlog.h>
+
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/read_until.hpp>
 #include <boost/asio/streambuf.hpp>
 #include <boost/asio/write.hpp>
+
+#include "engine/bounded_json.h"
 
 namespace saker::serve {
 namespace {
@@ -122,7 +125,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (line.find_first_not_of(" \t\r\n") == std::string::npos) return;
     json msg;
     try {
-      msg = json::parse(line);
+      msg = parse_bounded_json<json>(line);
+    } catch (const JsonTooDeep& e) {
+      return send({{"error", std::string("malformed message: ") + e.what()}, {"code", 400}});
     } catch (const json::exception& e) {
       return send(
           {{"error", std::string("malformed message (not JSON): ") + e.what()}, {"code", 400}});

@@ -721,6 +721,11 @@ def section_bad_input(c):
         # malformed JSON
         ("POST", "/v1/completions", b'{"model": "demo", "prompt": ', 400, "not valid JSON", "openai"),
         ("POST", "/v1/chat/completions", b'{"messages": [', 400, "not valid JSON", "openai"),
+        # nested 100,000 deep in 200 KB (once a stack overflow that took every rank down)
+        ("POST", "/generate", b'{"inputs": "hi", "parameters": {"x": ' + b"[" * 100000 + b"]" * 100000 + b"}}",
+         422, "nested deeper than 64 levels", "tgi"),
+        ("POST", "/v1/completions", b'{"model": "demo", "prompt": "hi", "x": ' + b"{\"a\": " * 50000 + b"1" +
+         b"}" * 50000 + b"}", 400, "nested deeper than 64 levels", "openai"),
         ("POST", "/generate", b'{"inputs": "x",}', 422, "not valid JSON", "tgi"),
         ("POST", "/generate_stream", b'{inputs: "x"}', 422, "not valid JSON", "tgi"),
         ("POST", "/", b'{"inputs"', 422, "not valid JSON", "tgi"),
