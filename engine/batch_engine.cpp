@@ -7,6 +7,7 @@
 #include <stdexcept>
 
 #include "engine/logprobs.h"
+#include "engine/speculative/ngram.h"
 
 namespace saker {
 namespace {
@@ -192,10 +193,65 @@ void BatchEngine::emit(Live& live, std::int32_t token, FinishReason finish, doub
   if (listener_) listener_(ev);
 }
 
+std::int32_t BatchEngine::decide(const ScheduledSequence& r, Live& live, std::span<const float> row,
+                                 std::int64_t position, double t) {
+  if (observer_) observer_(r.id, position, row);
+  ScheduledSequence at = r;  // choose() samples for position at.start + at.count
+  at.start = position - r.count;
+  std::int32_t next = choose(at, live, row);
+  if (live.constraint) {
+    // The budget rule may take the planned closing's token instead of the sampled one.
+    const std::int32_t chosen = next;
+    const std::int64_t left = live.req.max_new_tokens - scheduler_.sequence(r.id).generated();
+    next = live.constraint->advance(chosen, left);
+    if (next < 0)
+      throw std::logic_error("request " + std::to_string(r.id) + " chose token " +
+                             std::to_string(chosen) + ", which its constraint does not allow");
+  }
+  if (live.req.logprobs >= 0) {
+    live.result.logprobs.push_back(log_probabilities(row, next, live.req.logprobs, top_, order_));
+    live.result.top_logprobs.push_back(top_);
+  }
+  const std::int64_t generated = static_cast<std::int64_t>(live.result.tokens.size());
+  emit(live, next, finish_of(live, next, generated), t);
+  return next;
+}
+
+bool BatchEngine::may_speculate(const Live& live) const {
+  // Penalties and constraints depend on the tokens before each position, which a step checking
+  // several positions at once does not feed them; min_new_tokens masks by position too.
+  const SamplingParams& p = live.req.sampling;
+  return !live.constraint && p.repetition_penalty == 1.0f && p.presence_penalty == 0.0f &&
+         p.frequency_penalty == 0.0f &&
+         scheduler_.sequence(live.req.id).generated() >= live.req.min_new_tokens;
+}
+
+void BatchEngine::propose(Schedule& sched) {
+  proposed_.resize(sched.run.size());
+  for (auto& p : proposed_) p.clear();
+  if (spec_tokens_ <= 0 || observer_) return;
+  // Every sequence has at least one logit row; a checked proposal adds one.
+  auto rows = static_cast<std::int64_t>(sched.run.size());
+  const std::int64_t max_rows = runner_.model().options().max_logit_rows;
+  for (std::size_t i = 0; i < sched.run.size() && rows < max_rows; ++i) {
+    const ScheduledSequence& r = sched.run[i];
+    if (!r.samples || r.padding || r.count != 1 || !may_speculate(live_.at(r.id))) continue;
+    const SequenceState& s = scheduler_.sequence(r.id);
+    const auto guess = propose_ngram(s.tokens, {spec_tokens_, spec_ngram_max_, 1});
+    const std::int64_t k = scheduler_.speculate(
+        sched, i, std::min(static_cast<std::int64_t>(guess.size()), max_rows - rows));
+    if (k == 0) continue;
+    rows += k;
+    proposed_[i].assign(1, s.tokens[static_cast<std::size_t>(r.start)]);
+    proposed_[i].insert(proposed_[i].end(), guess.begin(), guess.begin() + k);
+  }
+}
+
 bool BatchEngine::step() {
   const double t0 = clock_();
-  const Schedule sched = scheduler_.schedule(t0);
+  Schedule sched = scheduler_.schedule(t0);
   if (sched.run.empty()) return false;
+  propose(sched);
   steps_.clear();
   std::int64_t tokens = 0;
   const double started = clock_();
@@ -208,10 +264,13 @@ bool BatchEngine::step() {
         res.cached_tokens = std::max<std::int64_t>(s.cached_tokens, 0);
       }
     }
-    steps_.push_back({std::span(s.tokens).subspan(static_cast<std::size_t>(r.start),
-                                                  static_cast<std::size_t>(r.count)),
-                      static_cast<std::int32_t>(r.start), s.blocks, false, r.id});
-    tokens += r.count;
+    // A row with proposals runs its known tokens and then them, with a logit row for each.
+    const auto& guess = proposed_[&r - sched.run.data()];
+    steps_.push_back({r.draft > 0 ? std::span<const std::int32_t>(guess)
+                                  : std::span(s.tokens).subspan(static_cast<std::size_t>(r.start),
+                                                                static_cast<std::size_t>(r.count)),
+                      static_cast<std::int32_t>(r.start), s.blocks, r.draft > 0, r.id});
+    tokens += r.count + r.draft;
   }
   ++stats_.iterations;
   stats_.batch_sequences += sched.run.size();
@@ -222,7 +281,8 @@ bool BatchEngine::step() {
   // Only a few numbers per row leave the model when every sampling row can do with them.
   bool summary = !observer_ && !force_full_;
   for (const ScheduledSequence& r : sched.run)
-    if (summary && r.samples && !r.padding) summary = summary_serves(r, live_.at(r.id));
+    if (summary && r.samples && !r.padding)
+      summary = r.draft == 0 && summary_serves(r, live_.at(r.id));
   const double f0 = clock_();
   const auto logits = runner_.step(steps_, summary ? LogitsMode::kSummary : LogitsMode::kRows);
   const auto summaries = runner_.model().summaries();
@@ -232,14 +292,42 @@ bool BatchEngine::step() {
   const auto V = static_cast<std::size_t>(runner_.model().shape().vocab_size);
   sampled_.assign(sched.run.size(), -1);
   finished_.assign(sched.run.size(), 0);
+  accepted_.resize(sched.run.size());
+  std::size_t first = 0;  // run[i]'s first logit row
   for (std::size_t i = 0; i < sched.run.size(); ++i) {
     const ScheduledSequence& r = sched.run[i];
+    const std::size_t row0 = first;
+    first += r.draft > 0 ? static_cast<std::size_t>(r.count + r.draft) : 1;
+    accepted_[i].clear();
     if (!r.samples || r.padding) continue;
     Live& live = live_.at(r.id);
     std::int32_t next = 0;
+    if (!summary) {
+      // Row j predicts position start + count + j; a proposal stands while the target's own
+      // choice there equals it, and the first other choice (or the one after the last proposal)
+      // is the step's last token.
+      const auto& guess = proposed_[i];
+      if (r.draft > 0) {
+        ++stats_.spec_drafts;
+        stats_.spec_draft_tokens += static_cast<std::uint64_t>(r.draft);
+      }
+      for (std::int64_t j = 0;; ++j) {
+        const auto row = logits.subspan(
+            (row0 + static_cast<std::size_t>(r.draft > 0 ? r.count - 1 + j : 0)) * V, V);
+        next = decide(r, live, row, r.start + r.count + j, t);
+        const bool kept = j < r.draft && next == guess[static_cast<std::size_t>(r.count + j)];
+        if (kept) ++stats_.spec_accepted_tokens;
+        if (!kept || live.result.finish != FinishReason::kNone) break;
+        accepted_[i].push_back(next);
+      }
+      sampled_[i] = next;
+      finished_[i] = live.result.finish != FinishReason::kNone;
+      continue;
+    }
+    // From the row's summary (no proposals: a step with any reads whole rows).
     float lp = 0;
     const bool want_lp = live.req.logprobs >= 0;
-    if (summary) {
+    {
       const LogitSummary& s = summaries[i];
       next = choose(r, live, s);
       if (want_lp) {
@@ -249,20 +337,6 @@ bool BatchEngine::step() {
           throw std::logic_error("a summarised row chose a token outside its top list");
         lp = log_probabilities(s, s.top_logits[hit - s.top_ids], live.req.logprobs, top_);
       }
-    } else {
-      const auto row = logits.subspan(i * V, V);
-      if (observer_) observer_(r.id, r.start + r.count, row);
-      next = choose(r, live, row);
-      if (live.constraint) {
-        // The budget rule may take the planned closing's token instead of the sampled one.
-        const std::int32_t chosen = next;
-        const std::int64_t left = live.req.max_new_tokens - scheduler_.sequence(r.id).generated();
-        next = live.constraint->advance(chosen, left);
-        if (next < 0)
-          throw std::logic_error("request " + std::to_string(r.id) + " chose token " +
-                                 std::to_string(chosen) + ", which its constraint does not allow");
-      }
-      if (want_lp) lp = log_probabilities(row, next, live.req.logprobs, top_, order_);
     }
     if (want_lp) {
       live.result.logprobs.push_back(lp);
@@ -274,7 +348,7 @@ bool BatchEngine::step() {
     sampled_[i] = next;
     finished_[i] = live.result.finish != FinishReason::kNone;
   }
-  for (SequenceState& done : scheduler_.complete(sched, sampled_, finished_)) {
+  for (SequenceState& done : scheduler_.complete(sched, sampled_, finished_, accepted_)) {
     auto it = live_.find(done.id);
     results_[done.id] = std::move(it->second.result);
     live_.erase(it);

@@ -35,6 +35,9 @@ struct EngineStats {
   double step_seconds = 0;     // inside step(): scheduling, the model, sampling, detokenizing
   double forward_seconds = 0;  // of which the model's forward pass (all ranks, rank 0's view)
   std::uint64_t summary_iterations = 0;  // iterations served from logit summaries, not full rows
+  // Speculative decoding (vLLM's spec_decode counters): sequences that ran proposals, the
+  // proposed tokens, and those the target's own choice confirmed.
+  std::uint64_t spec_drafts = 0, spec_draft_tokens = 0, spec_accepted_tokens = 0;
 };
 
 class BatchEngine {
@@ -62,6 +65,15 @@ class BatchEngine {
   // per-row summaries (LogitsMode::kSummary) instead of whole rows. On: always whole rows.
   // Both give the same tokens and log-probabilities, bit for bit.
   void force_full_logits(bool on) { force_full_ = on; }
+  // Speculative decoding by prompt lookup (engine/speculative/ngram.h): decode rows propose up to
+  // `num_tokens` tokens, the target checks them in the same step, and a proposal is kept exactly
+  // when the target's own choice at its position (greedy, or the seeded draw) equals it, so the
+  // output is the same token for token. 0: off. Rows with penalties or a constraint, or before
+  // min_new_tokens, do not speculate.
+  void set_speculation(int num_tokens, int ngram_max = 4) {
+    spec_tokens_ = num_tokens;
+    spec_ngram_max_ = ngram_max;
+  }
 
   // Validates (RequestError naming the field and the limit) and queues.
   void add(BatchRequest r);
@@ -96,6 +108,13 @@ class BatchEngine {
   bool summary_serves(const ScheduledSequence& r, const Live& live) const;
   std::int32_t choose(const ScheduledSequence& r, const Live& live, const LogitSummary& s);
   FinishReason finish_of(const Live& live, std::int32_t token, std::int64_t generated);
+  bool may_speculate(const Live& live) const;
+  // Proposals for the step's decode rows, within the budget, blocks and logit rows.
+  void propose(Schedule& sched);
+  // Chooses, emits and returns the next token of row r from `row`, whose logits predict
+  // position `position`.
+  std::int32_t decide(const ScheduledSequence& r, Live& live, std::span<const float> row,
+                      std::int64_t position, double t);
   void emit(Live& live, std::int32_t token, FinishReason finish, double t);
 
   StepRunner& runner_;
@@ -109,6 +128,7 @@ class BatchEngine {
   Listener listener_;
   LogitsObserver observer_;
   bool force_full_ = false;
+  int spec_tokens_ = 0, spec_ngram_max_ = 4;
   std::unordered_map<std::uint64_t, Live> live_;
   std::map<std::uint64_t, BatchResult> results_;
   EngineStats stats_;
@@ -116,6 +136,8 @@ class BatchEngine {
   std::vector<SequenceStep> steps_;
   std::vector<std::int32_t> sampled_;
   std::vector<std::uint8_t> finished_;
+  std::vector<std::vector<std::int32_t>> proposed_;  // per row: its last token, then proposals
+  std::vector<std::vector<std::int32_t>> accepted_;  // per row: proposals kept, before sampled_
   std::vector<float> scratch_;
   std::vector<TokenLogprob> top_;
   std::vector<std::int32_t> order_;

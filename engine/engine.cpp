@@ -55,6 +55,16 @@ void check_options(const EngineOptions& o) {
   if (o.kv_cache_bytes && *o.kv_cache_bytes == 0)
     throw OptionError("kv_cache_bytes", "kv_cache_bytes must be positive");
   if (o.kv_cache_tokens < 0) throw OptionError("kv_cache_tokens", "kv_cache_tokens must be >= 0");
+  if (!o.speculative_method.empty() && o.speculative_method != "ngram")
+    throw OptionError(
+        "speculative_method",
+        "speculative_method must be ngram (prompt lookup), got '" + o.speculative_method + "'");
+  if (o.num_speculative_tokens < 1 || o.num_speculative_tokens > 16)
+    throw OptionError("num_speculative_tokens", "num_speculative_tokens must be in [1, 16], got " +
+                                                    std::to_string(o.num_speculative_tokens));
+  if (o.ngram_max < 1 || o.ngram_max > 16)
+    throw OptionError("ngram_max",
+                      "ngram_max must be in [1, 16], got " + std::to_string(o.ngram_max));
 }
 
 // --dtype: auto and int8, or the checkpoint's own precision by name (a conversion would be
@@ -265,6 +275,9 @@ void Engine::start_driver(const EngineOptions& o) {
   limits_.constraints = constraints_;
   batch_ = std::make_unique<BatchEngine>(*p.runner, p.sched, p.shape.eos_token_ids,
                                          tokenizer_.get(), constraints_);
+  spec_tokens_ = o.speculative_method.empty() ? 0 : o.num_speculative_tokens;
+  spec_ngram_max_ = o.ngram_max;
+  batch_->set_speculation(spec_tokens_, spec_ngram_max_);
   queue_->set_limits(limits_);
   queue_->set_stall_probe([w = p.watchdog.get(), stall = o.collective_timeout_s / 2] {
     return w->busy_seconds() > stall;
@@ -327,6 +340,7 @@ void Engine::reset_stats() {
   const std::int32_t blocks = batch_->blocks().num_blocks();
   batch_ = std::make_unique<BatchEngine>(
       *parts_->runner, parts_->sched, parts_->shape.eos_token_ids, tokenizer_.get(), constraints_);
+  batch_->set_speculation(spec_tokens_, spec_ngram_max_);
   std::lock_guard lock(stats_mu_);
   snapshot_ = {};
   snapshot_.kv_blocks = blocks;

@@ -52,6 +52,11 @@ struct EngineOptions {
   // hold twice the tokens of fp32 in the same bytes; 8 bits, with an fp32 scale per token per KV
   // head, 4 * hd / (hd + 4) times. The exactness tests against transformers' fp32 use fp32.
   std::string kv_cache_dtype = "auto";
+  // Speculative decoding: "" (off) or "ngram" (prompt lookup, BatchEngine::set_speculation),
+  // proposing up to num_speculative_tokens tokens from suffixes of up to ngram_max tokens.
+  std::string speculative_method;
+  std::int32_t num_speculative_tokens = 3;
+  std::int32_t ngram_max = 4;
 };
 
 // An option out of range, naming the EngineOptions field, the value and the limit; frontends
@@ -200,6 +205,7 @@ class Engine {
   std::shared_ptr<RequestQueue> queue_;
   std::unique_ptr<Tokenizer> tokenizer_;
   std::shared_ptr<const ConstraintCompiler> constraints_;  // with the tokenizer
+  int spec_tokens_ = 0, spec_ngram_max_ = 4;               // speculative decoding (rank 0)
   std::unique_ptr<BatchEngine> batch_;
   EngineObserver* observer_ = nullptr;
   bool log_requests_ = false;

@@ -184,14 +184,29 @@ Schedule Scheduler::schedule(double now) {
         {id, s.computed, n, s.computed + n == static_cast<std::int64_t>(s.tokens.size())});
     budget -= n;
   }
+  out.budget_left = budget;
   return out;
 }
 
-std::vector<SequenceState> Scheduler::complete(const Schedule& sched,
-                                               std::span<const std::int32_t> sampled,
-                                               std::span<const std::uint8_t> finished) {
+std::int64_t Scheduler::speculate(Schedule& sched, std::size_t i, std::int64_t k) {
+  ScheduledSequence& r = sched.run.at(i);
+  SequenceState& s = seqs_.at(r.id);
+  k = std::min(k, sched.budget_left);
+  // Never past max_new_tokens: k proposals and the target's own token.
+  k = std::min(k, s.max_new_tokens - s.generated() - 1);
+  if (k <= 0 || !r.samples || r.padding || r.draft != 0) return 0;
+  if (!blocks_.ensure(s.blocks, r.start + r.count + k)) return 0;
+  r.draft = k;
+  sched.budget_left -= k;
+  return k;
+}
+
+std::vector<SequenceState> Scheduler::complete(
+    const Schedule& sched, std::span<const std::int32_t> sampled,
+    std::span<const std::uint8_t> finished, std::span<const std::vector<std::int32_t>> accepted) {
   if (sampled.size() != sched.run.size() ||
-      (!finished.empty() && finished.size() != sampled.size()))
+      (!finished.empty() && finished.size() != sampled.size()) ||
+      (!accepted.empty() && accepted.size() != sampled.size()))
     throw std::invalid_argument("complete() needs one sampled entry per scheduled sequence");
   std::vector<SequenceState> retired;
   for (std::size_t i = 0; i < sched.run.size(); ++i) {
@@ -200,6 +215,14 @@ std::vector<SequenceState> Scheduler::complete(const Schedule& sched,
     if (it == seqs_.end() || r.padding) continue;  // cancelled meanwhile, or only padding
     SequenceState& s = it->second;
     s.computed = r.start + r.count;
+    if (!accepted.empty() && r.samples) {
+      // Accepted proposals: their KV, computed this step, is the KV of these tokens.
+      const auto& a = accepted[i];
+      if (static_cast<std::int64_t>(a.size()) > r.draft)
+        throw std::invalid_argument("more tokens accepted than were proposed");
+      s.tokens.insert(s.tokens.end(), a.begin(), a.end());
+      s.computed += static_cast<std::int64_t>(a.size());
+    }
     enter_computed(s);
     if (!r.samples) continue;
     s.tokens.push_back(sampled[i]);

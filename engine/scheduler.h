@@ -63,11 +63,15 @@ struct ScheduledSequence {
   std::int64_t count = 0;
   bool samples = false;  // the chunk reaches the end of the known tokens: a new token follows
   bool padding = false;  // kDynamic: a finished sequence's last token again; output unused
+  // Speculative decoding: this many proposed tokens run after the chunk, at positions
+  // start + count onwards (Scheduler::speculate); their KV counts only where accepted.
+  std::int64_t draft = 0;
 };
 
 struct Schedule {
   std::vector<ScheduledSequence> run;
   std::vector<std::uint64_t> preempted;  // back to waiting; their blocks were freed
+  std::int64_t budget_left = 0;          // of max_tokens_per_step, after the run
 };
 
 class Scheduler {
@@ -83,11 +87,16 @@ class Scheduler {
 
   // The next iteration at time `now` (seconds, the clock of add's arrivals).
   Schedule schedule(double now = 0);
+  // Lets s.run[i], a decode, also run up to `k` proposed tokens, within the step's budget and
+  // the blocks free now (never preempting for a guess). Returns how many it may run.
+  std::int64_t speculate(Schedule& s, std::size_t i, std::int64_t k);
   // After a step: sampled[i] is the token for s.run[i] where it samples; finished[i] (may be
   // empty) ends that sequence early, e.g. on eos. Sequences that reach max_new_tokens or are
   // finished are retired, their blocks freed (kDynamic: when their batch ends), and returned.
+  // accepted[i] (may be empty): the proposed tokens of s.run[i] accepted before sampled[i].
   std::vector<SequenceState> complete(const Schedule& s, std::span<const std::int32_t> sampled,
-                                      std::span<const std::uint8_t> finished = {});
+                                      std::span<const std::uint8_t> finished = {},
+                                      std::span<const std::vector<std::int32_t>> accepted = {});
 
   const SequenceState& sequence(std::uint64_t id) const { return seqs_.at(id); }
   std::size_t running() const { return running_.size(); }

@@ -75,7 +75,14 @@ po::options_description engine_options(EngineFlags& o) {
       "no-enable-prefix-caching", po::bool_switch(&o.no_enable_prefix_caching),
       "compute every prompt in full")("kv-cache-dtype",
                                       po::value(&o.kv_cache_dtype)->default_value(o.kv_cache_dtype),
-                                      kKvCacheDtypeHelp);
+                                      kKvCacheDtypeHelp)(
+      "speculative-method", po::value(&o.speculative_method),
+      "ngram: speculative decoding by prompt lookup; outputs stay token for token the same")(
+      "num-speculative-tokens",
+      po::value(&o.num_speculative_tokens)->default_value(o.num_speculative_tokens),
+      "tokens proposed per step (--speculative-method)")(
+      "ngram-max", po::value(&o.ngram_max)->default_value(o.ngram_max),
+      "longest suffix prompt lookup matches");
   return d;
 }
 
@@ -111,6 +118,9 @@ EngineOptions finish_engine_options(const po::variables_map& vm, EngineFlags& f)
         "--enable-prefix-caching and --no-enable-prefix-caching contradict each other");
   o.enable_prefix_caching = !f.no_enable_prefix_caching;
   o.kv_cache_dtype = f.kv_cache_dtype;
+  o.speculative_method = f.speculative_method;
+  o.num_speculative_tokens = f.num_speculative_tokens;
+  o.ngram_max = f.ngram_max;
   return o;
 }
 
