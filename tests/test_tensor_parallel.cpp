@@ -194,6 +194,53 @@ TEST_CASE("continuous batching across ranks generates what each request generate
   }
 }
 
+TEST_CASE("across ranks, prompt-lookup speculation gives plain decoding's tokens and logprobs",
+          "[tp][speculative]") {
+  Communicator& comm = test::world().tensor_parallel();
+  Sharded m(kFixtures / "mqa7-fp32", comm);  // uneven head split at tp 2 and 4
+  std::mt19937 rng(5);
+  std::vector<BatchRequest> reqs;
+  for (std::uint64_t id = 1; id <= 6; ++id) {
+    BatchRequest r;
+    r.id = id;
+    std::vector<std::int32_t> phrase(5);
+    for (auto& t : phrase) t = static_cast<std::int32_t>(rng() % 384);
+    for (int rep = 0; rep < 3; ++rep) r.prompt.insert(r.prompt.end(), phrase.begin(), phrase.end());
+    r.max_new_tokens = 12;
+    r.ignore_eos = true;
+    r.logprobs = 1;
+    if (id % 2 == 0) {
+      r.sampling.temperature = 1.0f;
+      r.sampling.seed = id;
+    }
+    reqs.push_back(r);
+  }
+  std::map<int, std::map<std::uint64_t, BatchResult>> out;
+  std::uint64_t accepted = 0;
+  if (m.runner.is_driver()) {
+    for (const int k : {0, 3}) {
+      BatchEngine engine(m.runner, {4, 32, AdmissionPolicy::kMaxUtilization},
+                         m.config.eos_token_ids);
+      engine.set_speculation(k);
+      for (const auto& r : reqs) engine.add(r);
+      run_to_completion(engine);
+      out[k] = engine.results();
+      accepted += engine.stats().spec_accepted_tokens;
+    }
+    m.runner.stop();
+  } else {
+    m.runner.serve();
+  }
+  if (comm.rank() == 0) {
+    INFO("tp " << comm.size());
+    CHECK(accepted > 0);
+    for (const auto& r : reqs) {
+      CHECK(out[3].at(r.id).tokens == out[0].at(r.id).tokens);
+      CHECK(out[3].at(r.id).logprobs == out[0].at(r.id).logprobs);
+    }
+  }
+}
+
 TEST_CASE("across ranks too, a request's logits do not depend on its batch or its chunking",
           "[tp][invariance]") {
   Communicator& comm = test::world().tensor_parallel();
