@@ -67,6 +67,13 @@ void check_options(const EngineOptions& o) {
                       "ngram_max must be in [1, 16], got " + std::to_string(o.ngram_max));
 }
 
+// A logit row per sequence, and with speculative decoding one per proposed token too.
+std::int64_t logit_rows(const EngineOptions& o) {
+  const std::int64_t per_sequence =
+      o.speculative_method.empty() ? 1 : 1 + std::int64_t{o.num_speculative_tokens};
+  return std::int64_t{o.max_batch_size} * per_sequence;
+}
+
 // --dtype: auto and int8, or the checkpoint's own precision by name (a conversion would be
 // silent otherwise).
 WeightQuant weight_quant(const std::string& d, const Checkpoint& ck) {
@@ -184,7 +191,7 @@ void Engine::load(const EngineOptions& o, Communicator& comm) {
     // Every rank checks the layout itself, so an impossible one fails everywhere with one message.
     p.model =
         make_model(o.model_dir, p.checkpoint, *p.backend,
-                   ModelOptions{o.max_batch_tokens, o.max_batch_size, p.shape.max_positions, quant},
+                   ModelOptions{o.max_batch_tokens, logit_rows(o), p.shape.max_positions, quant},
                    p.model_comm ? p.model_comm.get() : &comm);
   } catch (const std::bad_alloc&) {
     throw std::runtime_error(where +

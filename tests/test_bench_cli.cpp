@@ -326,3 +326,27 @@ TEST_CASE("the KV pool is sized from --kv-cache-memory, the same on every rank",
     CHECK(json::parse(in)["kv_blocks"] == 10 * np);
   }
 }
+
+TEST_CASE("saker bench --speculative-method ngram speculates at a full batch and reports it",
+          "[cli][bench][speculative]") {
+  // A batch of one: each sequence needs logit rows for its proposals beyond the batch's one each.
+  const fs::path model = text_model("bench_spec");
+  const fs::path out = fs::temp_directory_path() / "saker_bench_spec.json";
+  const Run r = saker_cmd("bench --threads 1 --model '" + model.string() +
+                          "' --workload fixed:8:32 --num-requests 2 --max-rolling-batch-size 1 "
+                          "--speculative-method ngram --num-speculative-tokens 3 --output-json '" +
+                          out.string() + "'");
+  INFO(r.out << r.err);
+  REQUIRE(r.code == 0);
+  CHECK(r.out.find("speculative decoding") != std::string::npos);
+  std::ifstream in(out);
+  const json j = json::parse(in);
+  CHECK(j["spec_decode_num_drafts"].get<int>() > 0);
+  CHECK(j["spec_decode_num_draft_tokens"].get<int>() >=
+        j["spec_decode_num_accepted_tokens"].get<int>());
+  CHECK(j["spec_decode_num_accepted_tokens"].get<int>() > 0);
+  CHECK(j["spec_decode_mean_accepted_length"].get<double>() > 1.0);
+  const Run bad = saker_cmd("bench --model '" + model.string() + "' --speculative-method draft");
+  CHECK(bad.code == 2);
+  CHECK(bad.err.find("speculative_method") != std::string::npos);
+}

@@ -142,6 +142,18 @@ nlohmann::json to_json(const BenchSettings& s, const Figures& f) {
           {"kv_usage_mean", static_cast<double>(f.stats.kv_blocks_used) / it / f.pool_blocks},
           {"kv_usage_max", static_cast<double>(f.stats.max_kv_blocks_used) / f.pool_blocks},
           {"preemptions", f.preemptions},
+          // vLLM's spec_decode counters, and the tokens a speculating step gave on average.
+          {"spec_decode_num_drafts", f.stats.spec_drafts},
+          {"spec_decode_num_draft_tokens", f.stats.spec_draft_tokens},
+          {"spec_decode_num_accepted_tokens", f.stats.spec_accepted_tokens},
+          {"spec_decode_acceptance_rate", f.stats.spec_draft_tokens > 0
+                                              ? static_cast<double>(f.stats.spec_accepted_tokens) /
+                                                    static_cast<double>(f.stats.spec_draft_tokens)
+                                              : 0.0},
+          {"spec_decode_mean_accepted_length",
+           f.stats.spec_drafts > 0 ? 1.0 + static_cast<double>(f.stats.spec_accepted_tokens) /
+                                               static_cast<double>(f.stats.spec_drafts)
+                                   : 0.0},
           {"enable_prefix_caching", s.prefix_caching},
           {"guided_json", s.guided_json},
           {"prefix_cache_queries", f.prefix_queries},
@@ -207,6 +219,10 @@ void print_floors(std::ostream& out, const Figures& f, const nlohmann::json& j) 
       << "KV usage                mean " << 100 * j["kv_usage_mean"].get<double>() << " %, max "
       << 100 * j["kv_usage_max"].get<double>() << " % of " << f.pool_blocks << " blocks; "
       << f.preemptions << " preemptions\n"
+      << "speculative decoding    " << f.stats.spec_accepted_tokens << " of "
+      << f.stats.spec_draft_tokens << " proposed tokens accepted over " << f.stats.spec_drafts
+      << " speculating steps (mean accepted length "
+      << j["spec_decode_mean_accepted_length"].get<double>() << ")\n"
       << "prefix cache            " << (j["enable_prefix_caching"].get<bool>() ? "on" : "off")
       << ": " << f.prefix_hits << " of " << f.prefix_queries << " prompt tokens from the cache ("
       << 100 * j["prefix_cache_hit_rate"].get<double>() << " %), " << f.cached_blocks

@@ -123,6 +123,14 @@ std::string ServingMetrics::render(const std::string& model) const {
           static_cast<double>(g_.prefix_cache_queries));
   counter("vllm:prefix_cache_hits_total", "Prompt tokens found in the prefix cache.",
           static_cast<double>(g_.prefix_cache_hits));
+  counter("vllm:spec_decode_num_drafts_total",
+          "Speculative decoding: sequence steps that ran proposals.",
+          static_cast<double>(g_.spec_drafts));
+  counter("vllm:spec_decode_num_draft_tokens_total", "Speculative decoding: tokens proposed.",
+          static_cast<double>(g_.spec_draft_tokens));
+  counter("vllm:spec_decode_num_accepted_tokens_total",
+          "Speculative decoding: proposed tokens the target's own choice confirmed.",
+          static_cast<double>(g_.spec_accepted_tokens));
   counter("saker:iterations_total", "Iterations run.", static_cast<double>(iterations_));
   counter("saker:iteration_seconds_total",
           "Engine thread time in iterations: scheduling, the model, sampling, detokenizing.",
@@ -173,6 +181,9 @@ void ServingMetrics::on_state(const EngineSnapshot& s) {
   g.kv_blocks_cached = s.kv_blocks_cached;
   g.prefix_cache_queries = s.prefix_cache_queries;
   g.prefix_cache_hits = s.prefix_cache_hits;
+  g.spec_drafts = s.totals.spec_drafts;
+  g.spec_draft_tokens = s.totals.spec_draft_tokens;
+  g.spec_accepted_tokens = s.totals.spec_accepted_tokens;
   set_gauges(g);
 }
 

@@ -36,6 +36,7 @@ struct Gauges {
   std::int64_t kv_blocks_used = 0, kv_blocks_free = 0, kv_blocks_cached = 0;
   // Prompt tokens looked up in the prefix cache and found there, since the start (counters).
   std::uint64_t prefix_cache_queries = 0, prefix_cache_hits = 0;
+  std::uint64_t spec_drafts = 0, spec_draft_tokens = 0, spec_accepted_tokens = 0;
 };
 
 // Fed by the engine (an observer on its thread) and by the routes (refusals).
