@@ -19,7 +19,7 @@ namespace saker::cli {
 struct JsonlJob {
   std::vector<BatchRequest> requests;
   std::vector<nlohmann::ordered_json> ids;  // the input's own "id" field per line, or null
-  std::vector<bool> logprobs;       // whether the line asked for log-probabilities
+  std::vector<bool> logprobs;               // whether the line asked for log-probabilities
 };
 
 // One JSON object per line: `prompt` (or `inputs`), optional `parameters` (DJL / TGI / OpenAI
@@ -30,8 +30,7 @@ JsonlJob read_jsonl_job(const std::string& path, const Tokenizer& tok, const Req
 // One result line: index, id, generated_text, token counts, finish_reason, token_ids (and
 // logprobs when asked).
 nlohmann::ordered_json result_json(std::size_t index, const nlohmann::ordered_json& id,
-                                   const BatchResult& r,
-                           bool logprobs);
+                                   const BatchResult& r, bool logprobs);
 
 struct JsonlOutput {
   std::ostream& out;

@@ -15,6 +15,7 @@ namespace saker::cli {
 // If `key` is a structured-output parameter, reads `v` into r.constraint and returns true;
 // throws ParameterError (launcher/serve/request_params.h) for a malformed value or a second
 // constraint. Whether the constraint itself compiles is checked at submission.
-bool apply_constraint_parameter(const std::string& key, const nlohmann::ordered_json& v, BatchRequest& r);
+bool apply_constraint_parameter(const std::string& key, const nlohmann::ordered_json& v,
+                                BatchRequest& r);
 
 }  // namespace saker::cli
