@@ -7,7 +7,6 @@
 #include <stdexcept>
 
 #include "engine/logprobs.h"
-#include "engine/speculative/ngram.h"
 
 namespace saker {
 namespace {
@@ -28,7 +27,8 @@ BatchEngine::BatchEngine(StepRunner& runner, SchedulerConfig config,
       sampler_(runner.model().shape().vocab_size),
       eos_(std::move(eos_token_ids)),
       tokenizer_(tokenizer),
-      constraints_(std::move(constraints)) {
+      constraints_(std::move(constraints)),
+      summaries_(!runner.model().logits_on_host()) {
   if (tokenizer_ && !constraints_)
     constraints_ =
         std::make_shared<ConstraintCompiler>(*tokenizer_, runner.model().shape().vocab_size, eos_);
@@ -81,6 +81,7 @@ bool BatchEngine::cancel(std::uint64_t id) {
   results_[id] = std::move(res);
   live_.erase(it);
   ++stats_.cancelled;
+  if (controller_) controller_->forget(id);
   return true;
 }
 
@@ -96,13 +97,17 @@ std::int32_t BatchEngine::choose(const ScheduledSequence& r, Live& live,
                                  std::span<const float> row) {
   const BatchRequest& req = live.req;
   const SequenceState& s = scheduler_.sequence(r.id);
+  // What has been emitted, including proposals accepted earlier in this step (the scheduler
+  // hears of those only after the step).
+  const std::span<const std::int32_t> generated = live.result.tokens;
+  const auto produced = static_cast<std::int64_t>(generated.size());
   // Before min_new_tokens nothing may end the sequence: eos and stop ids are masked out (unless
   // a constraint's automaton allows nothing else: the structure wins).
-  const bool mask = s.generated() < req.min_new_tokens;
+  const bool mask = produced < req.min_new_tokens;
   if (req.sampling.plain_greedy() && !mask && !live.constraint) return argmax(row);
   scratch_.assign(row.begin(), row.end());
   // The constraint first: temperature, top-k/p and penalties then work on the allowed tokens.
-  if (live.constraint && live.constraint->mask(scratch_, req.max_new_tokens - s.generated()) == 0)
+  if (live.constraint && live.constraint->mask(scratch_, req.max_new_tokens - produced) == 0)
     throw std::logic_error("a constraint allowed no token for request " + std::to_string(r.id));
   if (mask) {
     std::vector<float> keep;
@@ -117,15 +122,14 @@ std::int32_t BatchEngine::choose(const ScheduledSequence& r, Live& live,
   }
   if (req.sampling.plain_greedy()) return argmax(scratch_);
   const auto prompt = std::span(s.tokens).first(static_cast<std::size_t>(s.prompt_len));
-  const auto generated = std::span(s.tokens).subspan(static_cast<std::size_t>(s.prompt_len));
   return sampler_.sample(scratch_, req.sampling, prompt, generated, r.start + r.count);
 }
 
-bool BatchEngine::summary_serves(const ScheduledSequence& r, const Live& live) const {
+bool BatchEngine::summary_serves(const ScheduledSequence& /*r*/, const Live& live) const {
   const BatchRequest& req = live.req;
   // min_new_tokens masks ids out of the row, which may reach into (or below) the top list; a
   // constraint may allow none of the top list: both need the whole row.
-  if (live.constraint || scheduler_.sequence(r.id).generated() < req.min_new_tokens) return false;
+  if (live.constraint || std::ssize(live.result.tokens) < req.min_new_tokens) return false;
   const SamplingParams& p = req.sampling;
   if (p.plain_greedy()) return true;
   // Without penalties the sampler only ever looks at the top_k best logits (sampler.h).
@@ -194,15 +198,16 @@ void BatchEngine::emit(Live& live, std::int32_t token, FinishReason finish, doub
 }
 
 std::int32_t BatchEngine::decide(const ScheduledSequence& r, Live& live, std::span<const float> row,
-                                 std::int64_t position, double t) {
+                                 std::int64_t position, double t, std::int32_t chosen) {
   if (observer_) observer_(r.id, position, row);
   ScheduledSequence at = r;  // choose() samples for position at.start + at.count
   at.start = position - r.count;
-  std::int32_t next = choose(at, live, row);
+  std::int32_t next = chosen >= 0 ? chosen : choose(at, live, row);
   if (live.constraint) {
     // The budget rule may take the planned closing's token instead of the sampled one.
     const std::int32_t chosen = next;
-    const std::int64_t left = live.req.max_new_tokens - scheduler_.sequence(r.id).generated();
+    const std::int64_t left =
+        live.req.max_new_tokens - static_cast<std::int64_t>(live.result.tokens.size());
     next = live.constraint->advance(chosen, left);
     if (next < 0)
       throw std::logic_error("request " + std::to_string(r.id) + " chose token " +
@@ -217,34 +222,23 @@ std::int32_t BatchEngine::decide(const ScheduledSequence& r, Live& live, std::sp
   return next;
 }
 
-bool BatchEngine::may_speculate(const Live& live) const {
-  // Penalties and constraints depend on the tokens before each position, which a step checking
-  // several positions at once does not feed them; min_new_tokens masks by position too.
-  const SamplingParams& p = live.req.sampling;
-  return !live.constraint && p.repetition_penalty == 1.0f && p.presence_penalty == 0.0f &&
-         p.frequency_penalty == 0.0f &&
-         scheduler_.sequence(live.req.id).generated() >= live.req.min_new_tokens;
-}
-
-void BatchEngine::propose(Schedule& sched) {
-  proposed_.resize(sched.run.size());
-  for (auto& p : proposed_) p.clear();
-  if (spec_tokens_ <= 0 || observer_) return;
-  // Every sequence has at least one logit row; a checked proposal adds one.
-  auto rows = static_cast<std::int64_t>(sched.run.size());
-  const std::int64_t max_rows = runner_.model().options().max_logit_rows;
-  for (std::size_t i = 0; i < sched.run.size() && rows < max_rows; ++i) {
-    const ScheduledSequence& r = sched.run[i];
-    if (!r.samples || r.padding || r.count != 1 || !may_speculate(live_.at(r.id))) continue;
-    const SequenceState& s = scheduler_.sequence(r.id);
-    const auto guess = propose_ngram(s.tokens, {spec_tokens_, spec_ngram_max_, 1});
-    const std::int64_t k = scheduler_.speculate(
-        sched, i, std::min(static_cast<std::int64_t>(guess.size()), max_rows - rows));
-    if (k == 0) continue;
-    rows += k;
-    proposed_[i].assign(1, s.tokens[static_cast<std::size_t>(r.start)]);
-    proposed_[i].insert(proposed_[i].end(), guess.begin(), guess.begin() + k);
+std::int32_t BatchEngine::decide(const ScheduledSequence& r, Live& live, const LogitSummary& s,
+                                 std::int64_t position, double t) {
+  ScheduledSequence at = r;
+  at.start = position - r.count;
+  const std::int32_t next = choose(at, live, s);
+  if (live.req.logprobs >= 0) {
+    // The chosen token is among the top ids: summary_serves() admits no other choice.
+    const auto* hit = std::find(s.top_ids, s.top_ids + s.count, next);
+    if (hit == s.top_ids + s.count)
+      throw std::logic_error("a summarised row chose a token outside its top list");
+    live.result.logprobs.push_back(
+        log_probabilities(s, s.top_logits[hit - s.top_ids], live.req.logprobs, top_));
+    live.result.top_logprobs.push_back(top_);
   }
+  const std::int64_t generated = static_cast<std::int64_t>(live.result.tokens.size());
+  emit(live, next, finish_of(live, next, generated), t);
+  return next;
 }
 
 bool BatchEngine::step() {
@@ -279,10 +273,12 @@ bool BatchEngine::step() {
   stats_.max_kv_blocks_used = std::max(stats_.max_kv_blocks_used, blocks_.used_blocks());
 
   // Only a few numbers per row leave the model when every sampling row can do with them.
-  bool summary = !observer_ && !force_full_;
+  bool summary = summaries_ && !observer_ && !force_full_;
   for (const ScheduledSequence& r : sched.run)
-    if (summary && r.samples && !r.padding)
-      summary = r.draft == 0 && summary_serves(r, live_.at(r.id));
+    if (summary && r.samples && !r.padding) {
+      const Live& live = live_.at(r.id);
+      summary = summary_serves(r, live) && !(r.draft > 0 && rejection_applies(live));
+    }
   const double f0 = clock_();
   const auto logits = runner_.step(steps_, summary ? LogitsMode::kSummary : LogitsMode::kRows);
   const auto summaries = runner_.model().summaries();
@@ -301,58 +297,53 @@ bool BatchEngine::step() {
     accepted_[i].clear();
     if (!r.samples || r.padding) continue;
     Live& live = live_.at(r.id);
+    // Row j predicts position start + count + j; a proposal stands while the target's choice
+    // there equals it, and the first other choice (or the one after the last proposal) is the
+    // step's last token.
+    const auto& guess = proposed_[i];
+    if (r.draft > 0) {
+      ++stats_.spec_drafts;
+      stats_.spec_draft_tokens += static_cast<std::uint64_t>(r.draft);
+    }
     std::int32_t next = 0;
-    if (!summary) {
-      // Row j predicts position start + count + j; a proposal stands while the target's own
-      // choice there equals it, and the first other choice (or the one after the last proposal)
-      // is the step's last token.
-      const auto& guess = proposed_[i];
-      if (r.draft > 0) {
-        ++stats_.spec_drafts;
-        stats_.spec_draft_tokens += static_cast<std::uint64_t>(r.draft);
+    for (std::int64_t j = 0;; ++j) {
+      const std::size_t index = row0 + static_cast<std::size_t>(r.draft > 0 ? r.count - 1 + j : 0);
+      const std::int64_t position = r.start + r.count + j;
+      if (summary) {
+        next = decide(r, live, summaries[index], position, t);
+      } else {
+        const auto row = logits.subspan(index * V, V);
+        const bool sampled_check = j < r.draft && rejection_applies(live);
+        next = decide(r, live, row, position, t,
+                      sampled_check ? rejection_choice(r, live, row, i, j, position) : -1);
       }
-      for (std::int64_t j = 0;; ++j) {
-        const auto row = logits.subspan(
-            (row0 + static_cast<std::size_t>(r.draft > 0 ? r.count - 1 + j : 0)) * V, V);
-        next = decide(r, live, row, r.start + r.count + j, t);
-        const bool kept = j < r.draft && next == guess[static_cast<std::size_t>(r.count + j)];
-        if (kept) ++stats_.spec_accepted_tokens;
-        if (!kept || live.result.finish != FinishReason::kNone) break;
-        accepted_[i].push_back(next);
-      }
-      sampled_[i] = next;
-      finished_[i] = live.result.finish != FinishReason::kNone;
-      continue;
+      const bool kept = j < r.draft && next == guess[static_cast<std::size_t>(r.count + j)];
+      if (kept) ++stats_.spec_accepted_tokens;
+      if (!kept || live.result.finish != FinishReason::kNone) break;
+      accepted_[i].push_back(next);
     }
-    // From the row's summary (no proposals: a step with any reads whole rows).
-    float lp = 0;
-    const bool want_lp = live.req.logprobs >= 0;
-    {
-      const LogitSummary& s = summaries[i];
-      next = choose(r, live, s);
-      if (want_lp) {
-        // The chosen token is among the top ids: summary_serves() admits no other choice.
-        const auto* hit = std::find(s.top_ids, s.top_ids + s.count, next);
-        if (hit == s.top_ids + s.count)
-          throw std::logic_error("a summarised row chose a token outside its top list");
-        lp = log_probabilities(s, s.top_logits[hit - s.top_ids], live.req.logprobs, top_);
-      }
-    }
-    if (want_lp) {
-      live.result.logprobs.push_back(lp);
-      live.result.top_logprobs.push_back(top_);
-    }
-    const std::int64_t generated = static_cast<std::int64_t>(live.result.tokens.size());
-    FinishReason finish = finish_of(live, next, generated);
-    emit(live, next, finish, t);
     sampled_[i] = next;
     finished_[i] = live.result.finish != FinishReason::kNone;
+  }
+  settle_speculation(sched);
+  if (controller_) {
+    // Measured: decode-only iterations, whole (draft steps and rejected proposals included).
+    bool decode_only = true;
+    std::int64_t emitted = 0;
+    for (std::size_t i = 0; i < sched.run.size(); ++i) {
+      const ScheduledSequence& r = sched.run[i];
+      if (r.padding) continue;
+      decode_only = decode_only && r.samples && r.count == 1;
+      if (r.samples) emitted += 1 + std::ssize(accepted_[i]);
+    }
+    controller_->observe_iteration(decode_only, emitted, clock_() - t0);
   }
   for (SequenceState& done : scheduler_.complete(sched, sampled_, finished_, accepted_)) {
     auto it = live_.find(done.id);
     results_[done.id] = std::move(it->second.result);
     live_.erase(it);
     ++stats_.finished;
+    if (controller_) controller_->forget(done.id);
   }
   stats_.step_seconds += clock_() - t0;
   return true;

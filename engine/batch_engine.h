@@ -17,6 +17,8 @@
 #include "engine/request.h"
 #include "engine/sampler.h"
 #include "engine/scheduler.h"
+#include "engine/speculative/adaptive.h"
+#include "engine/speculative/speculation.h"
 #include "engine/step_runner.h"
 #include "engine/stop_matcher.h"
 #include "engine/tokenizer/streaming_detokenizer.h"
@@ -60,19 +62,26 @@ class BatchEngine {
   void set_clock(Clock c) { clock_ = std::move(c); }
   // An observer sees full rows, so while one is set every step reads full rows back.
   void observe_logits(LogitsObserver o) { observer_ = std::move(o); }
-  // Off (the default): a step whose sampling rows all need only the best few logits (plain
-  // greedy, or top_k <= kSummaryTopK without penalties; log-probabilities included) reads back
-  // per-row summaries (LogitsMode::kSummary) instead of whole rows. On: always whole rows.
-  // Both give the same tokens and log-probabilities, bit for bit.
+  // A step whose sampling rows all need only the best few logits (plain greedy, or top_k <=
+  // kSummaryTopK without penalties; log-probabilities included) may read back per-row summaries
+  // (LogitsMode::kSummary) instead of whole rows. Both give the same tokens and
+  // log-probabilities, bit for bit. By default summaries are used where the logits live on a
+  // device (copying rows back costs more); prefer_summaries(true) uses them on the CPU too
+  // (where they cost more than they save: tests). force_full_logits(true): never.
+  void prefer_summaries(bool on) { summaries_ = on; }
   void force_full_logits(bool on) { force_full_ = on; }
-  // Speculative decoding by prompt lookup (engine/speculative/ngram.h): decode rows propose up to
-  // `num_tokens` tokens, the target checks them in the same step, and a proposal is kept exactly
-  // when the target's own choice at its position (greedy, or the seeded draw) equals it, so the
-  // output is the same token for token. 0: off. Rows with penalties or a constraint, or before
-  // min_new_tokens, do not speculate.
+  // Speculative decoding (engine/speculative/speculation.h): decode rows propose up to K tokens
+  // (prompt lookup, or the draft model attached to the runner), the target checks them in the
+  // same step, and with SpecAcceptance::kExact a proposal is kept exactly when the target's own
+  // choice at its position (greedy, or the seeded draw, with penalties, min_new_tokens and a
+  // constraint applied as a one-token step applies them) equals it, so the output is the same
+  // token for token. With kRejection, sampled rows with penalties, a constraint or before
+  // min_new_tokens do not speculate.
+  void set_speculation(const SpeculationConfig& c);
+  // Prompt lookup, exact, proposing `num_tokens` (0: off) on every step.
   void set_speculation(int num_tokens, int ngram_max = 4) {
-    spec_tokens_ = num_tokens;
-    spec_ngram_max_ = ngram_max;
+    set_speculation({num_tokens > 0 ? SpecMethod::kNgram : SpecMethod::kNone, num_tokens, ngram_max,
+                     SpecAcceptance::kExact, false});
   }
 
   // Validates (RequestError naming the field and the limit) and queues.
@@ -111,9 +120,29 @@ class BatchEngine {
   bool may_speculate(const Live& live) const;
   // Proposals for the step's decode rows, within the budget, blocks and logit rows.
   void propose(Schedule& sched);
-  // Chooses, emits and returns the next token of row r from `row`, whose logits predict
-  // position `position`.
+  // The draft model's part of propose(): rows[i] of sched.run proposes up to k[i] tokens.
+  void propose_draft(Schedule& sched, std::span<const std::size_t> rows, std::span<const int> k);
+  // A draft row's next proposal from its logits (or summary) for `position`.
+  // `proposals`: the row's proposals before this one.
+  std::int32_t draft_choice(const ScheduledSequence& r, Live& live, std::span<const float> row,
+                            const LogitSummary* summary, std::span<const std::int32_t> proposals,
+                            std::int64_t position, float* q);
+  // After the step: the draft KV each sequence now holds, and what adaptive speculation learns.
+  void settle_speculation(const Schedule& sched);
+  // kRejection: the token row r takes at `position` for proposal j: the proposal or a draw from
+  // the residual distribution.
+  std::int32_t rejection_choice(const ScheduledSequence& r, const Live& live,
+                                std::span<const float> row, std::size_t row_index, std::int64_t j,
+                                std::int64_t position);
+  bool rejection_applies(const Live& live) const {
+    return spec_.acceptance == SpecAcceptance::kRejection && !live.req.sampling.greedy();
+  }
+  // Chooses (unless `chosen` is given), emits and returns the next token of row r from `row`,
+  // whose logits predict position `position`.
   std::int32_t decide(const ScheduledSequence& r, Live& live, std::span<const float> row,
+                      std::int64_t position, double t, std::int32_t chosen = -1);
+  // The same from the row's summary.
+  std::int32_t decide(const ScheduledSequence& r, Live& live, const LogitSummary& s,
                       std::int64_t position, double t);
   void emit(Live& live, std::int32_t token, FinishReason finish, double t);
 
@@ -128,7 +157,9 @@ class BatchEngine {
   Listener listener_;
   LogitsObserver observer_;
   bool force_full_ = false;
-  int spec_tokens_ = 0, spec_ngram_max_ = 4;
+  bool summaries_ = true;
+  SpeculationConfig spec_;
+  std::optional<SpecController> controller_;
   std::unordered_map<std::uint64_t, Live> live_;
   std::map<std::uint64_t, BatchResult> results_;
   EngineStats stats_;
@@ -138,6 +169,17 @@ class BatchEngine {
   std::vector<std::uint8_t> finished_;
   std::vector<std::vector<std::int32_t>> proposed_;  // per row: its last token, then proposals
   std::vector<std::vector<std::int32_t>> accepted_;  // per row: proposals kept, before sampled_
+  // Draft model: per row, the end of the positions whose draft KV this step wrote (-1: none),
+  // and the position of its first proposal.
+  std::vector<std::int64_t> draft_written_, first_proposal_;
+  std::vector<SequenceStep> draft_steps_;
+  std::vector<std::size_t> draft_rows_;  // sched.run index of each draft step entry
+  std::vector<float> draft_q_;           // kRejection: [row][proposal][vocab] draft probabilities
+  std::vector<float> p_;                 // kRejection: the target's probabilities
+  std::vector<std::int32_t> draft_generated_;
+  std::vector<std::size_t> spec_rows_;
+  std::vector<std::uint64_t> spec_ids_;
+  std::vector<int> spec_k_;
   std::vector<float> scratch_;
   std::vector<TokenLogprob> top_;
   std::vector<std::int32_t> order_;

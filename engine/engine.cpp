@@ -55,10 +55,22 @@ void check_options(const EngineOptions& o) {
   if (o.kv_cache_bytes && *o.kv_cache_bytes == 0)
     throw OptionError("kv_cache_bytes", "kv_cache_bytes must be positive");
   if (o.kv_cache_tokens < 0) throw OptionError("kv_cache_tokens", "kv_cache_tokens must be >= 0");
-  if (!o.speculative_method.empty() && o.speculative_method != "ngram")
-    throw OptionError(
-        "speculative_method",
-        "speculative_method must be ngram (prompt lookup), got '" + o.speculative_method + "'");
+  if (!o.speculative_method.empty() && o.speculative_method != "ngram" &&
+      o.speculative_method != "draft")
+    throw OptionError("speculative_method",
+                      "speculative_method must be ngram (prompt lookup) or draft (a draft model, "
+                      "speculative_model), got '" +
+                          o.speculative_method + "'");
+  if (o.speculative_method == "draft" && o.speculative_model.empty())
+    throw OptionError("speculative_model",
+                      "speculative_method draft needs speculative_model, a draft model directory");
+  if (o.speculative_method == "ngram" && !o.speculative_model.empty())
+    throw OptionError("speculative_model",
+                      "speculative_model is a draft model; speculative_method ngram takes none");
+  if (o.speculative_acceptance != "exact" && o.speculative_acceptance != "rejection")
+    throw OptionError("speculative_acceptance",
+                      "speculative_acceptance must be exact or rejection, got '" +
+                          o.speculative_acceptance + "'");
   if (o.num_speculative_tokens < 1 || o.num_speculative_tokens > 16)
     throw OptionError("num_speculative_tokens", "num_speculative_tokens must be in [1, 16], got " +
                                                     std::to_string(o.num_speculative_tokens));
@@ -67,11 +79,26 @@ void check_options(const EngineOptions& o) {
                       "ngram_max must be in [1, 16], got " + std::to_string(o.ngram_max));
 }
 
+bool speculates(const EngineOptions& o) {
+  return !o.speculative_method.empty() || !o.speculative_model.empty();
+}
+
 // A logit row per sequence, and with speculative decoding one per proposed token too.
 std::int64_t logit_rows(const EngineOptions& o) {
-  const std::int64_t per_sequence =
-      o.speculative_method.empty() ? 1 : 1 + std::int64_t{o.num_speculative_tokens};
+  const std::int64_t per_sequence = speculates(o) ? 1 + std::int64_t{o.num_speculative_tokens} : 1;
   return std::int64_t{o.max_batch_size} * per_sequence;
+}
+
+SpeculationConfig speculation(const EngineOptions& o) {
+  SpeculationConfig c;
+  if (!speculates(o)) return c;
+  c.method = o.speculative_model.empty() ? SpecMethod::kNgram : SpecMethod::kDraft;
+  c.num_tokens = o.num_speculative_tokens;
+  c.ngram_max = o.ngram_max;
+  c.acceptance =
+      o.speculative_acceptance == "rejection" ? SpecAcceptance::kRejection : SpecAcceptance::kExact;
+  c.adaptive = o.speculative_adaptive;
+  return c;
 }
 
 // --dtype: auto and int8, or the checkpoint's own precision by name (a conversion would be
@@ -137,6 +164,11 @@ struct Engine::Parts {
   std::unique_ptr<Communicator> model_comm;  // NCCL for GPU ranks; null: the MPI communicator
   std::unique_ptr<Model> model;
   std::unique_ptr<KvCache> cache;
+  // Speculative decoding's draft model (engine/speculative/), with its own KV pool.
+  std::optional<ModelShape> draft_shape;
+  std::optional<Checkpoint> draft_checkpoint;
+  std::unique_ptr<Model> draft;
+  std::unique_ptr<KvCache> draft_cache;
   std::unique_ptr<StepRunner> runner;
   std::unique_ptr<CollectiveWatchdog> watchdog;
   Communicator* comm = nullptr;
@@ -155,6 +187,7 @@ Engine::Engine(const EngineOptions& o, Communicator& comm, EngineHooks hooks,
   size_kv_pool(o, comm);
   Parts& p = *parts_;
   p.runner = std::make_unique<StepRunner>(*p.model, *p.cache, comm);
+  if (p.draft) p.runner->attach_draft(*p.draft, *p.draft_cache);
   runner_ = p.runner.get();
   if (hooks_.before_step) p.runner->before_each_step(hooks_.before_step);
   const int rank = comm.rank();
@@ -207,6 +240,38 @@ void Engine::load(const EngineOptions& o, Communicator& comm) {
         std::to_string(*device_free_before) + " bytes were free on the device");
   }
   limits_ = {p.shape.vocab_size, p.model->options().max_context, false, nullptr};
+  if (!o.speculative_model.empty()) load_draft(o, comm);
+}
+
+void Engine::load_draft(const EngineOptions& o, Communicator& comm) {
+  Parts& p = *parts_;
+  const std::string& dir = o.speculative_model;
+  try {
+    p.draft_shape = load_model_shape(dir);
+    p.draft_checkpoint = Checkpoint::open(dir);
+  } catch (const std::exception& e) {
+    throw OptionError("speculative_model", "speculative_model " + dir + ": " + e.what());
+  }
+  if (p.draft_shape->vocab_size != p.shape.vocab_size)
+    throw OptionError("speculative_model",
+                      "speculative_model " + dir + " has a vocabulary of " +
+                          std::to_string(p.draft_shape->vocab_size) + " tokens; the target's has " +
+                          std::to_string(p.shape.vocab_size) + " (they must share the tokenizer)");
+  // Same split as the target: a draft big enough to matter (Falcon-7B for -180B) would not fit
+  // replicated, and its steps then cost every rank the same, as the target's do.
+  // Its steps: the catch-up of a whole step's tokens, or one token per drafting sequence.
+  const ModelOptions mo{std::max<std::int64_t>(o.max_batch_tokens, o.max_batch_size),
+                        o.max_batch_size,
+                        std::min(p.draft_shape->max_positions, p.model->options().max_context),
+                        o.dtype == "int8" ? WeightQuant::kInt8 : WeightQuant::kNone};
+  try {
+    p.draft = make_model(dir, *p.draft_checkpoint, *p.backend, mo,
+                         p.model_comm ? p.model_comm.get() : &comm);
+  } catch (const OptionError&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw OptionError("speculative_model", "speculative_model " + dir + ": " + e.what());
+  }
 }
 
 void Engine::size_kv_pool(const EngineOptions& o, Communicator& comm) {
@@ -215,8 +280,13 @@ void Engine::size_kv_pool(const EngineOptions& o, Communicator& comm) {
   const std::int64_t kv_heads = p.model->local_kv_heads();
   // What KvCache allocates per block: the elements, and the 8-bit forms' per-vector scales.
   const KvShape block_shape{p.shape.layers, kv_heads, p.shape.head_dim, p.kv_dtype};
-  const auto per_block = static_cast<std::int64_t>(block_shape.bytes_per_token()) *
-                         static_cast<std::int64_t>(o.block_size);
+  auto per_token = static_cast<std::int64_t>(block_shape.bytes_per_token());
+  if (p.draft) {  // a block holds the draft's KV of its tokens too
+    KvShape d = p.draft->kv_shape();
+    d.dtype = p.kv_dtype;
+    per_token += static_cast<std::int64_t>(d.bytes_per_token());
+  }
+  const auto per_block = per_token * static_cast<std::int64_t>(o.block_size);
   std::int64_t blocks = 0;
   std::size_t budget = 0;
   if (o.kv_cache_tokens > 0) {
@@ -258,6 +328,11 @@ void Engine::size_kv_pool(const EngineOptions& o, Communicator& comm) {
     KvShape kv = p.model->kv_shape();
     kv.dtype = p.kv_dtype;
     p.cache = std::make_unique<KvCache>(*p.backend, kv, blocks, o.block_size);
+    if (p.draft) {
+      KvShape d = p.draft->kv_shape();
+      d.dtype = p.kv_dtype;
+      p.draft_cache = std::make_unique<KvCache>(*p.backend, d, blocks, o.block_size);
+    }
   } catch (const std::bad_alloc&) {
     throw std::runtime_error(where + " ran out of memory allocating its KV pool: " +
                              std::to_string(blocks) + " blocks of " + std::to_string(per_block) +
@@ -282,9 +357,8 @@ void Engine::start_driver(const EngineOptions& o) {
   limits_.constraints = constraints_;
   batch_ = std::make_unique<BatchEngine>(*p.runner, p.sched, p.shape.eos_token_ids,
                                          tokenizer_.get(), constraints_);
-  spec_tokens_ = o.speculative_method.empty() ? 0 : o.num_speculative_tokens;
-  spec_ngram_max_ = o.ngram_max;
-  batch_->set_speculation(spec_tokens_, spec_ngram_max_);
+  spec_ = speculation(o);
+  batch_->set_speculation(spec_);
   queue_->set_limits(limits_);
   queue_->set_stall_probe([w = p.watchdog.get(), stall = o.collective_timeout_s / 2] {
     return w->busy_seconds() > stall;
@@ -347,7 +421,7 @@ void Engine::reset_stats() {
   const std::int32_t blocks = batch_->blocks().num_blocks();
   batch_ = std::make_unique<BatchEngine>(
       *parts_->runner, parts_->sched, parts_->shape.eos_token_ids, tokenizer_.get(), constraints_);
-  batch_->set_speculation(spec_tokens_, spec_ngram_max_);
+  batch_->set_speculation(spec_);
   std::lock_guard lock(stats_mu_);
   snapshot_ = {};
   snapshot_.kv_blocks = blocks;

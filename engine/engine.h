@@ -18,6 +18,7 @@
 #include "engine/request.h"
 #include "engine/request_queue.h"
 #include "engine/scheduler.h"
+#include "engine/speculative/speculation.h"
 
 namespace saker {
 
@@ -52,11 +53,17 @@ struct EngineOptions {
   // hold twice the tokens of fp32 in the same bytes; 8 bits, with an fp32 scale per token per KV
   // head, 4 * hd / (hd + 4) times. The exactness tests against transformers' fp32 use fp32.
   std::string kv_cache_dtype = "auto";
-  // Speculative decoding: "" (off) or "ngram" (prompt lookup, BatchEngine::set_speculation),
-  // proposing up to num_speculative_tokens tokens from suffixes of up to ngram_max tokens.
+  // Speculative decoding (engine/speculative/speculation.h): "" (off), "ngram" (prompt lookup
+  // from suffixes of up to ngram_max tokens) or "draft" (speculative_model, a Falcon with the
+  // target's vocabulary; "" with speculative_model set means draft), proposing up to
+  // num_speculative_tokens tokens per step. The draft is split across the ranks like the target
+  // and keeps its KV in a pool of as many blocks, carved from the same budget.
   std::string speculative_method;
+  std::string speculative_model;
   std::int32_t num_speculative_tokens = 3;
   std::int32_t ngram_max = 4;
+  std::string speculative_acceptance = "exact";  // exact (same tokens) or rejection (same law)
+  bool speculative_adaptive = true;              // propose only where measured to pay
 };
 
 // An option out of range, naming the EngineOptions field, the value and the limit; frontends
@@ -185,6 +192,7 @@ class Engine {
     EventSink sink;
   };
   void load(const EngineOptions& o, Communicator& comm);
+  void load_draft(const EngineOptions& o, Communicator& comm);
   void size_kv_pool(const EngineOptions& o, Communicator& comm);
   void start_driver(const EngineOptions& o);
   void warm_up();
@@ -205,7 +213,7 @@ class Engine {
   std::shared_ptr<RequestQueue> queue_;
   std::unique_ptr<Tokenizer> tokenizer_;
   std::shared_ptr<const ConstraintCompiler> constraints_;  // with the tokenizer
-  int spec_tokens_ = 0, spec_ngram_max_ = 4;               // speculative decoding (rank 0)
+  SpeculationConfig spec_;                                 // speculative decoding (rank 0)
   std::unique_ptr<BatchEngine> batch_;
   EngineObserver* observer_ = nullptr;
   bool log_requests_ = false;

@@ -82,14 +82,7 @@ void Sampler::apply_penalties(std::span<float> logits, const SamplingParams& p,
   }
 }
 
-std::int32_t Sampler::sample(std::span<float> logits, const SamplingParams& p,
-                             std::span<const std::int32_t> prompt,
-                             std::span<const std::int32_t> generated, std::int64_t position) {
-  apply_penalties(logits, p, prompt, generated);
-  if (p.greedy())
-    return static_cast<std::int32_t>(std::max_element(logits.begin(), logits.end()) -
-                                     logits.begin());
-
+std::int32_t Sampler::sort_candidates(std::span<const float> logits, const SamplingParams& p) {
   // Candidates best first; ties keep the lower id, so the order is a function of the logits.
   const auto n = static_cast<std::int32_t>(logits.size());
   std::iota(order_.begin(), order_.end(), 0);
@@ -100,6 +93,18 @@ std::int32_t Sampler::sample(std::span<float> logits, const SamplingParams& p,
   std::partial_sort(order_.begin(), order_.begin() + keep, order_.end(), better);
   sorted_.resize(static_cast<std::size_t>(keep));
   for (std::int32_t i = 0; i < keep; ++i) sorted_[i] = logits[order_[i]];
+  return keep;
+}
+
+std::int32_t Sampler::sample(std::span<float> logits, const SamplingParams& p,
+                             std::span<const std::int32_t> prompt,
+                             std::span<const std::int32_t> generated, std::int64_t position) {
+  apply_penalties(logits, p, prompt, generated);
+  if (p.greedy())
+    return static_cast<std::int32_t>(std::max_element(logits.begin(), logits.end()) -
+                                     logits.begin());
+
+  const std::int32_t keep = sort_candidates(logits, p);
   return pick({order_.data(), static_cast<std::size_t>(keep)}, sorted_, p, position);
 }
 
@@ -111,10 +116,8 @@ std::int32_t Sampler::sample_top(std::span<const std::int32_t> ids, std::span<co
   return pick(ids.first(static_cast<std::size_t>(keep)), sorted, p, position);
 }
 
-std::int32_t Sampler::pick(std::span<const std::int32_t> ids, std::span<const float> sorted,
-                           const SamplingParams& p, std::int64_t position) {
-  std::int32_t keep = static_cast<std::int32_t>(ids.size());
-  const std::int32_t* order = ids.data();
+std::int32_t Sampler::filter(std::span<const float> sorted, const SamplingParams& p,
+                             std::int32_t keep) {
   // Softmax at the temperature over the kept candidates, in double for a stable sum.
   const double max_l = sorted[0];
   double z = 0;
@@ -158,7 +161,13 @@ std::int32_t Sampler::pick(std::span<const std::int32_t> ids, std::span<const fl
     for (std::int32_t i = 0; i < keep; ++i)
       if (probs_[i] < floor) probs_[i] = 0;
   }
+  return keep;
+}
 
+std::int32_t Sampler::pick(std::span<const std::int32_t> ids, std::span<const float> sorted,
+                           const SamplingParams& p, std::int64_t position) {
+  const std::int32_t keep = filter(sorted, p, static_cast<std::int32_t>(ids.size()));
+  const std::int32_t* order = ids.data();
   double total = 0;
   for (std::int32_t i = 0; i < keep; ++i) total += probs_[i];
   const double u = uniform_at(p.seed, position) * total;
@@ -170,6 +179,35 @@ std::int32_t Sampler::pick(std::span<const std::int32_t> ids, std::span<const fl
   for (std::int32_t i = keep - 1; i >= 0; --i)  // rounding at the very top of the range
     if (probs_[i] > 0) return order[i];
   return order[0];
+}
+
+void Sampler::distribution(std::span<const float> logits, const SamplingParams& p,
+                           std::span<float> probs) {
+  std::fill(probs.begin(), probs.end(), 0.0f);
+  if (p.greedy()) {
+    probs[static_cast<std::size_t>(argmax(logits))] = 1.0f;
+    return;
+  }
+  const std::int32_t keep = filter(sorted_, p, sort_candidates(logits, p));
+  double total = 0;
+  for (std::int32_t i = 0; i < keep; ++i) total += probs_[i];
+  for (std::int32_t i = 0; i < keep; ++i)
+    probs[static_cast<std::size_t>(order_[i])] = static_cast<float>(probs_[i] / total);
+}
+
+std::int32_t draw(std::span<const float> probs, double u) {
+  double total = 0;
+  for (const float x : probs) total += x;
+  u *= total;
+  double acc = 0;
+  std::int32_t last = -1;
+  for (std::size_t i = 0; i < probs.size(); ++i) {
+    if (probs[i] <= 0) continue;
+    acc += probs[i];
+    last = static_cast<std::int32_t>(i);
+    if (u < acc) return last;
+  }
+  return last;  // rounding at the very top of the range (-1: all zero)
 }
 
 }  // namespace saker

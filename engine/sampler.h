@@ -49,8 +49,18 @@ class Sampler {
   // full row, since sample() works on this same prefix after sorting.
   std::int32_t sample_top(std::span<const std::int32_t> ids, std::span<const float> sorted,
                           const SamplingParams& p, std::int64_t position);
+  // The distribution sample() draws from for `logits` (no penalties): temperature, top_k,
+  // top_p, typical_p and min_p applied, normalised, dense over the vocabulary. Greedy: all
+  // mass on the argmax. (Speculative sampling compares the target's and the draft's.)
+  void distribution(std::span<const float> logits, const SamplingParams& p, std::span<float> probs);
 
  private:
+  // The best min(top_k, vocab) candidates into order_ (ids) and sorted_ (logits), best first,
+  // lower id first on ties; returns how many.
+  std::int32_t sort_candidates(std::span<const float> logits, const SamplingParams& p);
+  // The kept candidates' probabilities into probs_ (not renormalised after the filters, which
+  // zero some); returns how many of the first `keep` candidates remain.
+  std::int32_t filter(std::span<const float> sorted, const SamplingParams& p, std::int32_t keep);
   // Draws among the sorted candidates (softmax at the temperature, top_p, typical_p, min_p).
   std::int32_t pick(std::span<const std::int32_t> ids, std::span<const float> sorted,
                     const SamplingParams& p, std::int64_t position);
@@ -74,5 +84,9 @@ inline SamplingParams greedy_sampling() {
 
 // A uniform number in [0, 1) from (seed, position) alone.
 double uniform_at(std::uint64_t seed, std::int64_t position);
+
+// The token at `u` (in [0, 1)) of the cumulative distribution of `probs` (unnormalised, >= 0);
+// -1 when every entry is zero.
+std::int32_t draw(std::span<const float> probs, double u);
 
 }  // namespace saker

@@ -58,7 +58,8 @@ bool Scheduler::admit_fits(const SequenceState& s) const {
 void Scheduler::preempt(std::uint64_t id) {
   SequenceState& s = seqs_.at(id);
   blocks_.release(s.blocks);
-  s.computed = 0;       // recompute: prompt and generated tokens are prefilled again on readmission
+  s.computed = 0;  // recompute: prompt and generated tokens are prefilled again on readmission
+  s.draft_computed = 0;
   s.cache_entered = 0;  // (what of them is still cached is reused then)
   running_.erase(std::find(running_.begin(), running_.end(), id));
   reserved_blocks_ -= blocks_.blocks_for(s.prompt_len + s.max_new_tokens);
@@ -199,6 +200,10 @@ std::int64_t Scheduler::speculate(Schedule& sched, std::size_t i, std::int64_t k
   r.draft = k;
   sched.budget_left -= k;
   return k;
+}
+
+void Scheduler::set_draft_computed(std::uint64_t id, std::int64_t n) {
+  if (auto it = seqs_.find(id); it != seqs_.end()) it->second.draft_computed = n;
 }
 
 std::vector<SequenceState> Scheduler::complete(

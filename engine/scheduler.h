@@ -43,6 +43,9 @@ struct SequenceState {
   std::int64_t prompt_len = 0;
   std::int64_t max_new_tokens = 0;
   std::int64_t computed = 0;  // tokens whose KV is in the cache
+  // Speculative decoding's draft model: leading tokens whose draft KV is in its pool (blocks
+  // are shared with the target's; a preemption or a prefix-cache hit starts it from zero).
+  std::int64_t draft_computed = 0;
   BlockTable blocks;
   double arrival = 0;  // seconds on the caller's clock
   // kDynamic: finished, but the batch still runs, so it keeps its slot and costs a token per
@@ -94,6 +97,8 @@ class Scheduler {
   // empty) ends that sequence early, e.g. on eos. Sequences that reach max_new_tokens or are
   // finished are retired, their blocks freed (kDynamic: when their batch ends), and returned.
   // accepted[i] (may be empty): the proposed tokens of s.run[i] accepted before sampled[i].
+  // The draft model's KV of the sequence now holds its first n tokens (no-op if it is gone).
+  void set_draft_computed(std::uint64_t id, std::int64_t n);
   std::vector<SequenceState> complete(const Schedule& s, std::span<const std::int32_t> sampled,
                                       std::span<const std::uint8_t> finished = {},
                                       std::span<const std::vector<std::int32_t>> accepted = {});

@@ -31,13 +31,32 @@ void StepRunner::send(const IterationPlan& plan) {
   comm_.broadcast(wire_, 0);
 }
 
+void StepRunner::attach_draft(Model& model, KvCache& cache) {
+  if (cache.num_blocks() != cache_.num_blocks() || cache.block_size() != cache_.block_size())
+    throw std::invalid_argument("the draft's KV pool must have the target's blocks");
+  draft_model_ = &model;
+  draft_cache_ = &cache;
+}
+
 std::span<const float> StepRunner::step(std::span<const SequenceStep> batch, LogitsMode mode) {
+  return run(batch, mode, false);
+}
+
+std::span<const float> StepRunner::draft_step(std::span<const SequenceStep> batch,
+                                              LogitsMode mode) {
+  if (!draft_model_) throw std::logic_error("no draft model is attached");
+  return run(batch, mode, true);
+}
+
+std::span<const float> StepRunner::run(std::span<const SequenceStep> batch, LogitsMode mode,
+                                       bool draft) {
   if (!is_driver()) throw std::logic_error("only rank 0 drives steps");
   if (before_step_) before_step_(iteration_);
   const WatchGuard watch(watchdog_, iteration_);
   if (comm_.size() > 1) {
     plan_.iteration = iteration_;
     plan_.stop = false;
+    plan_.draft = draft;
     plan_.freed.clear();
     plan_.sequences.resize(batch.size());
     for (std::size_t i = 0; i < batch.size(); ++i) {
@@ -56,7 +75,8 @@ std::span<const float> StepRunner::step(std::span<const SequenceStep> batch, Log
     send(plan_);
   }
   ++iteration_;
-  return model_.forward(batch, cache_, mode);
+  return draft ? draft_model_->forward(batch, *draft_cache_, mode)
+               : model_.forward(batch, cache_, mode);
 }
 
 void StepRunner::stop() {
@@ -79,7 +99,12 @@ std::uint64_t StepRunner::serve() {
     for (const PlanSequence& s : plan_.sequences)
       steps_.push_back({s.tokens, s.start_pos, s.block_table, s.all_logits, s.id});
     const WatchGuard watch(watchdog_, plan_.iteration);
-    model_.forward(steps_, cache_);
+    if (plan_.draft) {
+      if (!draft_model_) throw PlanError("a draft-model step came, but no draft model is loaded");
+      draft_model_->forward(steps_, *draft_cache_);
+    } else {
+      model_.forward(steps_, cache_);
+    }
     ++steps;
   }
 }

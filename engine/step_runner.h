@@ -22,6 +22,11 @@ class StepRunner {
 
   Model& model() { return model_; }
   KvCache& cache() { return cache_; }
+  // Speculative decoding's draft model, on every rank, with its own KV pool of as many blocks
+  // as the target's: a sequence's one block table addresses both, so freeing its blocks frees
+  // its draft KV too. Must be attached on every rank before the first step.
+  void attach_draft(Model& model, KvCache& cache);
+  Model* draft_model() { return draft_model_; }
   bool is_driver() const { return comm_.rank() == 0; }
 
   // Rank 0: sends the batch to every rank and runs its own shard; returns the logits (or, with
@@ -29,6 +34,9 @@ class StepRunner {
   // mode: it only changes what rank 0 reads back.
   std::span<const float> step(std::span<const SequenceStep> batch,
                               LogitsMode mode = LogitsMode::kRows);
+  // The same through the draft model (draft_model()->summaries() after kSummary).
+  std::span<const float> draft_step(std::span<const SequenceStep> batch,
+                                    LogitsMode mode = LogitsMode::kRows);
   // Rank 0: ends the other ranks' serve().
   void stop();
   // Ranks > 0: executes plans until rank 0 sends stop; returns the number of steps run.
@@ -40,10 +48,13 @@ class StepRunner {
 
  private:
   void send(const IterationPlan& plan);
+  std::span<const float> run(std::span<const SequenceStep> batch, LogitsMode mode, bool draft);
 
   Model& model_;
   KvCache& cache_;
   Communicator& comm_;
+  Model* draft_model_ = nullptr;
+  KvCache* draft_cache_ = nullptr;
   std::uint64_t iteration_ = 0;
   IterationPlan plan_;
   std::vector<std::byte> wire_;

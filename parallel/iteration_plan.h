@@ -2,8 +2,9 @@
 // when to stop. Ranks > 0 hold no scheduling state; everything they do comes from this.
 //
 // Wire format (little-endian), version 1:
-//   header   : magic "SKPL" | u16 version | u16 flags (bit 0: stop) | u32 payload bytes | u64
-//   iteration sequences: u32 count, then per sequence:
+//   header   : magic "SKPL" | u16 version | u16 flags (bit 0: stop, bit 1: a draft-model step)
+//              | u32 payload bytes | u64 iteration
+//   sequences: u32 count, then per sequence:
 //              u64 id | i32 start_pos | u32 flags (bit 0: all logits) | u32 n_tokens | u32 n_blocks
 //              | i32 tokens[n_tokens] | i32 blocks[n_blocks]
 //   freed    : u32 count | u64 ids[count]
@@ -36,6 +37,8 @@ struct PlanSequence {
 struct IterationPlan {
   std::uint64_t iteration = 0;
   bool stop = false;
+  // Speculative decoding: the step runs the draft model (and its KV pool), not the target.
+  bool draft = false;
   std::vector<PlanSequence> sequences;
   std::vector<std::uint64_t> freed;  // sequences whose KV blocks are released
   bool operator==(const IterationPlan&) const = default;

@@ -1,6 +1,7 @@
 // Offline jobs (saker generate --input) and the serving benchmark (saker bench) from the command
 // line, on one rank and under mpirun.
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 #include <catch2/catch.hpp>
@@ -8,6 +9,7 @@
 
 #include "engine/model/registry.h"
 #include "launcher/bench/metrics.h"
+#include "launcher/bench/workload.h"
 #include "tests/run_command.h"
 #include "tests/text_model.h"
 
@@ -80,6 +82,45 @@ TEST_CASE("measurement pauses are taken out of a request's timestamps", "[bench]
   CHECK(r.first_token == Approx(1.75));
   CHECK(r.token_times == std::vector<double>{1.75, 2.25, 3.25});
   CHECK(r.finished == Approx(3.25));
+}
+
+TEST_CASE(
+    "a JSONL job on the demo models is the same with a draft model speculating, at tp 1 and 2",
+    "[cli][jsonl][speculative][draft]") {
+  const fs::path demo = kFixtures / ".." / ".." / "models" / "falcon-demo";
+  const fs::path draft = kFixtures / ".." / ".." / "models" / "falcon-demo-draft";
+  const std::vector<std::string> prompts = {"In the beginning", "The falcon",
+                                            "User: Hello\nFalcon:", "And the LORD said"};
+  std::ostringstream in;
+  for (std::size_t i = 0; i < prompts.size(); ++i) {
+    json params = {{"max_new_tokens", 24}, {"top_n_tokens", 2}};
+    if (i % 2 == 1) params.update({{"do_sample", true}, {"temperature", 0.8}, {"seed", 7 + i}});
+    in << json{{"prompt", prompts[i]}, {"parameters", params}}.dump() << "\n";
+  }
+  const fs::path input = write_file("saker_spec_job_in.jsonl", in.str());
+  auto job = [&](int np, const std::string& extra) {
+    const fs::path output = fs::temp_directory_path() / "saker_spec_job_out.jsonl";
+    const Run r = saker_cmd("generate --threads 1 --model '" + demo.string() + "' --input '" +
+                                input.string() + "' --output '" + output.string() +
+                                "' --max-rolling-batch-size 4 " + extra,
+                            np);
+    INFO("np " << np << " " << extra << ": " << r.err);
+    REQUIRE(r.code == 0);
+    std::vector<json> kept;
+    for (json l : read_lines(output)) {
+      l.erase("timings");  // everything else must match
+      kept.push_back(l);
+    }
+    return kept;
+  };
+  for (const int np : {1, 2}) {
+    // Against the same tp without speculation (tp 2 sums its all-reduce in another order).
+    const auto plain = job(np, "");
+    REQUIRE(plain.size() == prompts.size());
+    CHECK(job(np, "--speculative-model '" + draft.string() +
+                      "' --num-speculative-tokens 3 --no-speculative-adaptive") == plain);
+    CHECK(job(np, "--speculative-method ngram --no-speculative-adaptive") == plain);
+  }
 }
 
 TEST_CASE("saker generate --input runs a JSONL job in input order, as each prompt alone would",
@@ -334,7 +375,8 @@ TEST_CASE("saker bench --speculative-method ngram speculates at a full batch and
   const fs::path out = fs::temp_directory_path() / "saker_bench_spec.json";
   const Run r = saker_cmd("bench --threads 1 --model '" + model.string() +
                           "' --workload fixed:8:32 --num-requests 2 --max-rolling-batch-size 1 "
-                          "--speculative-method ngram --num-speculative-tokens 3 --output-json '" +
+                          "--speculative-method ngram --num-speculative-tokens 3 "
+                          "--no-speculative-adaptive --output-json '" +
                           out.string() + "'");
   INFO(r.out << r.err);
   REQUIRE(r.code == 0);
@@ -348,5 +390,49 @@ TEST_CASE("saker bench --speculative-method ngram speculates at a full batch and
   CHECK(j["spec_decode_mean_accepted_length"].get<double>() > 1.0);
   const Run bad = saker_cmd("bench --model '" + model.string() + "' --speculative-method draft");
   CHECK(bad.code == 2);
-  CHECK(bad.err.find("speculative_method") != std::string::npos);
+  CHECK(bad.err.find("needs speculative_model") != std::string::npos);
+  CHECK(bad.err.find("--speculative-model") != std::string::npos);
+}
+
+TEST_CASE("the copy workload gives a passage twice and begins it a third time", "[bench]") {
+  const auto w = saker::cli::parse_workload("copy:10:20", 2048);
+  const auto reqs =
+      saker::cli::make_requests(w, 3, std::numeric_limits<double>::infinity(), 384, 1);
+  REQUIRE(reqs.size() == 3);
+  for (const auto& r : reqs) {
+    REQUIRE(r.prompt.size() == 25);
+    CHECK(std::equal(r.prompt.begin(), r.prompt.begin() + 10, r.prompt.begin() + 10));
+    CHECK(std::equal(r.prompt.begin(), r.prompt.begin() + 5, r.prompt.begin() + 20));
+    CHECK(r.output == 20);
+  }
+  CHECK(reqs[0].prompt != reqs[1].prompt);
+  CHECK(saker::cli::parse_workload("copy", 2048).a == 64);
+  CHECK_THROWS_WITH(saker::cli::parse_workload("copy:1000:200", 2048),
+                    Catch::Contains("positions; the model's context is 2048"));
+}
+
+TEST_CASE("saker bench --speculative-model: the model drafting for itself has every proposal kept",
+          "[cli][bench][speculative][draft]") {
+  const fs::path model = text_model("bench_draft");
+  const fs::path out = fs::temp_directory_path() / "saker_bench_draft.json";
+  const Run r = saker_cmd("bench --threads 1 --model '" + model.string() +
+                          "' --workload fixed:8:32 --num-requests 2 --max-rolling-batch-size 2 "
+                          "--speculative-model '" +
+                          model.string() +
+                          "' --num-speculative-tokens 3 --no-speculative-adaptive --output-json '" +
+                          out.string() + "'");
+  INFO(r.out << r.err);
+  REQUIRE(r.code == 0);
+  std::ifstream in(out);
+  const json j = json::parse(in);
+  CHECK(j["spec_decode_num_draft_tokens"].get<int>() > 0);
+  CHECK(j["spec_decode_num_accepted_tokens"] == j["spec_decode_num_draft_tokens"]);
+  CHECK(j["spec_decode_mean_accepted_length"].get<double>() > 3.0);
+  // A draft with another vocabulary is refused, named.
+  const fs::path demo_draft = kFixtures / ".." / ".." / "models" / "falcon-demo-draft";
+  const Run bad = saker_cmd("bench --model '" + model.string() + "' --speculative-model '" +
+                            demo_draft.string() + "'");
+  CHECK(bad.code == 2);
+  CHECK(bad.err.find("--speculative-model") != std::string::npos);
+  CHECK(bad.err.find("vocabulary of 8192 tokens; the target's has 384") != std::string::npos);
 }

@@ -235,3 +235,65 @@ TEST_CASE("kv_cache_dtype: the pool holds twice the tokens in 16 bits, auto foll
     }
   }
 }
+
+TEST_CASE("speculative_model: the draft's KV shares the budget, bad drafts are named",
+          "[engine][speculative][draft]") {
+  SingleRankCommunicator single;
+  auto built = [&](const std::string& draft) {
+    EngineOptions o = engine_options(kModel);
+    o.kv_cache_tokens = 0;
+    o.kv_cache_bytes = std::size_t{1} << 20;
+    o.speculative_model = draft;
+    return std::make_unique<Engine>(o, single);
+  };
+  const auto alone = built("");
+  const auto with_self = built(kModel.string());
+  // Each block now holds the draft's KV of its tokens too: half the blocks for a twin.
+  CHECK(with_self->kv_blocks() == alone->kv_blocks() / 2);
+  // A smaller draft (mqa7: 2 layers of 1 KV head of 8, against 3 layers of 2) takes less.
+  const auto with_small = built((kFixtures / "mqa7-fp32").string());
+  CHECK(with_small->kv_blocks() > with_self->kv_blocks());
+  CHECK(with_small->kv_blocks() < alone->kv_blocks());
+  // The same tokens as without the draft, every proposal kept (the twin drafts exactly).
+  BatchRequest r;
+  r.id = with_self->requests().next_id();
+  r.prompt = {1, 2, 3, 1, 2, 3, 1, 2};
+  r.max_new_tokens = 20;
+  r.ignore_eos = true;
+  std::vector<std::int32_t> got[2];
+  int i = 0;
+  for (Engine* e : {alone.get(), with_self.get()}) {
+    BatchRequest q = r;
+    q.id = e->requests().next_id();
+    e->submit(q, [&got, i](RequestEvent&& ev) {
+      if (ev.token >= 0) got[i].push_back(ev.token);
+    });
+    e->run();
+    ++i;
+  }
+  CHECK(got[0].size() == 20);
+  CHECK(got[1] == got[0]);
+  CHECK(with_self->stats().totals.spec_accepted_tokens ==
+        with_self->stats().totals.spec_draft_tokens);
+  auto field_of = [&](auto edit) {
+    EngineOptions o = engine_options(kModel);
+    edit(o);
+    try {
+      Engine broken(o, single);
+    } catch (const OptionError& e) {
+      return e.field() + ": " + e.what();
+    }
+    return std::string("accepted");
+  };
+  CHECK_THAT(field_of([](EngineOptions& o) { o.speculative_model = "/nonexistent"; }),
+             Catch::StartsWith("speculative_model: speculative_model /nonexistent"));
+  CHECK_THAT(field_of([&](EngineOptions& o) {
+               o.speculative_model =
+                   (kFixtures / ".." / ".." / "models" / "falcon-demo-draft").string();
+             }),
+             Catch::Contains("vocabulary of 8192 tokens; the target's has 384"));
+  CHECK_THAT(field_of([](EngineOptions& o) { o.speculative_method = "draft"; }),
+             Catch::StartsWith("speculative_model: speculative_method draft needs"));
+  CHECK_THAT(field_of([](EngineOptions& o) { o.speculative_acceptance = "lenient"; }),
+             Catch::StartsWith("speculative_acceptance: speculative_acceptance must be exact or"));
+}

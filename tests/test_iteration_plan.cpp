@@ -14,6 +14,7 @@ IterationPlan random_plan(std::mt19937& rng) {
   IterationPlan p;
   p.iteration = rng();
   p.stop = small(rng) == 0;
+  p.draft = small(rng) == 1;
   p.sequences.resize(static_cast<std::size_t>(small(rng)));
   for (auto& s : p.sequences) {
     s.id = (static_cast<std::uint64_t>(rng()) << 32) | rng();

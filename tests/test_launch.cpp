@@ -101,6 +101,14 @@ TEST_CASE("every key is checked for type and range, with the key and value named
        "option.enable_prefix_caching=yes: must be true or false"},
       {{{"option.kv_cache_dtype", "fp64"}},
        "option.kv_cache_dtype=fp64: must be auto, fp32, bf16, fp16, fp8_e4m3 or int8"},
+      {{{"option.speculative_draft_model", "/nonexistent"}},
+       "option.speculative_draft_model=/nonexistent: must be a local model directory"},
+      {{{"option.speculative_length", "3"}},
+       "option.speculative_length=3: needs option.speculative_draft_model"},
+      {{{"option.speculative_draft_model", dir}, {"option.speculative_length", "0"}},
+       "option.speculative_length=0: must be >= 1"},
+      {{{"option.speculative_draft_model", dir}, {"option.speculative_length", "17"}},
+       "option.speculative_length=17: must be at most 16"},
   };
   for (auto [p, msg] : bad) {
     if (!p.count("option.model_id") && msg.find("model_id is required") == std::string::npos)
@@ -149,6 +157,18 @@ TEST_CASE("every key is checked for type and range, with the key and value named
     CHECK(*(flag + 1) == name);
   }
   CHECK(std::find(bf16.begin(), bf16.end(), "--kv-cache-dtype") == bf16.end());
+  // DJL LMI's speculative decoding keys: the draft model and K, as serve flags.
+  const auto spec = mpirun_command(validate_properties({{"option.model_id", dir},
+                                                        {"option.speculative_draft_model", dir},
+                                                        {"option.speculative_length", "5"}}),
+                                   t);
+  const auto draft = std::find(spec.begin(), spec.end(), "--speculative-model");
+  REQUIRE(draft != spec.end());
+  CHECK(*(draft + 1) == dir);
+  const auto k = std::find(spec.begin(), spec.end(), "--num-speculative-tokens");
+  REQUIRE(k != spec.end());
+  CHECK(*(k + 1) == "5");
+  CHECK(std::find(bf16.begin(), bf16.end(), "--speculative-model") == bf16.end());
 }
 
 TEST_CASE("the mpirun command for several configurations", "[launch]") {

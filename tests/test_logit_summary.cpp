@@ -137,6 +137,7 @@ std::map<std::uint64_t, BatchResult> run_all(Rig& rig, const std::vector<BatchRe
                                              bool full, std::uint64_t* summary_iterations) {
   BatchEngine engine(rig.runner, {4, 32, AdmissionPolicy::kMaxUtilization}, {});
   engine.force_full_logits(full);
+  engine.prefer_summaries(true);  // the CPU's default is whole rows
   for (const auto& r : reqs) engine.add(r);
   run_to_completion(engine);
   *summary_iterations = engine.stats().summary_iterations;

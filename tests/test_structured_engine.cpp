@@ -11,6 +11,7 @@
 
 #include "engine/batch_engine.h"
 #include "engine/tokenizer/tokenizer.h"
+#include "tests/draft_rig.h"
 #include "tests/engine_rig.h"
 #include "tests/golden.h"
 #include "tests/json_validate.h"
@@ -30,9 +31,11 @@ struct Run {
 };
 
 Run run(EngineRig& rig, const Tokenizer& tok, const std::vector<BatchRequest>& reqs,
-        std::int32_t max_batch, std::uint64_t cancel_id = 0) {
+        std::int32_t max_batch, std::uint64_t cancel_id = 0, const SpeculationConfig& spec = {},
+        EngineStats* stats = nullptr) {
   SchedulerConfig cfg{max_batch, 64, AdmissionPolicy::kMaxUtilization};
   BatchEngine engine(rig.runner, cfg, rig.config.eos_token_ids, &tok);
+  engine.set_speculation(spec);
   for (const auto& r : reqs) engine.add(r);
   int steps = 0;
   while (!engine.idle()) {
@@ -44,6 +47,7 @@ Run run(EngineRig& rig, const Tokenizer& tok, const std::vector<BatchRequest>& r
   out.preemptions = engine.scheduler().preemptions();
   out.free_blocks = engine.blocks().free_blocks();
   out.total_blocks = engine.blocks().num_blocks();
+  if (stats) *stats = engine.stats();
   return out;
 }
 
@@ -156,4 +160,38 @@ TEST_CASE("constrained requests with a tight max_new_tokens close in time in the
     CHECK(e.field() == "max_new_tokens");
   }
   CHECK(engine.idle());
+}
+
+TEST_CASE("constrained requests speculate and generate exactly what they generate without it",
+          "[structured][batch][speculative]") {
+  const auto dir = text_model(kFixtures, "structured_engine");
+  const Tokenizer tok = Tokenizer::from_model_dir(dir);
+  EngineRig rig(dir, 256);
+  const ConstraintCompiler compiler(tok, rig.config.vocab_size, rig.config.eos_token_ids);
+  std::vector<BatchRequest> reqs;
+  std::uint64_t id = 1;
+  for (const std::string& s : kEngineSchemas)
+    for (const float temperature : {0.0f, 1.0f}) {
+      BatchRequest r = request(id, tok, s, temperature);
+      // Half of them with the tightest budget: the budget rule's closing decides per position.
+      if (id % 2 == 1) r.max_new_tokens = *tokens_to_close(*compiler.compile(r.constraint));
+      reqs.push_back(std::move(r));
+      ++id;
+    }
+  const Run plain = run(rig, tok, reqs, 16);
+  DraftRig draft(rig, dir);
+  for (const auto& spec :
+       {SpeculationConfig{SpecMethod::kNgram, 3, 4, SpecAcceptance::kExact, false},
+        draft_spec(3)}) {
+    INFO((spec.method == SpecMethod::kDraft ? "draft" : "ngram"));
+    EngineStats stats;
+    const Run fast = run(rig, tok, reqs, 16, 0, spec, &stats);
+    CHECK(stats.spec_drafts > 0);
+    CHECK(fast.free_blocks == fast.total_blocks);
+    for (const auto& r : reqs) {
+      INFO("request " << r.id);
+      CHECK(fast.results.at(r.id).tokens == plain.results.at(r.id).tokens);
+      CHECK(fast.results.at(r.id).finish == plain.results.at(r.id).finish);
+    }
+  }
 }

@@ -21,6 +21,7 @@
 #include "tests/json_validate.h"
 #include "tests/mpi_fixture.h"
 #include "tests/reference_generate.h"
+#include "tests/spec_requests.h"
 #include "tests/text_model.h"
 
 using namespace saker;
@@ -198,23 +199,7 @@ TEST_CASE("across ranks, prompt-lookup speculation gives plain decoding's tokens
           "[tp][speculative]") {
   Communicator& comm = test::world().tensor_parallel();
   Sharded m(kFixtures / "mqa7-fp32", comm);  // uneven head split at tp 2 and 4
-  std::mt19937 rng(5);
-  std::vector<BatchRequest> reqs;
-  for (std::uint64_t id = 1; id <= 6; ++id) {
-    BatchRequest r;
-    r.id = id;
-    std::vector<std::int32_t> phrase(5);
-    for (auto& t : phrase) t = static_cast<std::int32_t>(rng() % 384);
-    for (int rep = 0; rep < 3; ++rep) r.prompt.insert(r.prompt.end(), phrase.begin(), phrase.end());
-    r.max_new_tokens = 12;
-    r.ignore_eos = true;
-    r.logprobs = 1;
-    if (id % 2 == 0) {
-      r.sampling.temperature = 1.0f;
-      r.sampling.seed = id;
-    }
-    reqs.push_back(r);
-  }
+  const auto reqs = test::copy_requests(m.config.vocab_size, 6, 5, 12);
   std::map<int, std::map<std::uint64_t, BatchResult>> out;
   std::uint64_t accepted = 0;
   if (m.runner.is_driver()) {
@@ -237,6 +222,62 @@ TEST_CASE("across ranks, prompt-lookup speculation gives plain decoding's tokens
     for (const auto& r : reqs) {
       CHECK(out[3].at(r.id).tokens == out[0].at(r.id).tokens);
       CHECK(out[3].at(r.id).logprobs == out[0].at(r.id).logprobs);
+    }
+  }
+}
+
+TEST_CASE("across ranks, on every fixture, each proposer and K gives plain decoding's tokens",
+          "[tp][speculative][draft]") {
+  Communicator& comm = test::world().tensor_parallel();
+  for (const auto& dir : fixture_dirs()) {
+    Sharded m(dir, comm);
+    // Drafts split like the target: the target itself (every proposal accepted), and another
+    // model (most rejected).
+    const auto other = kFixtures / (dir.filename() == "mqa7-fp32" ? "falcon11b-fp32" : "mqa7-fp32");
+    for (const auto& draft_dir : {dir, other}) {
+      Sharded d(draft_dir, comm);
+      m.runner.attach_draft(d.model, d.cache);
+      const auto reqs = test::copy_requests(m.config.vocab_size, 6, 7, 12, true);
+      struct Case {
+        SpecMethod method;
+        int k;
+      };
+      std::vector<Case> cases = {{SpecMethod::kNone, 0}};
+      for (const int k : {1, 3, 5}) {
+        cases.push_back({SpecMethod::kDraft, k});
+        if (draft_dir == dir) cases.push_back({SpecMethod::kNgram, k});
+      }
+      std::vector<std::map<std::uint64_t, BatchResult>> out;
+      std::vector<EngineStats> stats;
+      if (m.runner.is_driver()) {
+        for (const Case& c : cases) {
+          BatchEngine engine(m.runner, {4, 32, AdmissionPolicy::kMaxUtilization},
+                             m.config.eos_token_ids);
+          engine.set_speculation({c.method, c.k, 4, SpecAcceptance::kExact, false});
+          for (const auto& r : reqs) engine.add(r);
+          run_to_completion(engine);
+          out.push_back(engine.results());
+          stats.push_back(engine.stats());
+        }
+        m.runner.stop();
+      } else {
+        m.runner.serve();
+      }
+      if (comm.rank() == 0) {
+        for (std::size_t c = 1; c < cases.size(); ++c) {
+          INFO("tp " << comm.size() << ", " << dir.filename().string() << ", draft "
+                     << draft_dir.filename().string() << ", "
+                     << (cases[c].method == SpecMethod::kDraft ? "draft" : "ngram")
+                     << " K = " << cases[c].k);
+          CHECK(stats[c].spec_draft_tokens > 0);
+          if (cases[c].method == SpecMethod::kDraft && draft_dir == dir)
+            CHECK(stats[c].spec_accepted_tokens == stats[c].spec_draft_tokens);
+          for (const auto& r : reqs) {
+            CHECK(out[c].at(r.id).tokens == out[0].at(r.id).tokens);
+            CHECK(out[c].at(r.id).logprobs == out[0].at(r.id).logprobs);
+          }
+        }
+      }
     }
   }
 }

@@ -62,6 +62,9 @@ class Model {
   virtual std::size_t weight_bytes() const = 0;
   // Weight bytes one decode step streams (the floor of a memory-bound step).
   virtual std::size_t step_weight_bytes() const = 0;
+  // Whether kRows logits are already in host memory (the CPU backend): then LogitsMode::kSummary
+  // saves no copy and only adds work (a log-sum-exp and a top-k over the vocabulary per row).
+  virtual bool logits_on_host() const = 0;
 
   // What this rank's KV pool holds per token.
   KvShape kv_shape() const { return {shape().layers, local_kv_heads(), shape().head_dim}; }

@@ -39,8 +39,10 @@ int run_bench(const std::vector<std::string>& args) {
   desc.add_options()("help,h", "show this help")("model", po::value(&flags.model_dir)->required(),
                                                  "model directory")(
       "workload", po::value(&workload)->default_value(workload),
-      "mixed | mixed:SHORT:LONG | fixed:IN:OUT | random | random:IN:OUT")(
-      "num-requests", po::value(&num_requests)->default_value(num_requests), "requests to send")(
+      "mixed | mixed:SHORT:LONG | fixed:IN:OUT | random | random:IN:OUT | "
+      "shared-prefix[:P:PL:SL:OUT] | "
+      "copy[:PASSAGE:OUT]")("num-requests", po::value(&num_requests)->default_value(num_requests),
+                            "requests to send")(
       "request-rate", po::value(&rate_text)->default_value(rate_text),
       "Poisson arrivals per second, or inf (all at once)")(
       "max-concurrency", po::value(&concurrency)->default_value(0),

@@ -77,7 +77,15 @@ po::options_description engine_options(EngineFlags& o) {
                                       po::value(&o.kv_cache_dtype)->default_value(o.kv_cache_dtype),
                                       kKvCacheDtypeHelp)(
       "speculative-method", po::value(&o.speculative_method),
-      "ngram: speculative decoding by prompt lookup; outputs stay token for token the same")(
+      "ngram: speculative decoding by prompt lookup; draft: by --speculative-model")(
+      "speculative-model", po::value(&o.speculative_model),
+      "a draft model directory (a Falcon with the same tokenizer) that proposes tokens")(
+      "speculative-acceptance",
+      po::value(&o.speculative_acceptance)->default_value(o.speculative_acceptance),
+      "exact: outputs stay token for token the same; rejection: speculative sampling (the same "
+      "distribution, more proposals accepted when sampling)")(
+      "no-speculative-adaptive", po::bool_switch(&o.no_speculative_adaptive),
+      "propose on every step, even where measured not to pay")(
       "num-speculative-tokens",
       po::value(&o.num_speculative_tokens)->default_value(o.num_speculative_tokens),
       "tokens proposed per step (--speculative-method)")(
@@ -121,6 +129,9 @@ EngineOptions finish_engine_options(const po::variables_map& vm, EngineFlags& f)
   o.speculative_method = f.speculative_method;
   o.num_speculative_tokens = f.num_speculative_tokens;
   o.ngram_max = f.ngram_max;
+  o.speculative_model = f.speculative_model;
+  o.speculative_acceptance = f.speculative_acceptance;
+  o.speculative_adaptive = !f.no_speculative_adaptive;
   return o;
 }
 
@@ -158,7 +169,12 @@ std::string flag_of(const std::string& field) {
       {"kv_cache_fraction", "--kv-cache-fraction"},
       {"max_batch_delay_s", "--max-batch-delay"},
       {"collective_timeout_s", "--collective-timeout"},
-      {"kv_cache_dtype", "--kv-cache-dtype"}};
+      {"kv_cache_dtype", "--kv-cache-dtype"},
+      {"speculative_method", "--speculative-method"},
+      {"speculative_model", "--speculative-model"},
+      {"num_speculative_tokens", "--num-speculative-tokens"},
+      {"ngram_max", "--ngram-max"},
+      {"speculative_acceptance", "--speculative-acceptance"}};
   for (const auto& [name, flag] : flags)
     if (field == name) return flag;
   return field;

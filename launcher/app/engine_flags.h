@@ -27,9 +27,12 @@ struct EngineFlags {
   // Prefix caching is on unless --no-enable-prefix-caching; --enable-prefix-caching says so.
   bool enable_prefix_caching = false, no_enable_prefix_caching = false;
   std::string kv_cache_dtype = "auto";  // option.kv_cache_dtype
-  std::string speculative_method;       // ngram, or empty: no speculative decoding
+  std::string speculative_method;       // ngram, draft, or empty: as --speculative-model says
+  std::string speculative_model;        // a draft model directory
   std::int32_t num_speculative_tokens = 3;
   std::int32_t ngram_max = 4;
+  std::string speculative_acceptance = "exact";
+  bool no_speculative_adaptive = false;
 };
 
 // The flags for EngineFlags (--max-rolling-batch-size, --kv-cache-memory, ...).

@@ -51,7 +51,11 @@ WorkloadSpec parse_workload(const std::string& text, std::int64_t context) {
   long long a = 0, b = 0;
   char tail = 0;
   auto two = [&](const char* fmt) { return std::sscanf(text.c_str(), fmt, &a, &b, &tail) == 2; };
-  if (text == "mixed" || text == "random") {
+  if (text == "copy") {
+    w.kind = WorkloadSpec::kCopy;
+    a = 64;
+    b = 128;
+  } else if (text == "mixed" || text == "random") {
     w.kind = text == "mixed" ? WorkloadSpec::kMixed : WorkloadSpec::kRandom;
     // The seed article's lengths, shrunk in proportion when the model's context is shorter.
     const double base = text == "mixed" ? 520.0 : 2 * 128 * 1.5;
@@ -64,17 +68,21 @@ WorkloadSpec parse_workload(const std::string& text, std::int64_t context) {
     w.kind = WorkloadSpec::kFixed;
   } else if (two("random:%lld:%lld%c")) {
     w.kind = WorkloadSpec::kRandom;
+  } else if (two("copy:%lld:%lld%c")) {
+    w.kind = WorkloadSpec::kCopy;
   } else {
     throw std::invalid_argument(
-        "--workload must be mixed, mixed:SHORT:LONG, fixed:IN:OUT, random, random:IN:OUT or "
-        "shared-prefix[:PREFIXES:PREFIX_LEN:SUFFIX_LEN:OUT], got '" +
+        "--workload must be mixed, mixed:SHORT:LONG, fixed:IN:OUT, random, random:IN:OUT, "
+        "shared-prefix[:PREFIXES:PREFIX_LEN:SUFFIX_LEN:OUT] or copy[:PASSAGE:OUT], got '" +
         text + "'");
   }
   if (a <= 0 || b <= 0)
     throw std::invalid_argument("--workload lengths must be positive in '" + text + "'");
   w.a = a;
   w.b = b;
-  const std::int64_t longest = w.kind == WorkloadSpec::kRandom ? (3 * a / 2) + (3 * b / 2) : a + b;
+  const std::int64_t longest = w.kind == WorkloadSpec::kRandom ? (3 * a / 2) + (3 * b / 2)
+                               : w.kind == WorkloadSpec::kCopy ? 2 * a + a / 2 + b
+                                                               : a + b;
   if (longest > context)
     throw std::invalid_argument("--workload " + text + " needs up to " + std::to_string(longest) +
                                 " positions; the model's context is " + std::to_string(context));
@@ -101,6 +109,15 @@ std::vector<BenchRequest> make_requests(const WorkloadSpec& w, std::int64_t n, d
     if (w.kind == WorkloadSpec::kSharedPrefix) {
       out[i].prompt = prefixes[which(rng)];
       for (std::int64_t k = 0; k < w.suffix; ++k) out[i].prompt.push_back(tok(rng));
+      out[i].output = w.b;
+      continue;
+    }
+    if (w.kind == WorkloadSpec::kCopy) {
+      std::vector<std::int32_t> passage(static_cast<std::size_t>(w.a));
+      for (auto& t : passage) t = tok(rng);
+      for (int rep = 0; rep < 2; ++rep)
+        out[i].prompt.insert(out[i].prompt.end(), passage.begin(), passage.end());
+      out[i].prompt.insert(out[i].prompt.end(), passage.begin(), passage.begin() + w.a / 2);
       out[i].output = w.b;
       continue;
     }

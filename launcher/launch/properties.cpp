@@ -132,6 +132,8 @@ LaunchSettings validate_properties(const Properties& p) {
                                               "option.model_loading_timeout",
                                               "option.enable_prefix_caching",
                                               "option.kv_cache_dtype",
+                                              "option.speculative_draft_model",
+                                              "option.speculative_length",
                                               "batch_size",
                                               "max_batch_delay",
                                               "job_queue_size"};
@@ -206,6 +208,22 @@ LaunchSettings validate_properties(const Properties& p) {
           "must be auto, fp32, bf16, fp16, fp8_e4m3 or int8");
     s.kv_cache_dtype = name;
   }
+  if (has("option.speculative_draft_model")) {
+    const std::string& d = p.at("option.speculative_draft_model");
+    if (!std::filesystem::exists(std::filesystem::path(d) / "config.json"))
+      bad("option.speculative_draft_model", d,
+          "must be a local model directory holding config.json (a Falcon with the target's "
+          "tokenizer)");
+    s.speculative_draft_model = d;
+  }
+  if (has("option.speculative_length")) {
+    s.speculative_length = integer(p, "option.speculative_length", 1);
+    if (*s.speculative_length > 16)
+      bad("option.speculative_length", p.at("option.speculative_length"), "must be at most 16");
+    if (!s.speculative_draft_model)
+      bad("option.speculative_length", p.at("option.speculative_length"),
+          "needs option.speculative_draft_model (the model that proposes the tokens)");
+  }
   if (has("batch_size")) s.batch_size = integer(p, "batch_size", 1);
   if (has("max_batch_delay")) s.max_batch_delay_ms = number(p, "max_batch_delay", 0);
   if (has("job_queue_size")) s.job_queue_size = integer(p, "job_queue_size", 1);
@@ -245,6 +263,9 @@ std::vector<std::string> mpirun_command(const LaunchSettings& s, const LaunchTar
     c.push_back(*s.enable_prefix_caching ? "--enable-prefix-caching"
                                          : "--no-enable-prefix-caching");
   if (s.kv_cache_dtype) c.insert(c.end(), {"--kv-cache-dtype", *s.kv_cache_dtype});
+  if (s.speculative_draft_model)
+    c.insert(c.end(), {"--speculative-model", *s.speculative_draft_model});
+  opt("--num-speculative-tokens", s.speculative_length);
   c.insert(c.end(),
            {"--output-formatter", s.output_formatter, "--model-loading-timeout",
             std::to_string(static_cast<long>(std::ceil(s.model_loading_timeout_s))),

@@ -36,6 +36,9 @@ struct LaunchSettings {
   std::optional<double> max_batch_delay_ms;
   std::optional<std::int64_t> job_queue_size;
   std::optional<bool> enable_prefix_caching;  // option.enable_prefix_caching
+  // option.speculative_draft_model (a draft model directory), option.speculative_length (K).
+  std::optional<std::string> speculative_draft_model;
+  std::optional<std::int64_t> speculative_length;
   std::optional<std::string>
       kv_cache_dtype;  // option.kv_cache_dtype: auto, fp32, bf16, fp16, fp8_e4m3, int8
   std::vector<std::string> unknown_keys;  // warned about once

@@ -50,6 +50,7 @@ class FalconModel final : public Model {
   std::size_t weight_bytes() const override { return weight_bytes_; }
   // Weight bytes one decode step streams: all of them, less the embedding table when lm_head is
   // separate (a lookup reads one row).
+  bool logits_on_host() const override { return backend_.host_accessible(); }
   std::size_t step_weight_bytes() const override { return weight_bytes_ - embedding_only_bytes_; }
 
  private:
