@@ -329,14 +329,9 @@ bool BatchEngine::step() {
   if (controller_) {
     // Measured: decode-only iterations, whole (draft steps and rejected proposals included).
     bool decode_only = true;
-    std::int64_t emitted = 0;
-    for (std::size_t i = 0; i < sched.run.size(); ++i) {
-      const ScheduledSequence& r = sched.run[i];
-      if (r.padding) continue;
-      decode_only = decode_only && r.samples && r.count == 1;
-      if (r.samples) emitted += 1 + std::ssize(accepted_[i]);
-    }
-    controller_->observe_iteration(decode_only, emitted, clock_() - t0);
+    for (const ScheduledSequence& r : sched.run)
+      if (!r.padding) decode_only = decode_only && r.samples && r.count == 1;
+    controller_->observe_iteration(decode_only, clock_() - t0);
   }
   for (SequenceState& done : scheduler_.complete(sched, sampled_, finished_, accepted_)) {
     auto it = live_.find(done.id);

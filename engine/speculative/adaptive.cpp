@@ -6,28 +6,28 @@
 namespace saker {
 namespace {
 
-constexpr double kArmDecay = 0.97;  // an arm's rate follows about its last 30 measurements
-constexpr double kSeqDecay = 0.8;   // a sequence's acceptance, about its last 5 proposals
+constexpr double kCostDecay = 0.95;  // a cost follows about its last 20 measurements
+constexpr double kSeqDecay = 0.8;    // a sequence's acceptance, about its last 5 proposals
 constexpr double kGlobalDecay = 0.99;
 constexpr double kPriorWeight = 2;  // a new sequence starts from the global rate, worth 2 tokens
-constexpr int kTriesFirst = 4;      // each k is measured this often before rates are compared
-constexpr double kExploreEvery = 32;
-constexpr double kPrune = 0.9;   // a k this much slower than none stops the trials of larger k
-constexpr int kProbeAfter = 16;  // a sequence held back proposes once after this many steps
+constexpr int kTries = 4;           // measurements of a cost before it is used
+constexpr std::int64_t kRemeasureEvery = 64;
+constexpr int kProbeAfter = 16;  // a row held back proposes again after this many steps
 
-// Tokens a step yields for a row proposing k tokens accepted each with probability a: the
-// accepted run plus the target's own token.
-double expected_tokens(double a, int k) {
-  double e = 1, p = 1;
+// Tokens k proposals accepted each with probability a are expected to add.
+double expected_extra(double a, int k) {
+  double e = 0, p = 1;
   for (int j = 0; j < k; ++j) e += (p *= a);
   return e;
 }
 
-double rate_of(const auto& arm) {
-  return arm.seconds > 0 ? arm.tokens / arm.seconds : 0;
-}
-
 }  // namespace
+
+void SpecController::Cost::add(double s, double r) {
+  seconds = seconds * kCostDecay + s;
+  rows = rows * kCostDecay + r;
+  ++seen;
+}
 
 SpecController::SpecController(int max_tokens) : k_max_(max_tokens) {
   global_ = {1, 1};  // 50 % until measured
@@ -47,111 +47,113 @@ double SpecController::acceptance(std::uint64_t id) const {
   return it == seqs_.end() ? global_acceptance() : alpha(it->second);
 }
 
-std::size_t SpecController::bucket(std::int64_t rows) {
+std::size_t SpecController::bucket_of(std::int64_t rows) {
   // 1, 2, 3-4, 5-8, 9-16, ...
   return static_cast<std::size_t>(
       std::bit_width(static_cast<std::uint64_t>(std::max<std::int64_t>(rows, 1) - 1)));
 }
 
-std::vector<SpecController::Arm>& SpecController::arms(std::size_t b) {
-  if (buckets_.size() <= b) {
-    buckets_.resize(b + 1, std::vector<Arm>(static_cast<std::size_t>(k_max_) + 1));
-    decisions_.resize(b + 1, 0);
-  }
+SpecController::Bucket& SpecController::bucket(std::size_t b) {
+  if (buckets_.size() <= b)
+    buckets_.resize(b + 1, Bucket{std::vector<Cost>(static_cast<std::size_t>(k_max_) + 1), 0});
   return buckets_[b];
 }
 
-double SpecController::rate(std::int64_t rows, int k) const {
-  const std::size_t b = bucket(rows);
-  if (b >= buckets_.size()) return 0;
-  return rate_of(buckets_[b][static_cast<std::size_t>(k)]);
+double SpecController::row_seconds(std::int64_t rows) const {
+  const std::size_t b = bucket_of(rows);
+  return b < buckets_.size() ? buckets_[b].cost[0].per_row() : 0;
+}
+
+double SpecController::proposal_seconds(std::int64_t rows, int k) const {
+  const std::size_t b = bucket_of(rows);
+  return b < buckets_.size() ? buckets_[b].cost[static_cast<std::size_t>(k)].per_row() : 0;
+}
+
+int SpecController::best_plan(std::span<const std::uint64_t> ids, const Bucket& b,
+                              std::vector<int>& k) {
+  const double s0 = b.cost[0].per_row();
+  double best_gain = 0;
+  int best = 0;
+  for (int kk = 1; kk <= k_max_; ++kk) {
+    const Cost& c = b.cost[static_cast<std::size_t>(kk)];
+    if (c.seen < kTries) continue;
+    double gain = 0;
+    for (const double a : alphas_) gain += std::max(expected_extra(a, kk) * s0 - c.per_row(), 0.0);
+    if (gain > best_gain) {
+      best_gain = gain;
+      best = kk;
+    }
+  }
+  k.assign(ids.size(), 0);
+  if (best == 0) return 0;
+  const double cost = b.cost[static_cast<std::size_t>(best)].per_row();
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    int& held = held_[ids[i]];
+    if (expected_extra(alphas_[i], best) * s0 > cost || ++held >= kProbeAfter) {
+      k[i] = best;
+      held = 0;
+    }
+  }
+  return best;
 }
 
 void SpecController::plan(std::span<const std::uint64_t> ids, bool measured, std::vector<int>& k) {
   k.assign(ids.size(), 0);
   planned_k_ = -1;
   if (ids.empty()) return;
-  const std::size_t b = bucket(static_cast<std::int64_t>(ids.size()));
-  std::vector<Arm>& a = arms(b);
-  if (!measured) {
-    // A prompt chunk runs too: no measurement, so no trial either; the best measured k (none
-    // before none itself is measured).
-    if (a[0].seen < kTriesFirst) return;
-    int best = 0;
-    for (int kk = 1; kk <= k_max_; ++kk) {
-      const Arm& arm = a[static_cast<std::size_t>(kk)];
-      if (arm.seen >= kTriesFirst && rate_of(arm) > rate_of(a[static_cast<std::size_t>(best)]))
-        best = kk;
-    }
-    if (best > 0) choose_rows(ids, a, best, k);
-    return;
-  }
-  const std::int64_t n = ++decisions_[b];
-  // Each k a few times first, from 0 up; once a k measures clearly slower than none, larger
-  // ones are not tried (each proposal costs a position and, with a draft, a draft step, while
-  // what it brings shrinks with its rank) until that k catches up.
-  int choice = -1;
-  for (int kk = 0; kk <= k_max_ && choice < 0; ++kk) {
-    const Arm& arm = a[static_cast<std::size_t>(kk)];
-    if (arm.seen < kTriesFirst) {
-      choice = kk;
-      break;
-    }
-    if (kk > 0 && rate_of(arm) < kPrune * rate_of(a[0])) break;
-  }
-  if (choice < 0) {
-    choice = 0;
-    for (int kk = 1; kk <= k_max_; ++kk)
-      if (rate_of(a[static_cast<std::size_t>(kk)]) > rate_of(a[static_cast<std::size_t>(choice)]))
-        choice = kk;
-    // Another k once it is overdue: every 32 decisions for one as fast as the best, every
-    // 32 x r^2 for one r times slower (so trying a bad choice costs little).
-    const double best = rate_of(a[static_cast<std::size_t>(choice)]);
-    double overdue = 1;
-    for (int kk = 0; kk <= k_max_; ++kk) {
-      const Arm& arm = a[static_cast<std::size_t>(kk)];
-      if (kk == choice) continue;
-      const double r = best / std::max(rate_of(arm), 1e-9);
-      const double due = static_cast<double>(n - arm.last) / (kExploreEvery * r * r);
-      if (due >= overdue) {
-        overdue = due;
-        choice = kk;
+  const std::size_t bi = bucket_of(static_cast<std::int64_t>(ids.size()));
+  Bucket& b = bucket(bi);
+  alphas_.resize(ids.size());
+  for (std::size_t i = 0; i < ids.size(); ++i) alphas_[i] = acceptance(ids[i]);
+  const double best_alpha = *std::max_element(alphas_.begin(), alphas_.end());
+  int choice = -1;  // a k to measure, every row proposing
+  if (measured) {
+    const std::int64_t n = ++b.decisions;
+    if (b.cost[0].seen < kTries) {
+      choice = 0;
+    } else {
+      // Unmeasured k in turn, from 1 up, while the last one could gain for the best row; then
+      // each measured k again now and then.
+      for (int kk = 1; kk <= k_max_ && choice < 0; ++kk) {
+        const Cost& c = b.cost[static_cast<std::size_t>(kk)];
+        if (c.seen < kTries) {
+          choice = kk;
+        } else if (expected_extra(best_alpha, kk) * b.cost[0].per_row() <= c.per_row()) {
+          break;
+        }
+      }
+      if (choice < 0 && n % kRemeasureEvery == 0) {
+        const int turn = static_cast<int>((n / kRemeasureEvery) % (k_max_ + 1));
+        if (turn == 0 || b.cost[static_cast<std::size_t>(turn)].seen >= kTries) choice = turn;
       }
     }
+  } else if (b.cost[0].seen < kTries) {
+    return;  // nothing measured for this batch size yet: no proposals in an unmeasured step
   }
-  a[static_cast<std::size_t>(choice)].last = n;
-  planned_bucket_ = b;
-  planned_k_ = choice;
+  int ran = 0;
+  if (choice >= 0) {
+    std::fill(k.begin(), k.end(), choice);
+    ran = choice;
+  } else {
+    ran = best_plan(ids, b, k);
+  }
+  planned_bucket_ = bi;
+  planned_k_ = ran;
   planned_rows_ = static_cast<std::int64_t>(ids.size());
-  if (choice > 0) choose_rows(ids, a, choice, k);
+  planned_proposing_ = std::count_if(k.begin(), k.end(), [](int x) { return x > 0; });
 }
 
-void SpecController::choose_rows(std::span<const std::uint64_t> ids, const std::vector<Arm>& a,
-                                 int choice, std::vector<int>& k) {
-  // Per row: worth it when the expected extra tokens, at the plain seconds per token, pay for
-  // the seconds per row that proposing k adds (both measured for this batch size).
-  const Arm& none = a[0];
-  const Arm& with = a[static_cast<std::size_t>(choice)];
-  const bool costed = none.seen >= kTriesFirst && with.seen >= kTriesFirst;
-  const double per_token = costed ? none.seconds / none.tokens : 0;
-  const double extra_per_row = costed ? with.seconds / with.rows - none.seconds / none.rows : 0;
-  for (std::size_t i = 0; i < ids.size(); ++i) {
-    const double gain = expected_tokens(acceptance(ids[i]), choice) - 1;
-    int& skipped = skipped_[ids[i]];
-    if (!costed || gain * per_token >= extra_per_row || ++skipped >= kProbeAfter) {
-      k[i] = choice;
-      skipped = 0;
-    }
-  }
-}
-
-void SpecController::observe_iteration(bool decode_only, std::int64_t tokens, double seconds) {
+void SpecController::observe_iteration(bool decode_only, double seconds) {
   if (planned_k_ < 0 || !decode_only) return;
-  Arm& arm = buckets_[planned_bucket_][static_cast<std::size_t>(planned_k_)];
-  arm.seconds = arm.seconds * kArmDecay + seconds;
-  arm.tokens = arm.tokens * kArmDecay + static_cast<double>(tokens);
-  arm.rows = arm.rows * kArmDecay + static_cast<double>(planned_rows_);
-  ++arm.seen;
+  Bucket& b = buckets_[planned_bucket_];
+  const auto rows = static_cast<double>(planned_rows_);
+  if (planned_k_ == 0) {
+    b.cost[0].add(seconds, rows);
+  } else if (b.cost[0].seen > 0 && planned_proposing_ > 0) {
+    // What the proposing rows added beyond the rows' plain cost.
+    b.cost[static_cast<std::size_t>(planned_k_)].add(seconds - rows * b.cost[0].per_row(),
+                                                     static_cast<double>(planned_proposing_));
+  }
   planned_k_ = -1;
 }
 
@@ -168,7 +170,7 @@ void SpecController::observe_acceptance(std::uint64_t id, int proposed, int acce
 
 void SpecController::forget(std::uint64_t id) {
   seqs_.erase(id);
-  skipped_.erase(id);
+  held_.erase(id);
 }
 
 }  // namespace saker
