@@ -21,10 +21,10 @@ struct Rig {
   RequestQueue queue{8};
   Tokenizer tok = Tokenizer::load(test::kFixtures / "tokenizers" / "small384" / "tokenizer.json");
   ServeContext ctx{
-      queue,  metrics, tok, load_config(test::kFixtures / "gqa8x4-bf16-sharded").vocab_size,
-      "demo", 2048,    0,   0,
-      false,  false,   {},  {},
-      {}};
+      queue,  metrics, tok,  load_config(test::kFixtures / "gqa8x4-bf16-sharded").vocab_size,
+      "demo", 2048,    0,    0,
+      false,  false,   {},   {},
+      {},     {},      false};
   Router router = make_router(ctx);
 
   Routed call(http::verb method, const std::string& target, const std::string& body = "") {
@@ -333,4 +333,59 @@ TEST_CASE("a known path asked with another method answers 405 with Allow, in its
   const HttpResponse none = rig.answer(http::verb::post, "/v1/nothing");
   CHECK(none.result() == http::status::not_found);
   CHECK(none.find(http::field::allow) == none.end());
+}
+
+TEST_CASE("with an API key, routes answer 401 in their API's shape until the key is sent",
+          "[serve][auth]") {
+  Rig rig;
+  rig.ctx.api_key = "s3cret-key";
+  rig.queue.set_health(Health::kReady);
+  auto with = [&](http::verb method, const std::string& target, const std::string& auth,
+                  const std::string& body = "{}") {
+    HttpRequest req{method, target, 11};
+    if (!auth.empty()) req.set(http::field::authorization, auth);
+    req.body() = body;
+    req.prepare_payload();
+    return rig.router(req);
+  };
+  struct Case {
+    http::verb method;
+    const char* path;
+    const char* error_key;  // where each API's error shape puts the message
+  };
+  for (const Case& c :
+       {Case{http::verb::post, "/v1/completions", "error"},
+        Case{http::verb::post, "/v1/chat/completions", "error"},
+        Case{http::verb::get, "/v1/models", "error"}, Case{http::verb::post, "/generate", "error"},
+        Case{http::verb::post, "/invocations", "error"},
+        Case{http::verb::post, "/tokenize", "error"}, Case{http::verb::get, "/metrics", ""}}) {
+    INFO(c.path);
+    for (const std::string auth : {"", "Bearer wrong", "Bearer s3cret-ke", "Bearer s3cret-key2",
+                                   "Basic s3cret-key", "s3cret-key"}) {
+      INFO("Authorization: '" << auth << "'");
+      Routed r = with(c.method, c.path, auth);
+      const bool refused = r.response && r.response->result() == http::status::unauthorized;
+      // /metrics stays open for scrapers unless asked otherwise.
+      CHECK(refused == (std::string(c.path) != "/metrics"));
+      if (refused) {
+        CHECK(r.response->at(http::field::www_authenticate) == "Bearer");
+        CHECK(json::parse(r.response->body()).dump().find("API key") != std::string::npos);
+      }
+    }
+    Routed ok = with(c.method, c.path, "Bearer s3cret-key");
+    CHECK_FALSE((ok.response && ok.response->result() == http::status::unauthorized));
+  }
+  // Each family's shape: OpenAI's error object, TGI's error_type.
+  const json openai = json::parse(with(http::verb::post, "/v1/completions", "").response->body());
+  CHECK(openai["code"] == 401);
+  CHECK(openai["type"] == "AuthenticationError");
+  CHECK(
+      json::parse(with(http::verb::post, "/generate", "").response->body()).contains("error_type"));
+  // Probes stay open; /metrics closes when asked.
+  CHECK(with(http::verb::get, "/ping", "").response->result() == http::status::ok);
+  CHECK(with(http::verb::get, "/health", "").response->result() == http::status::ok);
+  rig.ctx.metrics_need_key = true;
+  CHECK(with(http::verb::get, "/metrics", "").response->result() == http::status::unauthorized);
+  CHECK(with(http::verb::get, "/metrics", "Bearer s3cret-key").response->result() ==
+        http::status::ok);
 }

@@ -66,6 +66,8 @@ struct ServeFlags {
   std::int64_t max_input = 0, max_output = 0;
   double load_timeout = 1800;
   std::vector<std::string> ipc_endpoints;
+  std::string api_key;  // --api-key, else $SAKER_API_KEY
+  bool api_key_metrics = false;
 };
 
 po::options_description serve_options(ServeFlags& f) {
@@ -92,7 +94,12 @@ po::options_description serve_options(ServeFlags& f) {
       "seconds loading and warm-up may take before the job is aborted")(
       "ipc", po::value(&f.ipc_endpoints)->composing(),
       "backend socket for a frontend: unix:PATH or stdio (NDJSON; docs/ipc.md); HTTP stays on")(
-      "log-prompts", po::bool_switch(), "log request bodies (prompts) too");
+      "log-prompts", po::bool_switch(), "log request bodies (prompts) too")(
+      "api-key", po::value(&f.api_key),
+      "require Authorization: Bearer KEY on every route but /ping, /health and /metrics "
+      "(default: $SAKER_API_KEY, which keeps the key out of the process list)")(
+      "api-key-metrics", po::bool_switch(&f.api_key_metrics),
+      "require the API key on /metrics too");
   desc.add(engine_options(f.engine));
   return desc;
 }
@@ -130,9 +137,15 @@ serve::ServeContext serve_context(const ServeFlags& f, bool log_prompts, Request
                           f.formatter == "jsonlines",
                           {},
                           {},
-                          {}};
+                          {},
+                          {},
+                          false};
   for (const AddedToken& t : tokenizer.added_tokens())
     if (t.special) ctx.special_ids.insert(t.id);
+  ctx.api_key = f.api_key;
+  if (ctx.api_key.empty())
+    if (const char* env = std::getenv("SAKER_API_KEY")) ctx.api_key = env;
+  ctx.metrics_need_key = f.api_key_metrics;
   // A chat template that cannot be parsed stops the server here, naming the line and column.
   if (auto tmpl = ChatTemplate::from_model_dir(f.engine.model_dir)) {
     ctx.chat_template = std::move(tmpl->first);

@@ -37,6 +37,10 @@ struct ServeContext {
   // variables (bos_token, eos_token); without one, chat uses the Falcon instruct format.
   std::optional<ChatTemplate> chat_template;
   std::map<std::string, std::string> chat_vars;
+  // Non-empty: every route but /ping and /health (and /metrics unless metrics_need_key) needs
+  // `Authorization: Bearer <api_key>` (vLLM's --api-key; OpenAI and TGI clients send it).
+  std::string api_key;
+  bool metrics_need_key = false;
 };
 
 // A request the API refuses; each API turns the kind into its own status and shape.

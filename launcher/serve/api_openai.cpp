@@ -358,6 +358,7 @@ HttpResponse openai_error(http::status s, const std::string& message) {
   const char* type = s == http::status::not_found             ? "NotFoundError"
                      : s == http::status::too_many_requests   ? "RateLimitError"
                      : s == http::status::service_unavailable ? "ServiceUnavailableError"
+                     : s == http::status::unauthorized        ? "AuthenticationError"
                                                               : "BadRequestError";
   if (s == http::status::unprocessable_entity || s == http::status::failed_dependency)
     s = http::status::bad_request;

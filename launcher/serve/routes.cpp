@@ -37,6 +37,27 @@ http::status status_of(ErrorKind k, ApiFamily f) {
   return f == ApiFamily::kTgi ? http::status::unprocessable_entity : http::status::bad_request;
 }
 
+// Whether the request carries `Authorization: Bearer <key>`. The comparison takes the same time
+// wherever the first difference is, so the key cannot be guessed a byte at a time.
+bool authorized(const HttpRequest& req, const std::string& key) {
+  const auto it = req.find(http::field::authorization);
+  if (it == req.end()) return false;
+  const std::string_view given(it->value().data(), it->value().size());
+  constexpr std::string_view kScheme = "Bearer ";
+  if (!given.starts_with(kScheme)) return false;
+  const std::string_view token = given.substr(kScheme.size());
+  unsigned diff = token.size() == key.size() ? 0 : 1;
+  for (std::size_t i = 0; i < key.size(); ++i)
+    diff |= static_cast<unsigned char>(key[i]) ^
+            static_cast<unsigned char>(i < token.size() ? token[i] : 0);
+  return diff == 0;
+}
+
+// Routes a load balancer or an orchestrator probes without credentials.
+bool open_route(const ServeContext& ctx, const std::string& path) {
+  return path == "/ping" || path == "/health" || (path == "/metrics" && !ctx.metrics_need_key);
+}
+
 HttpResponse text(http::status s, std::string body, const char* type) {
   HttpResponse res{s, 11};
   res.set(http::field::content_type, type);
@@ -165,6 +186,12 @@ Router make_router(ServeContext& ctx) {
       out.response = std::move(r);
       return std::move(out);
     };
+    if (!ctx.api_key.empty() && !open_route(ctx, path) && !authorized(req, ctx.api_key)) {
+      auto r = error_for(family, http::status::unauthorized,
+                         "missing or wrong API key: send Authorization: Bearer <key>");
+      r.set(http::field::www_authenticate, "Bearer");
+      return answer(std::move(r));
+    }
     if (!named) return answer(error_for(family, http::status::not_found, "no route " + path));
     if (!route) {
       auto r = error_for(
