@@ -112,10 +112,8 @@ std::int32_t BatchEngine::choose(const ScheduledSequence& r, Live& live,
   if (mask) {
     std::vector<float> keep;
     if (live.constraint) keep = scratch_;
+    mask_ends(req, scratch_);
     const float none = -std::numeric_limits<float>::infinity();
-    if (!req.ignore_eos)
-      for (const std::int64_t e : eos_) scratch_[static_cast<std::size_t>(e)] = none;
-    for (const std::int32_t e : req.stop_token_ids) scratch_[static_cast<std::size_t>(e)] = none;
     if (live.constraint &&
         std::none_of(scratch_.begin(), scratch_.end(), [none](float x) { return x != none; }))
       scratch_ = std::move(keep);
@@ -123,6 +121,13 @@ std::int32_t BatchEngine::choose(const ScheduledSequence& r, Live& live,
   if (req.sampling.plain_greedy()) return argmax(scratch_);
   const auto prompt = std::span(s.tokens).first(static_cast<std::size_t>(s.prompt_len));
   return sampler_.sample(scratch_, req.sampling, prompt, generated, r.start + r.count);
+}
+
+void BatchEngine::mask_ends(const BatchRequest& req, std::span<float> logits) const {
+  const float none = -std::numeric_limits<float>::infinity();
+  if (!req.ignore_eos)
+    for (const std::int64_t e : eos_) logits[static_cast<std::size_t>(e)] = none;
+  for (const std::int32_t e : req.stop_token_ids) logits[static_cast<std::size_t>(e)] = none;
 }
 
 bool BatchEngine::summary_serves(const ScheduledSequence& /*r*/, const Live& live) const {

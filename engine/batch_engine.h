@@ -116,6 +116,8 @@ class BatchEngine {
   // Whether this row's choice and log-probabilities can come from its summary alone.
   bool summary_serves(const ScheduledSequence& r, const Live& live) const;
   std::int32_t choose(const ScheduledSequence& r, const Live& live, const LogitSummary& s);
+  // Before min_new_tokens: eos (unless ignored) and the stop ids may not be chosen.
+  void mask_ends(const BatchRequest& req, std::span<float> logits) const;
   FinishReason finish_of(const Live& live, std::int32_t token, std::int64_t generated);
   bool may_speculate(const Live& live) const;
   // Proposals for the step's decode rows, within the budget, blocks and logit rows.
@@ -172,6 +174,7 @@ class BatchEngine {
   // Draft model: per row, the end of the positions whose draft KV this step wrote (-1: none),
   // and the position of its first proposal.
   std::vector<std::int64_t> draft_written_, first_proposal_;
+  std::vector<std::int64_t> draft_k_;
   std::vector<SequenceStep> draft_steps_;
   std::vector<std::size_t> draft_rows_;  // sched.run index of each draft step entry
   std::vector<float> draft_q_;           // kRejection: [row][proposal][vocab] draft probabilities

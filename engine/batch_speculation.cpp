@@ -2,7 +2,6 @@
 // model), the draft model's own steps, speculative sampling's acceptance, and what the draft's
 // KV cache and the adaptive rule learn after each step. The verification itself is step().
 #include <algorithm>
-#include <limits>
 #include <stdexcept>
 
 #include "engine/batch_engine.h"
@@ -101,7 +100,8 @@ void BatchEngine::propose_draft(Schedule& sched, std::span<const std::size_t> ro
   draft_steps_.clear();
   draft_rows_.clear();
   std::int64_t steps = 0;  // draft steps this iteration: the most proposals of any row
-  std::vector<std::int64_t> ks(sched.run.size(), 0);
+  std::vector<std::int64_t>& ks = draft_k_;  // per row: its proposals this step
+  ks.assign(sched.run.size(), 0);
   for (std::size_t c = 0; c < rows.size(); ++c) {
     const std::size_t i = rows[c];
     const ScheduledSequence& r = sched.run[i];
@@ -201,12 +201,7 @@ std::int32_t BatchEngine::draft_choice(const ScheduledSequence& r, Live& live,
   const bool mask = before < req.min_new_tokens;
   if (req.sampling.plain_greedy() && !mask) return argmax(row);
   scratch_.assign(row.begin(), row.end());
-  if (mask) {
-    const float none = -std::numeric_limits<float>::infinity();
-    if (!req.ignore_eos)
-      for (const std::int64_t e : eos_) scratch_[static_cast<std::size_t>(e)] = none;
-    for (const std::int32_t e : req.stop_token_ids) scratch_[static_cast<std::size_t>(e)] = none;
-  }
+  if (mask) mask_ends(req, scratch_);
   if (req.sampling.plain_greedy()) return argmax(scratch_);
   draft_generated_.assign(live.result.tokens.begin(), live.result.tokens.end());
   draft_generated_.insert(draft_generated_.end(), proposals.begin(), proposals.end());
