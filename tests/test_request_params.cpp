@@ -71,12 +71,23 @@ TEST_CASE("invalid parameters are refused, named", "[params]") {
       {R"({"ignore_eos": "yes"})", "`ignore_eos` must be true or false"},
       {R"({"beam_width": 4})", "`beam_width` is not supported"},
       {R"({"cache_salt": 3})", "`cache_salt` must be a string"},
+      {R"({"stop": ["a","b","c","d","e","f","g","h","i","j","k","l","m","n","o","p","q"]})",
+       "holds 17 strings; the limit is 16"},
   };
   for (const auto& [params, msg] : bad) {
     INFO(params);
     CHECK_THROWS_WITH(with(json::parse(params)), Catch::Contains(msg));
   }
   CHECK_THROWS_WITH(with(json::array()), Catch::Contains("`parameters` must be an object"));
+  // The lists a body could multiply into memory are bounded, each naming its limit.
+  CHECK_THROWS_WITH(with({{"stop", {std::string(cli::kMaxStopBytes + 1, 'z')}}}),
+                    Catch::Contains("bytes; the limit is 1024"));
+  CHECK_NOTHROW(with({{"stop", {std::string(cli::kMaxStopBytes, 'z')}}}));
+  json ids = json::array();
+  for (std::size_t i = 0; i <= cli::kMaxStopTokenIds; ++i) ids.push_back(i);
+  CHECK_THROWS_WITH(with({{"stop_token_ids", ids}}), Catch::Contains("129 ids; the limit is 128"));
+  ids.erase(ids.size() - 1);
+  CHECK_NOTHROW(with({{"stop_token_ids", ids}}));
 }
 
 TEST_CASE("structured-output parameters in every API's form, the schema's key order kept",

@@ -389,3 +389,45 @@ TEST_CASE("with an API key, routes answer 401 in their API's shape until the key
   CHECK(with(http::verb::get, "/metrics", "Bearer s3cret-key").response->result() ==
         http::status::ok);
 }
+
+TEST_CASE("a request's sequences and tokens are bounded before its requests are built",
+          "[serve][limits]") {
+  Rig rig;
+  rig.queue.set_health(Health::kReady);
+  rig.ctx.max_choices = 8;
+  auto status_and_message = [&](const std::string& path, const json& body) {
+    Routed r = rig.call(http::verb::post, path, body.dump());
+    if (!r.response) return std::pair<int, std::string>{200, ""};
+    return std::pair<int, std::string>{static_cast<int>(r.response->result()), r.response->body()};
+  };
+  // prompts x n against --max-request-sequences.
+  auto [s1, m1] = status_and_message(
+      "/v1/completions", {{"prompt", json::array({"a", "b", "c"})}, {"n", 3}, {"max_tokens", 1}});
+  CHECK(s1 == 400);
+  CHECK_THAT(m1,
+             Catch::Contains("3 prompts x n = 3 make 9 sequences") && Catch::Contains("at most 8"));
+  CHECK(status_and_message("/v1/completions",
+                           {{"prompt", json::array({"a", "b"})}, {"n", 4}, {"max_tokens", 1}})
+            .first == 200);
+  json inputs = json::array();
+  for (int i = 0; i < 9; ++i) inputs.push_back("x");
+  CHECK(status_and_message("/invocations", {{"inputs", inputs}}).first == 400);
+  // Their tokens against --max-request-tokens, counted as prompts are tokenized.
+  rig.ctx.max_request_tokens = 100;
+  auto [s2, m2] = status_and_message(
+      "/v1/completions", {{"prompt", json::array({"a", "b"})}, {"n", 2}, {"max_tokens", 30}});
+  CHECK(s2 == 400);
+  CHECK_THAT(m2, Catch::Contains("more than 100 tokens"));
+  CHECK(status_and_message("/v1/completions", {{"prompt", "a"}, {"n", 2}, {"max_tokens", 30}})
+            .first == 200);
+  // A prompt longer in bytes than max_input tokens of the longest token is refused unread; with
+  // `truncate` it is tokenized and cut.
+  rig.ctx.max_token_bytes = rig.tok.max_token_bytes();
+  const std::size_t max_bytes = 2047 * rig.tok.max_token_bytes();
+  const std::string text(max_bytes + 1, 'a');
+  auto [s3, m3] = status_and_message("/generate", {{"inputs", text}});
+  CHECK(s3 == 422);
+  CHECK_THAT(m3, Catch::Contains("is at most " + std::to_string(max_bytes) + " bytes"));
+  CHECK(status_and_message("/generate", {{"inputs", text}, {"parameters", {{"truncate", 8}}}})
+            .first == 200);
+}

@@ -58,6 +58,20 @@ TEST_CASE("Falcon tokenizer: the examples of docs/falcon.md", "[tokenizer]") {
   CHECK(tok.token_to_id(">>TITLE<<") == 0);
 }
 
+TEST_CASE("the longest token's bytes bound every token's, and some token reaches it",
+          "[tokenizer]") {
+  const Tokenizer& tok = saker::test::falcon_tokenizer();
+  std::size_t longest = 0;
+  std::string bytes;
+  for (std::int32_t id = 0; id < tok.id_limit(); ++id) {
+    bytes.clear();
+    tok.append_token_bytes(id, false, bytes);
+    longest = std::max(longest, bytes.size());
+  }
+  CHECK(tok.max_token_bytes() == longest);
+  CHECK(longest > 1);
+}
+
 TEST_CASE("Falcon tokenizer: characters whose bytes are not in the vocabulary are dropped",
           "[tokenizer]") {
   const Tokenizer& tok = saker::test::falcon_tokenizer();

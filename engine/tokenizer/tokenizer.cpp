@@ -14,7 +14,14 @@ Tokenizer::Tokenizer(TokenizerParts parts)
     : added_(std::move(parts.added)),
       pre_tokenizer_(std::move(parts.pre_tokenizer)),
       model_(std::move(parts.vocab), parts.merges),
-      decoder_(model_.vocab(), added_.tokens()) {}
+      decoder_(model_.vocab(), added_.tokens()) {
+  std::string bytes;
+  for (std::int32_t id = 0; id < id_limit(); ++id) {
+    bytes.clear();
+    decoder_.append_bytes(id, false, bytes);
+    max_token_bytes_ = std::max(max_token_bytes_, bytes.size());
+  }
+}
 
 Tokenizer Tokenizer::from_json_text(std::string_view text, const std::string& source) {
   nlohmann::json j;

@@ -45,6 +45,9 @@ class Tokenizer {
   // One past the largest id of the vocabulary and the added tokens.
   std::int32_t id_limit() const;
   const std::vector<AddedToken>& added_tokens() const { return added_.tokens(); }
+  // The most bytes one token decodes to: a text of B bytes encodes to at least B / this many
+  // tokens (byte-level BPE, no normalizer), so a prompt far over a limit can be refused unread.
+  std::size_t max_token_bytes() const { return max_token_bytes_; }
 
  private:
   explicit Tokenizer(TokenizerParts parts);
@@ -53,6 +56,7 @@ class Tokenizer {
   std::unique_ptr<PreTokenizer> pre_tokenizer_;
   BpeModel model_;
   ByteLevelDecoder decoder_;
+  std::size_t max_token_bytes_ = 0;
 };
 
 }  // namespace saker

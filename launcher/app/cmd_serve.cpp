@@ -68,6 +68,11 @@ struct ServeFlags {
   std::vector<std::string> ipc_endpoints;
   std::string api_key;  // --api-key, else $SAKER_API_KEY
   bool api_key_metrics = false;
+  serve::ServerLimits http;
+  std::string header_bytes = "16KiB", url_bytes = "8KiB", output_bytes = "4MiB";
+  int json_depth = kMaxJsonDepth;
+  std::int64_t max_choices = 64, max_request_tokens = 0;
+  std::string ipc_mode = "0600";
 };
 
 po::options_description serve_options(ServeFlags& f) {
@@ -99,7 +104,30 @@ po::options_description serve_options(ServeFlags& f) {
       "require Authorization: Bearer KEY on every route but /ping, /health and /metrics "
       "(default: $SAKER_API_KEY, which keeps the key out of the process list)")(
       "api-key-metrics", po::bool_switch(&f.api_key_metrics),
-      "require the API key on /metrics too");
+      "require the API key on /metrics too")(
+      "max-connections", po::value(&f.http.connections)->default_value(f.http.connections),
+      "open HTTP connections; more are answered 503 and closed")(
+      "idle-timeout", po::value(&f.http.idle_timeout_s)->default_value(f.http.idle_timeout_s),
+      "seconds a connection may wait idle, or take to send one request")(
+      "request-timeout",
+      po::value(&f.http.request_timeout_s)->default_value(f.http.request_timeout_s),
+      "seconds a generation request may run before it is cancelled with 408 (0: no limit)")(
+      "max-output-buffer", po::value(&f.output_bytes)->default_value(f.output_bytes),
+      "a stream's unsent bytes before a client that stopped reading is cancelled")(
+      "max-header-bytes", po::value(&f.header_bytes)->default_value(f.header_bytes),
+      "request header fields, together (431 past it)")(
+      "max-header-fields", po::value(&f.http.header_fields)->default_value(f.http.header_fields),
+      "request header fields, counted (431 past it)")(
+      "max-url-bytes", po::value(&f.url_bytes)->default_value(f.url_bytes),
+      "request URL length (414 past it)")(
+      "max-json-depth", po::value(&f.json_depth)->default_value(f.json_depth),
+      "nesting of objects and arrays in a request body, checked while parsing (at most 256)")(
+      "max-request-sequences", po::value(&f.max_choices)->default_value(f.max_choices),
+      "sequences one request may ask for (prompts x n)")(
+      "max-request-tokens", po::value(&f.max_request_tokens)->default_value(0),
+      "prompt + new tokens over one request's sequences (0: sequences x the context)")(
+      "ipc-socket-mode", po::value(&f.ipc_mode)->default_value(f.ipc_mode),
+      "file mode of --ipc unix: sockets (octal; whoever can connect can submit work)");
   desc.add(engine_options(f.engine));
   return desc;
 }
@@ -111,6 +139,28 @@ void check_flags(const ServeFlags& f) {
   if (!(f.load_timeout > 0)) throw UsageError("--model-loading-timeout must be positive");
   if (f.formatter != "json" && f.formatter != "jsonlines")
     throw UsageError("--output-formatter must be json or jsonlines, got '" + f.formatter + "'");
+  if (f.http.connections == 0) throw UsageError("--max-connections must be positive");
+  if (!(f.http.idle_timeout_s > 0)) throw UsageError("--idle-timeout must be positive");
+  if (!(f.http.request_timeout_s >= 0)) throw UsageError("--request-timeout must be >= 0");
+  if (f.http.header_fields == 0) throw UsageError("--max-header-fields must be positive");
+  if (f.json_depth < 1 || f.json_depth > 256)
+    throw UsageError("--max-json-depth must be in [1, 256]");  // recursive walkers stay shallow
+  if (f.max_choices < 1) throw UsageError("--max-request-sequences must be positive");
+  if (f.max_request_tokens < 0) throw UsageError("--max-request-tokens must be >= 0");
+}
+
+unsigned ipc_mode(const std::string& text) {
+  std::size_t used = 0;
+  unsigned long mode = 0;
+  try {
+    mode = std::stoul(text, &used, 8);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != text.size() || mode > 0777)
+    throw UsageError("--ipc-socket-mode must be an octal file mode such as 0600, got '" + text +
+                     "'");
+  return static_cast<unsigned>(mode);
 }
 
 // The name the APIs give the model: --served-model-name, else the directory's.
@@ -146,6 +196,10 @@ serve::ServeContext serve_context(const ServeFlags& f, bool log_prompts, Request
   if (ctx.api_key.empty())
     if (const char* env = std::getenv("SAKER_API_KEY")) ctx.api_key = env;
   ctx.metrics_need_key = f.api_key_metrics;
+  ctx.max_json_depth = f.json_depth;
+  ctx.max_choices = f.max_choices;
+  ctx.max_request_tokens = f.max_request_tokens;
+  ctx.max_token_bytes = tokenizer.max_token_bytes();
   // A chat template that cannot be parsed stops the server here, naming the line and column.
   if (auto tmpl = ChatTemplate::from_model_dir(f.engine.model_dir)) {
     ctx.chat_template = std::move(tmpl->first);
@@ -180,7 +234,13 @@ int run_serve(const std::vector<std::string>& args) {
   o.warm_up = true;  // one iteration end to end before /ping says ready
   o.log_requests = true;
   check_flags(f);
-  const std::size_t body_bytes = parse_bytes(f.body_limit, "--max-body-bytes");
+  f.http.body_bytes = parse_bytes(f.body_limit, "--max-body-bytes");
+  f.http.header_bytes = parse_bytes(f.header_bytes, "--max-header-bytes");
+  f.http.url_bytes = parse_bytes(f.url_bytes, "--max-url-bytes");
+  f.http.output_bytes = parse_bytes(f.output_bytes, "--max-output-buffer");
+  serve::IpcLimits ipc_limits;
+  ipc_limits.line_bytes = f.http.body_bytes;  // a message is a request body
+  ipc_limits.socket_mode = ipc_mode(f.ipc_mode);
 
   // Logs go to stderr: stdout may carry the backend socket's protocol (--ipc stdio).
   spdlog::set_default_logger(spdlog::stderr_color_mt("saker"));
@@ -196,8 +256,8 @@ int run_serve(const std::vector<std::string>& args) {
   auto queue = std::make_shared<RequestQueue>(f.queue_limit);
   serve::ServeContext ctx =
       serve_context(f, vm["log-prompts"].as<bool>(), *queue, metrics, tokenizer);
-  serve::HttpServer server(*queue, serve::make_router(ctx), body_bytes);
-  serve::IpcServer ipc(server.io_context(), ctx);
+  serve::HttpServer server(*queue, serve::make_router(ctx), f.http);
+  serve::IpcServer ipc(server.io_context(), ctx, ipc_limits);
   for (const std::string& e : f.ipc_endpoints) {
     ipc.open(e);
     spdlog::info("backend socket on {}", e);

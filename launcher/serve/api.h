@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/bounded_json.h"
 #include "engine/chat_template/chat_template.h"
 #include "engine/request_queue.h"
 #include "engine/tokenizer/tokenizer.h"
@@ -41,6 +42,11 @@ struct ServeContext {
   // `Authorization: Bearer <api_key>` (vLLM's --api-key; OpenAI and TGI clients send it).
   std::string api_key;
   bool metrics_need_key = false;
+  // Bounds on one request's cost, checked before anything is built (docs/security.md).
+  int max_json_depth = kMaxJsonDepth;
+  std::int64_t max_choices = 64;        // prompts x n in one call
+  std::int64_t max_request_tokens = 0;  // sum over choices of prompt + new tokens (0: 64 x context)
+  std::size_t max_token_bytes = 0;      // the longest token's bytes (tokenizer), for early refusal
 };
 
 // A request the API refuses; each API turns the kind into its own status and shape.
@@ -53,12 +59,18 @@ class ApiError : public std::runtime_error {
 
 // The request body as a JSON object; ApiError naming what is wrong otherwise (bad syntax, invalid
 // UTF-8, not an object).
-json parse_body(const HttpRequest& req);
+json parse_body(const HttpRequest& req, int max_depth);
 
 // Encodes `text` (truncated to its last r.truncate tokens when asked) into r.prompt and checks the
 // lengths against the model: "`inputs` tokens + `max_new_tokens` must be <= 2048. Given: ...".
 void set_prompt(const ServeContext& ctx, const std::string& text, BatchRequest& r);
 void check_lengths(const ServeContext& ctx, const BatchRequest& r);
+// A call's total work, bounded before its requests are built: prompts x n sequences at most
+// ctx.max_choices; then, as each prompt is tokenized, `copies` x (prompt + max new tokens) added
+// to `total` must stay within ctx.max_request_tokens.
+void check_choices(const ServeContext& ctx, std::size_t prompts, std::int64_t n);
+void count_work(const ServeContext& ctx, const BatchRequest& r, std::int64_t copies,
+                std::int64_t& total);
 
 HttpResponse json_response(http::status s, const json& body, unsigned version = 11);
 std::string dump(const json& j);  // invalid UTF-8 in generated text becomes U+FFFD

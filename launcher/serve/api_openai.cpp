@@ -403,6 +403,7 @@ std::unique_ptr<Call> openai_completions(ServeContext& ctx, const json& body) {
     call->prompts.push_back(ctx.tokenizer.decode(ids));
     id_prompts.push_back(std::move(ids));
   } else if (p.is_array() && !p.empty()) {
+    check_choices(ctx, p.size(), call->n);
     for (const json& s : p) {
       if (!s.is_string())
         throw ApiError(ErrorKind::kValidation,
@@ -415,14 +416,21 @@ std::unique_ptr<Call> openai_completions(ServeContext& ctx, const json& body) {
     for (const std::string& text : call->prompts)
       if (text.empty()) throw ApiError(ErrorKind::kValidation, "`prompt` must not be empty");
   }
+  check_choices(ctx, call->prompts.size(), call->n);
+  // The parameters are read once; each prompt's copy gets its own random seed unless one was set.
+  const BatchRequest proto = request_from(body, logprobs);
+  const bool seeded = body.contains("seed") && !body["seed"].is_null();
+  std::int64_t work = 0;
   for (std::size_t i = 0; i < call->prompts.size(); ++i) {
-    BatchRequest base = request_from(body, logprobs);
+    BatchRequest base = proto;
+    if (i > 0 && !seeded && !base.sampling.greedy()) base.sampling.seed = std::random_device{}();
     if (id_prompts.empty()) {
       set_prompt(ctx, call->prompts[i], base);
     } else {
       base.prompt = id_prompts[0];
       check_lengths(ctx, base);
     }
+    count_work(ctx, base, call->n, work);
     call->prompt_tokens += static_cast<std::int64_t>(base.prompt.size());
     for (std::int64_t j = 0; j < call->n; ++j) {
       BatchRequest r = base;
@@ -456,6 +464,8 @@ std::unique_ptr<Call> openai_chat(ServeContext& ctx, const json& body) {
   const std::string prompt =
       chat_prompt(ctx, body.contains("messages") ? body["messages"] : json(), base);
   set_prompt(ctx, prompt, base);
+  std::int64_t work = 0;
+  count_work(ctx, base, n, work);
   call->prompt_tokens = static_cast<std::int64_t>(base.prompt.size());
   for (std::int64_t j = 0; j < n; ++j) {
     BatchRequest r = base;

@@ -213,10 +213,18 @@ std::unique_ptr<Call> djl_invocations(ServeContext& ctx, const json& body, bool 
   call->details = flag(body, "details");
   call->full_text = flag(body, "return_full_text");
   call->route = "/invocations";
+  check_choices(ctx, call->inputs.size(), 1);
+  BatchRequest proto = request_from(body, 30);  // DJL's default max_new_tokens
+  proto.logprobs = std::max(proto.logprobs, 0);
+  std::int64_t work = 0;
+  const json& params = body.contains("parameters") ? body["parameters"] : json();
+  const bool seeded = params.is_object() && params.contains("seed") && !params["seed"].is_null();
   for (const std::string& text : call->inputs) {
-    BatchRequest r = request_from(body, 30);  // DJL's default max_new_tokens
-    r.logprobs = std::max(r.logprobs, 0);
+    BatchRequest r = proto;
+    if (!call->requests.empty() && !seeded && !r.sampling.greedy())
+      r.sampling.seed = std::random_device{}();  // each input its own draw, as when sent alone
     set_prompt(ctx, text, r);
+    count_work(ctx, r, 1, work);
     call->requests.push_back(std::move(r));
   }
   return call;

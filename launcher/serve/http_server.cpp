@@ -13,6 +13,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <nlohmann/json.hpp>
@@ -30,38 +31,78 @@ std::string chunk(const std::string& data) {
   return size + data + "\r\n";
 }
 
+std::string error_json(const std::string& message) {
+  return nlohmann::json{{"error", message}}.dump(-1, ' ', false,
+                                                 nlohmann::json::error_handler_t::replace);
+}
+
+// An answer given before any route is looked up (a malformed request, a limit): the connection
+// closes after it, since the rest of what the client sent cannot be trusted to frame requests.
+HttpResponse plain_error(http::status s, const std::string& message) {
+  HttpResponse res{s, 11};
+  res.set(http::field::content_type, "application/json");
+  res.body() = error_json(message);
+  res.keep_alive(false);
+  return res;
+}
+
+std::chrono::steady_clock::duration seconds(double s) {
+  return std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+      std::chrono::duration<double>(s));
+}
+
+class Session;
+
+// What every connection shares; touched on the I/O thread only, but for the pool and the router.
+struct Shared {
+  RequestQueue& queue;
+  Router router;  // called on the pool (it is thread-safe: the APIs share nothing mutable)
+  ServerLimits limits;
+  std::set<Session*> sessions;
+  net::io_context io{1};
+  net::thread_pool pool;
+  Shared(RequestQueue& q, Router r, ServerLimits l)
+      : queue(q),
+        router(std::move(r)),
+        limits(l),
+        pool(std::max<std::size_t>(1, l.routing_threads)) {}
+};
+
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(tcp::socket socket, RequestQueue& queue, const Router& router, std::size_t body_limit,
-          std::set<Session*>& sessions)
-      : stream_(std::move(socket)),
-        queue_(queue),
-        router_(router),
-        body_limit_(body_limit),
-        sessions_(sessions) {
-    sessions_.insert(this);
+  Session(tcp::socket socket, Shared& shared)
+      : stream_(std::move(socket)), shared_(shared), limits_(shared.limits), timer_(shared.io) {
+    shared_.sessions.insert(this);
   }
-  ~Session() { sessions_.erase(this); }
+  // A session that ends with its call still running (an exception, the server stopping) must not
+  // leave sequences generating for nobody.
+  ~Session() {
+    cancel_unfinished();
+    shared_.sessions.erase(this);
+  }
 
   void start() { read(); }
   void close() {
     beast::error_code ec;
     stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
     stream_.close();
+    timer_.cancel();
   }
-  // At shutdown: a connection with a response still in flight (a call in the engine, or bytes
-  // not yet written) closes once the response is out; an idle one closes now.
+  // At shutdown: a connection with a response still in flight (a call in the engine, a body being
+  // validated, or bytes not yet written) closes once the response is out; an idle one closes now.
   void close_when_idle() {
     closing_ = true;
-    if (!call_ && !writing_ && !responding_ && out_.empty()) close();
+    if (!call_ && !writing_ && !responding_ && !routing_ && out_.empty()) close();
   }
 
  private:
   void read() {
     if (closing_) return close();
     parser_.emplace();
-    parser_->body_limit(body_limit_);
-    stream_.expires_after(std::chrono::seconds(120));  // idle keep-alive connections end
+    parser_->body_limit(limits_.body_bytes);
+    parser_->header_limit(static_cast<std::uint32_t>(limits_.header_bytes + limits_.url_bytes));
+    // An idle keep-alive connection ends, and so does one that sends its request too slowly.
+    stream_.expires_after(seconds(limits_.idle_timeout_s));
     http::async_read(
         stream_, buffer_, *parser_,
         [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
@@ -72,34 +113,76 @@ class Session : public std::enable_shared_from_this<Session> {
         ec == net::error::operation_aborted || ec == net::error::connection_reset ||
         ec == net::error::eof)
       return close();
-    if (ec) {
-      const bool too_big = ec == http::error::body_limit;
-      HttpResponse res{too_big ? http::status::payload_too_large : http::status::bad_request, 11};
-      res.set(http::field::content_type, "application/json");
-      res.body() = nlohmann_error(too_big ? "request body is larger than the limit of " +
-                                                std::to_string(body_limit_) + " bytes"
-                                          : "malformed HTTP request: " + ec.message());
-      res.keep_alive(false);
-      return write_now(std::move(res));
-    }
+    if (ec == http::error::body_limit)
+      return write_now(plain_error(http::status::payload_too_large,
+                                   "request body is larger than the limit of " +
+                                       std::to_string(limits_.body_bytes) + " bytes"));
+    if (ec == http::error::header_limit)
+      return write_now(plain_error(http::status::request_header_fields_too_large,
+                                   "the request line and headers are larger than the limit of " +
+                                       std::to_string(limits_.url_bytes + limits_.header_bytes) +
+                                       " bytes (URL " + std::to_string(limits_.url_bytes) +
+                                       " + headers " + std::to_string(limits_.header_bytes) + ")"));
+    if (ec)
+      return write_now(
+          plain_error(http::status::bad_request, "malformed HTTP request: " + ec.message()));
     HttpRequest req = parser_->release();
     keep_alive_ = req.keep_alive();
-    Routed routed;
-    try {
-      routed = router_(req);
-    } catch (const std::exception& e) {
-      HttpResponse res{http::status::internal_server_error, req.version()};
-      res.set(http::field::content_type, "application/json");
-      res.body() = nlohmann_error(std::string("internal error: ") + e.what());
-      routed.response = std::move(res);
-    }
-    if (routed.response) return write_now(std::move(*routed.response));
-    begin_call(std::move(routed.call));
+    if (auto refused = check_head(req)) return write_now(std::move(*refused));
+    // Bodies are parsed, validated and tokenized on the pool: a 4 MB prompt must not delay every
+    // other client's /health. What comes back is handled here again.
+    if (req.method() == http::verb::get || req.method() == http::verb::head)
+      return on_routed(route(req));
+    routing_ = true;
+    net::post(shared_.pool, [self = shared_from_this(), req = std::move(req)]() mutable {
+      Routed routed = self->route(req);
+      auto ex = self->stream_.get_executor();
+      net::post(ex, [self = std::move(self), routed = std::move(routed)]() mutable {
+        self->routing_ = false;
+        self->on_routed(std::move(routed));
+      });
+    });
   }
 
-  static std::string nlohmann_error(const std::string& message) {
-    return nlohmann::json{{"error", message}}.dump(-1, ' ', false,
-                                                   nlohmann::json::error_handler_t::replace);
+  // Limits beast's parser does not check itself: the URL, and the header fields by count and size.
+  std::optional<HttpResponse> check_head(const HttpRequest& req) const {
+    if (req.target().size() > limits_.url_bytes)
+      return plain_error(http::status::uri_too_long,
+                         "the URL is " + std::to_string(req.target().size()) +
+                             " bytes; the limit is " + std::to_string(limits_.url_bytes));
+    std::size_t fields = 0, bytes = 0;
+    for (const auto& f : req) {
+      ++fields;
+      bytes += f.name_string().size() + f.value().size() + 4;  // ": " and CRLF
+    }
+    if (fields > limits_.header_fields)
+      return plain_error(http::status::request_header_fields_too_large,
+                         "the request has " + std::to_string(fields) +
+                             " header fields; the limit is " +
+                             std::to_string(limits_.header_fields));
+    if (bytes > limits_.header_bytes)
+      return plain_error(http::status::request_header_fields_too_large,
+                         "the header fields are " + std::to_string(bytes) +
+                             " bytes; the limit is " + std::to_string(limits_.header_bytes));
+    return std::nullopt;
+  }
+
+  Routed route(const HttpRequest& req) {
+    try {
+      return shared_.router(req);
+    } catch (const std::exception& e) {
+      Routed routed;
+      HttpResponse res{http::status::internal_server_error, req.version()};
+      res.set(http::field::content_type, "application/json");
+      res.body() = error_json(std::string("internal error: ") + e.what());
+      routed.response = std::move(res);
+      return routed;
+    }
+  }
+
+  void on_routed(Routed routed) {
+    if (routed.response) return write_now(std::move(*routed.response));
+    begin_call(std::move(routed.call));
   }
 
   void write_now(HttpResponse res) {
@@ -123,9 +206,10 @@ class Session : public std::enable_shared_from_this<Session> {
     ids_.clear();
     done_ = 0;
     failed_.clear();
+    fail_status_ = http::status::bad_request;
     for (std::size_t i = 0; i < call_->requests.size(); ++i) {
       BatchRequest r = std::move(call_->requests[i]);
-      r.id = queue_.next_id();
+      r.id = shared_.queue.next_id();
       ids_.push_back(r.id);
       std::weak_ptr<Session> weak = weak_from_this();
       net::any_io_executor ex = stream_.get_executor();
@@ -137,37 +221,46 @@ class Session : public std::enable_shared_from_this<Session> {
       Admit admit = Admit::kQueued;
       std::string refused;
       try {
-        admit = queue_.submit(std::move(r), std::move(sink), call_->route);
+        admit = shared_.queue.submit(std::move(r), std::move(sink), call_->route);
       } catch (const RequestError& e) {
         refused = e.what();  // the APIs check first; what they let through is still refused
       }
+      if (refused.empty() && admit == Admit::kQueued) continue;
+      ids_.pop_back();
+      for (const std::uint64_t id : ids_) shared_.queue.cancel(id);
+      ids_.clear();
+      call_->requests.clear();
+      http::status status = http::status::bad_request;
+      std::string message = refused;
       if (!refused.empty()) {
-        for (std::size_t j = 0; j < i; ++j) queue_.cancel(ids_[j]);
-        ids_.clear();
-        call_->requests.clear();
         // TGI answers validation errors with 422, the others with 400.
         const bool tgi = call_->route == "/generate" || call_->route == "/generate_stream" ||
                          call_->route == "/";
-        auto res = call_->error(
-            tgi ? http::status::unprocessable_entity : http::status::bad_request, refused);
-        call_.reset();
-        return write_now(std::move(res));
+        if (tgi) status = http::status::unprocessable_entity;
+      } else if (admit == Admit::kQueueFull) {
+        status = http::status::too_many_requests;
+        message = "the request queue is full (" + std::to_string(shared_.queue.limit()) +
+                  " waiting); retry later";
+      } else {
+        status = http::status::service_unavailable;
+        message = "the model is not ready: it is loading, warming up or shutting down";
       }
-      if (admit != Admit::kQueued) {
-        for (std::size_t j = 0; j < i; ++j) queue_.cancel(ids_[j]);
-        ids_.clear();
-        call_->requests.clear();
-        const bool full = admit == Admit::kQueueFull;
-        auto res = call_->error(
-            full ? http::status::too_many_requests : http::status::service_unavailable,
-            full ? "the request queue is full (" + std::to_string(queue_.limit()) +
-                       " waiting); retry later"
-                 : "the model is not ready: it is loading, warming up or shutting down");
-        call_.reset();
-        return write_now(std::move(res));
-      }
+      auto res = call_->error(status, message);
+      call_.reset();
+      return write_now(std::move(res));
     }
-    watch_disconnect();
+    const std::uint64_t call_no = ++calls_;
+    watch_client(call_no);
+    if (limits_.request_timeout_s > 0) {
+      timer_.expires_after(seconds(limits_.request_timeout_s));
+      timer_.async_wait([self = shared_from_this(), call_no](beast::error_code ec) {
+        if (ec || !self->call_ || call_no != self->calls_) return;
+        self->failed_ = "the request ran longer than the server's request timeout (" +
+                        fmt::format("{:g}", self->limits_.request_timeout_s) + " s)";
+        self->fail_status_ = http::status::request_timeout;
+        self->cancel_unfinished();
+      });
+    }
     if (call_->stream) {
       stream_.expires_never();
       enqueue("HTTP/1.1 200 OK\r\nContent-Type: " + call_->stream_content_type() +
@@ -176,26 +269,40 @@ class Session : public std::enable_shared_from_this<Session> {
     }
   }
 
-  // A readable socket with nothing to read means the client went away: cancel at once.
-  void watch_disconnect() {
-    // The watch belongs to this call only: on a kept-alive connection the next request's bytes
-    // also make the socket readable, after this call has ended.
-    const std::uint64_t call = ++calls_;
-    stream_.socket().async_wait(tcp::socket::wait_read,
-                                [self = shared_from_this(), call](beast::error_code ec) {
-                                  if (ec || !self->call_ || call != self->calls_) return;
-                                  beast::error_code ec2;
-                                  if (self->stream_.socket().available(ec2) == 0 || ec2)
-                                    self->abandon();
-                                  // Otherwise the client sent its next request early (pipelining);
-                                  // it is read afterwards.
-                                });
+  // Watches the client while its call runs: a readable socket with nothing to read means it went
+  // away (cancel at once). Bytes it sends meanwhile (the next request, pipelined) are kept for
+  // after the call, and the watch goes on, so a client that sends one more byte and then leaves
+  // is still noticed; more than one whole request's worth ends the connection.
+  void watch_client(std::uint64_t call_no) {
+    stream_.socket().async_wait(
+        tcp::socket::wait_read, [self = shared_from_this(), call_no](beast::error_code ec) {
+          // A later call has its own watch; a parse read may already be waiting on the socket.
+          if (ec || !self->call_ || call_no != self->calls_ || self->gone_) return;
+          beast::error_code ec2;
+          const std::size_t n = self->stream_.socket().available(ec2);
+          if (ec2 || n == 0) return self->abandon();
+          const Shared& s = self->shared_;
+          const std::size_t cap = s.limits.header_bytes + s.limits.url_bytes + s.limits.body_bytes;
+          if (self->buffer_.size() + n > cap) {
+            spdlog::warn("a client sent more than {} bytes while its request ran; closing it", cap);
+            return self->abandon();
+          }
+          const std::size_t got = self->stream_.socket().read_some(self->buffer_.prepare(n), ec2);
+          if (ec2) return self->abandon();
+          self->buffer_.commit(got);
+          self->watch_client(call_no);
+        });
+  }
+
+  void cancel_unfinished() {
+    if (!call_) return;
+    for (std::size_t i = 0; i < ids_.size(); ++i)
+      if (!results_[i]) shared_.queue.cancel(ids_[i]);
   }
 
   void abandon() {
-    if (!call_) return;
-    for (std::size_t i = 0; i < ids_.size(); ++i)
-      if (!results_[i]) queue_.cancel(ids_[i]);
+    if (!call_ || gone_) return;
+    cancel_unfinished();
     gone_ = true;
     close();
   }
@@ -206,11 +313,13 @@ class Session : public std::enable_shared_from_this<Session> {
     if (call_->stream && u.error.empty()) {
       const std::string text = call_->on_update(i, u);
       if (!text.empty()) enqueue(chunk(text));
+      if (gone_) return;  // it stopped reading: the output bound ended the call
     }
     if (u.finish == FinishReason::kNone) return;
     results_[i] = u.result ? u.result : std::make_shared<const BatchResult>();
     if (++done_ < results_.size()) return;
     // Every choice has finished.
+    timer_.cancel();
     std::unique_ptr<Call> call = std::move(call_);
     if (call->stream) {
       if (!failed_.empty()) enqueue(chunk(call->stream_error(failed_)));
@@ -218,15 +327,26 @@ class Session : public std::enable_shared_from_this<Session> {
       if (!tail.empty()) enqueue(chunk(tail));
       enqueue("0\r\n\r\n");
       finished_stream_ = true;
+      if (!writing_) write_next();
       return;
     }
-    if (!failed_.empty()) return write_now(call->error(http::status::bad_request, failed_));
+    if (!failed_.empty()) return write_now(call->error(fail_status_, failed_));
     write_now(call->final_response(results_));
   }
 
-  // Stream writes, one at a time in order; the engine never waits for them.
+  // Stream writes, one at a time in order; the engine never waits for them. A client that stops
+  // reading holds at most limits_.output_bytes here: past that its requests are cancelled, so it
+  // cannot keep KV blocks and memory forever.
   void enqueue(std::string data) {
+    out_bytes_ += data.size();
     out_.push_back(std::move(data));
+    if (call_ && out_bytes_ > limits_.output_bytes) {
+      spdlog::warn(
+          "a client stopped reading its stream ({} bytes unsent, the limit is {}); its "
+          "requests are cancelled",
+          out_bytes_, limits_.output_bytes);
+      return abandon();
+    }
     if (!writing_) write_next();
   }
   void write_next() {
@@ -242,17 +362,20 @@ class Session : public std::enable_shared_from_this<Session> {
     writing_ = true;
     net::async_write(stream_, net::buffer(out_.front()),
                      [self = shared_from_this()](beast::error_code ec, std::size_t) {
-                       if (ec) return self->abandon();
+                       if (ec) {
+                         self->abandon();
+                         return self->close();
+                       }
+                       self->out_bytes_ -= self->out_.front().size();
                        self->out_.pop_front();
                        self->write_next();
                      });
   }
 
   beast::tcp_stream stream_;
-  RequestQueue& queue_;
-  const Router& router_;
-  std::size_t body_limit_;
-  std::set<Session*>& sessions_;
+  Shared& shared_;
+  const ServerLimits& limits_;
+  net::steady_timer timer_;  // the request timeout
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   bool keep_alive_ = true;
@@ -261,24 +384,36 @@ class Session : public std::enable_shared_from_this<Session> {
   std::vector<std::shared_ptr<const BatchResult>> results_;
   std::size_t done_ = 0;
   std::string failed_;
+  http::status fail_status_ = http::status::bad_request;
   bool gone_ = false, writing_ = false, finished_stream_ = false;
-  bool responding_ = false, closing_ = false;
+  bool responding_ = false, closing_ = false, routing_ = false;
   std::uint64_t calls_ = 0;  // calls begun on this connection
   std::deque<std::string> out_;
+  std::size_t out_bytes_ = 0;
 };
+
+// Past --max-connections a new connection hears 503 and is closed, without a session.
+void refuse_connection(tcp::socket socket, std::size_t limit) {
+  auto s = std::make_shared<tcp::socket>(std::move(socket));
+  HttpResponse res =
+      plain_error(http::status::service_unavailable, "too many open connections (the limit is " +
+                                                         std::to_string(limit) + "); retry later");
+  res.set(http::field::retry_after, "1");
+  res.prepare_payload();
+  auto msg = std::make_shared<HttpResponse>(std::move(res));
+  http::async_write(*s, *msg, [s, msg](beast::error_code, std::size_t) {
+    beast::error_code ec;
+    s->shutdown(tcp::socket::shutdown_both, ec);
+    s->close(ec);
+  });
+}
 
 }  // namespace
 
-struct HttpServer::Impl {
-  Impl(RequestQueue& q, Router r, std::size_t limit)
-      : queue(q), router(std::move(r)), body_limit(limit) {}
-  RequestQueue& queue;
-  Router router;
-  std::size_t body_limit;
-  net::io_context io{1};
+struct HttpServer::Impl : Shared {
+  using Shared::Shared;
   tcp::acceptor acceptor{io};
   net::signal_set signals{io, SIGTERM, SIGINT};
-  std::set<Session*> sessions;  // io thread only
   std::thread thread;
   std::function<void(int)> on_signal;
 
@@ -293,14 +428,17 @@ struct HttpServer::Impl {
   void accept() {
     acceptor.async_accept([this](beast::error_code ec, tcp::socket socket) {
       if (ec) return;  // closed
-      std::make_shared<Session>(std::move(socket), queue, router, body_limit, sessions)->start();
+      if (sessions.size() >= limits.connections)
+        refuse_connection(std::move(socket), limits.connections);
+      else
+        std::make_shared<Session>(std::move(socket), *this)->start();
       accept();
     });
   }
 };
 
-HttpServer::HttpServer(RequestQueue& queue, Router router, std::size_t body_limit)
-    : impl_(std::make_unique<Impl>(queue, std::move(router), body_limit)) {}
+HttpServer::HttpServer(RequestQueue& queue, Router router, ServerLimits limits)
+    : impl_(std::make_unique<Impl>(queue, std::move(router), limits)) {}
 
 HttpServer::~HttpServer() {
   stop();
@@ -329,10 +467,15 @@ void HttpServer::start(const std::string& host, unsigned short port,
   s.wait_signal();
   s.accept();
   s.thread = std::thread([&s] {
-    try {
-      s.io.run();
-    } catch (const std::exception& e) {
-      spdlog::error("HTTP server stopped: {}", e.what());
+    // A handler that throws ends only its own connection (its session's destructor cancels what
+    // it had running); the thread goes on serving everyone else.
+    for (;;) {
+      try {
+        s.io.run();
+        return;
+      } catch (const std::exception& e) {
+        spdlog::error("HTTP server: a connection failed ({}); serving on", e.what());
+      }
     }
   });
 }
@@ -367,6 +510,7 @@ void HttpServer::stop() {
     poll();
   });
   s.thread.join();
+  s.pool.join();
 }
 
 }  // namespace saker::serve

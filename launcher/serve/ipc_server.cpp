@@ -1,7 +1,9 @@
 #include "launcher/serve/ipc_server.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <deque>
 #include <filesystem>
 #include <map>
@@ -84,7 +86,8 @@ json details(const BatchResult& r) {
 
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
-  Connection(std::unique_ptr<Channel> ch, ServeContext& ctx) : ch_(std::move(ch)), ctx_(ctx) {}
+  Connection(std::unique_ptr<Channel> ch, ServeContext& ctx, const IpcLimits& limits)
+      : ch_(std::move(ch)), ctx_(ctx), limits_(limits), buf_(limits.line_bytes) {}
   ~Connection() { abandon(); }
   void start() { read(); }
   void close() {
@@ -100,24 +103,47 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   void read() {
     ch_->read_line(buf_, [self = shared_from_this()](error_code ec, std::size_t n) {
+      if (ec == net::error::not_found) {  // no newline within the limit: the framing is lost
+        self->send({{"error", "a message is longer than the limit of " +
+                                  std::to_string(self->limits_.line_bytes) +
+                                  " bytes; closing the connection"},
+                    {"code", 413}});
+        self->close_after_write_ = true;
+        return;
+      }
       if (ec) return self->close();  // the frontend went away: its requests are cancelled
       std::string line(net::buffers_begin(self->buf_.data()),
                        net::buffers_begin(self->buf_.data()) + static_cast<std::ptrdiff_t>(n));
       self->buf_.consume(n);
-      self->handle(line);
+      try {
+        self->handle(line);
+      } catch (const std::exception& e) {
+        // One bad message must not stop the thread every connection and HTTP share.
+        self->send({{"error", std::string("internal error: ") + e.what()}, {"code", 500}});
+      }
       self->read();
     });
   }
 
   void send(const json& j) {
     out_.push_back(dump(j) + "\n");
+    out_bytes_ += out_.back().size();
+    if (out_bytes_ > limits_.output_bytes) {
+      spdlog::warn(
+          "a backend-socket client stopped reading ({} bytes unsent, the limit is {}); "
+          "closing it and cancelling its requests",
+          out_bytes_, limits_.output_bytes);
+      return close();
+    }
     if (out_.size() == 1) write_next();
   }
   void write_next() {
     ch_->write(out_.front(), [self = shared_from_this()](error_code ec, std::size_t) {
       if (ec) return self->close();
+      self->out_bytes_ -= self->out_.front().size();
       self->out_.pop_front();
-      if (!self->out_.empty()) self->write_next();
+      if (!self->out_.empty()) return self->write_next();
+      if (self->close_after_write_) self->close();
     });
   }
 
@@ -125,7 +151,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (line.find_first_not_of(" \t\r\n") == std::string::npos) return;
     json msg;
     try {
-      msg = parse_bounded_json<json>(line);
+      msg = parse_bounded_json<json>(line, ctx_.max_json_depth);
     } catch (const JsonTooDeep& e) {
       return send({{"error", std::string("malformed message: ") + e.what()}, {"code", 400}});
     } catch (const json::exception& e) {
@@ -234,23 +260,27 @@ class Connection : public std::enable_shared_from_this<Connection> {
  private:
   std::unique_ptr<Channel> ch_;
   ServeContext& ctx_;
-  net::streambuf buf_{1 << 24};  // a message may be up to 16 MiB
+  const IpcLimits limits_;
+  net::streambuf buf_;  // holds at most one message of limits_.line_bytes
   std::deque<std::string> out_;
+  std::size_t out_bytes_ = 0;
+  bool close_after_write_ = false;
   std::map<std::uint64_t, Pending> live_;
 };
 
 }  // namespace
 
 struct IpcServer::Impl {
-  Impl(net::io_context& i, ServeContext& c) : io(i), ctx(c), acceptor(i) {}
+  Impl(net::io_context& i, ServeContext& c, IpcLimits l) : io(i), ctx(c), limits(l), acceptor(i) {}
   net::io_context& io;
   ServeContext& ctx;
+  IpcLimits limits;
   local::acceptor acceptor;
   std::string path;
-  std::vector<std::weak_ptr<Connection>> connections;
+  std::vector<std::weak_ptr<Connection>> connections;  // closed ones are pruned at each accept
 
   void start(std::unique_ptr<Channel> ch) {
-    auto c = std::make_shared<Connection>(std::move(ch), ctx);
+    auto c = std::make_shared<Connection>(std::move(ch), ctx, limits);
     c->executor_ = io.get_executor();
     connections.push_back(c);
     c->start();
@@ -258,14 +288,22 @@ struct IpcServer::Impl {
   void accept() {
     acceptor.async_accept([this](error_code ec, local::socket s) {
       if (ec) return;
-      start(std::make_unique<SocketChannel>(std::move(s)));
+      std::erase_if(connections, [](const std::weak_ptr<Connection>& w) { return w.expired(); });
+      if (connections.size() >= limits.connections) {
+        spdlog::warn("backend socket: {} connections are open (the limit); refusing another",
+                     connections.size());
+        error_code ignored;
+        s.close(ignored);
+      } else {
+        start(std::make_unique<SocketChannel>(std::move(s)));
+      }
       accept();
     });
   }
 };
 
-IpcServer::IpcServer(net::io_context& io, ServeContext& ctx)
-    : impl_(std::make_shared<Impl>(io, ctx)) {}
+IpcServer::IpcServer(net::io_context& io, ServeContext& ctx, IpcLimits limits)
+    : impl_(std::make_shared<Impl>(io, ctx, limits)) {}
 
 IpcServer::~IpcServer() = default;
 
@@ -282,7 +320,15 @@ void IpcServer::open(const std::string& endpoint) {
   if (std::filesystem::is_socket(s.path, fs_ec)) std::filesystem::remove(s.path, fs_ec);
   error_code ec;
   s.acceptor.open(local(), ec);
-  if (!ec) s.acceptor.bind(local::endpoint(s.path), ec);
+  if (!ec) {
+    // The socket file is created with the mode asked for, never briefly wider: whoever can
+    // connect can submit work, bypassing the HTTP port's API key. (No other thread runs yet.)
+    const mode_t old_mask = ::umask(0777 & ~s.limits.socket_mode);
+    s.acceptor.bind(local::endpoint(s.path), ec);
+    ::umask(old_mask);
+  }
+  if (!ec && ::chmod(s.path.c_str(), s.limits.socket_mode) != 0)
+    ec = error_code(errno, boost::system::system_category());
   if (!ec) s.acceptor.listen(net::socket_base::max_listen_connections, ec);
   if (ec) throw std::runtime_error("cannot listen on " + endpoint + ": " + ec.message());
   s.accept();

@@ -6,6 +6,7 @@
 // "details"; errors as {"id"?, "error", "code"}. Protocol: docs/ipc.md.
 #pragma once
 
+#include <cstddef>
 #include <memory>
 #include <string>
 
@@ -15,9 +16,17 @@
 
 namespace saker::serve {
 
+// What one frontend connection may cost (docs/security.md).
+struct IpcLimits {
+  std::size_t line_bytes = 16 << 20;    // one message
+  std::size_t output_bytes = 16 << 20;  // messages waiting for a frontend that stopped reading
+  std::size_t connections = 64;         // open at once on the Unix socket
+  unsigned socket_mode = 0600;          // the socket file: its owner only, unless widened
+};
+
 class IpcServer {
  public:
-  IpcServer(boost::asio::io_context& io, ServeContext& ctx);
+  IpcServer(boost::asio::io_context& io, ServeContext& ctx, IpcLimits limits = {});
   ~IpcServer();
   // "unix:PATH" (a stale socket file at PATH is replaced) or "stdio" (stdin and stdout; logs go
   // to stderr). Throws naming the endpoint when it cannot be opened.

@@ -44,10 +44,14 @@ std::vector<std::string> strings(const json& v, const std::string& key) {
   for (const json& s : v) {
     if (!s.is_string()) fail(key, "must hold strings only, got " + s.dump());
     if (s.get<std::string>().empty()) fail(key, "must not hold an empty string");
+    if (s.get<std::string>().size() > kMaxStopBytes)
+      fail(key, "holds a string of " + std::to_string(s.get<std::string>().size()) +
+                    " bytes; the limit is " + std::to_string(kMaxStopBytes));
+    if (out.size() == kMaxStops)
+      fail(key, "holds " + std::to_string(v.size()) + " strings; the limit is " +
+                    std::to_string(kMaxStops));
     out.push_back(s.get<std::string>());
   }
-  if (out.size() > 16)
-    fail(key, "holds " + std::to_string(out.size()) + " strings; the limit is 16");
   return out;
 }
 
@@ -95,6 +99,9 @@ void apply_parameters(const json& params, BatchRequest& r) {
       r.stop = strings(v, key);
     } else if (key == "stop_token_ids") {
       if (!v.is_array()) fail(key, "must be a list of token ids, got " + v.dump());
+      if (v.size() > kMaxStopTokenIds)
+        fail(key, "holds " + std::to_string(v.size()) + " ids; the limit is " +
+                      std::to_string(kMaxStopTokenIds));
       r.stop_token_ids.clear();
       for (const json& id : v)
         r.stop_token_ids.push_back(static_cast<std::int32_t>(integer(id, key, 0, kMax)));

@@ -16,6 +16,12 @@ class ParameterError : public std::invalid_argument {
   using std::invalid_argument::invalid_argument;
 };
 
+// Bounds on one request's lists, so that a body cannot multiply into work or memory
+// (docs/security.md).
+inline constexpr std::size_t kMaxStops = 16;          // stop strings
+inline constexpr std::size_t kMaxStopBytes = 1024;    // bytes of one stop string
+inline constexpr std::size_t kMaxStopTokenIds = 128;  // stop_token_ids
+
 // Applies `params` (a JSON object) to r. Greedy unless do_sample is true or a temperature > 0 is
 // given. Stop strings: `stop_sequences` or `stop` (a string or a list of strings).
 void apply_parameters(const nlohmann::ordered_json& params, BatchRequest& r);

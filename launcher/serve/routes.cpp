@@ -115,7 +115,7 @@ HttpResponse models(ServeContext& ctx, const HttpRequest&) {
 }
 
 HttpResponse tokenize(ServeContext& ctx, const HttpRequest& req) {
-  const json body = parse_body(req);
+  const json body = parse_body(req, ctx.max_json_depth);
   const json& in = body.contains("prompt")   ? body["prompt"]
                    : body.contains("inputs") ? body["inputs"]
                                              : json();
@@ -203,7 +203,7 @@ Router make_router(ServeContext& ctx) {
     try {
       if (const auto* respond = std::get_if<Answer>(&route->handler))
         return answer((*respond)(ctx, req));
-      const json body = parse_body(req);
+      const json body = parse_body(req, ctx.max_json_depth);
       if (ctx.log_prompts) spdlog::info("{} body: {}", path, req.body());
       out.call = std::get<Generate>(route->handler)(ctx, body);
       return out;

@@ -3,6 +3,8 @@
 # `text-generation` clients from the test venv (scripts/setup_test_venv.sh).
 #
 #   tests/serve/run_serve_tests.sh SAKER_BIN [MPIRUN] [-- extra test_serve.py options]
+#
+# SERVE_TEST_SCRIPT=test_hardening.py runs the hostile-client tests the same way.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -17,4 +19,4 @@ fi
 
 command -v curl >/dev/null 2>&1 || { echo "run_serve_tests: curl is needed (scripts/setup.sh installs it)" >&2; exit 1; }
 python=$("$root/scripts/setup_test_venv.sh")
-exec "$python" -u "$here/test_serve.py" --saker "$saker" --fixtures "$root/tests/fixtures" --mpirun "$mpirun" "$@"
+exec "$python" -u "$here/${SERVE_TEST_SCRIPT:-test_serve.py}" --saker "$saker" --fixtures "$root/tests/fixtures" --mpirun "$mpirun" "$@"
