@@ -293,9 +293,10 @@ TEST_CASE("saker launch runs a real 2-rank server and stops it gracefully", "[la
   const pid_t pid = ::fork();
   REQUIRE(pid >= 0);
   if (pid == 0) {
-    const std::string cmd = "exec '" + std::string(SAKER_BIN) + "' launch --properties '" +
-                            (dir / "serving.properties").string() + "' --port " +
-                            std::to_string(port) + " >'" + log.string() + "' 2>&1";
+    // option.api_key from the environment (OPTION_API_KEY), as SageMaker passes options.
+    const std::string cmd = "OPTION_API_KEY=launch-key-42 exec '" + std::string(SAKER_BIN) +
+                            "' launch --properties '" + (dir / "serving.properties").string() +
+                            "' --port " + std::to_string(port) + " >'" + log.string() + "' 2>&1";
     ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
     ::_exit(127);
   }
@@ -308,11 +309,19 @@ TEST_CASE("saker launch runs a real 2-rank server and stops it gracefully", "[la
     if (!ready) std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
   CHECK(ready);
-  const Run gen = saker::test::run_command(
-      "curl -s " + url +
-      "/generate -H 'Content-Type: application/json' -d '{\"inputs\": \"The falcon\", "
-      "\"parameters\": {\"max_new_tokens\": 5, \"details\": true}}'");
+  const std::string body =
+      " -H 'Content-Type: application/json' -d '{\"inputs\": \"The falcon\", "
+      "\"parameters\": {\"max_new_tokens\": 5, \"details\": true}}'";
+  CHECK(
+      saker::test::run_command("curl -s -o /dev/null -w '%{http_code}' " + url + "/generate" + body)
+          .out == "401");
+  const Run gen = saker::test::run_command("curl -s -H 'Authorization: Bearer launch-key-42' " +
+                                           url + "/generate" + body);
   CHECK(gen.out.find("\"generated_tokens\":5") != std::string::npos);
+  // The key is in no command line of the job (mpirun's -x names the variable only).
+  CHECK(saker::test::run_command(
+            "cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' ' | grep -c launch-key-[4]2")
+            .out == "0\n");
   // SIGTERM to launch reaches rank 0, which drains and stops every rank: the job exits 0.
   ::kill(pid, SIGTERM);
   int status = 0;
@@ -327,6 +336,7 @@ TEST_CASE("saker launch runs a real 2-rank server and stops it gracefully", "[la
   CHECK(WEXITSTATUS(status) == 0);
   CHECK(text.find("passed to rank 0") != std::string::npos);
   CHECK(text.find("stopped") != std::string::npos);
+  CHECK(text.find("launch-key-42") == std::string::npos);
 }
 
 namespace {

@@ -217,6 +217,9 @@ int run_launch(const std::vector<std::string>& args) {
     return 0;
   if (f.port < 0 || f.port > 65535) throw UsageError("--port must be in [0, 65535]");
   const LaunchSettings s = settings_of(gather_properties(f));
+  // The key reaches rank 0 through the environment (mpirun -x SAKER_API_KEY), so that it shows in
+  // no process list.
+  if (s.api_key) setenv("SAKER_API_KEY", s.api_key->c_str(), 1);
   const std::string pidfile = "/tmp/saker-launch-" + std::to_string(getpid()) + ".rank0";
   const std::vector<std::string> cmd = mpirun_command(s, target_of(f, pidfile));
   std::string line;

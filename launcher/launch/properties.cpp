@@ -134,6 +134,7 @@ LaunchSettings validate_properties(const Properties& p) {
                                               "option.kv_cache_dtype",
                                               "option.speculative_draft_model",
                                               "option.speculative_length",
+                                              "option.api_key",
                                               "batch_size",
                                               "max_batch_delay",
                                               "job_queue_size"};
@@ -223,6 +224,11 @@ LaunchSettings validate_properties(const Properties& p) {
     if (!s.speculative_draft_model)
       bad("option.speculative_length", p.at("option.speculative_length"),
           "needs option.speculative_draft_model (the model that proposes the tokens)");
+  }
+  if (has("option.api_key")) {
+    if (p.at("option.api_key").empty())  // the value is a secret: never echoed in a message
+      throw std::invalid_argument("option.api_key must not be empty");
+    s.api_key = p.at("option.api_key");
   }
   if (has("batch_size")) s.batch_size = integer(p, "batch_size", 1);
   if (has("max_batch_delay")) s.max_batch_delay_ms = number(p, "max_batch_delay", 0);
