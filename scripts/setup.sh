@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config
   nlohmann-json3-dev libboost-dev libboost-program-options-dev libpcre2-dev libspdlog-dev
+  libssl-dev openssl
   libopenmpi-dev openmpi-bin
   catch2 libbenchmark-dev libvalijson-dev
   curl python3-venv wamerican

@@ -73,6 +73,7 @@ struct ServeFlags {
   int json_depth = kMaxJsonDepth;
   std::int64_t max_choices = 64, max_request_tokens = 0;
   std::string ipc_mode = "0600";
+  std::string ssl_certfile, ssl_keyfile, api_key_file;
 };
 
 po::options_description serve_options(ServeFlags& f) {
@@ -103,8 +104,13 @@ po::options_description serve_options(ServeFlags& f) {
       "api-key", po::value(&f.api_key),
       "require Authorization: Bearer KEY on every route but /ping, /health and /metrics "
       "(default: $SAKER_API_KEY, which keeps the key out of the process list)")(
+      "api-key-file", po::value(&f.api_key_file),
+      "read the API key from this file's first line (kept out of the process list too)")(
       "api-key-metrics", po::bool_switch(&f.api_key_metrics),
       "require the API key on /metrics too")(
+      "ssl-certfile", po::value(&f.ssl_certfile),
+      "serve HTTPS with this PEM certificate chain (with --ssl-keyfile)")(
+      "ssl-keyfile", po::value(&f.ssl_keyfile), "the PEM private key of --ssl-certfile")(
       "max-connections", po::value(&f.http.connections)->default_value(f.http.connections),
       "open HTTP connections; more are answered 503 and closed")(
       "idle-timeout", po::value(&f.http.idle_timeout_s)->default_value(f.http.idle_timeout_s),
@@ -147,6 +153,21 @@ void check_flags(const ServeFlags& f) {
     throw UsageError("--max-json-depth must be in [1, 256]");  // recursive walkers stay shallow
   if (f.max_choices < 1) throw UsageError("--max-request-sequences must be positive");
   if (f.max_request_tokens < 0) throw UsageError("--max-request-tokens must be >= 0");
+  if (f.ssl_certfile.empty() != f.ssl_keyfile.empty())
+    throw UsageError("--ssl-certfile and --ssl-keyfile go together");
+  if (!f.api_key.empty() && !f.api_key_file.empty())
+    throw UsageError("give --api-key or --api-key-file, not both");
+}
+
+// The key of --api-key-file: its first line, without the line end.
+std::string read_key_file(const std::string& path) {
+  std::ifstream in(path);
+  std::string key;
+  if (!in || !std::getline(in, key))
+    throw UsageError("--api-key-file " + path + ": cannot read a line from it");
+  if (!key.empty() && key.back() == '\r') key.pop_back();
+  if (key.empty()) throw UsageError("--api-key-file " + path + ": the first line is empty");
+  return key;
 }
 
 unsigned ipc_mode(const std::string& text) {
@@ -192,7 +213,7 @@ serve::ServeContext serve_context(const ServeFlags& f, bool log_prompts, Request
                           false};
   for (const AddedToken& t : tokenizer.added_tokens())
     if (t.special) ctx.special_ids.insert(t.id);
-  ctx.api_key = f.api_key;
+  ctx.api_key = f.api_key_file.empty() ? f.api_key : read_key_file(f.api_key_file);
   if (ctx.api_key.empty())
     if (const char* env = std::getenv("SAKER_API_KEY")) ctx.api_key = env;
   ctx.metrics_need_key = f.api_key_metrics;
@@ -257,6 +278,7 @@ int run_serve(const std::vector<std::string>& args) {
   serve::ServeContext ctx =
       serve_context(f, vm["log-prompts"].as<bool>(), *queue, metrics, tokenizer);
   serve::HttpServer server(*queue, serve::make_router(ctx), f.http);
+  if (!f.ssl_certfile.empty()) server.use_tls(f.ssl_certfile, f.ssl_keyfile);
   serve::IpcServer ipc(server.io_context(), ctx, ipc_limits);
   for (const std::string& e : f.ipc_endpoints) {
     ipc.open(e);
@@ -266,8 +288,8 @@ int run_serve(const std::vector<std::string>& args) {
     spdlog::info("signal {}: draining for up to {} s", sig, drain);
     queue->shutdown(drain);
   });
-  spdlog::info("listening on http://{}:{} (503 until the model is loaded and warmed up)", f.host,
-               server.port());
+  spdlog::info("listening on {}://{}:{} (503 until the model is loaded and warmed up)",
+               f.ssl_certfile.empty() ? "http" : "https", f.host, server.port());
 
   // A load that takes too long (a stuck filesystem, a rank that never joins) ends the whole job
   // with a message instead of a server that answers 503 forever.

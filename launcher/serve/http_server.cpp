@@ -12,10 +12,12 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
+#include <boost/beast/ssl.hpp>
 #include <nlohmann/json.hpp>
 
 namespace saker::serve {
@@ -51,14 +53,24 @@ std::chrono::steady_clock::duration seconds(double s) {
       std::chrono::duration<double>(s));
 }
 
-class Session;
+// What the server needs of a connection, whatever carries it (TCP, or TLS over TCP).
+class SessionBase {
+ public:
+  virtual ~SessionBase() = default;
+  virtual void close() = 0;
+  virtual void close_when_idle() = 0;
+};
+
+using PlainStream = beast::tcp_stream;
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
 
 // What every connection shares; touched on the I/O thread only, but for the pool and the router.
 struct Shared {
   RequestQueue& queue;
   Router router;  // called on the pool (it is thread-safe: the APIs share nothing mutable)
   ServerLimits limits;
-  std::set<Session*> sessions;
+  std::optional<net::ssl::context> tls;  // --ssl-certfile / --ssl-keyfile
+  std::set<SessionBase*> sessions;
   net::io_context io{1};
   net::thread_pool pool;
   Shared(RequestQueue& q, Router r, ServerLimits l)
@@ -68,50 +80,106 @@ struct Shared {
         pool(std::max<std::size_t>(1, l.routing_threads)) {}
 };
 
-class Session : public std::enable_shared_from_this<Session> {
+template <class Stream>
+class Session : public SessionBase, public std::enable_shared_from_this<Session<Stream>> {
+  static constexpr bool kTls = std::is_same_v<Stream, TlsStream>;
+
  public:
-  Session(tcp::socket socket, Shared& shared)
-      : stream_(std::move(socket)), shared_(shared), limits_(shared.limits), timer_(shared.io) {
+  template <class... StreamArgs>
+  explicit Session(Shared& shared, StreamArgs&&... args)
+      : stream_(std::forward<StreamArgs>(args)...),
+        shared_(shared),
+        limits_(shared.limits),
+        timer_(shared.io) {
     shared_.sessions.insert(this);
   }
   // A session that ends with its call still running (an exception, the server stopping) must not
   // leave sequences generating for nobody.
-  ~Session() {
+  ~Session() override {
     cancel_unfinished();
     shared_.sessions.erase(this);
   }
 
-  void start() { read(); }
-  void close() {
+  void start() {
+    if constexpr (!kTls) {
+      read();
+    } else {
+      lowest().expires_after(seconds(limits_.idle_timeout_s));
+      stream_.async_handshake(net::ssl::stream_base::server,
+                              [self = this->shared_from_this()](beast::error_code ec) {
+                                if (ec) return self->close();  // not TLS, or a bad handshake
+                                self->read();
+                              });
+    }
+  }
+  // Closes the TCP connection under any TLS without a close_notify: every response is framed
+  // (Content-Length or a last chunk), so the client cannot mistake a truncation for an end.
+  void close() override {
     beast::error_code ec;
-    stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
-    stream_.close();
+    lowest().socket().shutdown(tcp::socket::shutdown_both, ec);
+    lowest().close();
     timer_.cancel();
   }
   // At shutdown: a connection with a response still in flight (a call in the engine, a body being
   // validated, or bytes not yet written) closes once the response is out; an idle one closes now.
-  void close_when_idle() {
+  void close_when_idle() override {
     closing_ = true;
     if (!call_ && !writing_ && !responding_ && !routing_ && out_.empty()) close();
   }
 
  private:
+  beast::tcp_stream& lowest() { return beast::get_lowest_layer(stream_); }
+
   void read() {
     if (closing_) return close();
+    if (buffer_.size() > 0 && parse_buffered()) return;
+    if (watching_) {
+      // The watch's read is still out: it reads the next request's first bytes (or the close)
+      // and starts this read then. Until then the idle timeout is this timer's.
+      read_after_watch_ = true;
+      timer_.expires_after(seconds(limits_.idle_timeout_s));
+      timer_.async_wait([self = this->shared_from_this()](beast::error_code ec) {
+        if (!ec && self->read_after_watch_) self->close();
+      });
+      return;
+    }
+    new_parser();
+    // An idle keep-alive connection ends, and so does one that sends its request too slowly.
+    lowest().expires_after(seconds(limits_.idle_timeout_s));
+    http::async_read(stream_, buffer_, *parser_,
+                     [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
+                       self->on_read(ec);
+                     });
+  }
+
+  void new_parser() {
     parser_.emplace();
     parser_->body_limit(limits_.body_bytes);
     parser_->header_limit(static_cast<std::uint32_t>(limits_.header_bytes + limits_.url_bytes));
-    // An idle keep-alive connection ends, and so does one that sends its request too slowly.
-    stream_.expires_after(seconds(limits_.idle_timeout_s));
-    http::async_read(
-        stream_, buffer_, *parser_,
-        [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
+  }
+
+  // A whole request already buffered (pipelined behind the last one, read by the watch) is
+  // handled without a read, which could not start while the watch's read is out. False when
+  // the buffer holds only part of one: the bytes stay for the read that completes it.
+  bool parse_buffered() {
+    new_parser();
+    parser_->eager(true);
+    std::size_t used = 0;
+    beast::error_code ec;
+    while (!parser_->is_done() && !ec) {
+      const std::size_t n = parser_->put(net::buffer(buffer_.data()) + used, ec);
+      used += n;
+      if (ec == http::error::need_more || (!ec && n == 0)) return false;
+    }
+    buffer_.consume(used);
+    on_read(ec);
+    return true;
   }
 
   void on_read(beast::error_code ec) {
     if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
         ec == net::error::operation_aborted || ec == net::error::connection_reset ||
-        ec == net::error::eof)
+        ec == net::error::eof || ec == net::ssl::error::stream_truncated)
       return close();
     if (ec == http::error::body_limit)
       return write_now(plain_error(http::status::payload_too_large,
@@ -134,9 +202,9 @@ class Session : public std::enable_shared_from_this<Session> {
     if (req.method() == http::verb::get || req.method() == http::verb::head)
       return on_routed(route(req));
     routing_ = true;
-    net::post(shared_.pool, [self = shared_from_this(), req = std::move(req)]() mutable {
+    net::post(shared_.pool, [self = this->shared_from_this(), req = std::move(req)]() mutable {
       Routed routed = self->route(req);
-      auto ex = self->stream_.get_executor();
+      auto ex = self->lowest().get_executor();
       net::post(ex, [self = std::move(self), routed = std::move(routed)]() mutable {
         self->routing_ = false;
         self->on_routed(std::move(routed));
@@ -189,10 +257,10 @@ class Session : public std::enable_shared_from_this<Session> {
     res.keep_alive(keep_alive_ && res.keep_alive());
     res.prepare_payload();
     auto msg = std::make_shared<HttpResponse>(std::move(res));
-    stream_.expires_never();
+    lowest().expires_never();
     responding_ = true;
     http::async_write(stream_, *msg,
-                      [self = shared_from_this(), msg](beast::error_code ec, std::size_t) {
+                      [self = this->shared_from_this(), msg](beast::error_code ec, std::size_t) {
                         self->responding_ = false;
                         if (ec || !msg->keep_alive()) return self->close();
                         self->read();
@@ -211,8 +279,8 @@ class Session : public std::enable_shared_from_this<Session> {
       BatchRequest r = std::move(call_->requests[i]);
       r.id = shared_.queue.next_id();
       ids_.push_back(r.id);
-      std::weak_ptr<Session> weak = weak_from_this();
-      net::any_io_executor ex = stream_.get_executor();
+      std::weak_ptr<Session> weak = this->weak_from_this();
+      net::any_io_executor ex = lowest().get_executor();
       EventSink sink = [weak, ex, i](RequestEvent&& u) {
         net::post(ex, [weak, i, u = std::move(u)]() mutable {
           if (auto self = weak.lock()) self->on_update(i, std::move(u));
@@ -250,10 +318,11 @@ class Session : public std::enable_shared_from_this<Session> {
       return write_now(std::move(res));
     }
     const std::uint64_t call_no = ++calls_;
-    watch_client(call_no);
+    lowest().expires_never();
+    if (!watching_) watch_client();
     if (limits_.request_timeout_s > 0) {
       timer_.expires_after(seconds(limits_.request_timeout_s));
-      timer_.async_wait([self = shared_from_this(), call_no](beast::error_code ec) {
+      timer_.async_wait([self = this->shared_from_this(), call_no](beast::error_code ec) {
         if (ec || !self->call_ || call_no != self->calls_) return;
         self->failed_ = "the request ran longer than the server's request timeout (" +
                         fmt::format("{:g}", self->limits_.request_timeout_s) + " s)";
@@ -262,36 +331,39 @@ class Session : public std::enable_shared_from_this<Session> {
       });
     }
     if (call_->stream) {
-      stream_.expires_never();
       enqueue("HTTP/1.1 200 OK\r\nContent-Type: " + call_->stream_content_type() +
               "\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\nConnection: " +
               (keep_alive_ ? "keep-alive" : "close") + "\r\n\r\n");
     }
   }
 
-  // Watches the client while its call runs: a readable socket with nothing to read means it went
-  // away (cancel at once). Bytes it sends meanwhile (the next request, pipelined) are kept for
-  // after the call, and the watch goes on, so a client that sends one more byte and then leaves
-  // is still noticed; more than one whole request's worth ends the connection.
-  void watch_client(std::uint64_t call_no) {
-    stream_.socket().async_wait(
-        tcp::socket::wait_read, [self = shared_from_this(), call_no](beast::error_code ec) {
-          // A later call has its own watch; a parse read may already be waiting on the socket.
-          if (ec || !self->call_ || call_no != self->calls_ || self->gone_) return;
-          beast::error_code ec2;
-          const std::size_t n = self->stream_.socket().available(ec2);
-          if (ec2 || n == 0) return self->abandon();
-          const Shared& s = self->shared_;
-          const std::size_t cap = s.limits.header_bytes + s.limits.url_bytes + s.limits.body_bytes;
-          if (self->buffer_.size() + n > cap) {
-            spdlog::warn("a client sent more than {} bytes while its request ran; closing it", cap);
-            return self->abandon();
-          }
-          const std::size_t got = self->stream_.socket().read_some(self->buffer_.prepare(n), ec2);
-          if (ec2) return self->abandon();
-          self->buffer_.commit(got);
-          self->watch_client(call_no);
-        });
+  // Watches the client while its call runs, with a read: a client that closes (or resets, or
+  // ends its TLS session) is noticed at once and its requests cancelled, streaming or not. Bytes
+  // it sends meanwhile (its next request, pipelined) are kept in the buffer the next parse reads
+  // first, and the watch goes on, so a client that sends one more byte and then leaves is still
+  // noticed; more than one whole request's worth ends the connection. One read at a time: a read
+  // wanted after the call waits for this one (read_after_watch_).
+  void watch_client() {
+    watching_ = true;
+    constexpr std::size_t kChunk = 4096;
+    stream_.async_read_some(buffer_.prepare(kChunk), [self = this->shared_from_this()](
+                                                         beast::error_code ec, std::size_t n) {
+      self->watching_ = false;
+      if (ec) return self->call_ ? self->abandon() : self->close();
+      self->buffer_.commit(n);
+      const ServerLimits& l = self->limits_;
+      const std::size_t cap = l.header_bytes + l.url_bytes + l.body_bytes;
+      if (self->buffer_.size() > cap) {
+        spdlog::warn("a client sent more than {} bytes while its request ran; closing it", cap);
+        return self->call_ ? self->abandon() : self->close();
+      }
+      if (self->call_) return self->watch_client();
+      if (self->read_after_watch_) {
+        self->read_after_watch_ = false;
+        self->timer_.cancel();
+        self->read();
+      }
+    });
   }
 
   void cancel_unfinished() {
@@ -361,7 +433,7 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     writing_ = true;
     net::async_write(stream_, net::buffer(out_.front()),
-                     [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                     [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
                        if (ec) {
                          self->abandon();
                          return self->close();
@@ -372,10 +444,10 @@ class Session : public std::enable_shared_from_this<Session> {
                      });
   }
 
-  beast::tcp_stream stream_;
+  Stream stream_;
   Shared& shared_;
   const ServerLimits& limits_;
-  net::steady_timer timer_;  // the request timeout
+  net::steady_timer timer_;  // the request timeout; after a call, the idle timeout of its watch
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   bool keep_alive_ = true;
@@ -387,6 +459,7 @@ class Session : public std::enable_shared_from_this<Session> {
   http::status fail_status_ = http::status::bad_request;
   bool gone_ = false, writing_ = false, finished_stream_ = false;
   bool responding_ = false, closing_ = false, routing_ = false;
+  bool watching_ = false, read_after_watch_ = false;
   std::uint64_t calls_ = 0;  // calls begun on this connection
   std::deque<std::string> out_;
   std::size_t out_bytes_ = 0;
@@ -428,10 +501,15 @@ struct HttpServer::Impl : Shared {
   void accept() {
     acceptor.async_accept([this](beast::error_code ec, tcp::socket socket) {
       if (ec) return;  // closed
-      if (sessions.size() >= limits.connections)
+      if (sessions.size() >= limits.connections && tls) {
+        beast::error_code ignored;  // a plain-text 503 would mean nothing inside TLS
+        socket.close(ignored);
+      } else if (sessions.size() >= limits.connections)
         refuse_connection(std::move(socket), limits.connections);
+      else if (tls)
+        std::make_shared<Session<TlsStream>>(*this, std::move(socket), *tls)->start();
       else
-        std::make_shared<Session>(std::move(socket), *this)->start();
+        std::make_shared<Session<PlainStream>>(*this, std::move(socket))->start();
       accept();
     });
   }
@@ -442,6 +520,27 @@ HttpServer::HttpServer(RequestQueue& queue, Router router, ServerLimits limits)
 
 HttpServer::~HttpServer() {
   stop();
+}
+
+void HttpServer::use_tls(const std::string& certfile, const std::string& keyfile) {
+  net::ssl::context ctx(net::ssl::context::tls_server);
+  // TLS 1.2 and later only; the library's default ciphers.
+  ctx.set_options(net::ssl::context::default_workarounds | net::ssl::context::no_sslv2 |
+                  net::ssl::context::no_sslv3 | net::ssl::context::no_tlsv1 |
+                  net::ssl::context::no_tlsv1_1 | net::ssl::context::single_dh_use);
+  beast::error_code ec;
+  ctx.use_certificate_chain_file(certfile, ec);
+  if (ec)
+    throw std::runtime_error("--ssl-certfile " + certfile +
+                             ": not a readable PEM certificate chain (" + ec.message() + ")");
+  ctx.use_private_key_file(keyfile, net::ssl::context::pem, ec);
+  if (ec)
+    throw std::runtime_error("--ssl-keyfile " + keyfile + ": not a readable PEM private key (" +
+                             ec.message() + ")");
+  if (SSL_CTX_check_private_key(ctx.native_handle()) != 1)
+    throw std::runtime_error("--ssl-keyfile " + keyfile + " does not match the certificate in " +
+                             certfile);
+  impl_->tls.emplace(std::move(ctx));
 }
 
 boost::asio::io_context& HttpServer::io_context() {
@@ -492,7 +591,7 @@ void HttpServer::stop() {
   std::function<void()> poll = [&] {
     if (s.sessions.empty()) return;
     if (std::chrono::steady_clock::now() >= deadline) {
-      for (Session* session : std::vector<Session*>(s.sessions.begin(), s.sessions.end()))
+      for (SessionBase* session : std::vector(s.sessions.begin(), s.sessions.end()))
         session->close();
       return;
     }
@@ -505,7 +604,7 @@ void HttpServer::stop() {
     beast::error_code ec;
     s.acceptor.close(ec);
     s.signals.cancel(ec);
-    for (Session* session : std::vector<Session*>(s.sessions.begin(), s.sessions.end()))
+    for (SessionBase* session : std::vector(s.sessions.begin(), s.sessions.end()))
       session->close_when_idle();
     poll();
   });

@@ -38,6 +38,9 @@ class HttpServer {
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
 
+  // Serves HTTPS from then on: a PEM certificate chain and its private key (throws naming the file
+  // that cannot be read or does not match). Before start().
+  void use_tls(const std::string& certfile, const std::string& keyfile);
   // Binds and listens (throws naming host:port), then serves on a thread of its own. on_signal
   // runs on that thread for SIGTERM and SIGINT.
   void start(const std::string& host, unsigned short port, std::function<void(int)> on_signal);

@@ -86,6 +86,23 @@ def post_raw(path, body, extra=b"", key=None):
             f"Content-Length: {len(body)}\r\n\r\n").encode() + body + extra
 
 
+def wait_ready_tls(port, cert, timeout=60):
+    import ssl
+    ctx = ssl.create_default_context(cafile=cert)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+                with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+                    s.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    if s.recv(100).startswith(b"HTTP/1.1 200"):
+                        return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise Failure("the HTTPS server was not ready in time")
+
+
 # ----------------------------------------------------------------------------------------------
 
 
@@ -378,6 +395,53 @@ def case_drain(c):
     check(rc is not None and took < 12, "the drain deadline (2 s) held: the job ended within 12 s", took)
 
 
+def case_tls(c):
+    """HTTPS with a self-signed certificate, through the real openai client (httpx)."""
+    import openai
+    import ssl
+    port = c.d.port
+    # The client's own HTTP client, trusting the test's certificate.
+    http = getattr(openai, "DefaultHttpx2Client", None) or openai.DefaultHttpxClient
+
+    def trusting():
+        return http(verify=ssl.create_default_context(cafile=c.cert))
+
+    client = openai.OpenAI(base_url=f"https://127.0.0.1:{port}/v1", api_key=API_KEY, max_retries=0,
+                           http_client=trusting())
+    out = client.completions.create(model="demo", prompt="over TLS", max_tokens=4, temperature=0,
+                                    extra_body={"ignore_eos": True})
+    check(out.usage.completion_tokens == 4, "openai client over HTTPS: a completion of 4 tokens")
+    stream = client.chat.completions.create(model="demo", messages=[{"role": "user", "content": "hi"}],
+                                            max_tokens=6, temperature=0, stream=True,
+                                            extra_body={"ignore_eos": True})
+    pieces = [ch.choices[0].delta.content for ch in stream if ch.choices and ch.choices[0].delta.content]
+    check(len(pieces) >= 1, f"openai client over HTTPS: a streamed chat ({len(pieces)} pieces)")
+    try:
+        openai.OpenAI(base_url=f"https://127.0.0.1:{port}/v1", api_key="wrong", max_retries=0,
+                      http_client=trusting()).models.list()
+        raise Failure("a wrong key was accepted over HTTPS")
+    except openai.AuthenticationError:
+        check(True, "over HTTPS, a wrong key (from --api-key-file) is refused with 401")
+    try:
+        openai.OpenAI(base_url=f"https://127.0.0.1:{port}/v1", api_key=API_KEY, max_retries=0).models.list()
+        raise Failure("an unverified certificate was accepted")
+    except openai.APIConnectionError:
+        check(True, "a client that does not trust the certificate cannot connect")
+    r = raw_exchange(port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", timeout=5)
+    check(b"200 OK" not in r, "plain HTTP on the HTTPS port gets no answer", short(r))
+    ctx = ssl.create_default_context(cafile=c.cert)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data = s.recv(4096)
+    check(data.startswith(b"HTTP/1.1 200"), "the server still answers over TLS afterwards", short(data))
+    # A wrong key file is named at start-up.
+    r = subprocess.run([c.opts.saker, "serve", "--model", c.model_dir, "--port", "0", "--ssl-certfile", c.cert,
+                        "--ssl-keyfile", c.cert + ".missing"], capture_output=True, text=True, timeout=60)
+    check(r.returncode != 0 and "--ssl-keyfile" in r.stderr and ".missing" in r.stderr,
+          "a missing key file stops serve with a message naming it", r.stderr[-300:])
+
+
 CASES = [
     ("head limits (URL, header count and size)", "a", case_head_limits),
     ("list and work limits", "a", case_list_limits),
@@ -391,6 +455,7 @@ CASES = [
     ("--request-timeout", "b", case_request_timeout),
     ("API key through the clients", "b", case_auth),
     ("drain deadline with orphans", "c", case_drain),
+    ("HTTPS", "d", case_tls),
 ]
 
 
@@ -408,6 +473,7 @@ def main():
     opts.saker = os.path.abspath(opts.saker)
     opts.workdir = tempfile.mkdtemp(prefix="saker-hardening-")
     c = Ctx()
+    c.opts = opts
     c.model_dir = os.path.join(opts.workdir, "demo")
     os.makedirs(c.model_dir)
     src = os.path.join(opts.fixtures, "gqa8x4-bf16-sharded")
@@ -425,12 +491,23 @@ def main():
     os.environ["SAKER_API_KEY"] = API_KEY
     c.b = Server(opts, "auth", c.model_dir, fault="0:step_delay:2", extra=["--request-timeout", "1"])
     del os.environ["SAKER_API_KEY"]
+    c.cert, key = os.path.join(opts.workdir, "cert.pem"), os.path.join(opts.workdir, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", c.cert,
+                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    key_file = os.path.join(opts.workdir, "api.key")
+    with open(key_file, "w") as f:
+        f.write(API_KEY + "\n")
+    c.d = Server(opts, "tls", c.model_dir, extra=["--ssl-certfile", c.cert, "--ssl-keyfile", key,
+                                                  "--api-key-file", key_file])
     c.c = Server(opts, "drain", c.model_dir, fault="0:step_delay:2", extra=["--drain-timeout", "2", "--max-output-buffer", "64KiB"])
     failures = []
     try:
         for s in (c.a, c.b, c.c):
             s.wait_listening()
             s.wait_ready()
+        c.d.wait_listening()
+        wait_ready_tls(c.d.port, c.cert)
         for name, server, fn in CASES:
             if opts.only and not any(o in name for o in opts.only.split(",")):
                 continue
@@ -447,7 +524,7 @@ def main():
                 srv = getattr(c, server)
                 print(f"    --- server {srv.name} log (tail) ---\n{srv.log_tail(25)}", flush=True)
     finally:
-        for s in (c.a, c.b, c.c):
+        for s in (c.a, c.b, c.c, c.d):
             if s.alive():
                 s.kill()
         if not failures:

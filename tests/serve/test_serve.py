@@ -263,7 +263,7 @@ class Server:
     def wait_listening(self, timeout=60):
         deadline = time.time() + timeout
         while time.time() < deadline:
-            m = re.search(r"listening on http://[^\s:]+:(\d+)", self.log_text())
+            m = re.search(r"listening on https?://[^\s:]+:(\d+)", self.log_text())
             if m:
                 self.port = int(m.group(1))
                 return self.port
