@@ -45,6 +45,12 @@ class SakerIpc:
             self._writer.close()
         finally:
             if hasattr(self, "_socket"):
+                # shutdown, not just close: the reader's makefile keeps the descriptor open, and
+                # the connection (with saker's slot for it) would outlive this client.
+                try:
+                    self._socket.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
                 self._socket.close()
 
     def send(self, message):
