@@ -17,6 +17,7 @@
 #include "kernels/factory.h"
 #include "parallel/collectives.h"
 #include "parallel/watchdog.h"
+#include "parallel/watched_communicator.h"
 
 namespace saker {
 namespace {
@@ -47,6 +48,8 @@ void check_options(const EngineOptions& o) {
   positive("max_batch_size", o.max_batch_size);
   positive("max_batch_tokens", static_cast<double>(o.max_batch_tokens));
   positive("collective_timeout_s", o.collective_timeout_s);
+  positive("peer_timeout_s", o.peer_timeout_s);
+  positive("heartbeat_interval_s", o.heartbeat_interval_s);
   if (!(o.kv_cache_fraction > 0 && o.kv_cache_fraction <= 1))
     throw OptionError("kv_cache_fraction", "kv_cache_fraction must be in (0, 1], got " +
                                                std::to_string(o.kv_cache_fraction));
@@ -171,6 +174,9 @@ struct Engine::Parts {
   std::unique_ptr<KvCache> draft_cache;
   std::unique_ptr<StepRunner> runner;
   std::unique_ptr<CollectiveWatchdog> watchdog;
+  // Every collective of the model, and the heartbeat, under --peer-timeout (a lost peer).
+  std::unique_ptr<CollectiveWatchdog> peer_watchdog;
+  std::unique_ptr<WatchedCommunicator> watched_comm;
   Communicator* comm = nullptr;
   SchedulerConfig sched;
   DType kv_dtype = DType::F32;
@@ -182,6 +188,7 @@ Engine::Engine(const EngineOptions& o, Communicator& comm, EngineHooks hooks,
       queue_(queue ? std::move(queue) : std::make_shared<RequestQueue>()) {
   check_options(o);
   log_requests_ = o.log_requests;
+  heartbeat_interval_s_ = o.heartbeat_interval_s;
   load(o, comm);
   if (hooks_.after_load) hooks_.after_load();
   size_kv_pool(o, comm);
@@ -190,13 +197,12 @@ Engine::Engine(const EngineOptions& o, Communicator& comm, EngineHooks hooks,
   if (p.draft) p.runner->attach_draft(*p.draft, *p.draft_cache);
   runner_ = p.runner.get();
   if (hooks_.before_step) p.runner->before_each_step(hooks_.before_step);
-  const int rank = comm.rank();
-  auto fatal = hooks_.fatal ? hooks_.fatal : [rank](const std::string& msg) {
-    std::cerr << "saker: error (rank " << rank << "): " << msg << "; aborting" << std::endl;
-    std::abort();
-  };
-  p.watchdog = std::make_unique<CollectiveWatchdog>(o.collective_timeout_s, std::move(fatal));
+  p.watchdog = std::make_unique<CollectiveWatchdog>(o.collective_timeout_s, fatal(comm.rank()));
   p.runner->set_watchdog(p.watchdog.get());
+  if (p.watched_comm) {
+    p.runner->set_peer_watchdog(p.peer_watchdog.get(), o.peer_timeout_s, o.heartbeat_interval_s);
+    p.watched_comm->enable();  // the load's own waits (a slow shard) are the load timeout's
+  }
   if (is_driver()) start_driver(o);
   if (o.warm_up) warm_up();
   if (is_driver()) queue_->set_health(Health::kReady);
@@ -204,16 +210,43 @@ Engine::Engine(const EngineOptions& o, Communicator& comm, EngineHooks hooks,
 
 Engine::~Engine() = default;
 
+std::function<void(const std::string&)> Engine::fatal(int rank) const {
+  if (hooks_.fatal) return hooks_.fatal;
+  return [rank](const std::string& msg) {
+    std::cerr << "saker: error (rank " << rank << "): " << msg << "; aborting" << std::endl;
+    std::abort();
+  };
+}
+
 void Engine::load(const EngineOptions& o, Communicator& comm) {
   parts_ = std::make_unique<Parts>(o.model_dir);
   Parts& p = *parts_;
   p.comm = &comm;
+  if (comm.size() > 1) {
+    // A lost peer's message names the ranks and their hosts.
+    const std::vector<std::string> hosts = rank_hosts(comm);
+    std::string others;
+    for (int r = 0; r < comm.size(); ++r)
+      if (r != comm.rank())
+        others += (others.empty() ? "" : ", ") +
+                  ("rank " + std::to_string(r) + " on host " + hosts[static_cast<std::size_t>(r)]);
+    p.peer_watchdog = std::make_unique<CollectiveWatchdog>(
+        o.peer_timeout_s, fatal(comm.rank()), "--peer-timeout",
+        "a peer is gone, hung or cut off (rank " + std::to_string(comm.rank()) + " on host " +
+            hosts[static_cast<std::size_t>(comm.rank())] + " waited for " + others + ")");
+  }
   const WeightQuant quant = weight_quant(o.dtype, p.checkpoint);
   threads_ = o.threads ? o.threads : usable_cpus();
   p.backend = make_backend(o.device, threads_, p.shape.max_positions);
   backend_ = p.backend.get();
   p.kv_dtype = resolve_kv_dtype(o.kv_cache_dtype, p.checkpoint, *p.backend, o.device);
   p.model_comm = make_model_communicator(*p.backend, comm);
+  if (p.peer_watchdog)
+    p.watched_comm = std::make_unique<WatchedCommunicator>(p.model_comm ? *p.model_comm : comm,
+                                                           *p.peer_watchdog, o.peer_timeout_s);
+  Communicator* model_comm = p.watched_comm ? p.watched_comm.get()
+                             : p.model_comm ? p.model_comm.get()
+                                            : &comm;
   // Running out of memory while loading says how much this rank needed and had.
   const std::optional<std::size_t> device_free_before = p.backend->free_memory();
   const std::size_t host_free_before = available_host_memory();
@@ -222,10 +255,9 @@ void Engine::load(const EngineOptions& o, Communicator& comm) {
       " bytes (about 1/" + std::to_string(comm.size()) + " of them per rank); ";
   try {
     // Every rank checks the layout itself, so an impossible one fails everywhere with one message.
-    p.model =
-        make_model(o.model_dir, p.checkpoint, *p.backend,
-                   ModelOptions{o.max_batch_tokens, logit_rows(o), p.shape.max_positions, quant},
-                   p.model_comm ? p.model_comm.get() : &comm);
+    p.model = make_model(
+        o.model_dir, p.checkpoint, *p.backend,
+        ModelOptions{o.max_batch_tokens, logit_rows(o), p.shape.max_positions, quant}, model_comm);
   } catch (const std::bad_alloc&) {
     throw std::runtime_error(where +
                              " ran out of host memory loading its shard: the checkpoint holds " +
@@ -266,7 +298,9 @@ void Engine::load_draft(const EngineOptions& o, Communicator& comm) {
                         o.dtype == "int8" ? WeightQuant::kInt8 : WeightQuant::kNone};
   try {
     p.draft = make_model(dir, *p.draft_checkpoint, *p.backend, mo,
-                         p.model_comm ? p.model_comm.get() : &comm);
+                         p.watched_comm ? static_cast<Communicator*>(p.watched_comm.get())
+                         : p.model_comm ? p.model_comm.get()
+                                        : &comm);
   } catch (const OptionError&) {
     throw;
   } catch (const std::exception& e) {
@@ -360,8 +394,9 @@ void Engine::start_driver(const EngineOptions& o) {
   spec_ = speculation(o);
   batch_->set_speculation(spec_);
   queue_->set_limits(limits_);
-  queue_->set_stall_probe([w = p.watchdog.get(), stall = o.collective_timeout_s / 2] {
-    return w->busy_seconds() > stall;
+  queue_->set_stall_probe([w = p.watchdog.get(), stall = o.collective_timeout_s / 2,
+                           peer = p.peer_watchdog.get(), peer_stall = o.peer_timeout_s / 2] {
+    return w->busy_seconds() > stall || (peer && peer->busy_seconds() > peer_stall);
   });
 }
 

@@ -44,6 +44,11 @@ struct EngineOptions {
   Batching batching = Batching::kRolling;
   double max_batch_delay_s = 0.1;     // dynamic batching: how long a batch waits to fill
   double collective_timeout_s = 600;  // a step's collectives longer than this end the job
+  // One collective (not a whole step) waiting longer than this means a peer or its link is gone;
+  // while serving, rank 0 sends a heartbeat plan whenever it has been idle this long, so the
+  // others notice a lost rank 0 within heartbeat + peer timeout.
+  double peer_timeout_s = 20;
+  double heartbeat_interval_s = 2;
   bool text = true;                   // rank 0 loads DIR/tokenizer.json (text, stop strings)
   bool warm_up = false;               // run one iteration end to end before health() says ready
   bool log_requests = false;          // one line per finished request (spdlog, info)
@@ -192,6 +197,8 @@ class Engine {
     EventSink sink;
   };
   void load(const EngineOptions& o, Communicator& comm);
+  // What ends the job when a watchdog expires: hooks_.fatal, else a message and abort().
+  std::function<void(const std::string&)> fatal(int rank) const;
   void load_draft(const EngineOptions& o, Communicator& comm);
   void size_kv_pool(const EngineOptions& o, Communicator& comm);
   void start_driver(const EngineOptions& o);
@@ -210,6 +217,7 @@ class Engine {
   unsigned threads_ = 0;
   RequestLimits limits_;
   EngineHooks hooks_;
+  double heartbeat_interval_s_ = 2;
   std::shared_ptr<RequestQueue> queue_;
   std::unique_ptr<Tokenizer> tokenizer_;
   std::shared_ptr<const ConstraintCompiler> constraints_;  // with the tokenizer

@@ -112,6 +112,10 @@ void Engine::drive(bool serving, const RunOptions& ro) {
   std::optional<clock::time_point> deadline;
   std::deque<RequestQueue::Command> commands;
   IterationStats last;
+  // While serving, rank 0 is never silent for longer than the heartbeat interval.
+  const auto beat_every = std::chrono::duration_cast<clock::duration>(
+      std::chrono::duration<double>(heartbeat_interval_s_));
+  clock::time_point last_beat = clock::now();
   for (;;) {
     const bool more = ro.pump && ro.pump();
     // Serving and idle: sleep until a request arrives (with requests queued, e.g. a dynamic batch
@@ -138,6 +142,12 @@ void Engine::drive(bool serving, const RunOptions& ro) {
     }
     publish(last, ran);
     deliver_events();
+    if (ran) {
+      last_beat = clock::now();
+    } else if (serving && clock::now() - last_beat >= beat_every) {
+      runner_->heartbeat();
+      last_beat = clock::now();
+    }
     if (ran && ro.after_iteration) ro.after_iteration(last);
     // Nothing ran: the next arrival is in the future, or a dynamic batch is gathering.
     if (!ran && (!serving || !batch_->idle()))

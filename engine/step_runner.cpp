@@ -21,6 +21,22 @@ class WatchGuard {
   CollectiveWatchdog* w_;
 };
 
+// Arms the peer watchdog for one wait with its own timeout.
+class PeerGuard {
+ public:
+  PeerGuard(CollectiveWatchdog* w, std::uint64_t step, double timeout_s, const char* what) : w_(w) {
+    if (w_) w_->arm(step, timeout_s, what);
+  }
+  ~PeerGuard() {
+    if (w_) w_->disarm();
+  }
+  PeerGuard(const PeerGuard&) = delete;
+  PeerGuard& operator=(const PeerGuard&) = delete;
+
+ private:
+  CollectiveWatchdog* w_;
+};
+
 }  // namespace
 
 StepRunner::StepRunner(Model& model, KvCache& cache, Communicator& comm)
@@ -29,6 +45,19 @@ StepRunner::StepRunner(Model& model, KvCache& cache, Communicator& comm)
 void StepRunner::send(const IterationPlan& plan) {
   encode_plan(plan, wire_);
   comm_.broadcast(wire_, 0);
+}
+
+void StepRunner::heartbeat() {
+  if (!is_driver()) throw std::logic_error("only rank 0 sends heartbeats");
+  if (comm_.size() == 1) return;
+  const PeerGuard beat(peer_, iteration_, peer_timeout_s_, "the heartbeat's barrier");
+  plan_.iteration = iteration_;
+  plan_.stop = plan_.draft = false;
+  plan_.heartbeat = true;
+  plan_.freed.clear();
+  plan_.sequences.clear();
+  send(plan_);
+  comm_.barrier();
 }
 
 void StepRunner::attach_draft(Model& model, KvCache& cache) {
@@ -57,6 +86,7 @@ std::span<const float> StepRunner::run(std::span<const SequenceStep> batch, Logi
     plan_.iteration = iteration_;
     plan_.stop = false;
     plan_.draft = draft;
+    plan_.heartbeat = false;
     plan_.freed.clear();
     plan_.sequences.resize(batch.size());
     for (std::size_t i = 0; i < batch.size(); ++i) {
@@ -91,9 +121,21 @@ std::uint64_t StepRunner::serve() {
   if (is_driver()) throw std::logic_error("rank 0 drives steps; it does not serve them");
   std::uint64_t steps = 0;
   for (;;) {
-    comm_.broadcast(wire_, 0);
+    {
+      const PeerGuard wait(beating_ ? peer_ : nullptr, plan_.iteration,
+                           heartbeat_s_ + peer_timeout_s_,
+                           "waiting for rank 0's next plan (one comes at least every "
+                           "--heartbeat-interval; the limit is that plus --peer-timeout)");
+      comm_.broadcast(wire_, 0);
+    }
     decode_plan(wire_, plan_);
     if (plan_.stop) return steps;
+    if (plan_.heartbeat) {
+      beating_ = true;
+      const PeerGuard beat(peer_, plan_.iteration, peer_timeout_s_, "the heartbeat's barrier");
+      comm_.barrier();
+      continue;
+    }
     if (before_step_) before_step_(plan_.iteration);
     steps_.clear();
     for (const PlanSequence& s : plan_.sequences)

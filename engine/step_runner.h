@@ -45,11 +45,23 @@ class StepRunner {
   void before_each_step(std::function<void(std::uint64_t)> fn) { before_step_ = std::move(fn); }
   // Watches each step's collectives (not the wait for the next plan); null: none.
   void set_watchdog(CollectiveWatchdog* w) { watchdog_ = w; }
+  // Watches the heartbeat, and on ranks > 0 the wait for the next plan once heartbeats have
+  // begun (rank 0 sends one at least every heartbeat_s while serving).
+  void set_peer_watchdog(CollectiveWatchdog* w, double timeout_s, double heartbeat_s) {
+    peer_ = w;
+    peer_timeout_s_ = timeout_s;
+    heartbeat_s_ = heartbeat_s;
+  }
+  // Rank 0, serving and idle: a no-op plan every rank answers with a barrier.
+  void heartbeat();
 
  private:
   void send(const IterationPlan& plan);
   std::span<const float> run(std::span<const SequenceStep> batch, LogitsMode mode, bool draft);
 
+  CollectiveWatchdog* peer_ = nullptr;
+  double peer_timeout_s_ = 0, heartbeat_s_ = 0;
+  bool beating_ = false;  // ranks > 0: a heartbeat has come, so plans come at least that often
   Model& model_;
   KvCache& cache_;
   Communicator& comm_;

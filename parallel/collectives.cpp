@@ -1,5 +1,9 @@
 #include "parallel/collectives.h"
 
+#include <unistd.h>
+
+#include <cstdio>
+
 #include <algorithm>
 #include <cstring>
 #include <stdexcept>
@@ -25,6 +29,24 @@ std::int64_t min_over_ranks(Communicator& comm, std::int64_t v) {
   comm.broadcast(wire, 0);
   std::memcpy(&least, wire.data(), sizeof least);
   return least;
+}
+
+std::vector<std::string> rank_hosts(Communicator& comm) {
+  char name[256] = {};
+  if (::gethostname(name, sizeof name - 1) != 0) std::snprintf(name, sizeof name, "unknown");
+  std::vector<std::string> hosts(static_cast<std::size_t>(comm.size()));
+  for (int r = 0; r < comm.size(); ++r) {
+    std::vector<std::byte> wire;
+    if (r == comm.rank()) {
+      const std::string mine(name);
+      wire.resize(mine.size());
+      std::memcpy(wire.data(), mine.data(), mine.size());
+    }
+    comm.broadcast(wire, r);
+    hosts[static_cast<std::size_t>(r)].assign(reinterpret_cast<const char*>(wire.data()),
+                                              wire.size());
+  }
+  return hosts;
 }
 
 }  // namespace saker

@@ -42,7 +42,8 @@ class Reader {
   void get_array(std::vector<T>& v, std::uint32_t n, const char* field) {
     need(static_cast<std::size_t>(n) * sizeof(T), field);
     v.resize(n);
-    std::memcpy(v.data(), b_.data() + at_, n * sizeof(T));
+    // An empty vector's data() may be null, which memcpy must not get even for 0 bytes.
+    if (n) std::memcpy(v.data(), b_.data() + at_, n * sizeof(T));
     at_ += n * sizeof(T);
   }
   std::size_t left() const { return b_.size() - at_; }
@@ -70,7 +71,8 @@ void encode_plan(const IterationPlan& plan, std::vector<std::byte>& out) {
   out.clear();
   for (char c : kMagic) out.push_back(static_cast<std::byte>(c));
   put<std::uint16_t>(out, kPlanVersion);
-  put<std::uint16_t>(out, static_cast<std::uint16_t>((plan.stop ? 1 : 0) | (plan.draft ? 2 : 0)));
+  put<std::uint16_t>(out, static_cast<std::uint16_t>((plan.stop ? 1 : 0) | (plan.draft ? 2 : 0) |
+                                                     (plan.heartbeat ? 4 : 0)));
   put<std::uint32_t>(out, 0);  // payload length, patched below
   put<std::uint64_t>(out, plan.iteration);
   put<std::uint32_t>(out, static_cast<std::uint32_t>(plan.sequences.size()));
@@ -108,13 +110,14 @@ void decode_plan(std::span<const std::byte> bytes, IterationPlan& plan, const Pl
     throw PlanError("iteration plan version " + std::to_string(version) +
                     " is not supported (this build speaks " + std::to_string(kPlanVersion) + ")");
   const auto flags = in.get<std::uint16_t>("flags");
-  if (flags & ~3u) throw PlanError("iteration plan has unknown flags " + std::to_string(flags));
+  if (flags & ~7u) throw PlanError("iteration plan has unknown flags " + std::to_string(flags));
   const auto payload = in.get<std::uint32_t>("payload length");
   if (payload != bytes.size() - kHeaderBytes)
     throw PlanError("iteration plan says " + std::to_string(payload) +
                     " payload bytes but carries " + std::to_string(bytes.size() - kHeaderBytes));
   plan.stop = flags & 1u;
   plan.draft = (flags & 2u) != 0;
+  plan.heartbeat = (flags & 4u) != 0;
   plan.iteration = in.get<std::uint64_t>("iteration");
   const auto n = in.get<std::uint32_t>("sequence count");
   check_limit(n, limits.max_sequences, "sequences");

@@ -2,7 +2,8 @@
 // when to stop. Ranks > 0 hold no scheduling state; everything they do comes from this.
 //
 // Wire format (little-endian), version 1:
-//   header   : magic "SKPL" | u16 version | u16 flags (bit 0: stop, bit 1: a draft-model step)
+//   header   : magic "SKPL" | u16 version | u16 flags (bit 0: stop, bit 1: a draft-model step,
+//              bit 2: a heartbeat)
 //              | u32 payload bytes | u64 iteration
 //   sequences: u32 count, then per sequence:
 //              u64 id | i32 start_pos | u32 flags (bit 0: all logits) | u32 n_tokens | u32 n_blocks
@@ -39,6 +40,9 @@ struct IterationPlan {
   bool stop = false;
   // Speculative decoding: the step runs the draft model (and its KV pool), not the target.
   bool draft = false;
+  // A no-op plan rank 0 sends while serving and idle: every rank answers with a barrier, so a lost
+  // peer is noticed in seconds on both sides (docs/parallel.md).
+  bool heartbeat = false;
   std::vector<PlanSequence> sequences;
   std::vector<std::uint64_t> freed;  // sequences whose KV blocks are released
   bool operator==(const IterationPlan&) const = default;

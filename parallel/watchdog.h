@@ -17,13 +17,18 @@ namespace saker {
 
 class CollectiveWatchdog {
  public:
-  // on_expire runs on the watchdog's thread with a message naming the step and the time.
-  CollectiveWatchdog(double timeout_s, std::function<void(const std::string&)> on_expire);
+  // on_expire runs on the watchdog's thread with a message naming the wait and the time. `flag`
+  // names the setting of timeout_s, `blame` says who is likely at fault.
+  CollectiveWatchdog(double timeout_s, std::function<void(const std::string&)> on_expire,
+                     std::string flag = "--collective-timeout",
+                     std::string blame = "a rank is hung or gone");
   ~CollectiveWatchdog();
   CollectiveWatchdog(const CollectiveWatchdog&) = delete;
   CollectiveWatchdog& operator=(const CollectiveWatchdog&) = delete;
 
   void arm(std::uint64_t step);
+  // Arms for one wait with its own timeout, named by `what` (a string literal: "the heartbeat").
+  void arm(std::uint64_t step, double timeout_s, const char* what);
   void disarm();
   // Seconds the current step has been running (0 when none is): health checks use it.
   double busy_seconds() const;
@@ -33,8 +38,11 @@ class CollectiveWatchdog {
   static std::int64_t now_ns();
   double timeout_s_;
   std::function<void(const std::string&)> on_expire_;
+  std::string flag_, blame_;
   std::atomic<std::int64_t> armed_at_ns_{0};  // 0: disarmed
   std::atomic<std::uint64_t> step_{0};
+  std::atomic<double> armed_timeout_s_{0};
+  std::atomic<const char*> what_{nullptr};  // null: "step N"
   std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;

@@ -1,9 +1,14 @@
 // The iteration plan's wire format: round trips, and every malformed input rejected cleanly.
+#include <chrono>
+#include <mutex>
 #include <random>
+#include <string>
+#include <thread>
 
 #include <catch2/catch.hpp>
 
 #include "parallel/iteration_plan.h"
+#include "parallel/watchdog.h"
 
 using namespace saker;
 
@@ -15,6 +20,7 @@ IterationPlan random_plan(std::mt19937& rng) {
   p.iteration = rng();
   p.stop = small(rng) == 0;
   p.draft = small(rng) == 1;
+  p.heartbeat = small(rng) == 2;
   p.sequences.resize(static_cast<std::size_t>(small(rng)));
   for (auto& s : p.sequences) {
     s.id = (static_cast<std::uint64_t>(rng()) << 32) | rng();
@@ -74,7 +80,7 @@ TEST_CASE("malformed plans name what is wrong", "[plan]") {
   bad[4] = std::byte{7};
   CHECK_THROWS_WITH(decode_plan(bad), Catch::Contains("version 7 is not supported"));
   bad = good;
-  bad[6] = std::byte{4};
+  bad[6] = std::byte{8};
   CHECK_THROWS_WITH(decode_plan(bad), Catch::Contains("unknown flags"));
   bad = good;
   bad.push_back(std::byte{0});
@@ -111,4 +117,36 @@ TEST_CASE("corrupted plans are rejected or read back faithfully", "[plan]") {
     REQUIRE(encoded(plan) == bytes);
   }
   CHECK(rejected > 0);
+}
+
+TEST_CASE("the collective watchdog names the wait, its limit and who is blamed", "[plan]") {
+  std::mutex mu;
+  std::string said;
+  {
+    CollectiveWatchdog w(
+        600,
+        [&](const std::string& m) {
+          std::lock_guard lock(mu);
+          said = m;
+        },
+        "--peer-timeout", "rank 1 on host h1 is gone");
+    w.arm(7, 0.05, "the heartbeat's barrier");
+    std::this_thread::sleep_for(std::chrono::milliseconds(600));
+    w.disarm();
+  }
+  CHECK_THAT(said, Catch::StartsWith("collective watchdog: the heartbeat's barrier has not "
+                                     "completed after") &&
+                       Catch::Contains("(--peer-timeout 0.05 s); rank 1 on host h1 is gone"));
+  // A disarmed watchdog says nothing, however long it lives.
+  said.clear();
+  {
+    CollectiveWatchdog w(0.05, [&](const std::string& m) {
+      std::lock_guard lock(mu);
+      said = m;
+    });
+    w.arm(1);
+    w.disarm();
+    std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  }
+  CHECK(said.empty());
 }

@@ -6,6 +6,7 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <thread>
 
 #include <algorithm>
@@ -464,4 +465,72 @@ TEST_CASE("a load slower than the model loading timeout ends the job with a mess
   CHECK(seconds < 15);
   CHECK(text.find("loading the model took longer than --model-loading-timeout (2 s)") !=
         std::string::npos);
+}
+
+namespace {
+
+// The pid of the saker rank `rank` that mpirun `mpirun_pid` started (its direct child).
+pid_t rank_of(pid_t mpirun_pid, int rank) {
+  const std::string want = "OMPI_COMM_WORLD_RANK=" + std::to_string(rank);
+  for (const auto& e : fs::directory_iterator("/proc")) {
+    const std::string name = e.path().filename().string();
+    if (!std::all_of(name.begin(), name.end(), ::isdigit)) continue;
+    const std::string stat = slurp(e.path() / "stat");
+    const auto close = stat.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream fields(stat.substr(close + 2));
+    std::string state;
+    pid_t ppid = 0;
+    fields >> state >> ppid;
+    if (ppid != mpirun_pid) continue;
+    std::string env = slurp(e.path() / "environ");
+    std::replace(env.begin(), env.end(), '\0', '\n');
+    if ((env + "\n").find(want + "\n") != std::string::npos) return std::stoi(name);
+  }
+  return -1;
+}
+
+}  // namespace
+
+TEST_CASE("a rank that stops answering ends the job within seconds, the lost rank named",
+          "[launch][fault]") {
+  // SIGSTOP stands for a lost link or a frozen node: the process is there, it just never answers.
+  const fs::path dir = launch_model("lost");
+  for (const int lost : {1, 0}) {
+    INFO("rank " << lost << " stops");
+    const int port = 24000 + static_cast<int>(::getpid() % 2000) + lost;
+    const fs::path log =
+        fs::temp_directory_path() / ("saker_lost_" + std::to_string(lost) + ".log");
+    const std::string url = "http://127.0.0.1:" + std::to_string(port);
+    const pid_t pid =
+        spawn("'" + std::string(SAKER_MPIEXEC) + "' --allow-run-as-root --oversubscribe -np 2 '" +
+                  std::string(SAKER_BIN) + "' serve --threads 1 --model '" + dir.string() +
+                  "' --port " + std::to_string(port) + " --peer-timeout 3 --heartbeat-interval 0.5",
+              log);
+    REQUIRE(wait_ready(url));
+    // A few idle heartbeats pass first: an idle server is not mistaken for a lost one.
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    REQUIRE(::waitpid(pid, nullptr, WNOHANG) == 0);
+    const pid_t victim = rank_of(pid, lost);
+    REQUIRE(victim > 0);
+    ::kill(victim, SIGSTOP);
+    // A request in flight (rank 1's case) or arriving (rank 0's, which is frozen) gets an error,
+    // not a hang.
+    const Run req = saker::test::run_command(
+        "curl -s -m 25 -o /dev/null -w '%{http_code}' " + url +
+        "/generate -d '{\"inputs\": \"hi\", \"parameters\": {\"max_new_tokens\": 400}}'");
+    double seconds = 0;
+    const int status = wait_for(pid, std::chrono::seconds(30), &seconds);
+    ::kill(victim, SIGKILL);
+    const std::string text = slurp(log);
+    INFO(text);
+    REQUIRE(status != -1);
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) != 0);
+    CHECK(req.out != "200");
+    CHECK(text.find(lost == 1 ? "(--peer-timeout 3 s)" : "(--peer-timeout 3.5 s)") !=
+          std::string::npos);
+    CHECK(text.find("rank " + std::to_string(lost) + " on host ") != std::string::npos);
+    if (lost == 0) CHECK(text.find("waiting for rank 0's next plan") != std::string::npos);
+  }
 }

@@ -70,6 +70,11 @@ po::options_description engine_options(EngineFlags& o) {
       "collective-timeout",
       po::value(&o.collective_timeout_s)->default_value(o.collective_timeout_s),
       "seconds a step's collectives may take before the job is aborted (a hung rank)")(
+      "peer-timeout", po::value(&o.peer_timeout_s)->default_value(o.peer_timeout_s),
+      "seconds one collective may wait for the other ranks before the job is aborted (a lost "
+      "rank or link)")("heartbeat-interval",
+                       po::value(&o.heartbeat_interval_s)->default_value(o.heartbeat_interval_s),
+                       "seconds an idle server waits before rank 0 checks every rank is there")(
       "enable-prefix-caching", po::bool_switch(&o.enable_prefix_caching),
       "reuse the KV blocks of prompt prefixes computed before (the default)")(
       "no-enable-prefix-caching", po::bool_switch(&o.no_enable_prefix_caching),
@@ -121,6 +126,8 @@ EngineOptions finish_engine_options(const po::variables_map& vm, EngineFlags& f)
   if (!(f.max_batch_delay_ms >= 0)) throw UsageError("--max-batch-delay must be >= 0");
   o.max_batch_delay_s = f.max_batch_delay_ms / 1e3;
   o.collective_timeout_s = f.collective_timeout_s;
+  o.peer_timeout_s = f.peer_timeout_s;
+  o.heartbeat_interval_s = f.heartbeat_interval_s;
   if (f.enable_prefix_caching && f.no_enable_prefix_caching)
     throw UsageError(
         "--enable-prefix-caching and --no-enable-prefix-caching contradict each other");
@@ -169,6 +176,8 @@ std::string flag_of(const std::string& field) {
       {"kv_cache_fraction", "--kv-cache-fraction"},
       {"max_batch_delay_s", "--max-batch-delay"},
       {"collective_timeout_s", "--collective-timeout"},
+      {"peer_timeout_s", "--peer-timeout"},
+      {"heartbeat_interval_s", "--heartbeat-interval"},
       {"kv_cache_dtype", "--kv-cache-dtype"},
       {"speculative_method", "--speculative-method"},
       {"speculative_model", "--speculative-model"},
@@ -200,7 +209,8 @@ std::unique_ptr<Engine> make_engine(const EngineOptions& o, Communicator& comm,
     bool named = false;
     for (const char* field :
          {"kv_cache_bytes", "block_size", "max_batch_size", "max_batch_tokens", "kv_cache_fraction",
-          "max_batch_delay_s", "collective_timeout_s", "dtype", "device", "kv_cache_dtype"})
+          "max_batch_delay_s", "collective_timeout_s", "peer_timeout_s", "heartbeat_interval_s",
+          "dtype", "device", "kv_cache_dtype"})
       named |= replace_word(msg, field, flag_of(field));
     throw UsageError(named ? msg : msg + " (" + flag_of(e.field()) + ")");
   }

@@ -24,6 +24,8 @@ struct EngineFlags {
   std::string batching = "rolling";
   double max_batch_delay_ms = 100;    // dynamic: max_batch_delay
   double collective_timeout_s = 600;  // a step's collectives longer than this abort the job
+  double peer_timeout_s = 20;         // one collective longer than this: a peer is lost
+  double heartbeat_interval_s = 2;    // serving and idle: rank 0's no-op plan this often
   // Prefix caching is on unless --no-enable-prefix-caching; --enable-prefix-caching says so.
   bool enable_prefix_caching = false, no_enable_prefix_caching = false;
   std::string kv_cache_dtype = "auto";  // option.kv_cache_dtype
