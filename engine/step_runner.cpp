@@ -3,42 +3,6 @@
 #include <stdexcept>
 
 namespace saker {
-namespace {
-
-// Arms the watchdog for one step's collectives, whatever way the step ends.
-class WatchGuard {
- public:
-  WatchGuard(CollectiveWatchdog* w, std::uint64_t step) : w_(w) {
-    if (w_) w_->arm(step);
-  }
-  ~WatchGuard() {
-    if (w_) w_->disarm();
-  }
-  WatchGuard(const WatchGuard&) = delete;
-  WatchGuard& operator=(const WatchGuard&) = delete;
-
- private:
-  CollectiveWatchdog* w_;
-};
-
-// Arms the peer watchdog for one wait with its own timeout.
-class PeerGuard {
- public:
-  PeerGuard(CollectiveWatchdog* w, std::uint64_t step, double timeout_s, const char* what) : w_(w) {
-    if (w_) w_->arm(step, timeout_s, what);
-  }
-  ~PeerGuard() {
-    if (w_) w_->disarm();
-  }
-  PeerGuard(const PeerGuard&) = delete;
-  PeerGuard& operator=(const PeerGuard&) = delete;
-
- private:
-  CollectiveWatchdog* w_;
-};
-
-}  // namespace
-
 StepRunner::StepRunner(Model& model, KvCache& cache, Communicator& comm)
     : model_(model), cache_(cache), comm_(comm) {}
 
@@ -50,7 +14,7 @@ void StepRunner::send(const IterationPlan& plan) {
 void StepRunner::heartbeat() {
   if (!is_driver()) throw std::logic_error("only rank 0 sends heartbeats");
   if (comm_.size() == 1) return;
-  const PeerGuard beat(peer_, iteration_, peer_timeout_s_, "the heartbeat's barrier");
+  const WatchdogArm beat(peer_, iteration_, peer_timeout_s_, "the heartbeat's barrier");
   plan_.iteration = iteration_;
   plan_.stop = plan_.draft = false;
   plan_.heartbeat = true;
@@ -81,7 +45,7 @@ std::span<const float> StepRunner::run(std::span<const SequenceStep> batch, Logi
                                        bool draft) {
   if (!is_driver()) throw std::logic_error("only rank 0 drives steps");
   if (before_step_) before_step_(iteration_);
-  const WatchGuard watch(watchdog_, iteration_);
+  const WatchdogArm watch(watchdog_, iteration_);
   if (comm_.size() > 1) {
     plan_.iteration = iteration_;
     plan_.stop = false;
@@ -122,17 +86,17 @@ std::uint64_t StepRunner::serve() {
   std::uint64_t steps = 0;
   for (;;) {
     {
-      const PeerGuard wait(beating_ ? peer_ : nullptr, plan_.iteration,
-                           heartbeat_s_ + peer_timeout_s_,
-                           "waiting for rank 0's next plan (one comes at least every "
-                           "--heartbeat-interval; the limit is that plus --peer-timeout)");
+      const WatchdogArm wait(beating_ ? peer_ : nullptr, plan_.iteration,
+                             heartbeat_s_ + peer_timeout_s_,
+                             "waiting for rank 0's next plan (one comes at least every "
+                             "--heartbeat-interval; the limit is that plus --peer-timeout)");
       comm_.broadcast(wire_, 0);
     }
     decode_plan(wire_, plan_);
     if (plan_.stop) return steps;
     if (plan_.heartbeat) {
       beating_ = true;
-      const PeerGuard beat(peer_, plan_.iteration, peer_timeout_s_, "the heartbeat's barrier");
+      const WatchdogArm beat(peer_, plan_.iteration, peer_timeout_s_, "the heartbeat's barrier");
       comm_.barrier();
       continue;
     }
@@ -140,7 +104,7 @@ std::uint64_t StepRunner::serve() {
     steps_.clear();
     for (const PlanSequence& s : plan_.sequences)
       steps_.push_back({s.tokens, s.start_pos, s.block_table, s.all_logits, s.id});
-    const WatchGuard watch(watchdog_, plan_.iteration);
+    const WatchdogArm watch(watchdog_, plan_.iteration);
     if (plan_.draft) {
       if (!draft_model_) throw PlanError("a draft-model step came, but no draft model is loaded");
       draft_model_->forward(steps_, *draft_cache_);

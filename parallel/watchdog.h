@@ -49,4 +49,24 @@ class CollectiveWatchdog {
   std::thread thread_;
 };
 
+// Arms a watchdog (if any) for one wait, and disarms it however the wait ends.
+class WatchdogArm {
+ public:
+  WatchdogArm(CollectiveWatchdog* w, std::uint64_t step) : w_(w) {
+    if (w_) w_->arm(step);
+  }
+  WatchdogArm(CollectiveWatchdog* w, std::uint64_t step, double timeout_s, const char* what)
+      : w_(w) {
+    if (w_) w_->arm(step, timeout_s, what);
+  }
+  ~WatchdogArm() {
+    if (w_) w_->disarm();
+  }
+  WatchdogArm(const WatchdogArm&) = delete;
+  WatchdogArm& operator=(const WatchdogArm&) = delete;
+
+ private:
+  CollectiveWatchdog* w_;
+};
+
 }  // namespace saker

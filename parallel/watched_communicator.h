@@ -20,38 +20,27 @@ class WatchedCommunicator final : public Communicator {
   int rank() const override { return inner_.rank(); }
   int size() const override { return inner_.size(); }
   void all_reduce_sum(float* data, std::size_t count) override {
-    const Guard g(*this, "an all-reduce among the ranks");
+    const WatchdogArm g = watch("an all-reduce among the ranks");
     inner_.all_reduce_sum(data, count);
   }
   void gather(std::span<const float> send, std::span<float> recv,
               std::span<const std::size_t> counts, int root) override {
-    const Guard g(*this, "a gather among the ranks");
+    const WatchdogArm g = watch("a gather among the ranks");
     inner_.gather(send, recv, counts, root);
   }
   void broadcast(std::vector<std::byte>& data, int root) override {
-    const Guard g(*this, "a broadcast among the ranks");
+    const WatchdogArm g = watch("a broadcast among the ranks");
     inner_.broadcast(data, root);
   }
   void barrier() override {
-    const Guard g(*this, "a barrier among the ranks");
+    const WatchdogArm g = watch("a barrier among the ranks");
     inner_.barrier();
   }
 
  private:
-  class Guard {
-   public:
-    Guard(WatchedCommunicator& c, const char* what) : w_(c.enabled_ ? &c.watch_ : nullptr) {
-      if (w_) w_->arm(++c.calls_, c.timeout_s_, what);
-    }
-    ~Guard() {
-      if (w_) w_->disarm();
-    }
-    Guard(const Guard&) = delete;
-    Guard& operator=(const Guard&) = delete;
-
-   private:
-    CollectiveWatchdog* w_;
-  };
+  WatchdogArm watch(const char* what) {
+    return enabled_ ? WatchdogArm(&watch_, ++calls_, timeout_s_, what) : WatchdogArm(nullptr, 0);
+  }
 
   Communicator& inner_;
   CollectiveWatchdog& watch_;
