@@ -115,6 +115,8 @@ void Engine::drive(bool serving, const RunOptions& ro) {
   // While serving, rank 0 is never silent for longer than the heartbeat interval.
   const auto beat_every = std::chrono::duration_cast<clock::duration>(
       std::chrono::duration<double>(heartbeat_interval_s_));
+  // The first one before anything else: from it on, the other ranks expect plans that often.
+  if (serving) runner_->heartbeat();
   clock::time_point last_beat = clock::now();
   for (;;) {
     const bool more = ro.pump && ro.pump();

@@ -4,6 +4,8 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <stdexcept>
 #include <thread>
@@ -92,7 +94,17 @@ MpiWorld::~MpiWorld() {
 }
 
 void MpiWorld::abort(int code) const {
-  if (mpi_) MPI_Abort(MPI_COMM_WORLD, code);
+  if (mpi_) {
+    // MPI_Abort asks mpirun to end every rank; with the link to it down it may wait forever.
+    // This rank ends anyway, a few seconds later.
+    std::thread([code] {
+      std::this_thread::sleep_for(std::chrono::seconds(5));
+      std::fprintf(stderr,
+                   "saker: MPI_Abort did not return in 5 s (mpirun unreachable?); exiting\n");
+      std::_Exit(code);
+    }).detach();
+    MPI_Abort(MPI_COMM_WORLD, code);
+  }
   std::exit(code);
 }
 

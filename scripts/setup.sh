@@ -9,7 +9,7 @@ packages=(
   libssl-dev openssl
   libopenmpi-dev openmpi-bin
   catch2 libbenchmark-dev libvalijson-dev
-  curl python3-venv wamerican
+  curl python3-venv wamerican iproute2
   slurm-wlm munge
 )
 

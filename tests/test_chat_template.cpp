@@ -134,7 +134,7 @@ TEST_CASE("from_model_dir reads tokenizer_config.json's chat_template in both fo
   SECTION("a list of named templates: the one named default") {
     TempDir dir("list");
     dir.write("tokenizer_config.json", R"({"eos_token": "<|endoftext|>", "chat_template": [
-      {"name": "tool_use", "template": "TOOLS"},
+      {"name": "tool_use", "template": "TOOLS"}, {"name": 7, "template": "NOT A NAME"},
       {"name": "default", "template": "D:{{ messages[0].content }}{{ eos_token }}"}]})");
     const auto loaded = ChatTemplate::from_model_dir(dir.path);
     REQUIRE(loaded);

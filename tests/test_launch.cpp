@@ -86,6 +86,8 @@ TEST_CASE("every key is checked for type and range, with the key and value named
       {{{"option.tensor_parallel_degree", "0"}}, "option.tensor_parallel_degree=0: must be >= 1"},
       {{{"option.tensor_parallel_degree", "two"}},
        "option.tensor_parallel_degree=two: must be an integer"},
+      {{{"option.tensor_parallel_degree", "4294967297"}},
+       "option.tensor_parallel_degree=4294967297: must be at most 65536"},
       {{{"option.rolling_batch", "sometimes"}}, "option.rolling_batch=sometimes: must be auto"},
       {{{"option.max_rolling_batch_size", "-1"}}, "option.max_rolling_batch_size=-1: must be >= 1"},
       {{{"option.max_rolling_batch_prefill_tokens", "1.5"}}, "must be an integer"},

@@ -63,6 +63,8 @@ List split(const std::string& s, const Value* sep, std::int64_t maxsplit) {
     }
     return out;
   }
+  // str() of anything else would throw std::bad_variant_access, not ChatTemplateError.
+  if (!sep->is_string()) fail("split: expected a string, got " + sep->type_name());
   const std::string& d = sep->str();
   if (d.empty()) fail("split(): empty separator");
   size_t i = 0;

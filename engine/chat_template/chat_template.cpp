@@ -73,7 +73,7 @@ ChatTemplate::from_model_dir(const std::filesystem::path& dir) {
         source = ct->get<std::string>();
       } else if (ct->is_array()) {
         for (const auto& entry : *ct)
-          if (entry.is_object() && entry.value("name", "") == "default" &&
+          if (entry.is_object() && entry.contains("name") && entry["name"] == "default" &&
               entry.contains("template") && entry["template"].is_string())
             source = entry["template"].get<std::string>();
       }

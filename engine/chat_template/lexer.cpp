@@ -258,8 +258,17 @@ class Lexer {
         case 'U': {
           const size_t n = e == 'x' ? 2 : e == 'u' ? 4 : 8;
           if (i + n >= s_.size()) throw ChatTemplateError("bad escape in string at " + where(l, c));
-          utf8::append_code_point(
-              static_cast<char32_t>(std::stoul(s_.substr(i + 1, n), nullptr, 16)), val);
+          // Exactly n hex digits and at most U+10FFFF, as Python requires: anything else is a
+          // ChatTemplateError (not std::stoul's invalid_argument, nor its sign or "0x").
+          char32_t cp = 0;
+          for (size_t k = i + 1; k <= i + n; ++k) {
+            const auto h = static_cast<unsigned char>(s_[k]);
+            if (!std::isxdigit(h))
+              throw ChatTemplateError("bad escape in string at " + where(l, c));
+            cp = cp * 16 + static_cast<char32_t>(std::isdigit(h) ? h - '0' : (h | 0x20) - 'a' + 10);
+          }
+          if (cp > 0x10FFFF) throw ChatTemplateError("bad escape in string at " + where(l, c));
+          utf8::append_code_point(cp, val);
           i += n;
           break;
         }

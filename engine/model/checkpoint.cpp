@@ -180,7 +180,7 @@ json read_json_file(const fs::path& path) {
   if (in.bad()) fail(path, "cannot read: " + errno_text(errno));
   try {
     return json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, or out_of_range for a number like 1e999
     fail(path, std::string("not valid JSON: ") + e.what());
   }
 }
@@ -316,7 +316,7 @@ SafetensorsFile::SafetensorsFile(const fs::path& path) : file_(std::make_unique<
   json header;
   try {
     header = json::parse(text, text + n);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, or out_of_range for a number like 1e999
     fail(path, std::string("header is not valid JSON: ") + e.what());
   }
   if (!header.is_object())

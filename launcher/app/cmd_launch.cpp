@@ -12,6 +12,7 @@
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -62,7 +63,7 @@ void pass_on(int sig, pid_t mpirun, const std::string& pidfile) {
 
 struct LaunchFlags {
   std::string properties_file, model_dir, tp, host = "127.0.0.1", hostfile, hosts,
-                                              mpirun = "mpirun", kv_cache_dtype;
+                                              mpirun = "mpirun", kv_cache_dtype, peer_timeout;
   bool prefix_caching = false, no_prefix_caching = false;
   int port = 8080;
   double drain = 30;
@@ -91,6 +92,8 @@ po::options_description launch_options(LaunchFlags& f) {
       "seconds to finish requests on SIGTERM")("hostfile", po::value(&f.hostfile),
                                                "passed to mpirun (multi-node)")(
       "mpi-host", po::value(&f.hosts), "passed to mpirun as --host (multi-node)")(
+      "peer-timeout", po::value(&f.peer_timeout),
+      "seconds one collective may wait for a lost rank or link (serve's --peer-timeout)")(
       "mpirun", po::value(&f.mpirun)->default_value(f.mpirun), "the mpirun to run")(
       "dry-run", po::bool_switch(), "print the mpirun command only");
   return desc;
@@ -165,6 +168,7 @@ LaunchTarget target_of(const LaunchFlags& f, const std::string& pidfile) {
   t.host = f.host;
   t.port = f.port;
   t.hostfile = f.hostfile;
+  if (!f.peer_timeout.empty()) t.extra_serve_args = {"--peer-timeout", f.peer_timeout};
   t.hosts = f.hosts;
   t.as_root = geteuid() == 0;
   t.cores = static_cast<int>(thread_count(0));
@@ -179,6 +183,16 @@ LaunchTarget target_of(const LaunchFlags& f, const std::string& pidfile) {
   return t;
 }
 
+// Whether `pid` has exited (a zombie its parent has not reaped yet counts as exited).
+bool process_gone(pid_t pid) {
+  if (kill(pid, 0) != 0) return errno == ESRCH;
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  std::getline(stat, line);
+  const auto close = line.rfind(')');
+  return close != std::string::npos && close + 2 < line.size() && line[close + 2] == 'Z';
+}
+
 // Runs the command, passing SIGTERM / SIGINT on; the job's exit status.
 int run_job(const std::vector<std::string>& cmd, const std::string& pidfile) {
   std::vector<char*> argv;
@@ -191,9 +205,29 @@ int run_job(const std::vector<std::string>& cmd, const std::string& pidfile) {
   std::signal(SIGTERM, note_signal);
   std::signal(SIGINT, note_signal);
   int status = 0;
+  // Rank 0 gone while mpirun stays means mpirun is waiting on a node it cannot reach (a lost
+  // link): the job is over either way, so the launcher ends mpirun and says so.
+  constexpr auto kMpirunGrace = std::chrono::seconds(10);
+  long rank0 = 0;
+  std::optional<std::chrono::steady_clock::time_point> rank0_gone;
   for (;;) {
     const pid_t r = waitpid(pid, &status, WNOHANG);
     if (r == pid) break;
+    if (rank0 <= 0) {
+      std::ifstream in(pidfile);
+      in >> rank0;
+    } else if (!rank0_gone && process_gone(static_cast<pid_t>(rank0))) {
+      rank0_gone = std::chrono::steady_clock::now();
+    }
+    if (rank0_gone && std::chrono::steady_clock::now() - *rank0_gone > kMpirunGrace) {
+      std::cerr << "saker launch: rank 0 (pid " << rank0
+                << ") ended, but mpirun did not exit within " << kMpirunGrace.count()
+                << " s (a node it cannot reach?); ending it" << std::endl;
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      std::remove(pidfile.c_str());
+      return 1;
+    }
     if (r < 0 && errno != EINTR)
       throw std::runtime_error(std::string("waiting for mpirun: ") + std::strerror(errno));
     if (const int sig = g_signal) {

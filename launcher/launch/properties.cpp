@@ -50,6 +50,8 @@ double number(const Properties& p, const std::string& key, double lo) {
   }
   if (used == 0 || used != v.size() || !std::isfinite(d)) bad(key, v, "must be a number");
   if (d < lo) bad(key, v, "must be >= " + std::to_string(static_cast<long long>(lo)));
+  // mpirun_command passes it on as a long; a larger value would not convert.
+  if (d > 1e18) bad(key, v, "must be at most 1e18");
   return d;
 }
 
@@ -154,8 +156,13 @@ LaunchSettings validate_properties(const Properties& p) {
   if (has("option.tensor_parallel_degree")) {
     if (p.at("option.tensor_parallel_degree") == "max")
       s.tp_max = true;
-    else
-      s.tensor_parallel = static_cast<int>(integer(p, "option.tensor_parallel_degree", 1));
+    else {
+      const std::int64_t tp = integer(p, "option.tensor_parallel_degree", 1);
+      if (tp > 65536)  // an int, and more ranks than any job has
+        bad("option.tensor_parallel_degree", p.at("option.tensor_parallel_degree"),
+            "must be at most 65536");
+      s.tensor_parallel = static_cast<int>(tp);
+    }
   }
   if (has("option.rolling_batch")) {
     const std::string rb = lower(p.at("option.rolling_batch"));

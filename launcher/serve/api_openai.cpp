@@ -326,8 +326,11 @@ std::string chat_prompt(const ServeContext& ctx, const json& messages, BatchRequ
   if (!messages.is_array() || messages.empty())
     throw ApiError(ErrorKind::kValidation, "`messages` must be a non-empty list");
   std::vector<ChatMessage> turns;
-  for (const json& m : messages)
-    turns.push_back({m["role"].is_string() ? m["role"].get<std::string>() : "", message_text(m)});
+  for (const json& m : messages) {
+    // message_text checks the role first: `m["role"]` on a const object without one is undefined.
+    std::string content = message_text(m);
+    turns.push_back({m["role"].get<std::string>(), std::move(content)});
+  }
   if (ctx.chat_template) {
     try {
       return ctx.chat_template->render(turns, true, ctx.chat_vars);

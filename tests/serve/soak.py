@@ -28,6 +28,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from serve_fixture import model_dir  # noqa: E402
 from test_serve import Failure, Server, check, metric, metrics, request  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts"))
@@ -186,13 +187,7 @@ def main():
     opts = ap.parse_args()
     opts.saker = os.path.abspath(opts.saker)
     opts.workdir = tempfile.mkdtemp(prefix="saker-soak-")
-    model = os.path.join(opts.workdir, "demo")
-    os.makedirs(model)
-    src = os.path.join(opts.fixtures, "gqa8x4-bf16-sharded")
-    for f in os.listdir(src):
-        if f == "config.json" or (f.startswith("model") and ".safetensors" in f):
-            shutil.copy(os.path.join(src, f), model)
-    shutil.copy(os.path.join(opts.fixtures, "tokenizers", "small384", "tokenizer.json"), model)
+    model = model_dir(opts.fixtures, opts.workdir)
     sock = os.path.join(opts.workdir, "saker.sock")
     srv = Server(opts, "soak", model, extra=[
         "--job-queue-size", "8", "--max-rolling-batch-size", "8", "--idle-timeout", "5",

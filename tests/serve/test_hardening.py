@@ -24,6 +24,7 @@ import time
 import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from serve_fixture import model_dir  # noqa: E402
 from test_serve import (ABORT, Failure, Server, check, metric, metrics, note,  # noqa: E402
                         request, short)
 
@@ -474,13 +475,7 @@ def main():
     opts.workdir = tempfile.mkdtemp(prefix="saker-hardening-")
     c = Ctx()
     c.opts = opts
-    c.model_dir = os.path.join(opts.workdir, "demo")
-    os.makedirs(c.model_dir)
-    src = os.path.join(opts.fixtures, "gqa8x4-bf16-sharded")
-    for f in os.listdir(src):
-        if f == "config.json" or (f.startswith("model") and ".safetensors" in f):
-            shutil.copy(os.path.join(src, f), c.model_dir)
-    shutil.copy(os.path.join(opts.fixtures, "tokenizers", "small384", "tokenizer.json"), c.model_dir)
+    c.model_dir = model_dir(opts.fixtures, opts.workdir)
     c.ipc_path = os.path.join(opts.workdir, "saker.sock")
     # Steps last 2 ms or more, so that long requests are still running when the cases look.
     c.a = Server(opts, "limits", c.model_dir, fault="0:step_delay:2", extra=[

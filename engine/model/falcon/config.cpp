@@ -218,7 +218,11 @@ void read_norm_and_rotary(const Reader& r, FalconConfig& c) {
   const json* theta = r.find({"rope_theta"});
   if (const json* rp = r.find({"rope_parameters"})) {
     if (!rp->is_object()) r.error("rope_parameters", "must be an object", *rp);
-    const std::string type = rp->value("rope_type", std::string("default"));
+    // Not value(): a rope_type that is no string would escape as nlohmann's type_error.
+    const auto rt = rp->find("rope_type");
+    const std::string type = rt == rp->end()   ? "default"
+                             : rt->is_string() ? rt->get<std::string>()
+                                               : rt->dump();
     if (type != "default")
       r.error("rope_parameters", "has rope_type \"" + type + "\"; only default rotary is supported",
               *rp);
@@ -259,7 +263,9 @@ FalconConfig parse_config(const json& j, const std::string& source) {
   read_block(r, source, c);
   read_norm_and_rotary(r, c);
   c.max_positions = r.optional_positive_int({"max_position_embeddings"}).value_or(2048);
-  c.torch_dtype = j.value("torch_dtype", j.value("dtype", std::string()));
+  // Informational: a value that is no string is ignored (value() would throw type_error).
+  for (const char* key : {"dtype", "torch_dtype"})  // torch_dtype wins
+    if (const auto it = j.find(key); it != j.end() && it->is_string()) c.torch_dtype = *it;
   read_special_tokens(r, rw_new || rw_old, c);
   return c;
 }

@@ -1,0 +1,159 @@
+// What the fuzzers (tests/fuzz/, scripts/fuzz.sh) found, kept as ordinary tests. The raw
+// reproducers are in tests/fuzz/regressions/<harness>/.
+#include <unistd.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <stdexcept>
+#include <string>
+
+#include <catch2/catch.hpp>
+
+#include "engine/chat_template/chat_template.h"
+#include "engine/model/checkpoint.h"
+#include "engine/model/falcon/config.h"
+#include "launcher/launch/properties.h"
+#include "launcher/serve/api.h"
+#include "parallel/iteration_plan.h"
+#include "tests/golden.h"
+
+using namespace saker;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct ScratchDir {
+  fs::path path =
+      fs::temp_directory_path() / ("saker-fuzz-regressions-" + std::to_string(::getpid()) + "-" +
+                                   std::to_string(reinterpret_cast<std::uintptr_t>(this)));
+  ScratchDir() { fs::create_directories(path); }
+  ~ScratchDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  void write(const std::string& name, const std::string& bytes) const {
+    std::ofstream(path / name, std::ios::binary) << bytes;
+  }
+};
+
+std::string safetensors(const std::string& header, std::size_t data_bytes) {
+  std::string out(8, '\0');
+  for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((header.size() >> (8 * i)) & 0xFF);
+  return out + header + std::string(data_bytes, '\0');
+}
+
+}  // namespace
+
+// iteration_plan: memcpy got an empty vector's null data() (UBSan), for any plan with no freed
+// sequences or a sequence without tokens or blocks.
+TEST_CASE("fuzz: plans with empty lists round-trip", "[fuzz]") {
+  IterationPlan plan;
+  plan.iteration = 3;
+  plan.stop = true;
+  plan.sequences.push_back({7, 0, false, {}, {}});
+  std::vector<std::byte> bytes;
+  encode_plan(plan, bytes);
+  CHECK(decode_plan(bytes) == plan);
+  encode_plan(IterationPlan{}, bytes);
+  CHECK(decode_plan(bytes) == IterationPlan{});
+}
+
+// chat_template: a \x, \u or \U escape without its hex digits threw std::invalid_argument from
+// std::stoul instead of ChatTemplateError.
+TEST_CASE("fuzz: bad escapes in template strings are ChatTemplateError", "[fuzz]") {
+  for (const char* t : {R"({{ '\upper' }})", R"({{ "\x4G" }})", R"({{ '\x-1' }})",
+                        R"({{ '\U00110000' }})", R"({{ '\u 123' }})"}) {
+    INFO(t);
+    CHECK_THROWS_AS(ChatTemplate::parse(t), ChatTemplateError);
+  }
+  CHECK(ChatTemplate::parse(R"({{ '\u00e9\x41\U0001F600' }})").render({}, false, {}) ==
+        "\xc3\xa9"
+        "A\xf0\x9f\x98\x80");
+}
+
+// chat_template: str.split() with a separator that is no string threw std::bad_variant_access.
+TEST_CASE("fuzz: split() with a separator that is no string is ChatTemplateError", "[fuzz]") {
+  for (const char* t : {"{{ 'a b'.split(messages) }}", "{{ 'a b'.split(1) }}"}) {
+    INFO(t);
+    CHECK_THROWS_AS(ChatTemplate::parse(t).render({{"user", "x"}}, false, {}), ChatTemplateError);
+  }
+  CHECK(ChatTemplate::parse("{{ 'a,b'.split(',') | join('+') }}").render({}, false, {}) == "a+b");
+}
+
+// model_config: a dtype, torch_dtype or rope_type that is no string escaped from parse_config
+// as nlohmann's type_error (json::value()) instead of being ignored or a ConfigError.
+TEST_CASE("fuzz: config.json fields of the wrong type are ignored or ConfigError", "[fuzz]") {
+  std::ifstream in(test::kFixtures / "mqa7-fp32" / "config.json");
+  const nlohmann::json base = nlohmann::json::parse(in);
+  for (const char* key : {"dtype", "torch_dtype"}) {
+    INFO(key);
+    nlohmann::json j = base;
+    j[key] = false;
+    FalconConfig c;
+    CHECK_NOTHROW(c = parse_config(j, "config.json"));
+    CHECK(c.torch_dtype == (std::string(key) == "dtype" ? "" : "float32"));
+  }
+  nlohmann::json j = base;
+  j["rope_parameters"]["rope_type"] = 5;
+  CHECK_THROWS_AS(parse_config(j, "config.json"), ConfigError);
+}
+
+// http_api: a chat message without a role read m["role"] on a const object (undefined
+// behaviour; an assertion in debug builds) before the role was checked.
+TEST_CASE("fuzz: a chat message without a role is a 400", "[fuzz]") {
+  using namespace saker::serve;
+  ServingMetrics metrics;
+  RequestQueue queue;
+  const Tokenizer tok =
+      Tokenizer::load(test::kFixtures / "tokenizers" / "small384" / "tokenizer.json");
+  // The context's other fields keep their defaults, however many it grows.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+  ServeContext ctx{.queue = queue,
+                   .metrics = metrics,
+                   .tokenizer = tok,
+                   .vocab_size = tok.id_limit(),
+                   .model_name = "demo",
+                   .max_context = 2048};
+#pragma GCC diagnostic pop
+  const Router router = make_router(ctx);
+  for (const char* body :
+       {R"({"messages": [{"content": "Hi"}]})",
+        R"({"messages": [{"role": "user", "content": "Hi"}, {"x": 1}]})", R"({"messages": [5]})"}) {
+    INFO(body);
+    HttpRequest req{http::verb::post, "/v1/chat/completions", 11};
+    req.body() = body;
+    req.prepare_payload();
+    const Routed r = router(req);
+    REQUIRE(r.response);
+    CHECK(r.response->result() == http::status::bad_request);
+    CHECK_THAT(r.response->body(), Catch::Contains("each message needs a string `role`"));
+  }
+}
+
+// shard_index, safetensors: a number too large for a double (1e999) is nlohmann's out_of_range,
+// not a parse_error, and escaped as that instead of CheckpointError.
+TEST_CASE("fuzz: numbers out of range in an index or a header are CheckpointError", "[fuzz]") {
+  ScratchDir dir;
+  dir.write("model.safetensors", safetensors(R"({"a":{"dtype":"F32","shape":[1e999],)"
+                                             R"("data_offsets":[0,4]}})",
+                                             4));
+  CHECK_THROWS_AS(SafetensorsFile(dir.path / "model.safetensors"), CheckpointError);
+  dir.write("model.safetensors.index.json", R"({"weight_map": {"a": "x"}, "n": 1e3080})");
+  CHECK_THROWS_AS(Checkpoint::open(dir.path), CheckpointError);
+}
+
+// properties: a huge option.model_loading_timeout passed validation, then overflowed the cast to
+// long in mpirun_command (UBSan).
+TEST_CASE("fuzz: serving.properties numbers too large to pass on are refused", "[fuzz]") {
+  using namespace saker::cli;
+  const std::string dir = (test::kFixtures / "gqa8x2-fp32").string();
+  for (const char* key : {"option.model_loading_timeout", "max_batch_delay"}) {
+    INFO(key);
+    CHECK_THROWS_WITH(validate_properties({{"option.model_id", dir}, {key, "6.9e27"}}),
+                      Catch::Contains("must be at most 1e18"));
+  }
+  CHECK(validate_properties({{"option.model_id", dir}, {"option.model_loading_timeout", "1e6"}})
+            .model_loading_timeout_s == 1e6);
+}
