@@ -93,6 +93,22 @@ TEST_CASE("unsupported filters, methods and functions fail when rendered, naming
   CHECK_THROWS_WITH(render("{{ 1 + 'a' }}"), Contains("unsupported operand types for +"));
 }
 
+TEST_CASE("what a template builds is bounded, and integers do not overflow silently",
+          "[chat_template]") {
+  // jinja2's sandbox refuses ranges past 100000 items; Python's ints cannot overflow, so where
+  // an int64 would, the render fails rather than wrap.
+  CHECK(render("{{ range(100000) | length }}|{{ range(5, 0, -2) | list }}|{{ 'ab' * 3 }}") ==
+        "100000|[5, 3, 1]|ababab");
+  CHECK_THROWS_WITH(render("{{ range(100001) | length }}"), Contains("more than 100000 items"));
+  CHECK_THROWS_WITH(render("{{ range(-9223372036854775807, 9223372036854775807, 3) | length }}"),
+                    Contains("more than 100000 items"));
+  CHECK_THROWS_WITH(render("{{ 'x' * 100000000 }}"), Contains("would be longer than"));
+  CHECK_THROWS_WITH(render("{{ 9223372036854775807 + 1 }}"), Contains("integer overflow in +"));
+  CHECK_THROWS_WITH(render("{{ 3037000500 * 3037000500 }}"), Contains("integer overflow in *"));
+  CHECK_THROWS_WITH(render("{{ -(-9223372036854775807 - 1) }}"),
+                    Contains("integer overflow in unary -"));
+}
+
 TEST_CASE("jinja2 semantics the fixture does not reach", "[chat_template]") {
   CHECK(render("{{ missing }}|{{ missing | length }}|{% if missing %}t{% else %}f{% endif %}") ==
         "|0|f");

@@ -10,6 +10,10 @@
 namespace saker::jinja {
 namespace {
 
+// Bounds on what a template may build (jinja2's sandbox has the same range bound).
+constexpr std::int64_t kMaxRange = 100000;
+constexpr std::int64_t kMaxBuiltBytes = std::int64_t{1} << 24;
+
 [[noreturn]] void fail(const Expr& at, const std::string& what) {
   throw ChatTemplateError("chat template: " + what + " at line " + std::to_string(at.line) +
                           ", column " + std::to_string(at.col));
@@ -258,7 +262,12 @@ Value Evaluator::eval_unary(const Expr& e) {
   if (e.name == "not") return !v.truthy();
   if (!v.is_number()) fail(e, "bad operand type for unary " + e.name + ": '" + v.type_name() + "'");
   if (e.name == "+") return v;
-  if (v.is_int()) return -std::get<std::int64_t>(v.v);
+  if (v.is_int()) {
+    std::int64_t out = 0;
+    if (__builtin_sub_overflow(std::int64_t{0}, std::get<std::int64_t>(v.v), &out))
+      fail(e, "integer overflow in unary -");
+    return out;
+  }
   return -v.as_double();
 }
 
@@ -309,8 +318,14 @@ Value Evaluator::eval_binary(const Expr& e) {
   }
   if (op == "*" && (a.is_string() || b.is_string()) && (a.is_int() || b.is_int())) {
     const std::string& s = a.is_string() ? a.str() : b.str();
+    const std::int64_t n = std::get<std::int64_t>((a.is_int() ? a : b).v);
+    // Bounded like jinja2's sandbox: a template must not build gigabytes.
+    if (n > 0 && static_cast<double>(s.size()) * static_cast<double>(n) >
+                     static_cast<double>(kMaxBuiltBytes))
+      fail(e, "string * " + std::to_string(n) + " would be longer than " +
+                  std::to_string(kMaxBuiltBytes) + " bytes");
     std::string out;
-    for (auto n = std::get<std::int64_t>((a.is_int() ? a : b).v); n > 0; --n) out += s;
+    for (std::int64_t k = 0; k < n; ++k) out += s;
     return out;
   }
   if (!a.is_number() || !b.is_number())
@@ -322,9 +337,15 @@ Value Evaluator::eval_binary(const Expr& e) {
   if (op == "/") return x / y;
   if (ints) {
     const std::int64_t i = std::get<std::int64_t>(a.v), j = std::get<std::int64_t>(b.v);
-    if (op == "+") return i + j;
-    if (op == "-") return i - j;
-    if (op == "*") return i * j;
+    std::int64_t out = 0;
+    if (op == "+" || op == "-" || op == "*") {
+      const bool over = op == "+"   ? __builtin_add_overflow(i, j, &out)
+                        : op == "-" ? __builtin_sub_overflow(i, j, &out)
+                                    : __builtin_mul_overflow(i, j, &out);
+      if (over) fail(e, "integer overflow in " + op);
+      return out;
+    }
+    if (op == "%" && j == -1) return std::int64_t{0};  // INT64_MIN % -1 would trap
     // Python floors toward negative infinity.
     if (op == "//")
       return static_cast<std::int64_t>(std::floor(static_cast<double>(i) / static_cast<double>(j)));
@@ -379,8 +400,14 @@ Value Evaluator::eval_call(const Expr& e) {
       lo = std::get<std::int64_t>(args[0].v), hi = std::get<std::int64_t>(args[1].v);
     if (args.size() == 3) step = std::get<std::int64_t>(args[2].v);
     if (step == 0 || args.empty() || args.size() > 3) fail(e, "bad arguments to range()");
+    // As jinja2's sandbox: at most kMaxRange items (and no overflow stepping past hi).
+    const long double count = (static_cast<long double>(hi) - lo) / step;
+    if (count > kMaxRange) fail(e, "range() of more than " + std::to_string(kMaxRange) + " items");
     List out;
-    for (std::int64_t i = lo; step > 0 ? i < hi : i > hi; i += step) out.emplace_back(i);
+    for (std::int64_t i = lo; step > 0 ? i < hi : i > hi;) {
+      out.emplace_back(i);
+      if (__builtin_add_overflow(i, step, &i)) break;
+    }
     return out;
   }
   if (fn == "strftime_now") {
