@@ -28,13 +28,8 @@ harnesses=(http_api ipc chat_template tokenizer tokenizer_json safetensors shard
 [[ -n "${FUZZ_ONLY:-}" ]] && read -r -a harnesses <<<"$FUZZ_ONLY"
 
 # --- build ------------------------------------------------------------------------------------
-generator=()
-command -v ninja >/dev/null 2>&1 && generator=(-G Ninja)
-launcher=()
-if command -v ccache >/dev/null 2>&1; then
-  export CCACHE_BASEDIR=${CCACHE_BASEDIR:-/work}
-  launcher=(-DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
-fi
+# shellcheck source=scripts/cmake_tools.sh
+source scripts/cmake_tools.sh
 # XGrammar offline: reuse the sources another build of this checkout already fetched and patched.
 xgrammar=()
 if [[ -z "${FETCHCONTENT_SOURCE_DIR_XGRAMMAR:-}" && -d build/_deps/xgrammar-src/cpp ]]; then

@@ -101,10 +101,11 @@ void check_flags(const GenerateFlags& f) {
 // Rank 0's ids, on every rank (the others size their KV cache from its length).
 std::vector<std::int32_t> share_prompt(Communicator& comm, const std::vector<std::int32_t>& ids) {
   std::vector<std::byte> wire(ids.size() * sizeof(std::int32_t));
-  std::memcpy(wire.data(), ids.data(), wire.size());
+  // Ranks > 0 pass no ids: memcpy from a null pointer is undefined even for 0 bytes.
+  if (!wire.empty()) std::memcpy(wire.data(), ids.data(), wire.size());
   comm.broadcast(wire, 0);
   std::vector<std::int32_t> prompt(wire.size() / sizeof(std::int32_t));
-  std::memcpy(prompt.data(), wire.data(), wire.size());
+  if (!wire.empty()) std::memcpy(prompt.data(), wire.data(), wire.size());
   return prompt;
 }
 

@@ -232,8 +232,17 @@ def main():
         threads = [threading.Thread(target=worker, args=(k,)) for k in range(WORKERS)]
         for t in threads:
             t.start()
+        t_start, next_report = time.time(), time.time() + 60
         while any(t.is_alive() for t in threads):
+            if not srv.alive():
+                raise Failure(f"the server died during the run:\n{srv.log_tail(20)}")
             samples.append((time.time(), rss_mb(pid), fds(pid)))
+            if time.time() >= next_report:  # a long run says how it goes
+                with tally.lock:
+                    done, bad = sum(tally.counts.values()), len(tally.bad)
+                print(f"  {(time.time() - t_start) / 60:4.1f} min: {done} actions, {bad} failed; rank 0 RSS "
+                      f"{samples[-1][1]:.0f} MB, {samples[-1][2]} fds", flush=True)
+                next_report += 60
             time.sleep(2)
         for t in threads:
             t.join()

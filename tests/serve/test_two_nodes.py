@@ -194,8 +194,22 @@ def generate_ids(port, n):
 
 
 def rank_left(rank):
-    """Pids of saker processes of `rank` still alive (in any namespace)."""
-    return saker_ranks(rank)
+    """Pids of this test's saker processes of `rank` still alive: those in the two nodes'
+    namespaces only (others on the machine, e.g. a concurrent test's, are not ours to kill)."""
+    ours = set()
+    for ns in NS:
+        try:
+            ours.add(os.stat(f"/run/netns/{ns}").st_ino)
+        except OSError:
+            pass
+    found = []
+    for p in saker_ranks(rank):
+        try:
+            if os.stat(f"/proc/{p}/ns/net").st_ino in ours:
+                found.append(p)
+        except OSError:
+            pass
+    return found
 
 
 def fault_case(opts, model, agent, name, act):
