@@ -32,9 +32,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from serve_fixture import model_dir, saker_ranks  # noqa: E402
 
 SKIP = 77
-NS = ("saker-n0", "saker-n1")
+# Names of this run's own (two runs at once, e.g. a sanitizer build's, must not share them); the
+# host names stay fixed, since the checks look for them.
+_RUN = f"{os.getpid() % 100000:05d}"
+NS = (f"saker-n0-{_RUN}", f"saker-n1-{_RUN}")
+HOSTS = ("saker-n0", "saker-n1")
 IPS = ("10.77.0.1", "10.77.0.2")
-VETH = ("sk-veth0", "sk-veth1")
+VETH = (f"sk{_RUN}a", f"sk{_RUN}b")
 PROMPT = "the falcon flies over"
 N = 16
 FAILED = []
@@ -85,7 +89,7 @@ def write_agent(workdir):
     """Open MPI's rsh agent: `AGENT HOST COMMAND...` runs COMMAND on that 'node' (namespace), under
     the node's own host name (a UTS namespace), so that Open MPI and saker tell the nodes apart."""
     path = os.path.join(workdir, "netns-rsh")
-    cases = "\n".join(f'  {ip}) ns={ns} ;;' for ip, ns in zip(IPS, NS))
+    cases = "\n".join(f'  {ip}) ns={ns} host={h} ;;' for ip, ns, h in zip(IPS, NS, HOSTS))
     with open(path, "w") as f:
         f.write(f"""#!/bin/sh
 # rsh agent for Open MPI: ARGS are HOST then the command line (tests/serve/test_two_nodes.py).
@@ -95,7 +99,7 @@ case "$host" in
 {cases}
   *) echo "netns-rsh: unknown host $host" >&2; exit 1 ;;
 esac
-exec ip netns exec "$ns" unshare --uts sh -c "hostname $ns; $*"
+exec ip netns exec "$ns" unshare --uts sh -c "hostname $host; $*"
 """)
     os.chmod(path, 0o755)
     return path
@@ -129,7 +133,7 @@ class Job:
         env = mpi_env(agent)
         if fault:
             env["SAKER_TEST_FAULT"] = fault
-        inner = (f"hostname {NS[0]}; exec '{opts.saker}' launch --model '{model}' --tensor-parallel-degree 2 "
+        inner = (f"hostname {HOSTS[0]}; exec '{opts.saker}' launch --model '{model}' --tensor-parallel-degree 2 "
                  f"--hostfile '{hostfile}' --host 127.0.0.1 --port {self.port} " + " ".join(extra))
         self.proc = subprocess.Popen(in_ns(0, "unshare", "--uts", "sh", "-c", inner), stdout=self.log,
                                      stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -283,8 +287,8 @@ def main():
             print(f"SKIP: `{tool}` is not installed")
             return SKIP
     try:
-        sh("ip", "netns", "add", "saker-probe")
-        sh("ip", "netns", "del", "saker-probe")
+        sh("ip", "netns", "add", f"saker-probe-{_RUN}")
+        sh("ip", "netns", "del", f"saker-probe-{_RUN}")
     except RuntimeError as e:
         print(f"SKIP: this machine does not allow network namespaces here: {e}")
         return SKIP
