@@ -120,6 +120,27 @@ Properties properties_from_env(const std::vector<std::string>& env) {
   return out;
 }
 
+// option.speculative_draft_model and option.speculative_length.
+static void speculative_settings(const Properties& p, LaunchSettings& s) {
+  auto has = [&](const char* k) { return p.count(k) > 0; };
+  if (has("option.speculative_draft_model")) {
+    const std::string& d = p.at("option.speculative_draft_model");
+    if (!std::filesystem::exists(std::filesystem::path(d) / "config.json"))
+      bad("option.speculative_draft_model", d,
+          "must be a local model directory holding config.json (a Falcon with the target's "
+          "tokenizer)");
+    s.speculative_draft_model = d;
+  }
+  if (has("option.speculative_length")) {
+    s.speculative_length = integer(p, "option.speculative_length", 1);
+    if (*s.speculative_length > 16)
+      bad("option.speculative_length", p.at("option.speculative_length"), "must be at most 16");
+    if (!s.speculative_draft_model)
+      bad("option.speculative_length", p.at("option.speculative_length"),
+          "needs option.speculative_draft_model (the model that proposes the tokens)");
+  }
+}
+
 LaunchSettings validate_properties(const Properties& p) {
   static const std::set<std::string> known = {"engine",
                                               "option.model_id",
@@ -216,22 +237,7 @@ LaunchSettings validate_properties(const Properties& p) {
           "must be auto, fp32, bf16, fp16, fp8_e4m3 or int8");
     s.kv_cache_dtype = name;
   }
-  if (has("option.speculative_draft_model")) {
-    const std::string& d = p.at("option.speculative_draft_model");
-    if (!std::filesystem::exists(std::filesystem::path(d) / "config.json"))
-      bad("option.speculative_draft_model", d,
-          "must be a local model directory holding config.json (a Falcon with the target's "
-          "tokenizer)");
-    s.speculative_draft_model = d;
-  }
-  if (has("option.speculative_length")) {
-    s.speculative_length = integer(p, "option.speculative_length", 1);
-    if (*s.speculative_length > 16)
-      bad("option.speculative_length", p.at("option.speculative_length"), "must be at most 16");
-    if (!s.speculative_draft_model)
-      bad("option.speculative_length", p.at("option.speculative_length"),
-          "needs option.speculative_draft_model (the model that proposes the tokens)");
-  }
+  speculative_settings(p, s);
   if (has("option.api_key")) {
     if (p.at("option.api_key").empty())  // the value is a secret: never echoed in a message
       throw std::invalid_argument("option.api_key must not be empty");

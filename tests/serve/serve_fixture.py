@@ -37,3 +37,12 @@ def saker_ranks(rank):
         except OSError:
             pass
     return found
+
+
+def rss_mb(pid):
+    """A process's resident memory, MB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0

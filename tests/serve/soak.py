@@ -28,7 +28,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from serve_fixture import model_dir  # noqa: E402
+from serve_fixture import model_dir, rss_mb  # noqa: E402
 from test_serve import Failure, Server, check, metric, metrics, request  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts"))
@@ -37,14 +37,6 @@ from saker_ipc_client import SakerIpc, SakerIpcError  # noqa: E402
 RSS_BOUND_MB = 64
 WORKERS = 6
 PROMPTS = ["the river", "a stone bridge", "seven paper lamps", "copper falcon engine"]
-
-
-def rss_mb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def fds(pid):

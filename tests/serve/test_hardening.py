@@ -24,7 +24,7 @@ import time
 import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from serve_fixture import model_dir  # noqa: E402
+from serve_fixture import model_dir, rss_mb  # noqa: E402
 from test_serve import (ABORT, Failure, Server, check, metric, metrics, note,  # noqa: E402
                         request, short)
 
@@ -32,14 +32,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from saker_ipc_client import SakerIpc  # noqa: E402
 
 API_KEY = "test-key-0123456789"
-
-
-def rss_mb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def raw_exchange(port, data, timeout=10):
