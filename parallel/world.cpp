@@ -94,6 +94,11 @@ MpiWorld::~MpiWorld() {
 }
 
 void MpiWorld::abort(int code) const {
+  if (std::this_thread::get_id() != main_thread_) {
+    // Not the MPI thread: no MPI call, and no exit handlers racing the threads still running.
+    std::fflush(nullptr);
+    std::_Exit(code);
+  }
   if (mpi_) {
     // MPI_Abort asks mpirun to end every rank; with the link to it down it may wait forever.
     // This rank ends anyway, a few seconds later.

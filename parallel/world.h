@@ -4,6 +4,7 @@
 
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "parallel/communicator.h"
 
@@ -33,7 +34,10 @@ class MpiWorld {
   // The tensor-parallel group of this rank (the whole world while there is one stage).
   Communicator& tensor_parallel() { return *tp_; }
 
-  // Ends every rank of the job with `code` (MPI_Abort); a single process just exits.
+  // Ends every rank of the job with `code`; a single process just exits. Safe from any thread:
+  // on the thread that started MPI it calls MPI_Abort; on another (a watchdog's) it must not call
+  // MPI at all (MPI_THREAD_FUNNELED), so it ends this process at once with `code`, and mpirun
+  // ends the other ranks of a job one of whose processes exited non-zero without MPI_Finalize.
   [[noreturn]] void abort(int code) const;
 
  private:
@@ -41,6 +45,8 @@ class MpiWorld {
   int rank_ = 0, size_ = 1, local_rank_ = 0;
   unsigned cpu_share_ = 1;
   std::unique_ptr<Communicator> tp_;
+  // The thread that made the world (and called MPI_Init_thread): the only one to call MPI.
+  std::thread::id main_thread_ = std::this_thread::get_id();
 };
 
 // True when the environment says an MPI launcher started this process.

@@ -9,6 +9,7 @@ packages=(
   libssl-dev openssl
   libopenmpi-dev openmpi-bin
   catch2 libbenchmark-dev libvalijson-dev
+  clang libclang-rt-dev llvm
   curl python3-venv wamerican iproute2
   slurm-wlm munge
 )

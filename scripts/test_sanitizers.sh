@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds saker and its tests with AddressSanitizer + UndefinedBehaviorSanitizer (CPU backend only,
-# no benchmarks) and runs the test suite (CTest) over it. Any finding fails its test.
+# Builds saker and its tests with AddressSanitizer + UndefinedBehaviorSanitizer (clang, CPU
+# backend only, no benchmarks; the build scripts/fuzz.sh uses too) and runs the test suite (CTest)
+# over it. Any finding fails its test.
 #   scripts/test_sanitizers.sh [BUILD_DIR]      (default build-asan)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,12 +10,10 @@ build=${1:-build-asan}
 
 # shellcheck source=scripts/cmake_tools.sh
 source scripts/cmake_tools.sh
-# RelWithDebInfo at -O1 -g1 (line tables: all a sanitizer's report needs): at -O2 -g the
-# instrumented build takes twice as long on CI's 2 cores.
-cmake -S . -B "$build" "${generator[@]}" "${launcher[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DCMAKE_C_FLAGS_RELWITHDEBINFO="-O1 -g1 -DNDEBUG" -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1 -DNDEBUG" \
-  -DSAKER_CUDA=OFF -DSAKER_BUILD_BENCHMARKS=OFF -DSAKER_SANITIZE=address,undefined
+configure_sanitized "$build"
+start=$(date +%s)
 cmake --build "$build" --parallel "$(nproc)"
+echo "sanitizer build: $(($(date +%s) - start)) s"
 
 # Every process the tests start (saker under mpirun, under the Python e2e drivers, under Slurm)
 # inherits these: any ASan or UBSan finding ends the process with a stack trace; leaks are checked

@@ -109,6 +109,61 @@ TEST_CASE("what a template builds is bounded, and integers do not overflow silen
                     Contains("integer overflow in unary -"));
 }
 
+TEST_CASE("recursion, cycles, loops and growth are bounded; past a bound a render fails, naming it",
+          "[chat_template]") {
+  const auto nested = [](const std::string& open, const std::string& inner,
+                         const std::string& close, int n) {
+    std::string s;
+    for (int i = 0; i < n; ++i) s += open;
+    s += inner;
+    for (int i = 0; i < n; ++i) s += close;
+    return s;
+  };
+  // Up to 100 levels parse and render; 20000 overflowed the stack (found by the fuzzer).
+  CHECK(render("{{ " + nested("(", "7", ")", 90) + " }}") == "7");
+  CHECK(render(nested("{% if 1 %}", "x", "{% endif %}", 90)) == "x");
+  for (const std::string& deep :
+       {"{{ " + nested("(", "1", ")", 20000) + " }}", "{{ " + nested("[", "1", "]", 20000) + " }}",
+        "{{ " + nested("not ", "1", "", 20000) + " }}", "{{ " + nested("-", "1", "", 20000) + " }}",
+        nested("{% if 1 %}", "x", "{% endif %}", 20000)}) {
+    CHECK_THROWS_WITH(render(deep), Contains("nested deeper than 100 levels"));
+  }
+  // Chains deepen the tree without the parser recursing; evaluating and freeing it would.
+  for (const char* op : {"+1", ".a", "|trim", "[0]", "~'a'"})
+    CHECK_THROWS_WITH(render("{{ x" + nested(op, "", "", 20000) + " }}"),
+                      Contains("an expression nested deeper than 100 levels"));
+  // A namespace cannot hold a namespace: ns.x = ns was a cycle, leaked and printed forever.
+  CHECK_THROWS_WITH(render("{% set ns = namespace(x=1) %}{% set ns.x = ns %}{{ ns | tojson }}"),
+                    Contains("namespace attribute 'x' cannot hold a namespace"));
+  CHECK_THROWS_WITH(render("{% set a = namespace() %}{% set ns = namespace(x=[a]) %}"),
+                    Contains("namespace attribute 'x' cannot hold a namespace"));
+  CHECK(render("{% set ns = namespace(x=[]) %}{% for i in range(3) %}{% set ns.x = ns.x + [i] "
+               "%}{% endfor %}{{ ns.x }}") == "[0, 1, 2]");
+  // Values nest at most 128 deep (wrapping in a loop through a namespace went 100000 deep).
+  CHECK_THROWS_WITH(render("{% set ns = namespace(x=1) %}{% for i in range(100000) %}"
+                           "{% set ns.x = [ns.x] %}{% endfor %}{{ ns.x | tojson }}"),
+                    Contains("nested deeper than 128 levels"));
+  // Loop iterations per render: nested loops of 10^10 ran for hours.
+  CHECK(render("{% for i in range(500) %}{% for j in range(500) %}{% endfor %}{% endfor %}ok") ==
+        "ok");
+  CHECK_THROWS_WITH(
+      render("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"),
+      Contains("more than 262144 loop iterations"));
+  // Growth: doubling a string, the output, replace, join, tojson's indent.
+  CHECK_THROWS_WITH(render("{% set ns = namespace(s='ab') %}{% for i in range(100) %}"
+                           "{% set ns.s = ns.s ~ ns.s %}{% endfor %}"),
+                    Contains("a string built with ~ would be longer than 16777216 bytes"));
+  CHECK_THROWS_WITH(render("{% set s = 'x' * 10000000 %}{{ s }}{{ s }}"),
+                    Contains("the rendered text would be longer than"));
+  CHECK_THROWS_WITH(render("{{ ('x' * 1000).replace('x', 'y' * 100000) }}"),
+                    Contains("the result of replace would be longer than"));
+  CHECK_THROWS_WITH(render("{{ ('x' * 20000).replace('x', ' ').split(' ') | join('y' * 1000) }}"),
+                    Contains("the result of join would be longer than"));
+  CHECK_THROWS_WITH(render("{{ [1, [2]] | tojson(indent=1000000000) }}"),
+                    Contains("tojson: indent 1000000000 is outside 0..64"));
+  CHECK(render("{{ ('\u00e9' * 3) | length }}") == "3");
+}
+
 TEST_CASE("jinja2 semantics the fixture does not reach", "[chat_template]") {
   CHECK(render("{{ missing }}|{{ missing | length }}|{% if missing %}t{% else %}f{% endif %}") ==
         "|0|f");

@@ -11,6 +11,7 @@
 #include <catch2/catch.hpp>
 
 #include "engine/chat_template/chat_template.h"
+#include "engine/constraints/compiler.h"
 #include "engine/model/checkpoint.h"
 #include "engine/model/falcon/config.h"
 #include "launcher/launch/properties.h"
@@ -156,4 +157,27 @@ TEST_CASE("fuzz: serving.properties numbers too large to pass on are refused", "
   }
   CHECK(validate_properties({{"option.model_id", dir}, {"option.model_loading_timeout", "1e6"}})
             .model_loading_timeout_s == 1e6);
+}
+
+// http_api: a regex constraint `...0{78791}` compiled for minutes (XGrammar unrolls such a
+// repetition into a state per count, each with a token mask): refused before compiling.
+TEST_CASE("fuzz: a regex of 78791 counted repetitions is refused, not compiled", "[fuzz]") {
+  const Tokenizer tok =
+      Tokenizer::load(test::kFixtures / "tokenizers" / "small384" / "tokenizer.json");
+  const ConstraintCompiler compiler(tok, tok.id_limit(), {11});
+  const std::string regex = "N8n.....>...}.....,....eos_toke......0000$000000{78791}";
+  CHECK_THROWS_WITH(compiler.compile({Constraint::Kind::kRegex, regex, {}, "structured_outputs"}),
+                    Catch::Contains("structured_outputs: its counted repetitions"));
+  CHECK_NOTHROW(compiler.compile({Constraint::Kind::kRegex, ".0{100}", {}, "structured_outputs"}));
+}
+
+// chat_template: `{% set ns.system = ns %}` made a namespace hold itself: leaked (LeakSanitizer),
+// and printing it recursed until the stack overflowed.
+TEST_CASE("fuzz: a namespace that would hold itself is ChatTemplateError", "[fuzz]") {
+  for (const char* t : {"{% set ns = namespace(system='') %}{% set ns.system = ns %}",
+                        "{% set ns = namespace(a=1) %}{% set ns.a = {'k': [ns]} %}{{ ns }}"}) {
+    INFO(t);
+    CHECK_THROWS_WITH(ChatTemplate::parse(t).render({{"user", "x"}}, false, {}),
+                      Catch::Contains("cannot hold a namespace"));
+  }
 }

@@ -34,6 +34,7 @@ struct Expr {
   Value value;
   std::string name;
   bool negated = false;
+  int height = 1;  // of the tree below and with this node (the parser bounds it: kMaxNesting)
   std::vector<ExprPtr> args;
   std::vector<std::pair<std::string, ExprPtr>> kwargs;
 };

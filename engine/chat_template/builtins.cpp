@@ -5,6 +5,7 @@
 #include <string_view>
 
 #include "engine/chat_template/error.h"
+#include "engine/chat_template/limits.h"
 
 namespace saker::jinja {
 namespace {
@@ -59,6 +60,7 @@ List split(const std::string& s, const Value* sep, std::int64_t maxsplit) {
       }
       size_t e = s.find_first_of(kPyWhitespace, i);
       out.emplace_back(s.substr(i, e - i));
+      check_built_items(out.size(), "the result of split");
       i = e;
     }
     return out;
@@ -74,6 +76,7 @@ List split(const std::string& s, const Value* sep, std::int64_t maxsplit) {
         (maxsplit >= 0 && static_cast<std::int64_t>(out.size()) == maxsplit))
       break;
     out.emplace_back(s.substr(i, e - i));
+    check_built_items(out.size(), "the result of split");
     i = e + d.size();
   }
   out.emplace_back(s.substr(i));
@@ -88,6 +91,7 @@ std::string replace(const std::string& s, const std::string& a, const std::strin
     size_t e = a.empty() ? (i <= s.size() ? i : std::string::npos) : s.find(a, i);
     if (e == std::string::npos || (a.empty() && e >= s.size() + (n == 0 ? 1 : 0))) break;
     out += s.substr(i, e - i) + b;
+    check_built_bytes(out.size(), "the result of replace");
     if (a.empty()) {
       if (e < s.size()) out += s[e];
       i = e + 1;
@@ -137,6 +141,7 @@ List iterate(const Value& v) {
       size_t n = 1;
       while (i + n < s.size() && (static_cast<unsigned char>(s[i + n]) & 0xC0) == 0x80) ++n;
       out.emplace_back(s.substr(i, n));
+      check_built_items(out.size(), "a string iterated by character");
       i += n;
     }
     return out;
@@ -165,7 +170,11 @@ Value filter_default(const FilterCall& f) {
 
 Value filter_length(const FilterCall& f) {
   const Value& v = f.v;
-  if (v.is_string()) return static_cast<std::int64_t>(iterate(v).size());
+  if (v.is_string()) {  // code points, counted in place
+    std::int64_t n = 0;
+    for (const char c : v.str()) n += (static_cast<unsigned char>(c) & 0xC0) != 0x80;
+    return n;
+  }
   if (v.is_undefined() || v.is_list() || v.is_dict())
     return static_cast<std::int64_t>(iterate(v).size());
   fail("object of type '" + v.type_name() + "' has no len()");
@@ -173,8 +182,15 @@ Value filter_length(const FilterCall& f) {
 
 Value filter_tojson(const FilterCall& f) {
   const Value* indent = arg(f.args, f.kwargs, 0, "indent");
-  return to_json(f.v,
-                 indent && !indent->is_none() ? static_cast<int>(want_int(*indent, "tojson")) : -1);
+  std::int64_t n = -1;
+  if (indent && !indent->is_none()) {
+    n = want_int(*indent, "tojson");
+    // Each level repeats the indent: a huge one builds gigabytes from a small value.
+    if (n < 0 || n > 64) fail("tojson: indent " + std::to_string(n) + " is outside 0..64");
+  }
+  std::string out = to_json(f.v, static_cast<int>(n));
+  check_built_bytes(out.size(), "the result of tojson");
+  return out;
 }
 
 Value filter_first_last(const FilterCall& f) {
@@ -205,6 +221,7 @@ Value filter_join(const FilterCall& f) {
   for (const Value& item : iterate(f.v)) {
     if (!first && sep) out += sep->to_str();
     out += item.to_str();
+    check_built_bytes(out.size(), "the result of join");
     first = false;
   }
   return out;
@@ -419,6 +436,7 @@ Value call_method(const Value& obj, const std::string& name, const std::vector<V
       bool first = true;
       for (const Value& item : iterate(args.empty() ? Value() : args[0])) {
         out += (first ? "" : s) + want_str(item, "join");
+        check_built_bytes(out.size(), "the result of join");
         first = false;
       }
       return out;

@@ -6,13 +6,13 @@
 
 #include "engine/chat_template/builtins.h"
 #include "engine/chat_template/error.h"
+#include "engine/chat_template/limits.h"
 
 namespace saker::jinja {
 namespace {
 
 // Bounds on what a template may build (jinja2's sandbox has the same range bound).
 constexpr std::int64_t kMaxRange = 100000;
-constexpr std::int64_t kMaxBuiltBytes = std::int64_t{1} << 24;
 
 [[noreturn]] void fail(const Expr& at, const std::string& what) {
   throw ChatTemplateError("chat template: " + what + " at line " + std::to_string(at.line) +
@@ -65,9 +65,11 @@ Evaluator::Flow Evaluator::exec(const std::vector<Stmt>& body, std::string& out)
     switch (s.kind) {
       case Stmt::Kind::Text:
         out += s.text;
+        check_built_bytes(out.size(), "the rendered text");
         break;
       case Stmt::Kind::Output:
         out += eval(*s.expr).to_str();
+        check_built_bytes(out.size(), "the rendered text");
         break;
       case Stmt::Kind::If:
         for (const auto& [cond, branch] : s.branches) {
@@ -88,6 +90,12 @@ Evaluator::Flow Evaluator::exec(const std::vector<Stmt>& body, std::string& out)
         if (!ns)
           fail(*s.expr, "can only set attributes of a namespace, not of '" + s.targets[0] + "'");
         Value val = eval(*s.expr);
+        // No namespace within a namespace: a cycle (ns.x = ns) would never be freed and would
+        // recurse without end when printed; and the depth its values had when made stays a bound.
+        if (val.has_namespace)
+          fail(*s.expr, "namespace attribute '" + s.targets[1] + "' cannot hold a namespace");
+        if (val.depth >= kMaxValueDepth)
+          fail(*s.expr, "a value nested deeper than " + std::to_string(kMaxValueDepth) + " levels");
         Dict& attrs = (*ns)->attrs;
         auto it = std::find_if(attrs.begin(), attrs.end(),
                                [&](const auto& kv) { return kv.first == s.targets[1]; });
@@ -132,6 +140,9 @@ Evaluator::Flow Evaluator::exec_for(const Stmt& s, std::string& out) {
   }
   const auto n = static_cast<std::int64_t>(items.size());
   for (std::int64_t i = 0; i < n; ++i) {
+    if (++iterations_ > kMaxLoopIterations)
+      fail(*s.expr,
+           "more than " + std::to_string(kMaxLoopIterations) + " loop iterations in one render");
     scopes_.emplace_back();
     auto& scope = scopes_.back();
     const Value& item = items[static_cast<size_t>(i)];
@@ -218,7 +229,9 @@ Value Evaluator::eval_item(const Expr& e) {
   if (obj.is_dict() && key.is_string())
     if (const Value* f = dict_find(obj.dict(), key.str())) return *f;
   if ((obj.is_list() || obj.is_string()) && key.is_int()) {
-    const List items = obj.is_list() ? obj.list() : iterate(obj);
+    // A list is read in place: messages[i] in a loop over the messages must not copy them all.
+    const List chars = obj.is_string() ? iterate(obj) : List{};
+    const List& items = obj.is_list() ? obj.list() : chars;
     const auto n = static_cast<std::int64_t>(items.size());
     const std::int64_t i = to_index(std::get<std::int64_t>(key.v), n);
     if (i >= 0 && i < n) return items[static_cast<size_t>(i)];
@@ -282,7 +295,11 @@ Value Evaluator::eval_binary(const Expr& e) {
   const Value b = eval(*e.args[1]);
   if (op == "==") return equals(a, b);
   if (op == "!=") return !equals(a, b);
-  if (op == "~") return a.to_str() + b.to_str();
+  if (op == "~") {
+    std::string x = a.to_str(), y = b.to_str();
+    check_built_bytes(x.size() + y.size(), "a string built with ~");
+    return x + y;
+  }
   if (op == "in" || op == "not in") {
     bool found = false;
     if (b.is_string()) {
@@ -309,8 +326,12 @@ Value Evaluator::eval_binary(const Expr& e) {
     return op == "<" ? cmp < 0 : op == ">" ? cmp > 0 : op == "<=" ? cmp <= 0 : cmp >= 0;
   }
   if (op == "+") {
-    if (a.is_string() && b.is_string()) return a.str() + b.str();
+    if (a.is_string() && b.is_string()) {
+      check_built_bytes(a.str().size() + b.str().size(), "a string built with +");
+      return a.str() + b.str();
+    }
     if (a.is_list() && b.is_list()) {
+      check_built_items(a.list().size() + b.list().size(), "a list built with +");
       List out = a.list();
       out.insert(out.end(), b.list().begin(), b.list().end());
       return out;
@@ -384,11 +405,7 @@ Value Evaluator::eval_call(const Expr& e) {
     Dict attrs;
     for (const auto& [k, x] : e.kwargs) attrs.emplace_back(k, eval(*x));
     if (fn == "dict") return attrs;
-    auto ns = std::make_shared<Namespace>();
-    ns->attrs = std::move(attrs);
-    Value v;
-    v.v = std::move(ns);
-    return v;
+    return Value::make_namespace(std::move(attrs));
   }
   if (fn == "range") {
     std::int64_t lo = 0, hi = 0, step = 1;

@@ -1,6 +1,7 @@
 // Renders parsed statements against a set of global variables.
 #pragma once
 
+#include <cstdint>
 #include <map>
 #include <string>
 #include <vector>
@@ -34,6 +35,7 @@ class Evaluator {
 
   // One scope per loop iteration, as jinja2 has: `set` inside a loop does not leak out of it.
   std::vector<std::map<std::string, Value>> scopes_;
+  std::int64_t iterations_ = 0;  // loop iterations so far in this render (kMaxLoopIterations)
 };
 
 }  // namespace saker::jinja

@@ -1,8 +1,10 @@
 #include "engine/chat_template/parser.h"
 
+#include <algorithm>
 #include <set>
 
 #include "engine/chat_template/error.h"
+#include "engine/chat_template/limits.h"
 
 namespace saker::jinja {
 namespace {
@@ -18,6 +20,35 @@ class Parser {
   }
 
  private:
+  // Counts the parser's own recursion (parentheses, `not not`, blocks in blocks), so that input
+  // nested past kMaxNesting fails before the stack does.
+  class Nest {
+   public:
+    explicit Nest(Parser& p) : p_(p) {
+      if (++p_.nesting_ > kMaxNesting)
+        fail("nested deeper than " + std::to_string(kMaxNesting) + " levels", p_.peek());
+    }
+    ~Nest() { --p_.nesting_; }
+    Nest(const Nest&) = delete;
+    Nest& operator=(const Nest&) = delete;
+
+   private:
+    Parser& p_;
+  };
+
+  // Sets a finished node's height from its children's. Chains such as a+b+c+... or a.b.c...
+  // deepen the tree without the parser recursing; evaluating and freeing it recurse.
+  ExprPtr grown(ExprPtr e) {
+    int h = 0;
+    for (const auto& a : e->args)
+      if (a) h = std::max(h, a->height);
+    for (const auto& [k, a] : e->kwargs) h = std::max(h, a->height);
+    e->height = h + 1;
+    if (e->height > kMaxNesting)
+      fail("an expression nested deeper than " + std::to_string(kMaxNesting) + " levels", peek());
+    return e;
+  }
+
   const Token& peek(size_t k = 0) const { return t_[std::min(i_ + k, t_.size() - 1)]; }
   const Token& next() { return t_[i_ < t_.size() - 1 ? i_++ : i_]; }
   bool is_op(const char* op, size_t k = 0) const {
@@ -58,6 +89,7 @@ class Parser {
 
   // Statements up to one of `ends` (a block keyword); its keyword is left in `end`, the tag open.
   std::vector<Stmt> body_until(const std::set<std::string>& ends, std::string& end) {
+    const Nest nest(*this);
     std::vector<Stmt> out;
     for (;;) {
       const Token& tok = peek();
@@ -165,10 +197,11 @@ class Parser {
     e->name = op;
     e->args.push_back(std::move(a));
     e->args.push_back(std::move(b));
-    return e;
+    return grown(std::move(e));
   }
 
   ExprPtr expression() {
+    const Nest nest(*this);
     const Token& at = peek();
     ExprPtr e = or_expr();
     while (is_name("if")) {
@@ -182,7 +215,7 @@ class Parser {
       } else {
         c->args.push_back(nullptr);
       }
-      e = std::move(c);
+      e = grown(std::move(c));
     }
     return e;
   }
@@ -205,10 +238,11 @@ class Parser {
   }
   ExprPtr not_expr() {
     if (is_name("not")) {
+      const Nest nest(*this);
       auto e = make(Expr::Kind::Unary, next());
       e->name = "not";
       e->args.push_back(not_expr());
-      return e;
+      return grown(std::move(e));
     }
     return compare();
   }
@@ -265,9 +299,11 @@ class Parser {
   ExprPtr unary(bool with_filter) {
     ExprPtr e;
     if (is_op("-") || is_op("+")) {
+      const Nest nest(*this);
       e = make(Expr::Kind::Unary, peek());
       e->name = next().text;
       e->args.push_back(unary(false));
+      e = grown(std::move(e));
     } else {
       e = primary();
     }
@@ -325,7 +361,7 @@ class Parser {
         next();
       }
       expect_op("]");
-      return e;
+      return grown(std::move(e));
     }
     if (is_op("{")) {
       auto e = make(Expr::Kind::Dict, next());
@@ -337,7 +373,7 @@ class Parser {
         next();
       }
       expect_op("}");
-      return e;
+      return grown(std::move(e));
     }
     fail("unexpected " + describe(t), t);
   }
@@ -368,7 +404,7 @@ class Parser {
         auto a = make(Expr::Kind::Attr, at);
         a->name = expect_name();
         a->args.push_back(std::move(e));
-        e = std::move(a);
+        e = grown(std::move(a));
       } else if (is_op("[")) {
         next();
         ExprPtr idx[3];
@@ -387,12 +423,12 @@ class Parser {
         s->args.push_back(std::move(e));
         if (!slice && !idx[0]) fail("empty subscript", at);
         for (int k = 0; k < (slice ? 3 : 1); ++k) s->args.push_back(std::move(idx[k]));
-        e = std::move(s);
+        e = grown(std::move(s));
       } else if (is_op("(")) {
         auto c = make(Expr::Kind::Call, at);
         c->args.push_back(std::move(e));
         call_args(*c);
-        e = std::move(c);
+        e = grown(std::move(c));
       } else {
         return e;
       }
@@ -409,7 +445,7 @@ class Parser {
         f->name = expect_name();
         f->args.push_back(std::move(e));
         if (is_op("(")) call_args(*f);
-        e = std::move(f);
+        e = grown(std::move(f));
       } else if (is_name("is")) {
         next();
         auto t = make(Expr::Kind::Test, at);
@@ -423,12 +459,12 @@ class Parser {
                    (a.kind == Tok::Name && !stop.count(a.text))) {
           t->args.push_back(postfix(primary()));
         }
-        e = std::move(t);
+        e = grown(std::move(t));
       } else if (is_op("(")) {
         auto c = make(Expr::Kind::Call, at);
         c->args.push_back(std::move(e));
         call_args(*c);
-        e = std::move(c);
+        e = grown(std::move(c));
       } else {
         return e;
       }
@@ -437,6 +473,7 @@ class Parser {
 
   const std::vector<Token>& t_;
   size_t i_ = 0;
+  int nesting_ = 0;
 };
 
 }  // namespace

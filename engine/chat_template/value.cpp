@@ -1,12 +1,57 @@
 #include "engine/chat_template/value.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cstdio>
 #include <cstdlib>
 
 #include "engine/chat_template/error.h"
+#include "engine/chat_template/limits.h"
 
 namespace saker::jinja {
+namespace {
+
+// The depth and namespace flag of a container of `items`, from theirs (O(items), as making the
+// container is).
+template <typename Items, typename Get>
+void measure(Value& into, const Items& items, Get get) {
+  int inner = 0;
+  for (const auto& item : items) {
+    const Value& x = get(item);
+    inner = std::max(inner, x.depth);
+    into.has_namespace = into.has_namespace || x.has_namespace;
+  }
+  into.depth = inner + 1;
+  if (into.depth > kMaxValueDepth)
+    throw ChatTemplateError("chat template: a value nested deeper than " +
+                            std::to_string(kMaxValueDepth) + " levels");
+}
+
+}  // namespace
+
+Value::Value(List l) : v(std::make_shared<List>(std::move(l))) {
+  measure(*this, *std::get<std::shared_ptr<List>>(v),
+          [](const Value& x) -> const Value& { return x; });
+}
+
+Value::Value(Dict d) : v(std::make_shared<Dict>(std::move(d))) {
+  measure(*this, *std::get<std::shared_ptr<Dict>>(v),
+          [](const auto& kv) -> const Value& { return kv.second; });
+}
+
+Value Value::make_namespace(Dict attrs) {
+  for (const auto& [k, x] : attrs)
+    if (x.has_namespace)
+      throw ChatTemplateError("chat template: namespace attribute '" + k +
+                              "' cannot hold a namespace");
+  Value r;
+  auto ns = std::make_shared<Namespace>();
+  ns->attrs = std::move(attrs);
+  measure(r, ns->attrs, [](const auto& kv) -> const Value& { return kv.second; });
+  r.v = std::move(ns);
+  r.has_namespace = true;
+  return r;
+}
 
 double Value::as_double() const {
   if (is_int()) return static_cast<double>(std::get<std::int64_t>(v));

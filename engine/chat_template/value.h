@@ -29,6 +29,10 @@ struct Value {
   std::variant<Undefined, None, bool, std::int64_t, double, std::string, std::shared_ptr<List>,
                std::shared_ptr<Dict>, std::shared_ptr<Namespace>>
       v;
+  // Containers nested within this one (0 for a scalar), counted when a list, dict or namespace is
+  // made: a namespace never holds a namespace, so this stays a bound when one changes.
+  int depth = 0;
+  bool has_namespace = false;  // a namespace is this value or is within it
 
   Value() : v(Undefined{}) {}
   Value(None) : v(None{}) {}
@@ -38,8 +42,10 @@ struct Value {
   Value(double d) : v(d) {}
   Value(std::string s) : v(std::move(s)) {}
   Value(const char* s) : v(std::string(s)) {}
-  Value(List l) : v(std::make_shared<List>(std::move(l))) {}
-  Value(Dict d) : v(std::make_shared<Dict>(std::move(d))) {}
+  // Throw ChatTemplateError past kMaxValueDepth (limits.h).
+  Value(List l);
+  Value(Dict d);
+  static Value make_namespace(Dict attrs);  // throws when an attribute holds a namespace
   static Value undefined(std::string name) {
     Value r;
     r.v = Undefined{std::move(name)};
@@ -53,6 +59,7 @@ struct Value {
   bool is_number() const { return is_int() || std::holds_alternative<double>(v); }
   bool is_list() const { return std::holds_alternative<std::shared_ptr<List>>(v); }
   bool is_dict() const { return std::holds_alternative<std::shared_ptr<Dict>>(v); }
+  bool is_namespace() const { return std::holds_alternative<std::shared_ptr<Namespace>>(v); }
   const std::string& str() const { return std::get<std::string>(v); }
   const List& list() const { return *std::get<std::shared_ptr<List>>(v); }
   const Dict& dict() const { return *std::get<std::shared_ptr<Dict>>(v); }

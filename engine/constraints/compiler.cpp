@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/constraints/closing.h"
+#include "engine/constraints/repetitions.h"
 #include "engine/constraints/schema_check.h"
 #include "engine/tokenizer/tokenizer.h"
 
@@ -113,6 +114,7 @@ std::shared_ptr<const CompiledConstraint> ConstraintCompiler::compile(const Cons
   const auto make = [this](xgrammar::CompiledGrammar g) {
     return std::make_shared<const CompiledConstraint>(std::move(g), vocab_size_, state_->speller);
   };
+  std::int64_t repetitions = 0;
   try {
     switch (c.kind) {
       case Constraint::Kind::kJsonObject:
@@ -126,11 +128,13 @@ std::shared_ptr<const CompiledConstraint> ConstraintCompiler::compile(const Cons
                                          true));
       case Constraint::Kind::kRegex:
         if (c.text.empty()) throw ConstraintError(c.field, c.field + ": the regex is empty");
+        count_repetitions(c.text, RepetitionSyntax::kRegex, c.field, repetitions);
         return make(xc.CompileRegex(c.text));
       case Constraint::Kind::kChoice:
         return make(xc.CompileGrammar(choice_grammar(c)));
       case Constraint::Kind::kGrammar:
         if (c.text.empty()) throw ConstraintError(c.field, c.field + ": the grammar is empty");
+        count_repetitions(c.text, RepetitionSyntax::kGrammar, c.field, repetitions);
         return make(xc.CompileGrammar(c.text));
       case Constraint::Kind::kNone:
         break;

@@ -7,6 +7,7 @@
 
 #include "engine/bounded_json.h"
 #include "engine/constraints/compiler.h"
+#include "engine/constraints/repetitions.h"
 
 namespace saker {
 namespace {
@@ -44,7 +45,9 @@ bool in(const std::array<std::string_view, N>& a, std::string_view k) {
   return false;
 }
 
-void walk(const json& s, const std::string& path, const std::string& field, int depth) {
+// `repetitions`: the counted repetitions of the schema's patterns so far (repetitions.h).
+void walk(const json& s, const std::string& path, const std::string& field, int depth,
+          std::int64_t& repetitions) {
   if (depth > 64) throw ConstraintError(field, field + ": the schema nests deeper than 64 levels");
   if (s.is_boolean()) return;
   if (!s.is_object())
@@ -52,6 +55,12 @@ void walk(const json& s, const std::string& path, const std::string& field, int 
                                      " must be an object or a boolean, got " + s.dump());
   for (const auto& [k, v] : s.items()) {
     const std::string at = path + "/" + k;
+    if (k == "pattern" && v.is_string())
+      count_repetitions(v.get_ref<const std::string&>(), RepetitionSyntax::kRegex, field,
+                        repetitions);
+    if (k == "patternProperties" && v.is_object())
+      for (const auto& [regex, sub] : v.items())
+        count_repetitions(regex, RepetitionSyntax::kRegex, field, repetitions);
     if (in(kRefused, k))
       throw ConstraintError(
           field, field + ": JSON schema keyword `" + k + "` (at " + at + ") is not supported");
@@ -59,16 +68,17 @@ void walk(const json& s, const std::string& path, const std::string& field, int 
       throw ConstraintError(field, field + ": JSON schema keyword `multipleOf` (at " + at +
                                        ") is supported for type integer only");
     if (in(kOne, k) && !v.is_array()) {
-      walk(v, at, field, depth + 1);
+      walk(v, at, field, depth + 1, repetitions);
     } else if (in(kList, k) || (k == "items" && v.is_array())) {
       if (!v.is_array())
         throw ConstraintError(field, field + ": `" + k + "` (at " + at + ") must be a list");
       for (std::size_t i = 0; i < v.size(); ++i)
-        walk(v[i], at + "/" + std::to_string(i), field, depth + 1);
+        walk(v[i], at + "/" + std::to_string(i), field, depth + 1, repetitions);
     } else if (in(kMap, k)) {
       if (!v.is_object())
         throw ConstraintError(field, field + ": `" + k + "` (at " + at + ") must be an object");
-      for (const auto& [name, sub] : v.items()) walk(sub, at + "/" + name, field, depth + 1);
+      for (const auto& [name, sub] : v.items())
+        walk(sub, at + "/" + name, field, depth + 1, repetitions);
     }
   }
 }
@@ -84,7 +94,8 @@ void check_json_schema(const std::string& schema, const std::string& field) {
   } catch (const json::parse_error& e) {
     throw ConstraintError(field, field + ": the JSON schema is not valid JSON: " + e.what());
   }
-  walk(s, "#", field, 0);
+  std::int64_t repetitions = 0;
+  walk(s, "#", field, 0, repetitions);
 }
 
 }  // namespace saker
