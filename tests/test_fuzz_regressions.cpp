@@ -181,3 +181,25 @@ TEST_CASE("fuzz: a namespace that would hold itself is ChatTemplateError", "[fuz
                       Catch::Contains("cannot hold a namespace"));
   }
 }
+
+// model_config: hidden_size 214748364864 overflowed the per-layer weight count (UBSan): shape
+// fields are bounded so that no size made of them overflows.
+TEST_CASE("fuzz: shape fields past their bounds are ConfigError naming the field", "[fuzz]") {
+  std::ifstream in(test::kFixtures / "mqa7-fp32" / "config.json");
+  const nlohmann::json base = nlohmann::json::parse(in);
+  for (const auto& [key, value] :
+       std::vector<std::pair<std::string, std::int64_t>>{{"hidden_size", 214748364864},
+                                                         {"hidden_size", (1 << 20) + 64},
+                                                         {"num_hidden_layers", 4097},
+                                                         {"ffn_hidden_size", (1 << 22) + 1},
+                                                         {"vocab_size", (1 << 24) + 1}}) {
+    INFO(key << " = " << value);
+    nlohmann::json j = base;
+    j[key] = value;
+    CHECK_THROWS_WITH(parse_config(j, "config.json"),
+                      Catch::Contains("\"" + key + "\" must be at most"));
+  }
+  nlohmann::json j = base;
+  j["num_hidden_layers"] = 4096;
+  CHECK(parse_config(j, "config.json").layers == 4096);
+}

@@ -12,6 +12,14 @@ namespace {
 
 using nlohmann::json;
 
+// Bounds on the shape fields: far past any Falcon (-180B: hidden 14848, 80 layers, vocab 65024),
+// and small enough that no size computed from them overflows (found by the fuzzer: hidden_size
+// 214748364864 overflowed the per-layer weight count).
+constexpr std::int64_t kMaxDim = std::int64_t{1} << 24;     // vocab, positions, heads
+constexpr std::int64_t kMaxHidden = std::int64_t{1} << 20;  // hidden_size
+constexpr std::int64_t kMaxFfn = std::int64_t{1} << 22;     // ffn_hidden_size
+constexpr std::int64_t kMaxLayers = 4096;
+
 // Reads the first key of `names` that is present; names the file and key in errors.
 class Reader {
  public:
@@ -25,17 +33,20 @@ class Reader {
     return nullptr;
   }
 
-  std::int64_t positive_int(std::initializer_list<const char*> names) const {
+  // Shapes are bounded (kMaxDim unless `max` says less) so that the products the model's sizes
+  // are made of (rows x columns x layers x bytes) cannot overflow an int64.
+  std::int64_t positive_int(std::initializer_list<const char*> names,
+                            std::int64_t max = kMaxDim) const {
     const json* v = find(names);
     if (!v) throw ConfigError(source_ + ": missing field \"" + *names.begin() + "\"");
-    return check_positive(*v, *names.begin());
+    return check_positive(*v, *names.begin(), max);
   }
 
-  std::optional<std::int64_t> optional_positive_int(
-      std::initializer_list<const char*> names) const {
+  std::optional<std::int64_t> optional_positive_int(std::initializer_list<const char*> names,
+                                                    std::int64_t max = kMaxDim) const {
     const json* v = find(names);
     if (!v) return std::nullopt;
-    return check_positive(*v, *names.begin());
+    return check_positive(*v, *names.begin(), max);
   }
 
   bool boolean(std::initializer_list<const char*> names, bool fallback) const {
@@ -57,9 +68,10 @@ class Reader {
   }
 
  private:
-  std::int64_t check_positive(const json& v, const char* name) const {
+  std::int64_t check_positive(const json& v, const char* name, std::int64_t max) const {
     if (!v.is_number_integer() || v.get<std::int64_t>() <= 0)
       error(name, "must be a positive integer", v);
+    if (v.get<std::int64_t>() > max) error(name, "must be at most " + std::to_string(max), v);
     return v.get<std::int64_t>();
   }
 
@@ -162,8 +174,8 @@ namespace {
 void read_shape(const Reader& r, const std::string& source, bool rw_new, bool rw_old,
                 FalconConfig& c) {
   c.vocab_size = r.positive_int({"vocab_size"});
-  c.hidden = r.positive_int({"hidden_size", "n_embed"});
-  c.layers = r.positive_int({"num_hidden_layers", "n_layer"});
+  c.hidden = r.positive_int({"hidden_size", "n_embed"}, kMaxHidden);
+  c.layers = r.positive_int({"num_hidden_layers", "n_layer"}, kMaxLayers);
   c.heads = r.positive_int({"num_attention_heads", "n_head"});
   if (c.hidden % c.heads != 0)
     throw ConfigError(source + ": hidden_size " + shape_str(c.hidden) +
@@ -183,7 +195,7 @@ void read_shape(const Reader& r, const std::string& source, bool rw_new, bool rw
   if (c.heads % c.kv_heads != 0)
     throw ConfigError(source + ": num_attention_heads " + shape_str(c.heads) +
                       " is not a multiple of num_kv_heads " + shape_str(c.kv_heads));
-  c.ffn = r.optional_positive_int({"ffn_hidden_size"}).value_or(4 * c.hidden);
+  c.ffn = r.optional_positive_int({"ffn_hidden_size"}, kMaxFfn).value_or(4 * c.hidden);
 }
 
 // Biases, ALiBi, tied embeddings and the block layout; refuses what the model cannot run.
