@@ -155,17 +155,17 @@ TEST_CASE("malformed constraints are refused, naming the field and the problem",
       {{K::kChoice, {}, {"a", ""}, "guided_choice"}, "choice 1 is empty"},
       // Counted repetitions are bounded per constraint (the fuzzer's `.0{78791}` held a thread
       // for minutes): in a regex, a grammar and a schema's patterns, together.
-      {{K::kRegex, ".0{78791}", {}, "guided_regex"}, "add up to more than 1024"},
-      {{K::kRegex, "(.{600}x){500}", {}, "guided_regex"}, "add up to more than 1024"},
-      {{K::kRegex, "[0-9]{1,1000}-[0-9]{1,25}", {}, "guided_regex"}, "add up to more than 1024"},
-      {{K::kGrammar, "root ::= [^x] \"0\"{2000}", {}, "guided_grammar"}, "more than 1024"},
+      {{K::kRegex, ".0{78791}", {}, "guided_regex"}, "add up to more than 256"},
+      {{K::kRegex, "(.{200}x){100}", {}, "guided_regex"}, "add up to more than 256"},
+      {{K::kRegex, "[0-9]{1,200}-[0-9]{1,57}", {}, "guided_regex"}, "add up to more than 256"},
+      {{K::kGrammar, "root ::= [^x] \"0\"{2000}", {}, "guided_grammar"}, "more than 256"},
       {{K::kJsonSchema, R"({"type": "string", "pattern": ".0{3000}"})", {}, "guided_json"},
-       "more than 1024"},
+       "more than 256"},
       {{K::kJsonSchema,
-        R"({"properties": {"a": {"pattern": "x{600}"}}, "patternProperties": {"^b{600}$": {}}})",
+        R"({"properties": {"a": {"pattern": "x{200}"}}, "patternProperties": {"^b{100}$": {}}})",
         {},
         "guided_json"},
-       "more than 1024"},
+       "more than 256"},
   };
   for (const Bad& b : bad) {
     INFO(b.c.field << ": " << b.c.text);
@@ -180,10 +180,10 @@ TEST_CASE("malformed constraints are refused, naming the field and the problem",
   // Braces that are no repetition do not count: in classes, escapes, grammar strings and
   // comments; and up to the limit compiles.
   for (const Constraint& c :
-       {Constraint{K::kRegex, "[{]{1000}\\{2000}", {}, "guided_regex"},
-        Constraint{K::kRegex, "[0-9]{1,1000}-[0-9]{1,24}", {}, "guided_regex"},
+       {Constraint{K::kRegex, "[{]{200}\\{2000}", {}, "guided_regex"},
+        Constraint{K::kRegex, "[0-9]{1,200}-[0-9]{1,56}", {}, "guided_regex"},
         Constraint{
-            K::kGrammar, "root ::= \"{5000}\" [{]{1000} # x{5000}\n", {}, "guided_grammar"}}) {
+            K::kGrammar, "root ::= \"{5000}\" [{]{200} # x{5000}\n", {}, "guided_grammar"}}) {
     INFO(c.text);
     CHECK_NOTHROW(compiler().compile(c));
   }
