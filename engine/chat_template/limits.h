@@ -11,8 +11,9 @@
 
 namespace saker::jinja {
 
-// Bytes of one string a template builds, and of its whole output (jinja2's sandbox bounds
-// ranges the same way; it has no byte bound, transformers' renders run in a sandbox of their own).
+// Bytes of one string a template builds, and of its whole output. jinja2's sandbox (which
+// transformers renders in) bounds range() only; these go further, so that no render can take all
+// memory.
 inline constexpr std::int64_t kMaxBuiltBytes = std::int64_t{1} << 24;
 // Items of one list a template builds (split, a string iterated by code point, list + list).
 inline constexpr std::int64_t kMaxBuiltItems = std::int64_t{1} << 20;

@@ -59,7 +59,6 @@ struct Value {
   bool is_number() const { return is_int() || std::holds_alternative<double>(v); }
   bool is_list() const { return std::holds_alternative<std::shared_ptr<List>>(v); }
   bool is_dict() const { return std::holds_alternative<std::shared_ptr<Dict>>(v); }
-  bool is_namespace() const { return std::holds_alternative<std::shared_ptr<Namespace>>(v); }
   const std::string& str() const { return std::get<std::string>(v); }
   const List& list() const { return *std::get<std::shared_ptr<List>>(v); }
   const Dict& dict() const { return *std::get<std::shared_ptr<Dict>>(v); }
