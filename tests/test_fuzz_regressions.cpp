@@ -14,10 +14,12 @@
 #include "engine/constraints/compiler.h"
 #include "engine/model/checkpoint.h"
 #include "engine/model/falcon/config.h"
+#include "engine/tokenizer/regex.h"
 #include "launcher/launch/properties.h"
 #include "launcher/serve/api.h"
 #include "parallel/iteration_plan.h"
 #include "tests/golden.h"
+#include "tests/structured_rig.h"
 
 using namespace saker;
 namespace fs = std::filesystem;
@@ -206,4 +208,25 @@ TEST_CASE("fuzz: shape fields past their bounds are ConfigError naming the field
   nlohmann::json j = base;
   j["num_hidden_layers"] = 4096;
   CHECK(parse_config(j, "config.json").layers == 4096);
+}
+
+// http_api: a regex `N8nlohokdo_samplee......0-0___+___...9` spent seconds per request (26 s under
+// ASan) in the search for its shortest closing, 2^16 matcher steps each slow for this automaton:
+// now 2^12, which find the same closing. The closing still works: the shortest answer and a few
+// tokens more all match the regex, from random logits, greedy and sampled.
+TEST_CASE("fuzz: the closing search of a slow regex is bounded and still closes it", "[fuzz]") {
+  const std::string re = "N8nlohokdo_samplee......0-0___+" + std::string(56, '_') + "9";
+  const Constraint c{Constraint::Kind::kRegex, re, {}, "structured_outputs"};
+  const auto n = tokens_to_close(*test::compiler().compile(c));
+  REQUIRE(n.has_value());
+  // PCRE2 in UTF mode: std::regex would take each byte of a multi-byte character for a `.`.
+  const Regex whole("\\A(?:" + re + ")\\z");
+  Span match;
+  for (const std::int64_t budget : {*n, *n + 1, *n + 4})
+    for (const float temperature : {0.0f, 1.0f}) {
+      const test::Output out = test::generate(c, 7, temperature, budget, true);
+      INFO("max_tokens " << budget << ", temperature " << temperature << ": " << out.text);
+      CHECK(static_cast<std::int64_t>(out.tokens.size()) <= budget);
+      CHECK(whole.matcher().search(out.text, 0, match));
+    }
 }
