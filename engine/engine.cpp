@@ -237,7 +237,8 @@ void Engine::load(const EngineOptions& o, Communicator& comm) {
   }
   const WeightQuant quant = weight_quant(o.dtype, p.checkpoint);
   threads_ = o.threads ? o.threads : usable_cpus();
-  p.backend = make_backend(o.device, threads_, p.shape.max_positions);
+  p.backend = make_backend(o.device, threads_, p.shape.max_positions,
+                           DeviceOptions{o.batch_invariant, o.random_weights});
   backend_ = p.backend.get();
   p.kv_dtype = resolve_kv_dtype(o.kv_cache_dtype, p.checkpoint, *p.backend, o.device);
   p.model_comm = make_model_communicator(*p.backend, comm);

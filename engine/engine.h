@@ -53,6 +53,12 @@ struct EngineOptions {
   bool warm_up = false;               // run one iteration end to end before health() says ready
   bool log_requests = false;          // one line per finished request (spdlog, info)
   bool enable_prefix_caching = true;  // reuse cached KV blocks of equal prompt prefixes
+  // CUDA: linear layers sum every row the same way in any decode step of up to 64 tokens
+  // (CudaOptions::batch_invariant); off, each takes its fastest kernel per token count.
+  bool batch_invariant = true;
+  // Benchmarks, CUDA: every weight matrix filled with random values on the device; the
+  // checkpoint's tensor bytes are never read, so a sparse file of the right header will do.
+  bool random_weights = false;
   // Element type of the KV cache: fp32, bf16, fp16, fp8_e4m3 (or fp8), int8, or auto (the
   // checkpoint's 16-bit dtype, fp32 for an fp32 checkpoint, as vLLM's auto; the default). 16 bits
   // hold twice the tokens of fp32 in the same bytes; 8 bits, with an fp32 scale per token per KV

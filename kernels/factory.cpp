@@ -37,7 +37,7 @@ int local_rank() {
 }
 
 std::unique_ptr<Backend> make_backend(const std::string& device, unsigned threads,
-                                      std::int64_t max_context) {
+                                      std::int64_t max_context, const DeviceOptions& d) {
   if (!device.empty() && device != "cuda" && device != "cpu")
     throw std::invalid_argument("device must be cuda or cpu, not '" + device + "'");
 #ifdef SAKER_HAVE_CUDA
@@ -46,12 +46,16 @@ std::unique_ptr<Backend> make_backend(const std::string& device, unsigned thread
     if (gpus == 0) throw std::runtime_error("device cuda: no CUDA device is visible");
     cuda::CudaOptions o;
     o.device = local_rank() % gpus;
+    o.batch_invariant = d.batch_invariant;
+    o.synthetic_weights = d.random_weights;
     return std::make_unique<cuda::CudaBackend>(o);
   }
 #else
   if (device == "cuda")
     throw std::runtime_error("device cuda: this saker was built without the CUDA backend");
 #endif
+  if (d.random_weights)
+    throw std::invalid_argument("random weights are made on a CUDA device only (--device cuda)");
   return std::make_unique<CpuBackend>(threads, max_context);
 }
 

@@ -18,8 +18,14 @@ class Communicator;
 // else cpu. std::invalid_argument naming the device otherwise; std::runtime_error when cuda is
 // asked for and there is none. CUDA: the GPU of this process's local rank (modulo the visible
 // GPUs). CPU: `threads` threads, attention scratch for max_context positions.
+// What the CUDA backend takes beyond the device (CudaOptions); the CPU backend is batch-invariant
+// always and has no random weights.
+struct DeviceOptions {
+  bool batch_invariant = true;  // CudaOptions::batch_invariant
+  bool random_weights = false;  // CudaOptions::synthetic_weights (benchmarks)
+};
 std::unique_ptr<Backend> make_backend(const std::string& device, unsigned threads,
-                                      std::int64_t max_context);
+                                      std::int64_t max_context, const DeviceOptions& d = {});
 // The communicator the model's collectives need on `backend`: NCCL on the CUDA backend's stream
 // when `comm` has more than one rank (device pointers), else null (use `comm` itself).
 std::unique_ptr<Communicator> make_model_communicator(Backend& backend, Communicator& comm);

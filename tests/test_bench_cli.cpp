@@ -239,6 +239,15 @@ TEST_CASE("saker bench reports vLLM's serving metrics for rolling and dynamic ba
     CHECK(j["e2el_ms"]["p50"].get<double>() >= j["ttft_ms"]["p50"].get<double>());
     CHECK(j["avg_batch_size"].get<double>() <= c.max_batch);
     CHECK(j["avg_batch_size"].get<double>() >= 1.0);
+    // The engine's time per iteration: the forward pass and the host's part add up to the step.
+    CHECK(j["forward_ms_per_iteration"].get<double>() > 0);
+    CHECK(j["host_ms_per_iteration"].get<double>() > 0);
+    CHECK(j["forward_ms_per_iteration"].get<double>() + j["host_ms_per_iteration"].get<double>() ==
+          Approx(j["step_ms_per_iteration"].get<double>()));
+    CHECK(j["host_fraction_of_step"].get<double>() ==
+          Approx(j["host_ms_per_iteration"].get<double>() /
+                 j["step_ms_per_iteration"].get<double>()));
+    CHECK(r.out.find("engine time") != std::string::npos);
     // The floors: a decode step is bound by bytes or FLOPs, prefill by FLOPs at the FMA peak.
     CHECK(j["fma_peak_gflops"].get<double>() > 0);
     CHECK(j["decode_step_floor_ms"].get<double>() >= j["tpot_floor_ms"].get<double>());
@@ -340,6 +349,8 @@ TEST_CASE("saker bench and the engine flags reject bad values", "[cli][bench]") 
       {"--kv-cache-fraction 2", "--kv-cache-fraction must be in (0, 1]"},
       {"--dtype int4", "--dtype must be auto, int8, bf16, fp16 or fp32"},
       {"--collective-timeout 0", "--collective-timeout must be positive"},
+      {"--batch-invariant --no-batch-invariant", "--batch-invariant and --no-batch-invariant"},
+      {"--random-weights --device cpu", "--random-weights makes the weights on a CUDA device"},
   };
   for (const auto& [flags, msg] : cases) {
     const Run r = saker_cmd("bench --model '" + model + "' --num-requests 2 " + flags);

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <sstream>
 #include <thread>
+#include <tuple>
 
 #include <algorithm>
 
@@ -102,6 +103,7 @@ TEST_CASE("every key is checked for type and range, with the key and value named
       {{{"job_queue_size", "lots"}}, "job_queue_size=lots: must be an integer"},
       {{{"option.enable_prefix_caching", "yes"}},
        "option.enable_prefix_caching=yes: must be true or false"},
+      {{{"option.batch_invariant", "1"}}, "option.batch_invariant=1: must be true or false"},
       {{{"option.kv_cache_dtype", "fp64"}},
        "option.kv_cache_dtype=fp64: must be auto, fp32, bf16, fp16, fp8_e4m3 or int8"},
       {{{"option.speculative_draft_model", "/nonexistent"}},
@@ -137,16 +139,19 @@ TEST_CASE("every key is checked for type and range, with the key and value named
   CHECK(*(at + 1) == "int8");
   const auto bf16 = mpirun_command(s, t);
   CHECK(std::find(bf16.begin(), bf16.end(), "--dtype") == bf16.end());
-  // option.enable_prefix_caching: the serve flag either way; unset, the engine's default (on).
-  for (const auto& [value, flag] : {std::pair{"false", "--no-enable-prefix-caching"},
-                                    std::pair{"TRUE", "--enable-prefix-caching"}}) {
-    const auto c = mpirun_command(
-        validate_properties({{"option.model_id", dir}, {"option.enable_prefix_caching", value}}),
-        t);
+  // option.enable_prefix_caching and option.batch_invariant: the serve flag either way; unset,
+  // the engine's default (on).
+  for (const auto& [key, value, flag] :
+       {std::tuple{"option.enable_prefix_caching", "false", "--no-enable-prefix-caching"},
+        std::tuple{"option.enable_prefix_caching", "TRUE", "--enable-prefix-caching"},
+        std::tuple{"option.batch_invariant", "false", "--no-batch-invariant"},
+        std::tuple{"option.batch_invariant", "true", "--batch-invariant"}}) {
+    const auto c = mpirun_command(validate_properties({{"option.model_id", dir}, {key, value}}), t);
     CHECK(std::count(c.begin(), c.end(), std::string(flag)) == 1);
   }
   CHECK(std::count_if(bf16.begin(), bf16.end(), [](const std::string& a) {
-          return a.find("prefix-caching") != std::string::npos;
+          return a.find("prefix-caching") != std::string::npos ||
+                 a.find("batch-invariant") != std::string::npos;
         }) == 0);
   // option.kv_cache_dtype: the serve flag with the canonical name; unset, no flag (auto).
   for (const auto& [value, name] :

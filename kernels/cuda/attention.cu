@@ -450,7 +450,13 @@ std::int64_t attention_key_bound(const DevicePlaces& p) {
   return (p.max_keys + kKeyBucket - 1) / kKeyBucket * kKeyBucket;
 }
 
-int attention_splits(const DevicePlaces& p, const AttentionShape& s, int sms) {
+int attention_splits(const DevicePlaces& p, const AttentionShape& s, int sms, bool invariant) {
+  // Batch-invariant: ranges of kKeyBucket keys from position 0, whatever else is in the step, so
+  // a token's partial sums and their combination depend on its own keys alone (up to kMaxSplits
+  // ranges: 8192 keys; longer bounds widen the ranges).
+  if (invariant)
+    return static_cast<int>(
+        std::clamp<std::int64_t>(attention_key_bound(p) / kKeyBucket, 1, kMaxSplits));
   const std::int64_t blocks = std::max<std::int64_t>(1, p.num_tiles * s.kv_heads);
   const std::int64_t want = (2 * static_cast<std::int64_t>(sms) + blocks - 1) / blocks;
   const std::int64_t key_tiles = attention_key_bound(p) / kKeyTile;

@@ -11,9 +11,7 @@
 #include "kernels/cuda/memory.h"
 
 namespace saker::cuda {
-namespace {
 
-// Median seconds of `reps` runs of `op` on `stream`, after one warm-up run.
 double median_seconds(int reps, cudaStream_t stream, const std::function<void()>& op) {
   cudaEvent_t start = nullptr, stop = nullptr;
   SAKER_CUDA_CHECK(cudaEventCreate(&start));
@@ -37,8 +35,6 @@ double median_seconds(int reps, cudaStream_t stream, const std::function<void()>
   std::sort(times.begin(), times.end());
   return times[times.size() / 2];
 }
-
-}  // namespace
 
 double measure_read_bandwidth(std::size_t bytes, int reps) {
   DeviceMemory data(bytes), sink(sizeof(float));

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <vector>
 
 #include "kernels/backend.h"
 
@@ -20,8 +21,11 @@ namespace saker::cuda {
 // tokens go to cuBLASLt.
 constexpr std::int64_t kGemvMaxTokens = 8;
 constexpr std::int64_t kGemvSmallK = 8192;
-// Decode graphs kept at once (one per key of run_step, i.e. per decode batch size).
-constexpr std::size_t kMaxGraphs = 64;
+// The skinny tensor-core kernel (mma_gemm.cu) takes linear layers of at most this many tokens.
+constexpr std::int64_t kMmaMaxTokens = 64;
+// Decode graphs kept at once (one per key of run_step, i.e. per decode batch size): every
+// batch size up to 256.
+constexpr std::size_t kMaxGraphs = 256;
 
 // What run_step did so far.
 struct GraphStats {
@@ -32,11 +36,27 @@ struct GraphStats {
   std::int64_t aborts = 0;      // captures dropped (a buffer had to grow, or CUDA refused)
 };
 
+// How a linear layer is computed: the weight-streaming GEMV (at most kGemvMaxTokens tokens a
+// launch), the skinny tensor-core kernel (bf16/fp16 weights, at most 64 tokens: mma_gemm.cu) or
+// cuBLASLt. kAuto: as CudaOptions::batch_invariant says.
+enum class LinearPath { kAuto, kGemv, kMma, kLt };
+const char* linear_path_name(LinearPath p);
+
+// What the tuner (batch_invariant off) chose for one weight shape and token count, and the median
+// times it measured, in microseconds (negative: that path cannot take the call).
+struct LinearChoice {
+  DType dtype = DType::BF16;
+  std::int64_t rows = 0, cols = 0, tokens = 0;
+  LinearPath path = LinearPath::kAuto;
+  double us_gemv = -1, us_mma = -1, us_lt = -1;
+};
+
 struct CudaOptions {
   int device = 0;
-  // GEMMs (more than kGemvMaxTokens tokens) on bf16/fp16 weights take the activations as two
-  // half-precision parts, hi + lo, in one cuBLASLt call of twice the columns: close to fp32
-  // accuracy for the same weight traffic. Off: one part (activations rounded to bf16/fp16).
+  // cuBLASLt GEMMs on bf16/fp16 weights take the activations as two half-precision parts,
+  // hi + lo, in one call of twice the columns: close to fp32 accuracy for the same weight
+  // traffic. Off: one part (activations rounded to bf16/fp16). The tensor-core kernel always
+  // splits them (in registers).
   bool split_activations = true;
   // Benchmarks: upload_weight fills the device copy with random values instead of copying the
   // host bytes (which are then never read), so a model-sized checkpoint can be a sparse file.
@@ -64,6 +84,16 @@ struct CudaOptions {
   // Threads per block of the GEMV kernels on rows of at most kGemvSmallK elements (Falcon-7B's
   // qkv, dense and fc_in): 96, 128, 160 or 192 (any other value, and longer rows: 256).
   int gemv_threads = 128;
+  // Linear layers (`saker ... --batch-invariant`, default on). On: every call of at most 64
+  // tokens on bf16/fp16 weights runs the skinny tensor-core kernel, whose sums do not depend on
+  // the tokens, so a row's output is bit for bit the same in any decode step of up to 64 tokens;
+  // larger calls (prefill chunks, and a step's decodes batched with one) go to cuBLASLt, whose
+  // algorithm depends on the shape. fp32 weights: GEMV up to 8 tokens, cuBLASLt above. Off: each
+  // (weight shape, tokens) up to 64 takes the fastest of GEMV, tensor-core kernel and cuBLASLt,
+  // timed on its first call outside a graph capture (linear_choices()).
+  bool batch_invariant = true;
+  // Tests and benchmarks: this path for every call it can take (kAuto: the rule above).
+  LinearPath linear_path = LinearPath::kAuto;
 };
 
 class CudaBackend final : public Backend {
@@ -129,6 +159,10 @@ class CudaBackend final : public Backend {
   void set_pdl_max_tokens(std::int64_t tokens);
   void set_fuse(bool on, std::int64_t max_tokens = kGemvMaxTokens);
   void set_gemv_threads(int threads);
+  void set_batch_invariant(bool on);
+  void set_linear_path(LinearPath path);
+  // The tuner's choices so far (batch_invariant off), in the order they were made.
+  std::vector<LinearChoice> linear_choices() const;
   bool pdl_supported() const;  // the device runs programmatic dependent launches (sm_90+)
   GraphStats graph_stats() const;
 
@@ -139,6 +173,11 @@ class CudaBackend final : public Backend {
   struct Impl;
   void linear_impl(const float* x, std::int64_t n, const Weight& w, const float* bias, bool gelu,
                    const float* add, float* residual, float* y);
+  // linear_impl on a resolved path (kGemv, kMma or kLt; one the call can take).
+  void linear_on(LinearPath path, const float* x, std::int64_t n, const Weight& w,
+                 const float* bias, bool gelu, const float* add, float* residual, float* y);
+  LinearPath choose_linear(const float* x, std::int64_t n, const Weight& w);
+  LinearPath tune_linear(const float* x, std::int64_t n, const Weight& w);
   std::unique_ptr<Impl> impl_;
 };
 

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cstring>
 #include <functional>
+#include <map>
+#include <tuple>
 #include <type_traits>
 #include <unordered_map>
 #include <utility>
@@ -185,7 +187,10 @@ struct CudaBackend::Impl {
   LtGemm gemm;
   std::vector<DeviceMemory> weights;
   std::uint64_t weight_seed = 1;
-  DeviceMemory act_parts, gemm_out, attn_scratch;
+  DeviceMemory act_parts, gemm_out, attn_scratch, tune_out;
+  // The tuner's choices (batch_invariant off): index into `choices` by (dtype, rows, cols, tokens).
+  std::map<std::tuple<int, std::int64_t, std::int64_t, std::int64_t>, std::size_t> tuned;
+  std::vector<LinearChoice> choices;
   detail::Arena arena;
   bool pdl_supported = false;  // sm_90 or later
   // The last operation enqueued on the stream was one of our kernels: only then may the next

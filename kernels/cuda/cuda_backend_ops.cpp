@@ -26,51 +26,6 @@ void CudaBackend::linear_add(const float* x, std::int64_t n, const Weight& w, co
   linear_impl(x, n, w, bias, false, add, residual, y);
 }
 
-void CudaBackend::linear_impl(const float* x, std::int64_t n, const Weight& w, const float* bias,
-                              bool gelu, const float* add, float* residual, float* y) {
-  if (n <= 0 || w.rows == 0) return;
-  Impl& m = *impl_;
-  cudaStream_t s = m.stream.get();
-  m.record(1, x, n, static_cast<int>(w.dtype), w.data, w.rows, w.cols, bias, gelu, add, residual,
-           y);
-  // GEMV for a few tokens; also, a chunk of tokens at a time, for shapes cuBLASLt cannot take.
-  auto gemv_chunks = [&] {
-    for (std::int64_t t = 0; t < n; t += kGemvMaxTokens) {
-      const std::int64_t o = t * w.rows;
-      launch_gemv(x + t * w.cols, std::min(kGemvMaxTokens, n - t), w, bias, gelu,
-                  add ? add + o : nullptr, residual ? residual + o : nullptr, y + o,
-                  m.options.gemv_threads, m.next_kernel(n));
-    }
-  };
-  if (n <= kGemvMaxTokens) {
-    if (m.launching()) gemv_chunks();
-    return;
-  }
-
-  // cuBLASLt: fp32 weights take the fp32 activations; half-precision weights take them rounded
-  // to the weights' type, as hi (+ lo) stacked into one [parts * n, K] operand.
-  const std::int64_t K = w.cols, N = w.rows;
-  const int parts = w.dtype != DType::F32 && m.options.split_activations ? 2 : 1;
-  const std::size_t half_bytes = static_cast<std::size_t>(n * K) * 2;
-  if (w.dtype != DType::F32) m.ensure_scratch(m.act_parts, parts * half_bytes);
-  if (parts > 1)
-    m.ensure_scratch(m.gemm_out, static_cast<std::size_t>(parts * n * N) * sizeof(float));
-  m.record(m.act_parts.get(), m.gemm_out.get(), parts);
-  if (!m.launching()) return;
-  const void* b = x;
-  if (w.dtype != DType::F32) {
-    auto* hi = static_cast<std::byte*>(m.act_parts.get());
-    launch_split_activations(x, n * K, w.dtype, hi, parts == 2 ? hi + half_bytes : nullptr, s);
-    b = hi;
-  }
-  float* d = parts > 1 ? m.gemm_out.as<float>() : y;
-  m.after_kernel = false;  // a library's kernels (or the activations' split) come next
-  if (!m.gemm.run(w.dtype, w.data, b, d, N, parts * n, K, s)) return gemv_chunks();
-  if (parts > 1 || bias || gelu) launch_bias_act(d, parts, n, N, bias, gelu, y, s);
-  if (add) launch_add(add, n * N, y, s);
-  if (residual) launch_add(y, n * N, residual, s);
-}
-
 void CudaBackend::embedding(std::span<const std::int32_t> ids, const Weight& table,
                             std::int64_t first_id, float* y) {
   if (ids.empty()) return;
@@ -185,7 +140,7 @@ void CudaBackend::attention(const float* qkv, std::span<const TokenPlace> places
   if (places.empty()) return;
   Impl& m = *impl_;
   const DevicePlaces& p = m.stage_places(places, kv.block_size, attention_tokens_per_tile(s));
-  const int splits = attention_splits(p, s, m.sms);
+  const int splits = attention_splits(p, s, m.sms, m.options.batch_invariant);
   m.ensure_scratch(m.attn_scratch, attention_scratch_floats(p.n, s, splits) * sizeof(float));
   m.record(10, qkv, out, splits, attention_key_bound(p), m.attn_scratch.get());
   record_kv(m, kv);

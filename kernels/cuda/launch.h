@@ -72,8 +72,10 @@ std::int64_t attention_tokens_per_tile(const AttentionShape& s);
 std::size_t attention_scratch_floats(std::int64_t n, const AttentionShape& s, int splits);
 // max_keys rounded up to a bucket: the key ranges are cut from it.
 std::int64_t attention_key_bound(const DevicePlaces& p);
-// Key ranges per tile so the grid fills `sms` multiprocessors (1 when one range is enough).
-int attention_splits(const DevicePlaces& p, const AttentionShape& s, int sms);
+// Key ranges per tile so the grid fills `sms` multiprocessors (1 when one range is enough); with
+// `invariant` (CudaOptions::batch_invariant), ranges of 128 keys from position 0 instead, so that
+// no token's result depends on the others in the step (up to 8192 keys).
+int attention_splits(const DevicePlaces& p, const AttentionShape& s, int sms, bool invariant);
 // out [n, heads * head_dim]. `scratch` holds attention_scratch_floats(n, s, splits).
 void launch_attention(const float* qkv, const DevicePlaces& p, const AttentionShape& s,
                       const KvLayer& kv, int splits, float* scratch, float* out, const Enqueue& q);
@@ -85,6 +87,22 @@ void launch_attention(const float* qkv, const DevicePlaces& p, const AttentionSh
 // CudaOptions::gemv_threads.
 void launch_gemv(const float* x, std::int64_t n, const Weight& w, const float* bias, bool gelu,
                  const float* add, float* residual, float* y, int threads, const Enqueue& q);
+
+// Skinny products on tensor cores (mma_gemm.cu) for 1 to kMmaMaxTokens tokens on bf16 or fp16
+// weights, with the GEMV's epilogue and rounding: y = x W^T (+ bias), gelu'd, (+ add); then
+// residual += y. The activations are split into hi + lo parts of the weights' type in registers.
+// Every row is summed in the same order whatever the number of tokens (batch invariance). At most
+// kMmaMaxTokens tokens (cuda_backend.h).
+struct MmaEpilogue {
+  const float* bias = nullptr;
+  bool gelu = false;
+  const float* add = nullptr;
+  float* residual = nullptr;
+};
+// bf16/fp16 weights with K % 8 == 0, weights and activations 16-byte aligned.
+bool mma_supported(const Weight& w, const float* x);
+void launch_skinny_mma(const float* x, std::int64_t n, const Weight& w, const MmaEpilogue& e,
+                       float* y, const Enqueue& q);
 
 // Tuning only (saker_gpu_bench): variants of the GEMV kernel for bf16 weights (K % 8 == 0),
 // each for gemv_variant_tokens(v) tokens, without bias or GELU.

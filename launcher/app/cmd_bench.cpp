@@ -35,6 +35,7 @@ int run_bench(const std::vector<std::string>& args) {
   std::string workload = "mixed", rate_text = "inf", output_json, guided_json;
   std::int64_t num_requests = 64, concurrency = 0;
   std::uint64_t seed = 0;
+  bool random_weights = false;
   po::options_description desc("options");
   desc.add_options()("help,h", "show this help")("model", po::value(&flags.model_dir)->required(),
                                                  "model directory")(
@@ -51,12 +52,18 @@ int run_bench(const std::vector<std::string>& args) {
       "output-json", po::value(&output_json), "also write the results as JSON")(
       "guided-json", po::value(&guided_json),
       "FILE: a JSON schema every request's output must follow (structured outputs; the model "
-      "directory needs tokenizer.json)");
+      "directory needs tokenizer.json)")(
+      "random-weights", po::bool_switch(&random_weights),
+      "CUDA: weights made at random on the device, the checkpoint's tensor bytes never read (a "
+      "model that is not at hand, e.g. saker_gpu_bench --checkpoint-only's sparse Falcon-7B)");
   desc.add(engine_options(flags));
   po::variables_map vm;
   if (!parse(args, desc, vm, "usage: [mpirun -np N] saker bench --model DIR [options]")) return 0;
   EngineOptions o = finish_engine_options(vm, flags);
   o.text = !guided_json.empty();  // constraints need the tokenizer
+  o.random_weights = random_weights;
+  if (random_weights && o.device == "cpu")
+    throw UsageError("--random-weights makes the weights on a CUDA device (--device cuda)");
   if (num_requests <= 0) throw UsageError("--num-requests must be positive");
   if (concurrency < 0) throw UsageError("--max-concurrency must be >= 0");
   const double rate = parse_rate(rate_text);

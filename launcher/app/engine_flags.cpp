@@ -78,9 +78,14 @@ po::options_description engine_options(EngineFlags& o) {
       "enable-prefix-caching", po::bool_switch(&o.enable_prefix_caching),
       "reuse the KV blocks of prompt prefixes computed before (the default)")(
       "no-enable-prefix-caching", po::bool_switch(&o.no_enable_prefix_caching),
-      "compute every prompt in full")("kv-cache-dtype",
-                                      po::value(&o.kv_cache_dtype)->default_value(o.kv_cache_dtype),
-                                      kKvCacheDtypeHelp)(
+      "compute every prompt in full")(
+      "batch-invariant", po::bool_switch(&o.batch_invariant),
+      "CUDA: a sequence's outputs do not depend on the others in its decode step (the default; "
+      "docs/cuda.md)")("no-batch-invariant", po::bool_switch(&o.no_batch_invariant),
+                       "CUDA: each linear layer takes its fastest kernel per token count, timed "
+                       "at start")("kv-cache-dtype",
+                                   po::value(&o.kv_cache_dtype)->default_value(o.kv_cache_dtype),
+                                   kKvCacheDtypeHelp)(
       "speculative-method", po::value(&o.speculative_method),
       "ngram: speculative decoding by prompt lookup; draft: by --speculative-model")(
       "speculative-model", po::value(&o.speculative_model),
@@ -132,6 +137,9 @@ EngineOptions finish_engine_options(const po::variables_map& vm, EngineFlags& f)
     throw UsageError(
         "--enable-prefix-caching and --no-enable-prefix-caching contradict each other");
   o.enable_prefix_caching = !f.no_enable_prefix_caching;
+  if (f.batch_invariant && f.no_batch_invariant)
+    throw UsageError("--batch-invariant and --no-batch-invariant contradict each other");
+  o.batch_invariant = !f.no_batch_invariant;
   o.kv_cache_dtype = f.kv_cache_dtype;
   o.speculative_method = f.speculative_method;
   o.num_speculative_tokens = f.num_speculative_tokens;

@@ -28,6 +28,8 @@ struct EngineFlags {
   double heartbeat_interval_s = 2;    // serving and idle: rank 0's no-op plan this often
   // Prefix caching is on unless --no-enable-prefix-caching; --enable-prefix-caching says so.
   bool enable_prefix_caching = false, no_enable_prefix_caching = false;
+  // Batch invariance (the CUDA backend's linear layers) is on unless --no-batch-invariant.
+  bool batch_invariant = false, no_batch_invariant = false;
   std::string kv_cache_dtype = "auto";  // option.kv_cache_dtype
   std::string speculative_method;       // ngram, draft, or empty: as --speculative-model says
   std::string speculative_model;        // a draft model directory

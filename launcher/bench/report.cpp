@@ -136,6 +136,15 @@ nlohmann::json to_json(const BenchSettings& s, const Figures& f) {
           {"itl_ms", f.lat.itl_ms.to_json()},
           {"e2el_ms", f.lat.e2el_ms.to_json()},
           {"iterations", f.stats.iterations},
+          // Rank 0's engine time per iteration, and the part of it outside the model's forward
+          // pass (scheduling, plans, sampling, detokenizing, the events' hand-off).
+          {"step_ms_per_iteration", f.stats.step_seconds / it * 1e3},
+          {"forward_ms_per_iteration", f.stats.forward_seconds / it * 1e3},
+          {"host_ms_per_iteration", (f.stats.step_seconds - f.stats.forward_seconds) / it * 1e3},
+          {"host_fraction_of_step",
+           f.stats.step_seconds > 0
+               ? (f.stats.step_seconds - f.stats.forward_seconds) / f.stats.step_seconds
+               : 0.0},
           {"avg_batch_size", static_cast<double>(f.stats.batch_sequences) / it},
           {"avg_tokens_per_iteration", static_cast<double>(f.stats.batch_tokens) / it},
           {"kv_blocks", f.pool_blocks},
@@ -216,6 +225,11 @@ void print_floors(std::ostream& out, const Figures& f, const nlohmann::json& j) 
   out << "iterations              " << f.stats.iterations << ", avg batch "
       << j["avg_batch_size"].get<double>() << " sequences, "
       << j["avg_tokens_per_iteration"].get<double>() << " tokens\n"
+      << "engine time             " << j["step_ms_per_iteration"].get<double>()
+      << " ms per iteration, of which the forward pass "
+      << j["forward_ms_per_iteration"].get<double>() << " ms and the host (scheduling, sampling, "
+      << "detokenizing, hand-off) " << j["host_ms_per_iteration"].get<double>() << " ms ("
+      << 100 * j["host_fraction_of_step"].get<double>() << " %)\n"
       << "KV usage                mean " << 100 * j["kv_usage_mean"].get<double>() << " %, max "
       << 100 * j["kv_usage_max"].get<double>() << " % of " << f.pool_blocks << " blocks; "
       << f.preemptions << " preemptions\n"

@@ -154,6 +154,7 @@ LaunchSettings validate_properties(const Properties& p) {
                                               "option.output_formatter",
                                               "option.model_loading_timeout",
                                               "option.enable_prefix_caching",
+                                              "option.batch_invariant",
                                               "option.kv_cache_dtype",
                                               "option.speculative_draft_model",
                                               "option.speculative_length",
@@ -217,12 +218,13 @@ LaunchSettings validate_properties(const Properties& p) {
   }
   if (has("option.model_loading_timeout"))
     s.model_loading_timeout_s = number(p, "option.model_loading_timeout", 1);
-  if (has("option.enable_prefix_caching")) {
-    const std::string v = lower(p.at("option.enable_prefix_caching"));
-    if (v != "true" && v != "false")
-      bad("option.enable_prefix_caching", p.at("option.enable_prefix_caching"),
-          "must be true or false");
-    s.enable_prefix_caching = v == "true";
+  for (const auto& [key, field] :
+       {std::pair{"option.enable_prefix_caching", &LaunchSettings::enable_prefix_caching},
+        std::pair{"option.batch_invariant", &LaunchSettings::batch_invariant}}) {
+    if (!has(key)) continue;
+    const std::string v = lower(p.at(key));
+    if (v != "true" && v != "false") bad(key, p.at(key), "must be true or false");
+    s.*field = v == "true";
   }
   if (has("option.kv_cache_dtype")) {
     const std::string v = lower(p.at("option.kv_cache_dtype"));
@@ -281,6 +283,8 @@ std::vector<std::string> mpirun_command(const LaunchSettings& s, const LaunchTar
   if (s.enable_prefix_caching)
     c.push_back(*s.enable_prefix_caching ? "--enable-prefix-caching"
                                          : "--no-enable-prefix-caching");
+  if (s.batch_invariant)
+    c.push_back(*s.batch_invariant ? "--batch-invariant" : "--no-batch-invariant");
   if (s.kv_cache_dtype) c.insert(c.end(), {"--kv-cache-dtype", *s.kv_cache_dtype});
   if (s.speculative_draft_model)
     c.insert(c.end(), {"--speculative-model", *s.speculative_draft_model});

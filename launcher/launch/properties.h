@@ -36,6 +36,7 @@ struct LaunchSettings {
   std::optional<double> max_batch_delay_ms;
   std::optional<std::int64_t> job_queue_size;
   std::optional<bool> enable_prefix_caching;  // option.enable_prefix_caching
+  std::optional<bool> batch_invariant;        // option.batch_invariant
   // option.speculative_draft_model (a draft model directory), option.speculative_length (K).
   std::optional<std::string> speculative_draft_model;
   std::optional<std::int64_t> speculative_length;

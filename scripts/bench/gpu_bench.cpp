@@ -69,10 +69,15 @@ Args parse_args(int argc, char** argv) {
       a.skip_model = true;
     else if (k == "--checkpoint-only")
       a.checkpoint_only = true;
+    else if (k == "--max-positions")
+      a.max_positions = std::stoll(value());
+    else if (k == "--quick")
+      a.quick = true;
     else
       throw std::invalid_argument("unknown argument " + k +
                                   " (--out DIR --workdir DIR --batches 1,2,4,8,32,64 --context N "
-                                  "--steps N --prefill-tokens N --kv-cache-dtype T --skip-model)");
+                                  "--steps N --prefill-tokens N --kv-cache-dtype T --skip-model "
+                                  "--max-positions N --quick --checkpoint-only)");
   }
   return a;
 }
@@ -141,7 +146,8 @@ int main(int argc, char** argv) try {
   report.bandwidth.print(std::cout);
   report.gemm = {gemm_tflops(8192)};
   report.gemm.print(std::cout);
-  if (!args.skip_model) report.model = run_model_bench(args, report.bandwidth.read_gbs);
+  if (!args.skip_model)
+    report.model = run_model_bench(args, report.bandwidth.read_gbs, report.gemm.tflops);
   write_results(report, args.out);
   return 0;
 } catch (const std::exception& e) {

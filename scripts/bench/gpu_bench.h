@@ -27,13 +27,17 @@ using json = nlohmann::json;
 struct Args {
   fs::path out = "gpu-bench-results";
   fs::path workdir = fs::temp_directory_path() / "saker-falcon7b-sparse";
-  std::vector<std::int64_t> batches = {1, 2, 4, 8, 32, 64};
+  std::vector<std::int64_t> batches = {1, 2, 4, 8, 16, 32, 64, 128, 256};
   std::int64_t context = 128;  // tokens already in each sequence's cache when decode is timed
   std::int64_t steps = 16;     // decode steps timed per batch size
-  std::int64_t prefill_tokens = 512;  // one prompt of this many tokens
-  DType kv_dtype = DType::F32;        // --kv-cache-dtype: the decode and prefill runs' KV cache
+  std::int64_t prefill_tokens = 2048;  // one prompt of this many tokens
+  DType kv_dtype = DType::F32;         // --kv-cache-dtype: the decode and prefill runs' KV cache
   bool skip_model = false;
   bool checkpoint_only = false;  // write and validate the sparse checkpoint, nothing else (no GPU)
+  // Long contexts: Falcon-7B's shape with this many positions (0: its own 2048), and --quick:
+  // decode timed by default and without batch invariance only, no stage breakdown.
+  std::int64_t max_positions = 0;
+  bool quick = false;
 };
 
 using Clock = std::chrono::steady_clock;
@@ -81,7 +85,10 @@ struct ModelLoadReport {
 struct PrefillReport {
   std::int64_t tokens = 0;  // one prompt
   double seconds = 0;       // median of the timed runs
+  double flops = 0;  // the prompt's matrix FLOPs: weights (2 per weight per token) + attention
+  double gemm_tflops = 0;  // cuBLASLt's measured bf16 rate, the reference
   double tokens_per_s() const { return static_cast<double>(tokens) / seconds; }
+  double tflops() const { return flops / seconds * 1e-12; }
   void print(std::ostream& o) const;
   void markdown(std::ostream& o) const;
   void to_json(json& j) const;
@@ -99,7 +106,10 @@ struct DecodeRow {
   // (the backend before them); PDL at any number of tokens; fused kernels; both. step_ms is the
   // default's (PDL up to pdl_max_tokens tokens, fused kernels).
   double plain_ms = 0, pdl_only_ms = 0, fuse_only_ms = 0, both_ms = 0;
-  double gemv_threads_ms[4] = {0, 0, 0, 0};  // the defaults, GEMVs of 96 / 160 / 192 / 256
+  // The defaults without batch invariance (CudaOptions::batch_invariant off: each linear layer
+  // its fastest path per token count, attention's key ranges cut to fill the GPU): the price of
+  // invariance is step_ms / tuned_ms.
+  double tuned_ms = 0;
   void print(std::ostream& o) const;
   json to_json() const;
 };
@@ -109,6 +119,7 @@ struct DecodeReport {
   DType kv_dtype = DType::F32;
   // The defaults' limits (CudaOptions), quoted in the settings table's caption.
   std::int64_t pdl_max_tokens = 0, fuse_max_tokens = 0;
+  bool quick = false;  // --quick: only the default and not batch-invariant were timed
   std::vector<DecodeRow> rows;
   void markdown(std::ostream& o) const;
   void to_json(json& j) const;
@@ -129,11 +140,21 @@ struct Stage {
   double per_step = 0;  // calls per decode step
 };
 
+// One linear layer shape at one token count, on each path forced (CudaBackend::set_linear_path):
+// mean us per call back to back, negative where the path cannot take the call.
+struct LinearRow {
+  std::string shape;
+  std::int64_t rows = 0, cols = 0, tokens = 0;
+  double us_gemv = -1, us_mma = -1, us_lt = -1;
+};
+
 struct StageReport {
   std::int64_t context = 0;
-  double read_gbs = 0;        // what the GB/s columns are a percentage of
-  std::vector<Stage> stages;  // the batch-1 breakdown and the comparisons after it
-  std::vector<Stage> sweep;   // GEMV kernel variants
+  double read_gbs = 0;            // what the GB/s columns are a percentage of
+  double tflops = 0;              // cuBLASLt's measured bf16 rate: the tensor-core floor's
+  std::vector<Stage> stages;      // the batch-1 breakdown and the comparisons after it
+  std::vector<Stage> sweep;       // GEMV kernel variants
+  std::vector<LinearRow> linear;  // every linear path on every shape, 1 to 256 tokens
   void markdown(std::ostream& o) const;
   void to_json(json& j) const;
 };
@@ -164,7 +185,7 @@ void check_sparse_checkpoint(const fs::path& workdir);
 
 // Builds the model from the sparse checkpoint in args.workdir (removed afterwards) and times
 // prefill, decode at each batch size and the batch-1 stages; prints each result as it comes.
-ModelReport run_model_bench(const Args& args, double read_gbs);
+ModelReport run_model_bench(const Args& args, double read_gbs, double tflops);
 
 // The model's dimensions, which the stage breakdown runs its calls at.
 struct StageShapes {
@@ -175,6 +196,6 @@ struct StageShapes {
 // kv is the first layer's cache, table its sequence's block table, filled up to `context`.
 StageReport stage_breakdown(cuda::CudaBackend& backend, const KvLayer& kv,
                             const std::vector<std::int32_t>& table, std::int64_t context,
-                            const StageShapes& c, double read_gbs);
+                            const StageShapes& c, double read_gbs, double tflops);
 
 }  // namespace saker::gpu_bench

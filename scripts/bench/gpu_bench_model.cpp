@@ -33,8 +33,11 @@ constexpr const char* kFalcon7bConfig = R"({
   "vocab_size": 65024, "max_position_embeddings": 2048
 })";
 
-FalconConfig falcon7b_config() {
-  return parse_config(json::parse(kFalcon7bConfig), "falcon-7b config");
+// `max_positions` > 0: the same shape with a longer context (newer Falcon configs have one).
+FalconConfig falcon7b_config(std::int64_t max_positions = 0) {
+  json j = json::parse(kFalcon7bConfig);
+  if (max_positions > 0) j["max_position_embeddings"] = max_positions;
+  return parse_config(j, "falcon-7b config");
 }
 
 // Writes the safetensors file of a sparse checkpoint: the header, the LayerNorm weights (`ones`:
@@ -129,7 +132,7 @@ class StepBench {
   }
   void fill_context(std::int64_t batch);
   double time_steps(std::span<const std::int32_t> next, bool graphs, Handoff h);
-  std::array<double, 9> time_settings(std::span<const std::int32_t> next);
+  std::array<double, 6> time_settings(std::span<const std::int32_t> next);
 
   const Args& args_;
   const FalconConfig& config_;
@@ -160,16 +163,28 @@ PrefillReport StepBench::prefill() {
   return PrefillReport{args_.prefill_tokens, median(times)};
 }
 
-// Fills each sequence's cache with `context` tokens, a few sequences per step.
+// Fills each sequence's cache with `context` tokens, a few sequences per step (a context longer
+// than a step's tokens: one sequence a chunk at a time).
 void StepBench::fill_context(std::int64_t batch) {
   std::vector<std::vector<std::int32_t>> prompts;
   for (std::int64_t s = 0; s < batch; ++s) prompts.push_back(random_tokens(args_.context));
   for (std::int64_t s = 0; s < batch;) {
+    if (args_.context > max_tokens_) {
+      for (std::int64_t at = 0; at < args_.context; at += max_tokens_) {
+        const std::int64_t len = std::min(max_tokens_, args_.context - at);
+        const SequenceStep step{
+            std::span<const std::int32_t>(prompts[s])
+                .subspan(static_cast<std::size_t>(at), static_cast<std::size_t>(len)),
+            static_cast<std::int32_t>(at), tables_[s], false};
+        model_.forward({&step, 1}, cache_);
+      }
+      ++s;
+      continue;
+    }
     std::vector<SequenceStep> steps;
     std::int64_t used = 0;
     for (; s < batch && used + args_.context <= max_tokens_; ++s, used += args_.context)
       steps.push_back({prompts[s], 0, tables_[s], false});
-    if (steps.empty()) throw std::runtime_error("--context exceeds the step's token budget");
     model_.forward(steps, cache_);
   }
 }
@@ -210,27 +225,26 @@ double StepBench::time_steps(std::span<const std::int32_t> next, bool graphs, Ha
   return median(times);
 }
 
-// Graphs with PDL (at any number of tokens) and fused kernels off, each alone, both, and the
-// default settings, in turns, the best of two turns each, so that a drift of the clock hits them
-// alike. Index k < 4: pdl = k % 2, fuse = k / 2; 4: the defaults. 5 to 8: the defaults, GEMVs on
-// rows of at most kGemvSmallK with other block sizes. Leaves the defaults set.
-std::array<double, 9> StepBench::time_settings(std::span<const std::int32_t> next) {
+// Graphs with PDL (at any number of tokens) and fused kernels off, each alone, both, the
+// default settings, and the defaults without batch invariance, in turns, the best of two turns
+// each, so that a drift of the clock hits them alike. Index k < 4: pdl = k % 2, fuse = k / 2; 4:
+// the defaults; 5: batch_invariant off. Leaves the defaults set.
+std::array<double, 6> StepBench::time_settings(std::span<const std::int32_t> next) {
   const cuda::CudaOptions defaults;
-  constexpr int kThreadsTried[4] = {96, 160, 192, 256};
-  std::array<double, 9> by_setting = {1e30, 1e30, 1e30, 1e30, 1e30, 1e30, 1e30, 1e30, 1e30};
+  std::array<double, 6> by_setting = {1e30, 1e30, 1e30, 1e30, 1e30, 1e30};
   for (int turn = 0; turn < 2; ++turn)
-    for (int k = 0; k < 9; ++k) {
-      backend_.set_gemv_threads(k >= 5 ? kThreadsTried[k - 5] : defaults.gemv_threads);
+    for (int k = 0; k < 6; ++k) {
       backend_.set_pdl(k < 4 ? k % 2 == 1 : defaults.pdl);
       backend_.set_pdl_max_tokens(k < 4 ? std::int64_t{1} << 40 : defaults.pdl_max_tokens);
       backend_.set_fuse(k < 4 ? k / 2 == 1 : defaults.fuse,
                         k < 4 ? std::int64_t{1} << 40 : defaults.fuse_max_tokens);
+      backend_.set_batch_invariant(k == 5 ? false : defaults.batch_invariant);
       by_setting[k] = std::min(by_setting[k], time_steps(next, true, Handoff::kNone));
     }
   backend_.set_pdl(defaults.pdl);
   backend_.set_pdl_max_tokens(defaults.pdl_max_tokens);
   backend_.set_fuse(defaults.fuse, defaults.fuse_max_tokens);
-  backend_.set_gemv_threads(defaults.gemv_threads);
+  backend_.set_batch_invariant(defaults.batch_invariant);
   return by_setting;
 }
 
@@ -240,6 +254,24 @@ DecodeRow StepBench::decode(std::int64_t batch, double floor_s) {
   fill_context(B);
   std::vector<std::int32_t> next(static_cast<std::size_t>(B));
   for (auto& t : next) t = token_(rng_);
+  if (args_.quick) {  // the default and not batch-invariant, best of two turns each
+    double invariant = 1e30, tuned = 1e30;
+    for (int turn = 0; turn < 2; ++turn) {
+      backend_.set_batch_invariant(true);
+      invariant = std::min(invariant, time_steps(next, true, Handoff::kNone));
+      backend_.set_batch_invariant(false);
+      tuned = std::min(tuned, time_steps(next, true, Handoff::kNone));
+    }
+    backend_.set_batch_invariant(true);
+    DecodeRow row{B,
+                  invariant * 1e3,
+                  static_cast<double>(B) / invariant,
+                  floor_s * 1e3,
+                  100.0 * floor_s / invariant,
+                  0};
+    row.tuned_ms = tuned * 1e3;
+    return row;
+  }
   const double direct = time_steps(next, false, Handoff::kNone);
   const auto by_setting = time_settings(next);
   const double step = by_setting[4];
@@ -247,7 +279,7 @@ DecodeRow StepBench::decode(std::int64_t batch, double floor_s) {
       B,           step * 1e3, static_cast<double>(B) / step, floor_s * 1e3, 100.0 * floor_s / step,
       direct * 1e3};
   row.plain_ms = by_setting[0] * 1e3;
-  for (int i = 0; i < 4; ++i) row.gemv_threads_ms[i] = by_setting[5 + i] * 1e3;
+  row.tuned_ms = by_setting[5] * 1e3;
   row.pdl_only_ms = by_setting[1] * 1e3;
   row.fuse_only_ms = by_setting[2] * 1e3;
   row.both_ms = by_setting[3] * 1e3;
@@ -266,8 +298,8 @@ void check_sparse_checkpoint(const fs::path& workdir) {
   std::cout << "sparse checkpoint in " << workdir.string() << " is valid\n";
 }
 
-ModelReport run_model_bench(const Args& args, double read_gbs) {
-  const FalconConfig config = falcon7b_config();
+ModelReport run_model_bench(const Args& args, double read_gbs, double tflops) {
+  const FalconConfig config = falcon7b_config(args.max_positions);
   write_sparse_checkpoint(args.workdir, config);
   const Checkpoint ck = Checkpoint::open(args.workdir);
   cuda::CudaOptions opt;
@@ -285,17 +317,38 @@ ModelReport run_model_bench(const Args& args, double read_gbs) {
 
   StepBench bench(args, config, backend, model, max_batch, max_tokens);
   report.prefill = bench.prefill();
+  // Weights: 2 FLOPs per bf16 weight per token; attention: QK^T and PV over the causal half.
+  const auto T = static_cast<double>(args.prefill_tokens);
+  report.prefill.flops = static_cast<double>(report.load.step_bytes) * T +
+                         2.0 * T * T * static_cast<double>(config.heads * config.head_dim) *
+                             static_cast<double>(config.layers);
+  report.prefill.gemm_tflops = tflops;
   report.prefill.print(std::cout);
 
-  const double floor_s = static_cast<double>(report.load.step_bytes) / (read_gbs * 1e9);
-  report.decode = {
-      args.context, args.kv_dtype, defaults.pdl_max_tokens, defaults.fuse_max_tokens, {}};
+  // A step's floor: its weight bytes over the read bandwidth, or its weight FLOPs (2 per bf16
+  // weight per token) over cuBLASLt's measured bf16 rate, whichever is longer.
+  const double read_floor_s = static_cast<double>(report.load.step_bytes) / (read_gbs * 1e9);
+  auto floor_at = [&](std::int64_t batch) {
+    const double flops = static_cast<double>(report.load.step_bytes) * static_cast<double>(batch);
+    return std::max(read_floor_s, tflops > 0 ? flops / (tflops * 1e12) : 0.0);
+  };
+  report.decode = {args.context,
+                   args.kv_dtype,
+                   defaults.pdl_max_tokens,
+                   defaults.fuse_max_tokens,
+                   args.quick,
+                   {}};
   for (const std::int64_t B : args.batches) {
-    report.decode.rows.push_back(bench.decode(B, floor_s));
+    report.decode.rows.push_back(bench.decode(B, floor_at(B)));
     report.decode.rows.back().print(std::cout);
   }
   report.graphs = {backend.graph_stats()};
   report.graphs.print(std::cout);
+  if (args.quick) {
+    std::error_code ec;
+    fs::remove_all(args.workdir, ec);
+    return report;
+  }
   const StageShapes shapes{.hidden = config.hidden,
                            .heads = config.heads,
                            .kv_heads = config.kv_heads,
@@ -304,7 +357,7 @@ ModelReport run_model_bench(const Args& args, double read_gbs) {
                            .layers = config.layers,
                            .max_positions = config.max_positions};
   report.stages = stage_breakdown(backend, bench.cache().layer(0), bench.first_table(),
-                                  args.context, shapes, read_gbs);
+                                  args.context, shapes, read_gbs, tflops);
   std::error_code ec;
   fs::remove_all(args.workdir, ec);
   return report;

@@ -26,6 +26,8 @@ std::string fmt(double v, int prec) {
   return o.str();
 }
 
+void linear_markdown(const StageReport& r, std::ostream& o);
+
 // --- the device ----------------------------------------------------------------------------------
 
 void DeviceInfo::print(std::ostream& o) const {
@@ -82,15 +84,20 @@ void ModelLoadReport::to_json(json& j) const {
 
 void PrefillReport::print(std::ostream& o) const {
   o << "prefill of " << tokens << " tokens: " << fmt(seconds * 1e3, 1) << " ms, "
-    << fmt(tokens_per_s(), 0) << " tokens/s\n"
+    << fmt(tokens_per_s(), 0) << " tokens/s, " << fmt(tflops(), 1) << " TFLOP/s ("
+    << fmt(100.0 * tflops() / gemm_tflops, 1) << " % of cuBLASLt's bf16 rate)\n"
     << std::flush;
 }
 void PrefillReport::markdown(std::ostream& o) const {
-  o << "| prefill, " << tokens << " tokens | " << fmt(tokens_per_s(), 0) << " tokens/s |\n";
+  o << "| prefill, " << tokens << " tokens | " << fmt(tokens_per_s(), 0) << " tokens/s, "
+    << fmt(tflops(), 1) << " TFLOP/s, " << fmt(100.0 * tflops() / gemm_tflops, 1)
+    << " % of cuBLASLt's bf16 rate |\n";
 }
 void PrefillReport::to_json(json& j) const {
   j["prefill_tokens"] = tokens;
   j["prefill_tokens_per_s"] = tokens_per_s();
+  j["prefill_tflops"] = tflops();
+  j["prefill_percent_of_cublaslt"] = 100.0 * tflops() / gemm_tflops;
 }
 
 namespace {
@@ -120,15 +127,21 @@ void GraphsReport::to_json(json& j) const {
 // --- decode --------------------------------------------------------------------------------------
 
 void DecodeRow::print(std::ostream& o) const {
+  if (plain_ms == 0) {  // --quick
+    o << "decode batch " << batch << ": " << fmt(step_ms, 2) << " ms/step batch-invariant, "
+      << fmt(tuned_ms, 2) << " ms not; " << fmt(pct_of_floor, 1) << "% of the floor ("
+      << fmt(floor_ms, 2) << " ms)\n"
+      << std::flush;
+    return;
+  }
   o << "decode batch " << batch << " with the logits hand-off: full rows + host argmax "
     << fmt(rows_argmax_ms, 2) << " ms, full rows + host summary " << fmt(rows_summary_ms, 2)
     << " ms, device summary " << fmt(summary_ms, 2) << " ms\n";
   o << "decode batch " << batch << ", graphs: " << fmt(plain_ms, 2) << " ms plain, "
     << fmt(pdl_only_ms, 2) << " ms with PDL, " << fmt(fuse_only_ms, 2) << " ms with fused kernels, "
     << fmt(both_ms, 2) << " ms with both, " << fmt(step_ms, 2)
-    << " ms as by default; GEMVs of 96 / 160 / 192 / 256 threads: " << fmt(gemv_threads_ms[0], 2)
-    << " / " << fmt(gemv_threads_ms[1], 2) << " / " << fmt(gemv_threads_ms[2], 2) << " / "
-    << fmt(gemv_threads_ms[3], 2) << " ms\n";
+    << " ms as by default (batch-invariant), " << fmt(tuned_ms, 2)
+    << " ms without batch invariance\n";
   o << "decode batch " << batch << ": " << fmt(step_ms, 2) << " ms/step with graphs ("
     << fmt(direct_ms, 2) << " without), " << fmt(tokens_per_s, 0) << " tokens/s, "
     << fmt(pct_of_floor, 1) << "% of the floor (" << fmt(floor_ms, 2) << " ms)\n"
@@ -149,16 +162,23 @@ json DecodeRow::to_json() const {
           {"step_ms_pdl_only", pdl_only_ms},
           {"step_ms_fuse_only", fuse_only_ms},
           {"step_ms_pdl_fuse", both_ms},
-          {"step_ms_gemv_threads_96", gemv_threads_ms[0]},
-          {"step_ms_gemv_threads_160", gemv_threads_ms[1]},
-          {"step_ms_gemv_threads_192", gemv_threads_ms[2]},
-          {"step_ms_gemv_threads_256", gemv_threads_ms[3]}};
+          {"step_ms_not_batch_invariant", tuned_ms}};
 }
 
 void DecodeReport::markdown(std::ostream& o) const {
   o << "\nDecode at context " << context << ", KV cache " << dtype_name(kv_dtype) << ":\n";
-  o << "\n| decode batch | ms/step (graphs) | ms/step (no graphs) | tokens/s | floor ms (weights "
-       "/ read bw) | % of floor |\n"
+  if (quick) {
+    o << "\n| decode batch | ms/step, batch-invariant (default) | ms/step, not batch-invariant | "
+         "tokens/s (default) | floor ms | % of floor: default | not invariant |\n"
+      << "|---|---|---|---|---|---|---|\n";
+    for (const auto& r : rows)
+      o << "| " << r.batch << " | " << fmt(r.step_ms, 2) << " | " << fmt(r.tuned_ms, 2) << " | "
+        << fmt(r.tokens_per_s, 0) << " | " << fmt(r.floor_ms, 2) << " | " << fmt(r.pct_of_floor, 1)
+        << " | " << fmt(100.0 * r.floor_ms / r.tuned_ms, 1) << " |\n";
+    return;
+  }
+  o << "\n| decode batch | ms/step (graphs) | ms/step (no graphs) | tokens/s | floor ms "
+       "(max(weights / read bw, weight FLOPs / cuBLASLt rate)) | % of floor |\n"
     << "|---|---|---|---|---|---|\n";
   for (const auto& r : rows)
     o << "| " << r.batch << " | " << fmt(r.step_ms, 2) << " | " << fmt(r.direct_ms, 2) << " | "
@@ -170,16 +190,15 @@ void DecodeReport::markdown(std::ostream& o) const {
        "turns each; the default uses PDL up to "
     << pdl_max_tokens << " tokens and fused kernels up to " << fuse_max_tokens
     << ":\n\n"
-       "| decode batch | plain ms | PDL ms | fused ms | both ms | default ms | default, "
-       "GEMVs (K <= 8192) of 96 / 160 / 192 / 256 threads ms | default / plain | % of floor: "
-       "plain | default |\n|---|---|---|---|---|---|---|---|---|---|\n";
+       "| decode batch | plain ms | PDL ms | fused ms | both ms | default ms (batch-invariant) "
+       "| not batch-invariant ms | price of invariance | default / plain | % of floor: plain | "
+       "default | not invariant |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   for (const auto& r : rows)
     o << "| " << r.batch << " | " << fmt(r.plain_ms, 2) << " | " << fmt(r.pdl_only_ms, 2) << " | "
       << fmt(r.fuse_only_ms, 2) << " | " << fmt(r.both_ms, 2) << " | " << fmt(r.step_ms, 2) << " | "
-      << fmt(r.gemv_threads_ms[0], 2) << " / " << fmt(r.gemv_threads_ms[1], 2) << " / "
-      << fmt(r.gemv_threads_ms[2], 2) << " / " << fmt(r.gemv_threads_ms[3], 2) << " | "
+      << fmt(r.tuned_ms, 2) << " | " << fmt(r.step_ms / r.tuned_ms, 3) << "x | "
       << fmt(r.step_ms / r.plain_ms, 3) << " | " << fmt(100.0 * r.floor_ms / r.plain_ms, 1) << " | "
-      << fmt(r.pct_of_floor, 1) << " |\n";
+      << fmt(r.pct_of_floor, 1) << " | " << fmt(100.0 * r.floor_ms / r.tuned_ms, 1) << " |\n";
   o << "\nDecode step with the logits hand-off (graphs on): full rows to the host, then a host "
        "argmax or a host summary (argmax, log-sum-exp, top "
     << kSummaryTopK
@@ -229,9 +248,45 @@ void StageReport::markdown(std::ostream& o) const {
         << fmt(100.0 * gbs / read_gbs, 1) << " |\n";
     }
   }
+  linear_markdown(*this, o);
+}
+
+namespace {
+
+// Each path's share of the floor of a call: max(weight bytes / read bandwidth, FLOPs / cuBLASLt's
+// bf16 rate), in percent ("" where the path cannot take the call).
+std::string pct_of_floor(double us, double floor_us) {
+  return us > 0 ? fmt(us, 1) + " (" + fmt(100.0 * floor_us / us, 0) + " %)" : "";
+}
+
+}  // namespace
+
+void linear_markdown(const StageReport& r, std::ostream& o) {
+  if (r.linear.empty()) return;
+  o << "\nLinear layers on each path (bf16, back to back, weights in rotation): us per call and "
+       "% of the floor, max(weight bytes / read bandwidth, 2 N K n / cuBLASLt's bf16 rate):\n\n"
+    << "| shape | tokens | floor us | GEMV | tensor cores | cuBLASLt "
+       "|\n|---|---|---|---|---|---|\n";
+  for (const LinearRow& l : r.linear) {
+    const double bytes = 2.0 * static_cast<double>(l.rows * l.cols);
+    const double flops = 2.0 * static_cast<double>(l.rows * l.cols * l.tokens);
+    const double floor_us =
+        std::max(bytes / (r.read_gbs * 1e9), r.tflops > 0 ? flops / (r.tflops * 1e12) : 0.0) * 1e6;
+    o << "| " << l.shape << " " << l.rows << "x" << l.cols << " | " << l.tokens << " | "
+      << fmt(floor_us, 1) << " | " << pct_of_floor(l.us_gemv, floor_us) << " | "
+      << pct_of_floor(l.us_mma, floor_us) << " | " << pct_of_floor(l.us_lt, floor_us) << " |\n";
+  }
 }
 
 void StageReport::to_json(json& j) const {
+  for (const LinearRow& l : linear)
+    j["linear_paths"].push_back({{"shape", l.shape},
+                                 {"rows", l.rows},
+                                 {"cols", l.cols},
+                                 {"tokens", l.tokens},
+                                 {"us_gemv", l.us_gemv},
+                                 {"us_mma", l.us_mma},
+                                 {"us_cublaslt", l.us_lt}});
   for (const auto& st : sweep)
     j["gemv_variants"].push_back({{"name", st.name}, {"us", st.us}, {"bytes", st.bytes}});
   for (const auto& st : stages)

@@ -2,7 +2,10 @@
 // `kReps` calls back to back between two events (so launch gaps count, as in a step without
 // graphs). Weights are separate copies made for this, several of each shape in rotation, so that
 // no call finds its weights in L2. Then the same GEMVs at 8 tokens (batch 8), the fused forms
-// against the separate kernels at 32 tokens, and every GEMV kernel variant on every shape.
+// against the separate kernels at 32 tokens, every GEMV kernel variant on every shape, and every
+// linear path (GEMV, tensor cores, cuBLASLt) on every shape at 1 to 256 tokens. The batch-1
+// stages run the backend's default path (the tensor-core kernel, batch-invariant): "GEMV" in
+// their names is the role, a weight-streaming product.
 #include <string>
 #include <utility>
 
@@ -73,12 +76,14 @@ class StageBench {
   void batched_gemvs();
   void fused_at_32_tokens();
   void gemv_variants();
-  StageReport take(double read_gbs) && {
-    return StageReport{context_, read_gbs, std::move(out_), std::move(sweep_)};
+  void linear_paths();
+  StageReport take(double read_gbs, double tflops) && {
+    return StageReport{context_,        read_gbs,          tflops,
+                       std::move(out_), std::move(sweep_), std::move(linear_)};
   }
 
  private:
-  static constexpr std::int64_t kTokens = 32;  // tokens at most
+  static constexpr std::int64_t kTokens = 256;  // tokens at most
 
   std::vector<Weight> weights(std::int64_t rows, std::int64_t cols, int copies) {
     std::vector<Weight> w;
@@ -119,6 +124,14 @@ class StageBench {
     });
     out_.push_back({name, us, bf16_bytes(w[0]), per_step});
   }
+  // The layer's weight shapes by name.
+  std::vector<std::pair<std::string, const std::vector<Weight>*>> shapes() const {
+    return {{"qkv", &wqkv_},
+            {"dense", &wdense_},
+            {"fc_in", &wfc_in_},
+            {"fc_out", &wfc_out_},
+            {"lm_head", &wlm_}};
+  }
   static std::string dims(std::int64_t rows, std::int64_t cols) {
     return std::to_string(rows) + "x" + std::to_string(cols);
   }
@@ -138,6 +151,7 @@ class StageBench {
   const std::vector<std::int64_t> rows_ = {0};
   Event e0_, e1_;
   std::vector<Stage> out_, sweep_;
+  std::vector<LinearRow> linear_;
 };
 
 // Each call of one decode step, once, with its calls per step (the fused forms: 0, not summed).
@@ -275,14 +289,8 @@ void StageBench::fused_at_32_tokens() {
 
 // GEMV kernel variants (tuning): every shape, every variant, rotating weights.
 void StageBench::gemv_variants() {
-  const std::vector<std::pair<std::string, const std::vector<Weight>*>> shapes = {
-      {"qkv", &wqkv_},
-      {"dense", &wdense_},
-      {"fc_in", &wfc_in_},
-      {"fc_out", &wfc_out_},
-      {"lm_head", &wlm_}};
   cudaStream_t st = backend_.stream();
-  for (const auto& [shape_name, w] : shapes)
+  for (const auto& [shape_name, w] : shapes())
     for (int v = 0; v < cuda::gemv_variant_count(); ++v) {
       const double us = time_us([&, w = w](int i) {
         cuda::launch_gemv_variant(v, x_->data(), (*w)[static_cast<std::size_t>(i) % w->size()],
@@ -293,18 +301,40 @@ void StageBench::gemv_variants() {
     }
 }
 
+// Every linear path (GEMV up to 8 tokens, the tensor-core kernel up to 64, cuBLASLt) on every
+// Falcon-7B shape at 1 to 256 tokens, the weights in rotation; the default path is restored.
+void StageBench::linear_paths() {
+  auto time_path = [&](cuda::LinearPath path, const std::vector<Weight>& w, std::int64_t n) {
+    backend_.set_linear_path(path);
+    return time_us([&](int i) {
+      backend_.linear(x_->data(), n, w[static_cast<std::size_t>(i) % w.size()], nullptr,
+                      y_->data());
+    });
+  };
+  for (const auto& [name, w] : shapes())
+    for (const std::int64_t n : {1, 2, 4, 8, 16, 32, 64, 128, 256}) {
+      LinearRow r{name, (*w)[0].rows, (*w)[0].cols, n};
+      if (n <= cuda::kGemvMaxTokens) r.us_gemv = time_path(cuda::LinearPath::kGemv, *w, n);
+      if (n <= cuda::kMmaMaxTokens) r.us_mma = time_path(cuda::LinearPath::kMma, *w, n);
+      r.us_lt = time_path(cuda::LinearPath::kLt, *w, n);
+      linear_.push_back(r);
+    }
+  backend_.set_linear_path(cuda::LinearPath::kAuto);
+}
+
 }  // namespace
 
 StageReport stage_breakdown(cuda::CudaBackend& backend, const KvLayer& kv,
                             const std::vector<std::int32_t>& table, std::int64_t context,
-                            const StageShapes& c, double read_gbs) {
+                            const StageShapes& c, double read_gbs, double tflops) {
   StageBench bench(backend, kv, table, context, c);
   bench.batch1_stages();
   bench.whole_layers();
   bench.batched_gemvs();
   bench.fused_at_32_tokens();
   bench.gemv_variants();
-  return std::move(bench).take(read_gbs);
+  bench.linear_paths();
+  return std::move(bench).take(read_gbs, tflops);
 }
 
 }  // namespace saker::gpu_bench

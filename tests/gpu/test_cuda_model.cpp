@@ -213,6 +213,54 @@ TEST_CASE("cuda model: a sequence's logits do not depend on its batch", "[gpu][m
   }
 }
 
+TEST_CASE("cuda model: with batch invariance a decode token's logits are the same bits in any step",
+          "[gpu][model]") {
+  for (const auto& dir : fixture_dirs()) {
+    DYNAMIC_SECTION(dir.filename().string()) {
+      const Fixture f(dir);
+      cuda::CudaBackend gpu;  // batch_invariant, as by default
+      auto m = f.model(gpu);
+      auto cache = make_cache(gpu, f.config);
+      // Each case prefilled alone into its own 16 blocks; then its first greedy token decoded
+      // alone, and all of them in one step, with (half-precision weights: the tensor-core kernel
+      // takes up to 64 tokens) a 20-token prefill chunk of a fourth sequence beside them.
+      std::vector<std::vector<std::int32_t>> prompts, tables, next;
+      for (std::size_t c = 0; c < f.cases(); ++c) {
+        prompts.push_back(f.ids(c, "prompt_ids"));
+        tables.push_back(block_range(static_cast<std::int32_t>(16 * c), 16));
+        next.push_back({f.ids(c, "greedy_ids").front()});
+        const SequenceStep step{prompts[c], 0, tables[c], false};
+        m.forward({&step, 1}, cache);
+      }
+      auto decode = [&](std::size_t c) {
+        return SequenceStep{next[c], static_cast<std::int32_t>(prompts[c].size()), tables[c],
+                            false};
+      };
+      std::vector<std::vector<float>> alone;
+      for (std::size_t c = 0; c < f.cases(); ++c) {
+        const SequenceStep step = decode(c);
+        alone.push_back(row(m.forward({&step, 1}, cache), 0, f.V));
+      }
+      std::vector<SequenceStep> steps;
+      for (std::size_t c = 0; c < f.cases(); ++c) steps.push_back(decode(c));
+      const bool half = dir.filename().string().find("bf16") != std::string::npos;
+      std::vector<std::int32_t> filler = f.ids(0, "prompt_ids");
+      const auto more = f.ids(0, "greedy_ids");
+      filler.insert(filler.end(), more.begin(), more.end());
+      filler.resize(std::min<std::size_t>(filler.size(), 20));
+      const auto filler_table = block_range(48, 16);
+      if (half) steps.push_back({filler, 0, filler_table, false});
+      const auto out = m.forward(steps, cache);
+      for (std::size_t c = 0; c < f.cases(); ++c) {
+        const auto batched = row(out, c, f.V);
+        INFO("case " << c << ", a step of " << steps.size() << " sequences: relative L2 "
+                     << rel_l2(batched, alone[c]));
+        CHECK(batched == alone[c]);
+      }
+    }
+  }
+}
+
 namespace {
 struct Variant {
   const char* name;
