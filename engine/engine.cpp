@@ -104,11 +104,12 @@ SpeculationConfig speculation(const EngineOptions& o) {
   return c;
 }
 
-// --dtype: auto and int8, or the checkpoint's own precision by name (a conversion would be
+// --dtype: auto, int8 and fp8, or the checkpoint's own precision by name (a conversion would be
 // silent otherwise).
 WeightQuant weight_quant(const std::string& d, const Checkpoint& ck) {
   if (d == "auto") return WeightQuant::kNone;
   if (d == "int8") return WeightQuant::kInt8;
+  if (d == "fp8" || d == "fp8_e4m3") return WeightQuant::kFp8;
   const std::optional<DType> weights = ck.weight_dtype();
   const std::string stored = weights ? std::string(dtype_name(*weights)) : "?";
   const std::string want = d == "bf16" || d == "bfloat16"  ? "BF16"
@@ -116,10 +117,12 @@ WeightQuant weight_quant(const std::string& d, const Checkpoint& ck) {
                            : d == "fp32" || d == "float32" ? "F32"
                                                            : "";
   if (want.empty())
-    throw OptionError("dtype", "dtype must be auto, int8, bf16, fp16 or fp32, got '" + d + "'");
+    throw OptionError("dtype",
+                      "dtype must be auto, int8, fp8, bf16, fp16 or fp32, got '" + d + "'");
   if (want != stored)
     throw OptionError("dtype", "dtype " + d + ": the checkpoint stores " + stored +
-                                   " weights, and saker runs them as stored (auto) or as int8");
+                                   " weights, and saker runs them as stored (auto), as int8 or as "
+                                   "fp8");
   return WeightQuant::kNone;
 }
 
@@ -296,7 +299,7 @@ void Engine::load_draft(const EngineOptions& o, Communicator& comm) {
   const ModelOptions mo{std::max<std::int64_t>(o.max_batch_tokens, o.max_batch_size),
                         o.max_batch_size,
                         std::min(p.draft_shape->max_positions, p.model->options().max_context),
-                        o.dtype == "int8" ? WeightQuant::kInt8 : WeightQuant::kNone};
+                        weight_quant(o.dtype, *p.draft_checkpoint)};
   try {
     p.draft = make_model(dir, *p.draft_checkpoint, *p.backend, mo,
                          p.watched_comm ? static_cast<Communicator*>(p.watched_comm.get())

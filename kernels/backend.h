@@ -26,6 +26,7 @@ enum class WeightLayout : std::uint8_t {
 enum class WeightQuant : std::uint8_t {
   kNone,  // keep the stored precision
   kInt8,  // weight-only int8, one scale per output row (`--dtype int8`)
+  kFp8,   // weight-only fp8 e4m3, one scale per output row (`--dtype fp8`)
 };
 
 // A [rows, cols] matrix (e.g. a Linear weight [out, in]) in its stored precision, or in a form a
@@ -36,7 +37,7 @@ struct Weight {
   std::int64_t rows = 0;
   std::int64_t cols = 0;
   WeightLayout layout = WeightLayout::kRowMajor;
-  const float* scales = nullptr;  // [rows] for I8: row r's value is scales[r] * q[r, k]
+  const float* scales = nullptr;  // [rows] for I8 and F8E4M3: row r's value is scales[r] * q[r, k]
 };
 
 // Bytes a step reads to stream the whole weight once.

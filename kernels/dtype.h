@@ -1,5 +1,6 @@
 // Element types of stored weights and KV caches. Activations are always fp32 on the CPU backend.
-// I8 exists only as a backend's quantized form of a weight (`--dtype int8`) or a KV cache's
+// I8 and F8E4M3 exist only as a backend's quantized form of a weight (`--dtype int8|fp8`) or a KV
+// cache's
 // (`--kv-cache-dtype int8`), F8E4M3 only as a KV cache's; neither is ever a checkpoint's dtype.
 // The conversions are constexpr so that the CUDA kernels call this very code (nvcc
 // --expt-relaxed-constexpr) and store the CPU backend's bits.

@@ -347,7 +347,7 @@ TEST_CASE("saker bench and the engine flags reject bad values", "[cli][bench]") 
       {"--block-size 0", "--block-size must be positive"},
       {"--max-rolling-batch-size 0", "--max-rolling-batch-size must be positive"},
       {"--kv-cache-fraction 2", "--kv-cache-fraction must be in (0, 1]"},
-      {"--dtype int4", "--dtype must be auto, int8, bf16, fp16 or fp32"},
+      {"--dtype int4", "--dtype must be auto, int8, fp8, bf16, fp16 or fp32"},
       {"--collective-timeout 0", "--collective-timeout must be positive"},
       {"--batch-invariant --no-batch-invariant", "--batch-invariant and --no-batch-invariant"},
       {"--random-weights --device cpu", "--random-weights makes the weights on a CUDA device"},

@@ -167,12 +167,18 @@ TEST_CASE("saker generate --dtype: int8 halves the bytes read, other names must 
   INFO(as_stored.err << int8.err);
   CHECK(ratio > 0.45);
   CHECK(ratio < 0.6);
+  // fp8 streams the same bytes as int8.
+  Run fp8 =
+      saker("generate " + model + "--prompt-ids '1 2 3' --max-new-tokens 3 --stats --dtype fp8");
+  REQUIRE(fp8.code == 0);
+  CHECK(bytes_read(fp8.err) == bytes_read(int8.err));
   Run r = saker("generate " + model + "--prompt-ids 1 --dtype fp32");
   CHECK(r.code == 2);
   CHECK_THAT(r.err, Catch::Contains("--dtype fp32: the checkpoint stores BF16 weights"));
   r = saker("generate " + model + "--prompt-ids 1 --dtype int4");
   CHECK(r.code == 2);
-  CHECK_THAT(r.err, Catch::Contains("--dtype must be auto, int8, bf16, fp16 or fp32, got 'int4'"));
+  CHECK_THAT(r.err,
+             Catch::Contains("--dtype must be auto, int8, fp8, bf16, fp16 or fp32, got 'int4'"));
 }
 
 TEST_CASE("saker generate samples reproducibly from the seed", "[cli][sampler]") {

@@ -104,22 +104,40 @@ double dot_error_bound(std::int64_t k, double magnitude) {
 
 }  // namespace
 
-TEST_CASE("linear matches the scalar reference for every dtype, int8 and ragged shape",
+namespace {
+
+// 5 random bf16 rows of 40: row 2 all zero, row 3's largest magnitude -2.5 at k = 7.
+TestWeight quantization_rows(std::mt19937& rng) {
+  TestWeight tw(DType::BF16, 5, 40, rng);
+  std::fill_n(tw.half.begin() + 2 * 40, 40, std::uint16_t{0});
+  tw.half[3 * 40 + 7] = f32_to_bf16(-2.5f);
+  return tw;
+}
+
+const char* quant_name(WeightQuant q) {
+  return q == WeightQuant::kInt8 ? " int8" : q == WeightQuant::kFp8 ? " fp8" : "";
+}
+
+}  // namespace
+
+TEST_CASE("linear matches the scalar reference for every dtype, int8, fp8 and ragged shape",
           "[kernels]") {
   std::mt19937 rng(7);
   CpuBackend backend(2, 16, 1);
   const std::vector<cpu::Isa> isas = cpu::supported_isas();
   for (DType d : {DType::F32, DType::BF16, DType::F16})
-    for (WeightQuant quant : {WeightQuant::kNone, WeightQuant::kInt8})
+    for (WeightQuant quant : {WeightQuant::kNone, WeightQuant::kInt8, WeightQuant::kFp8})
       for (std::int64_t rows : {1, 3, 16, 17, 37, 70})
         for (std::int64_t cols : {1, 15, 17, 100, 300})
           for (std::int64_t n : {1, 3, 13, 30}) {
-            INFO(dtype_name(d) << (quant == WeightQuant::kInt8 ? " int8" : "") << " rows " << rows
-                               << " cols " << cols << " n " << n);
+            INFO(dtype_name(d) << quant_name(quant) << " rows " << rows << " cols " << cols << " n "
+                               << n);
             TestWeight tw(d, rows, cols, rng);
             const Weight packed = backend.upload_weight(tw.w, quant);
             REQUIRE(packed.layout == WeightLayout::kPanels16);
-            REQUIRE(packed.dtype == (quant == WeightQuant::kInt8 ? DType::I8 : d));
+            REQUIRE(packed.dtype == (quant == WeightQuant::kInt8  ? DType::I8
+                                     : quant == WeightQuant::kFp8 ? DType::F8E4M3
+                                                                  : d));
             const auto x = random_floats(static_cast<std::size_t>(n * cols), rng);
             const auto bias = random_floats(static_cast<std::size_t>(rows), rng);
             // The reference reads the weight's values as the kernels see them (dequantized).
@@ -130,9 +148,13 @@ TEST_CASE("linear matches the scalar reference for every dtype, int8 and ragged 
                 const double stored = ref::weight_at(tw.w, r, k);
                 if (quant == WeightQuant::kNone) {
                   REQUIRE(values[r * cols + k] == stored);
-                } else {  // round to nearest: within half a step of the stored value
+                } else if (quant == WeightQuant::kInt8) {
+                  // Round to nearest: within half a step of the stored value.
                   REQUIRE(std::fabs(values[r * cols + k] - stored) <=
                           0.5001 * packed.scales[r] + 1e-12);
+                } else {  // e4m3: half an ulp (3 mantissa bits), or half a subnormal step
+                  REQUIRE(std::fabs(values[r * cols + k] - stored) <=
+                          std::fabs(stored) / 16 + packed.scales[r] * 0x1p-10 + 1e-12);
                 }
               }
             const Weight as_f32{DType::F32, values.data(), rows, cols};
@@ -165,9 +187,7 @@ TEST_CASE("linear matches the scalar reference for every dtype, int8 and ragged 
 TEST_CASE("int8 quantization keeps one scale per row and zero rows exact", "[kernels]") {
   std::mt19937 rng(3);
   CpuBackend backend(1, 16);
-  TestWeight tw(DType::BF16, 5, 40, rng);
-  std::fill_n(tw.half.begin() + 2 * 40, 40, std::uint16_t{0});  // row 2 all zero
-  tw.half[3 * 40 + 7] = f32_to_bf16(-2.5f);                     // row 3's largest magnitude
+  TestWeight tw = quantization_rows(rng);
   const Weight q = backend.upload_weight(tw.w, WeightQuant::kInt8);
   CHECK(q.scales[2] == 0.0f);
   CHECK(q.scales[3] == 2.5f / 127.0f);
@@ -177,14 +197,40 @@ TEST_CASE("int8 quantization keeps one scale per row and zero rows exact", "[ker
   tw.half[7] = 0x7f80;  // +inf
   REQUIRE_THROWS_WITH(backend.upload_weight(tw.w, WeightQuant::kInt8),
                       Catch::Contains("row 0") && Catch::Contains("non-finite"));
+  tw.half[7] = 0x7fc0;  // NaN, which a max over the row would pass over
+  REQUIRE_THROWS_WITH(backend.upload_weight(tw.w, WeightQuant::kInt8),
+                      Catch::Contains("row 0") && Catch::Contains("non-finite"));
+}
+
+TEST_CASE("fp8 quantization maps each row's largest magnitude to 448, codes as e4m3", "[kernels]") {
+  std::mt19937 rng(5);
+  CpuBackend backend(1, 16);
+  TestWeight tw = quantization_rows(rng);
+  const Weight q = backend.upload_weight(tw.w, WeightQuant::kFp8);
+  CHECK(q.dtype == DType::F8E4M3);
+  CHECK(q.scales[2] == 0.0f);
+  CHECK(q.scales[3] == 2.5f / 448.0f);
+  CHECK(cpu::weight_element(q, 3, 7) == -448.0f * q.scales[3]);
+  for (std::int64_t k = 0; k < 40; ++k) CHECK(cpu::weight_element(q, 2, k) == 0.0f);
+  // Every element is its e4m3 code's exact value times the row's scale (nearest even code).
+  for (std::int64_t r = 0; r < 5; ++r)
+    for (std::int64_t k = 0; k < 40; ++k) {
+      const float w = bf16_to_f32(tw.half[static_cast<std::size_t>(r * 40 + k)]);
+      const float code = q.scales[r] > 0 ? e4m3_to_f32(f32_to_e4m3(w / q.scales[r])) : 0.0f;
+      CHECK(cpu::weight_element(q, r, k) == code * q.scales[r]);
+    }
+  CHECK(weight_bytes(q) == 5 * 40 + 5 * 4);
+  tw.half[7] = 0x7fc0;  // NaN
+  REQUIRE_THROWS_WITH(backend.upload_weight(tw.w, WeightQuant::kFp8),
+                      Catch::Contains("row 0") && Catch::Contains("fp8"));
 }
 
 TEST_CASE("linear output does not depend on batch size or thread count", "[kernels]") {
   std::mt19937 rng(11);
   CpuBackend one(1, 16), two(2, 16, 1);
-  for (WeightQuant quant : {WeightQuant::kNone, WeightQuant::kInt8})
+  for (WeightQuant quant : {WeightQuant::kNone, WeightQuant::kInt8, WeightQuant::kFp8})
     for (cpu::Isa isa : cpu::supported_isas()) {
-      INFO("isa " << cpu::isa_name(isa) << (quant == WeightQuant::kInt8 ? " int8" : ""));
+      INFO("isa " << cpu::isa_name(isa) << quant_name(quant));
       one.force_isa(isa);
       two.force_isa(isa);
       TestWeight tw(DType::BF16, 67, 531, rng);
@@ -236,16 +282,17 @@ TEST_CASE("layer norm, gelu, embedding match references", "[kernels]") {
     for (std::int64_t k = 0; k < 9; ++k)
       REQUIRE(e[t * 9 + k] == (ids[t] >= 40 ? ref::weight_at(table.w, ids[t] - 40, k) : 0.0));
   // Packed tables (an uploaded, tied lm_head) read the same values; int8 ones dequantized.
-  for (WeightQuant quant : {WeightQuant::kNone, WeightQuant::kInt8}) {
+  for (WeightQuant quant : {WeightQuant::kNone, WeightQuant::kInt8, WeightQuant::kFp8}) {
     const Weight packed = backend.upload_weight(table.w, quant);
     backend.embedding(ids, packed, 0, e.data());
     for (std::size_t t = 0; t < ids.size(); ++t)
       for (std::int64_t k = 0; k < 9; ++k) {
-        const double want =
-            quant == WeightQuant::kNone
-                ? ref::weight_at(table.w, ids[t], k)
-                : packed.scales[ids[t]] *
-                      std::nearbyint(ref::weight_at(table.w, ids[t], k) / packed.scales[ids[t]]);
+        const double stored = ref::weight_at(table.w, ids[t], k);
+        const float s = packed.scales ? packed.scales[ids[t]] : 1.0f;
+        const double want = quant == WeightQuant::kNone ? stored
+                            : quant == WeightQuant::kInt8
+                                ? s * std::nearbyint(stored / s)
+                                : s * e4m3_to_f32(f32_to_e4m3(static_cast<float>(stored / s)));
         REQUIRE(e[t * 9 + k] == static_cast<float>(want));
       }
   }

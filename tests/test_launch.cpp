@@ -92,7 +92,7 @@ TEST_CASE("every key is checked for type and range, with the key and value named
       {{{"option.rolling_batch", "sometimes"}}, "option.rolling_batch=sometimes: must be auto"},
       {{{"option.max_rolling_batch_size", "-1"}}, "option.max_rolling_batch_size=-1: must be >= 1"},
       {{{"option.max_rolling_batch_prefill_tokens", "1.5"}}, "must be an integer"},
-      {{{"option.dtype", "fp8"}}, "option.dtype=fp8: must be fp16, bf16, fp32 or int8"},
+      {{{"option.dtype", "fp4"}}, "option.dtype=fp4: must be fp16, bf16, fp32, int8 or fp8"},
       {{{"option.max_input_len", "0"}}, "option.max_input_len=0: must be >= 1"},
       {{{"option.max_output_len", "x"}}, "option.max_output_len=x: must be an integer"},
       {{{"option.output_formatter", "xml"}},
@@ -137,6 +137,11 @@ TEST_CASE("every key is checked for type and range, with the key and value named
   const auto at = std::find(int8.begin(), int8.end(), "--dtype");
   REQUIRE(at != int8.end());
   CHECK(*(at + 1) == "int8");
+  const auto fp8 =
+      mpirun_command(validate_properties({{"option.model_id", dir}, {"option.dtype", "FP8"}}), t);
+  const auto fp8_at = std::find(fp8.begin(), fp8.end(), "--dtype");
+  REQUIRE(fp8_at != fp8.end());
+  CHECK(*(fp8_at + 1) == "fp8");
   const auto bf16 = mpirun_command(s, t);
   CHECK(std::find(bf16.begin(), bf16.end(), "--dtype") == bf16.end());
   // option.enable_prefix_caching and option.batch_invariant: the serve flag either way; unset,

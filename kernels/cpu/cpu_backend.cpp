@@ -59,16 +59,18 @@ std::unique_ptr<Buffer> CpuBackend::upload(std::span<const float> host) {
 Weight CpuBackend::upload_weight(const Weight& host, WeightQuant quant) {
   if (host.layout != WeightLayout::kRowMajor)
     throw std::logic_error("upload_weight takes a row-major weight");
-  const DType dtype = quant == WeightQuant::kInt8 ? DType::I8 : host.dtype;
+  const DType dtype = quant == WeightQuant::kInt8  ? DType::I8
+                      : quant == WeightQuant::kFp8 ? DType::F8E4M3
+                                                   : host.dtype;
+  const bool scaled = dtype == DType::I8 || dtype == DType::F8E4M3;
   const std::int64_t panels = cpu::panel_count(host.rows);
   const std::size_t data_bytes = (cpu::packed_bytes(dtype, host.rows, host.cols) + 63) / 64 * 64;
   const std::size_t bytes =
-      data_bytes +
-      (dtype == DType::I8 ? static_cast<std::size_t>(panels * cpu::kPanelRows) * 4 : 0);
+      data_bytes + (scaled ? static_cast<std::size_t>(panels * cpu::kPanelRows) * 4 : 0);
   // Weights are streamed whole every step: on 2 MiB pages where the system allows.
   cpu::HostMemory mem = cpu::allocate_host_memory(bytes);
   std::byte* raw = mem.get();
-  float* scales = dtype == DType::I8 ? reinterpret_cast<float*>(raw + data_bytes) : nullptr;
+  float* scales = scaled ? reinterpret_cast<float*>(raw + data_bytes) : nullptr;
   // The threads share the packing (one memory node here; first touch decides nothing).
   const Weight shape{dtype, raw, host.rows, host.cols, WeightLayout::kPanels16, scales};
   for_weight_slices(1, shape, [&](std::int64_t b, std::int64_t e) {

@@ -56,8 +56,8 @@ inline float element(DType d, const void* base, std::int64_t i) {
       return f16_to_f32(static_cast<const std::uint16_t*>(base)[i]);
     case DType::I8:
       return static_cast<float>(static_cast<const std::int8_t*>(base)[i]);
-    case DType::F8E4M3:  // a KV cache's form only, never a weight's
-      break;
+    case DType::F8E4M3:
+      return e4m3_to_f32(static_cast<const std::uint8_t*>(base)[i]);
   }
   return 0.0f;
 }
@@ -128,6 +128,15 @@ SAKER_AVX512 inline __m512 widen16(const std::byte* p) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
   } else if constexpr (D == DType::F16) {
     return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  } else if constexpr (D == DType::F8E4M3) {
+    // e4m3 -> fp32 exactly: the code sign-extended and shifted left by 20 puts exponent and
+    // mantissa in fp32's bits 20-26 and a copy of the sign in bits 27-31; clearing 27-30 leaves
+    // the sign in 31. Times 2^120 rebiases (subnormals included: they land as fp32 subnormals).
+    // Weights never hold the NaN code (quantization saturates at 448).
+    const __m512i c = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    const __m512i bits = _mm512_and_si512(_mm512_slli_epi32(c, 20),
+                                          _mm512_set1_epi32(static_cast<int>(0x87f00000u)));
+    return _mm512_mul_ps(_mm512_castsi512_ps(bits), _mm512_set1_ps(0x1p120f));
   } else {
     const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
     return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(raw));
@@ -208,6 +217,11 @@ SAKER_AVX2 inline __m256 widen8(const std::byte* p) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16));
   } else if constexpr (D == DType::F16) {
     return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  } else if constexpr (D == DType::F8E4M3) {  // as widen16
+    const __m256i c = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+    const __m256i bits = _mm256_and_si256(_mm256_slli_epi32(c, 20),
+                                          _mm256_set1_epi32(static_cast<int>(0x87f00000u)));
+    return _mm256_mul_ps(_mm256_castsi256_ps(bits), _mm256_set1_ps(0x1p120f));
   } else {
     const __m128i raw = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
     return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(raw));
@@ -350,8 +364,8 @@ TileFn pick(Isa isa, DType d, int mr, int np) {
       return pick<DType::F16>(isa, mr, np);
     case DType::I8:
       return pick<DType::I8>(isa, mr, np);
-    case DType::F8E4M3:  // a KV cache's form only, never a weight's
-      break;
+    case DType::F8E4M3:
+      return pick<DType::F8E4M3>(isa, mr, np);
   }
   return nullptr;
 }
@@ -384,7 +398,7 @@ void pack_panels(const Weight& host, DType dtype, void* dst, float* scales,
       // Element (r, k) sits at k * gn * 16 + lane_in_group(j).
       std::byte* lane = group + static_cast<std::size_t>(lane_in_group(dtype, gn, j)) * out_es;
       const std::size_t k_step = static_cast<std::size_t>(gn * P) * out_es;
-      if (dtype != DType::I8) {
+      if (dtype != DType::I8 && dtype != DType::F8E4M3) {
         for (std::int64_t k = 0; k < K; ++k) {
           std::byte* to = lane + static_cast<std::size_t>(k) * k_step;
           if (r < N)
@@ -394,19 +408,30 @@ void pack_panels(const Weight& host, DType dtype, void* dst, float* scales,
         }
         continue;
       }
+      const bool fp8 = dtype == DType::F8E4M3;
+      // NaN counts as non-finite too (std::max would pass over it).
       float amax = 0.0f;
-      for (std::int64_t k = 0; r < N && k < K; ++k)
-        amax = std::max(amax, std::fabs(element(host.dtype, row, k)));
-      if (!std::isfinite(amax))
+      bool finite = true;
+      for (std::int64_t k = 0; r < N && k < K; ++k) {
+        const float v = std::fabs(element(host.dtype, row, k));
+        finite = finite && std::isfinite(v);
+        amax = std::max(amax, v);
+      }
+      if (!finite)
         throw std::runtime_error("row " + std::to_string(r) +
-                                 " holds a non-finite value and cannot be quantized to int8");
-      const float scale = amax / 127.0f;
+                                 " holds a non-finite value and cannot be quantized to " +
+                                 (fp8 ? "fp8" : "int8"));
+      // The row's largest magnitude maps to the code's: 127, or e4m3's 448.
+      const float scale = amax / (fp8 ? kE4m3Max : 127.0f);
       scales[r] = scale;
       for (std::int64_t k = 0; k < K; ++k) {
-        const float v =
-            r < N && scale > 0.0f ? std::nearbyint(element(host.dtype, row, k) / scale) : 0.0f;
-        *reinterpret_cast<std::int8_t*>(lane + static_cast<std::size_t>(k) * k_step) =
-            static_cast<std::int8_t>(std::clamp(v, -127.0f, 127.0f));
+        std::byte* to = lane + static_cast<std::size_t>(k) * k_step;
+        const float x = r < N && scale > 0.0f ? element(host.dtype, row, k) / scale : 0.0f;
+        if (fp8)
+          *reinterpret_cast<std::uint8_t*>(to) = f32_to_e4m3(x);  // nearest even, saturating
+        else
+          *reinterpret_cast<std::int8_t*>(to) =
+              static_cast<std::int8_t>(std::clamp(std::nearbyint(x), -127.0f, 127.0f));
       }
     }
   }

@@ -93,8 +93,9 @@ std::unique_ptr<Buffer> CudaBackend::upload(std::span<const float> host) {
 Weight CudaBackend::upload_weight(const Weight& host, WeightQuant quant) {
   if (quant != WeightQuant::kNone)
     throw std::invalid_argument(
-        "--dtype int8 is supported by the CPU backend only; the CUDA backend runs the "
-        "checkpoint's own precision");
+        std::string("--dtype ") + (quant == WeightQuant::kInt8 ? "int8" : "fp8") +
+        " is supported by the CPU backend only for now; the CUDA backend runs the checkpoint's "
+        "own precision");
   const std::int64_t count = host.rows * host.cols;
   const std::size_t bytes = static_cast<std::size_t>(count) * dtype_size(host.dtype);
   DeviceMemory mem(bytes);

@@ -46,8 +46,8 @@ std::vector<std::int32_t> parse_token_ids(const std::string& text, std::int64_t 
 // --dtype: "auto" (the checkpoint's precision) or "int8" (weight-only), or the checkpoint's own
 // precision by name (bf16, fp16, fp32); anything else is a UsageError naming both.
 inline constexpr const char* kDtypeHelp =
-    "weights: auto (the checkpoint's precision), int8 (weight-only, a scale per output row; CPU "
-    "backend), or bf16, fp16, fp32 when the checkpoint stores that";
+    "weights: auto (the checkpoint's precision), int8 or fp8 (e4m3; weight-only, a scale per "
+    "output row; CPU backend for now), or bf16, fp16, fp32 when the checkpoint stores that";
 
 inline constexpr const char* kKvCacheDtypeHelp =
     "KV cache elements: fp32, bf16, fp16, fp8_e4m3, int8, or auto (the checkpoint's 16-bit "

@@ -204,9 +204,9 @@ LaunchSettings validate_properties(const Properties& p) {
     s.max_rolling_batch_prefill_tokens = integer(p, "option.max_rolling_batch_prefill_tokens", 1);
   if (has("option.dtype")) {
     const std::string d = lower(p.at("option.dtype"));
-    if (d != "int8" && d != "fp16" && d != "bf16" && d != "fp32" && d != "float16" &&
+    if (d != "int8" && d != "fp8" && d != "fp16" && d != "bf16" && d != "fp32" && d != "float16" &&
         d != "bfloat16" && d != "float32")
-      bad("option.dtype", p.at("option.dtype"), "must be fp16, bf16, fp32 or int8");
+      bad("option.dtype", p.at("option.dtype"), "must be fp16, bf16, fp32, int8 or fp8");
     s.dtype = d;
   }
   if (has("option.max_input_len")) s.max_input_len = integer(p, "option.max_input_len", 1);
@@ -276,7 +276,7 @@ std::vector<std::string> mpirun_command(const LaunchSettings& s, const LaunchTar
     opt("--max-rolling-batch-size", s.max_rolling_batch_size);
   }
   opt("--max-rolling-batch-prefill-tokens", s.max_rolling_batch_prefill_tokens);
-  if (s.dtype == "int8") c.insert(c.end(), {"--dtype", "int8"});
+  if (s.dtype == "int8" || s.dtype == "fp8") c.insert(c.end(), {"--dtype", *s.dtype});
   opt("--max-input-len", s.max_input_len);
   opt("--max-output-len", s.max_output_len);
   opt("--job-queue-size", s.job_queue_size);

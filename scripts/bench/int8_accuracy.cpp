@@ -1,7 +1,9 @@
-// How far `--dtype int8` moves a model from its stored precision: loads one checkpoint twice (as
-// stored, and int8 with a scale per output row) and compares them on seeded random prompts.
+// How far `--dtype int8` (or `fp8`) moves a model from its stored precision: loads one checkpoint
+// twice (as stored, and quantized with a scale per output row) and compares them on seeded
+// random prompts.
 //
-//   saker_int8_accuracy --model DIR [--prompts 8] [--prompt-len 16] [--new-tokens 32]
+//   saker_int8_accuracy --model DIR [--dtype int8|fp8] [--prompts 8] [--prompt-len 16]
+//                       [--new-tokens 32]
 //
 // Teacher-forced: the stored model's greedy continuation is fed to both; at every position the
 // int8 logits are compared with the stored ones (relative L2 error, largest absolute error) and
@@ -15,6 +17,7 @@
 #include <fstream>
 #include <numeric>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -170,7 +173,7 @@ struct Stats {
       }
   }
 
-  void print(std::size_t cases, int new_tokens, bool with_hf) {
+  void print(std::size_t cases, int new_tokens, bool with_hf, const char* quantized) {
     std::sort(errs.begin(), errs.end());
     const double mean = std::accumulate(errs.begin(), errs.end(), 0.0) / errs.size();
     std::printf(
@@ -184,9 +187,9 @@ struct Stats {
         cases, new_tokens, double(agree_total) / cases, full_runs, cases);
     if (with_hf)
       std::printf(
-          "against transformers (fp32), prompt logits, worst relative L2: as stored %.2e, int8 "
+          "against transformers (fp32), prompt logits, worst relative L2: as stored %.2e, %s "
           "%.2e\n",
-          hf_stored, hf_int8);
+          hf_stored, quantized, hf_int8);
   }
 };
 
@@ -196,32 +199,35 @@ int main(int argc, char** argv) try {
   const fs::path dir = value_of(argc, argv, "--model", "");
   if (dir.empty()) {
     std::fprintf(stderr,
-                 "usage: saker_int8_accuracy --model DIR [--prompts N] [--prompt-len L] "
-                 "[--new-tokens T]\n");
+                 "usage: saker_int8_accuracy --model DIR [--dtype int8|fp8] [--prompts N] "
+                 "[--prompt-len L] [--new-tokens T]\n");
     return 2;
   }
   const int prompts = std::stoi(value_of(argc, argv, "--prompts", "8"));
   const int prompt_len = std::stoi(value_of(argc, argv, "--prompt-len", "16"));
   const int new_tokens = std::stoi(value_of(argc, argv, "--new-tokens", "32"));
   const std::int64_t max_tokens = prompt_len + new_tokens;
+  const std::string dtype = value_of(argc, argv, "--dtype", "int8");
+  if (dtype != "int8" && dtype != "fp8") throw std::invalid_argument("--dtype must be int8 or fp8");
 
   Loaded stored(dir, WeightQuant::kNone, max_tokens);
-  Loaded int8(dir, WeightQuant::kInt8, max_tokens);
+  Loaded int8(dir, dtype == "fp8" ? WeightQuant::kFp8 : WeightQuant::kInt8, max_tokens);
   const auto V = static_cast<std::size_t>(stored.config.vocab_size);
-  std::printf("model %s: %s, weights streamed per step %.1f MB as stored, %.1f MB int8\n",
+  std::printf("model %s: %s, weights streamed per step %.1f MB as stored, %.1f MB %s\n",
               dir.string().c_str(), stored.config.variant().c_str(),
-              stored.model.step_weight_bytes() / 1e6, int8.model.step_weight_bytes() / 1e6);
+              stored.model.step_weight_bytes() / 1e6, int8.model.step_weight_bytes() / 1e6,
+              dtype.c_str());
 
   const Cases cases = load_cases(dir, prompts, prompt_len, V);
   const bool with_hf = !cases.hf_logits.empty();
   // Free-running greedy, each model on its own.
   const auto free_stored = greedy(dir, "auto", cases.prompts, new_tokens);
-  const auto free_int8 = greedy(dir, "int8", cases.prompts, new_tokens);
+  const auto free_int8 = greedy(dir, dtype, cases.prompts, new_tokens);
   Stats stats;
   for (std::size_t c = 0; c < cases.prompts.size(); ++c)
     stats.add_case(stored, int8, V, cases.prompts[c], free_stored[c], free_int8[c],
                    with_hf ? &cases.hf_logits[c] : nullptr);
-  stats.print(cases.prompts.size(), new_tokens, with_hf);
+  stats.print(cases.prompts.size(), new_tokens, with_hf, dtype.c_str());
   return 0;
 } catch (const std::exception& e) {
   std::fprintf(stderr, "saker_int8_accuracy: %s\n", e.what());
