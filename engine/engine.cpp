@@ -244,7 +244,11 @@ void Engine::load(const EngineOptions& o, Communicator& comm) {
                            DeviceOptions{o.batch_invariant, o.random_weights});
   backend_ = p.backend.get();
   p.kv_dtype = resolve_kv_dtype(o.kv_cache_dtype, p.checkpoint, *p.backend, o.device);
-  p.model_comm = make_model_communicator(*p.backend, comm);
+  try {
+    p.model_comm = make_model_communicator(*p.backend, comm, o.comm);
+  } catch (const std::invalid_argument& e) {
+    throw OptionError("comm", e.what());
+  }
   if (p.peer_watchdog)
     p.watched_comm = std::make_unique<WatchedCommunicator>(p.model_comm ? *p.model_comm : comm,
                                                            *p.peer_watchdog, o.peer_timeout_s);

@@ -56,6 +56,9 @@ struct EngineOptions {
   // CUDA: linear layers sum every row the same way in any decode step of up to 64 tokens
   // (CudaOptions::batch_invariant); off, each takes its fastest kernel per token count.
   bool batch_invariant = true;
+  // CUDA, tensor parallelism: the model's collectives over NCCL, or MPI staged through the host
+  // (ranks sharing a GPU), or auto (NCCL unless a node runs more ranks than it has GPUs).
+  std::string comm = "auto";
   // Benchmarks, CUDA: every weight matrix filled with random values on the device; the
   // checkpoint's tensor bytes are never read, so a sparse file of the right header will do.
   bool random_weights = false;

@@ -14,6 +14,7 @@
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/device.h"
 #include "parallel/nccl_communicator.h"
+#include "parallel/staged_communicator.h"
 #endif
 
 namespace saker {
@@ -59,14 +60,31 @@ std::unique_ptr<Backend> make_backend(const std::string& device, unsigned thread
   return std::make_unique<CpuBackend>(threads, max_context);
 }
 
-std::unique_ptr<Communicator> make_model_communicator(Backend& backend, Communicator& comm) {
+int local_size() {
+  for (const char* name :
+       {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"})
+    if (const char* v = std::getenv(name)) return std::max(1, std::atoi(v));
+  return 1;
+}
+
+std::unique_ptr<Communicator> make_model_communicator(Backend& backend, Communicator& comm,
+                                                      const std::string& kind) {
+  if (kind != "auto" && kind != "nccl" && kind != "mpi")
+    throw std::invalid_argument("comm must be auto, nccl or mpi, not '" + kind + "'");
 #ifdef SAKER_HAVE_CUDA
-  if (auto* gpu = dynamic_cast<cuda::CudaBackend*>(&backend); gpu && comm.size() > 1)
+  if (auto* gpu = dynamic_cast<cuda::CudaBackend*>(&backend)) {
+    if (comm.size() == 1) return nullptr;
+    // NCCL needs a GPU per rank: ranks sharing one go through the host.
+    const bool shared = local_size() > visible_gpus();
+    if (kind == "mpi" || (kind == "auto" && shared))
+      return std::make_unique<HostStagedCommunicator>(comm, gpu->stream());
     return std::make_unique<NcclCommunicator>(comm, gpu->device(), gpu->stream());
-#else
+  }
+#endif
   (void)backend;
   (void)comm;
-#endif
+  if (kind == "nccl")
+    throw std::invalid_argument("comm nccl is for the CUDA backend (device cuda)");
   return nullptr;
 }
 

@@ -26,9 +26,15 @@ struct DeviceOptions {
 };
 std::unique_ptr<Backend> make_backend(const std::string& device, unsigned threads,
                                       std::int64_t max_context, const DeviceOptions& d = {});
-// The communicator the model's collectives need on `backend`: NCCL on the CUDA backend's stream
-// when `comm` has more than one rank (device pointers), else null (use `comm` itself).
-std::unique_ptr<Communicator> make_model_communicator(Backend& backend, Communicator& comm);
+// The communicator the model's collectives need on `backend` when `comm` has more than one rank,
+// else null (use `comm` itself). On the CUDA backend (device pointers), by `kind` (`--comm`):
+// "nccl" on the backend's stream; "mpi", `comm` staged through pinned host memory (ranks that
+// share a GPU); "auto", nccl unless this node runs more ranks than it has GPUs. The CPU backend
+// takes "mpi" and "auto" (its collectives are `comm`'s); "nccl" is an std::invalid_argument.
+std::unique_ptr<Communicator> make_model_communicator(Backend& backend, Communicator& comm,
+                                                      const std::string& kind = "auto");
+// Ranks of this job on this node, from the environment (1 outside mpirun).
+int local_size();
 // Processors this process may run on (its affinity set): the CPU backend's default threads.
 unsigned usable_cpus();
 // GPUs this process can see (0 without the CUDA backend).

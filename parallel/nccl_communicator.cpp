@@ -20,15 +20,15 @@ void check(cudaError_t r, const char* what) {
 }  // namespace
 
 NcclCommunicator::NcclCommunicator(Communicator& bootstrap, int device, cudaStream_t stream)
-    : bootstrap_(bootstrap), stream_(stream) {
+    : DeviceCommunicator(bootstrap), stream_(stream) {
   check(cudaSetDevice(device), "cudaSetDevice");
   ncclUniqueId id{};
-  if (bootstrap_.rank() == 0) check(ncclGetUniqueId(&id), "ncclGetUniqueId");
+  if (host_.rank() == 0) check(ncclGetUniqueId(&id), "ncclGetUniqueId");
   std::vector<std::byte> wire(sizeof id);
   std::memcpy(wire.data(), &id, sizeof id);
-  bootstrap_.broadcast(wire, 0);
+  host_.broadcast(wire, 0);
   std::memcpy(&id, wire.data(), sizeof id);
-  check(ncclCommInitRank(&comm_, bootstrap_.size(), id, bootstrap_.rank()), "ncclCommInitRank");
+  check(ncclCommInitRank(&comm_, host_.size(), id, host_.rank()), "ncclCommInitRank");
 }
 
 NcclCommunicator::~NcclCommunicator() {
@@ -60,14 +60,6 @@ void NcclCommunicator::gather(std::span<const float> send, std::span<float> recv
   }
   check(ncclGroupEnd(), "group end");
   check(cudaStreamSynchronize(stream_), "gather");
-}
-
-void NcclCommunicator::broadcast(std::vector<std::byte>& data, int root) {
-  bootstrap_.broadcast(data, root);
-}
-
-void NcclCommunicator::barrier() {
-  bootstrap_.barrier();
 }
 
 }  // namespace saker

@@ -6,11 +6,11 @@
 #include <cuda_runtime.h>
 #include <nccl.h>
 
-#include "parallel/communicator.h"
+#include "parallel/device_communicator.h"
 
 namespace saker {
 
-class NcclCommunicator final : public Communicator {
+class NcclCommunicator final : public DeviceCommunicator {
  public:
   // Collective over every rank of `bootstrap`; `device` is this rank's GPU.
   NcclCommunicator(Communicator& bootstrap, int device, cudaStream_t stream);
@@ -18,19 +18,13 @@ class NcclCommunicator final : public Communicator {
   NcclCommunicator(const NcclCommunicator&) = delete;
   NcclCommunicator& operator=(const NcclCommunicator&) = delete;
 
-  int rank() const override { return bootstrap_.rank(); }
-  int size() const override { return bootstrap_.size(); }
   // Device pointers. Each call is enqueued on the stream and waited for, so it has the
   // interface's blocking meaning; the CUDA backend will run them inside its graphs instead.
   void all_reduce_sum(float* data, std::size_t count) override;
   void gather(std::span<const float> send, std::span<float> recv,
               std::span<const std::size_t> counts, int root) override;
-  // Host bytes: through the bootstrap communicator.
-  void broadcast(std::vector<std::byte>& data, int root) override;
-  void barrier() override;
 
  private:
-  Communicator& bootstrap_;
   cudaStream_t stream_;
   ncclComm_t comm_ = nullptr;
 };

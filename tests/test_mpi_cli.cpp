@@ -46,6 +46,30 @@ TEST_CASE("mpirun -np N saker generate prints transformers' tokens once", "[mpi]
   }
 }
 
+TEST_CASE("mpirun with --comm mpi or auto runs the CPU backend's collectives; nccl needs CUDA",
+          "[mpi]") {
+  const auto dir = kFixtures / "mqa7-bf16";
+  const std::string args = "generate --threads 1 --device cpu --model '" + dir.string() +
+                           "' --prompt-ids '" + case_ids(dir, 1, "prompt_ids") +
+                           "' --max-new-tokens 12 --ignore-eos";
+  // transformers' first 12 greedy tokens.
+  std::istringstream all(case_ids(dir, 1, "greedy_ids"));
+  std::string want, id;
+  for (int i = 0; i < 12 && all >> id; ++i) want += (i ? " " : "") + id;
+  for (const char* comm : {"mpi", "auto"}) {
+    const Run r = mpirun(2, args + " --comm " + comm);
+    INFO(comm << ": " << r.err);
+    REQUIRE(r.code == 0);
+    CHECK(r.out == want + "\n");
+  }
+  const Run nccl = mpirun(2, args + " --comm nccl");
+  CHECK(nccl.code == 2);
+  CHECK_THAT(nccl.err, Catch::Contains("--comm nccl is for the CUDA backend (--device cuda)"));
+  const Run bad = mpirun(1, args + " --comm gloo");
+  CHECK(bad.code == 2);
+  CHECK_THAT(bad.err, Catch::Contains("--comm must be auto, nccl or mpi, not 'gloo'"));
+}
+
 TEST_CASE("seeded sampling draws the same tokens at tp 1 and tp 2", "[mpi][sampler]") {
   const auto dir = kFixtures / "mqa7-fp32";
   const std::string args = "generate --threads 1 --model '" + dir.string() + "' --prompt-ids '" +

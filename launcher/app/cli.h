@@ -49,6 +49,10 @@ inline constexpr const char* kDtypeHelp =
     "weights: auto (the checkpoint's precision), int8 or fp8 (e4m3; weight-only, a scale per "
     "output row; CPU backend for now), or bf16, fp16, fp32 when the checkpoint stores that";
 
+inline constexpr const char* kCommHelp =
+    "tensor parallelism on CUDA: nccl, mpi (collectives staged through host memory: ranks that "
+    "share a GPU), or auto (nccl unless a node runs more ranks than it has GPUs)";
+
 inline constexpr const char* kKvCacheDtypeHelp =
     "KV cache elements: fp32, bf16, fp16, fp8_e4m3, int8, or auto (the checkpoint's 16-bit "
     "dtype; fp32 for an fp32 checkpoint). 16 bits hold twice the tokens, 8 bits (with an fp32 "

@@ -44,7 +44,7 @@ struct GenerateFlags {
   std::string model_dir;
   std::int64_t max_new = 32, chunk = 256, block_size = 16;
   int threads = 0;
-  std::string device, dtype = "auto", kv_cache_dtype = "auto";
+  std::string device, dtype = "auto", kv_cache_dtype = "auto", comm = "auto";
   SamplingParams sampling = greedy_sampling();
 };
 
@@ -60,6 +60,7 @@ po::options_description generate_options(GenerateFlags& f) {
       "threads", po::value(&f.threads)->default_value(0),
       "CPU threads per rank (0: OMP_NUM_THREADS, else its share of the cores)")(
       "device", po::value(&f.device)->default_value(""), kDeviceHelp)(
+      "comm", po::value(&f.comm)->default_value(f.comm), kCommHelp)(
       "dtype", po::value(&f.dtype)->default_value(f.dtype), kDtypeHelp)(
       "kv-cache-dtype", po::value(&f.kv_cache_dtype)->default_value(f.kv_cache_dtype),
       kKvCacheDtypeHelp)("prefill-chunk", po::value(&f.chunk)->default_value(256),
@@ -86,6 +87,8 @@ po::options_description generate_options(GenerateFlags& f) {
 
 void check_flags(const GenerateFlags& f) {
   if (f.max_new < 0) throw UsageError("--max-new-tokens must be >= 0");
+  if (f.comm != "auto" && f.comm != "nccl" && f.comm != "mpi")
+    throw UsageError("--comm must be auto, nccl or mpi, not '" + f.comm + "'");
   if (f.chunk <= 0) throw UsageError("--prefill-chunk must be positive");
   if (f.block_size <= 0) throw UsageError("--block-size must be positive");
   try {
@@ -122,6 +125,7 @@ EngineOptions one_sequence(const GenerateFlags& f, std::int64_t total) {
   o.block_size = f.block_size;
   o.kv_cache_tokens = total;
   o.kv_cache_dtype = f.kv_cache_dtype;
+  o.comm = f.comm;
   o.text = false;  // the prompt's tokenizer is read here, on rank 0 only
   return o;
 }

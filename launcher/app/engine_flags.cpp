@@ -78,7 +78,7 @@ po::options_description engine_options(EngineFlags& o) {
       "enable-prefix-caching", po::bool_switch(&o.enable_prefix_caching),
       "reuse the KV blocks of prompt prefixes computed before (the default)")(
       "no-enable-prefix-caching", po::bool_switch(&o.no_enable_prefix_caching),
-      "compute every prompt in full")(
+      "compute every prompt in full")("comm", po::value(&o.comm)->default_value(o.comm), kCommHelp)(
       "batch-invariant", po::bool_switch(&o.batch_invariant),
       "CUDA: a sequence's outputs do not depend on the others in its decode step (the default; "
       "docs/cuda.md)")("no-batch-invariant", po::bool_switch(&o.no_batch_invariant),
@@ -140,6 +140,9 @@ EngineOptions finish_engine_options(const po::variables_map& vm, EngineFlags& f)
   if (f.batch_invariant && f.no_batch_invariant)
     throw UsageError("--batch-invariant and --no-batch-invariant contradict each other");
   o.batch_invariant = !f.no_batch_invariant;
+  if (f.comm != "auto" && f.comm != "nccl" && f.comm != "mpi")
+    throw UsageError("--comm must be auto, nccl or mpi, not '" + f.comm + "'");
+  o.comm = f.comm;
   o.kv_cache_dtype = f.kv_cache_dtype;
   o.speculative_method = f.speculative_method;
   o.num_speculative_tokens = f.num_speculative_tokens;
@@ -187,6 +190,7 @@ std::string flag_of(const std::string& field) {
       {"peer_timeout_s", "--peer-timeout"},
       {"heartbeat_interval_s", "--heartbeat-interval"},
       {"kv_cache_dtype", "--kv-cache-dtype"},
+      {"comm", "--comm"},
       {"speculative_method", "--speculative-method"},
       {"speculative_model", "--speculative-model"},
       {"num_speculative_tokens", "--num-speculative-tokens"},
@@ -218,7 +222,7 @@ std::unique_ptr<Engine> make_engine(const EngineOptions& o, Communicator& comm,
     for (const char* field :
          {"kv_cache_bytes", "block_size", "max_batch_size", "max_batch_tokens", "kv_cache_fraction",
           "max_batch_delay_s", "collective_timeout_s", "peer_timeout_s", "heartbeat_interval_s",
-          "dtype", "device", "kv_cache_dtype"})
+          "dtype", "device", "kv_cache_dtype", "comm"})
       named |= replace_word(msg, field, flag_of(field));
     throw UsageError(named ? msg : msg + " (" + flag_of(e.field()) + ")");
   }

@@ -31,6 +31,7 @@ struct EngineFlags {
   // Batch invariance (the CUDA backend's linear layers) is on unless --no-batch-invariant.
   bool batch_invariant = false, no_batch_invariant = false;
   std::string kv_cache_dtype = "auto";  // option.kv_cache_dtype
+  std::string comm = "auto";            // --comm: auto, nccl or mpi
   std::string speculative_method;       // ngram, draft, or empty: as --speculative-model says
   std::string speculative_model;        // a draft model directory
   std::int32_t num_speculative_tokens = 3;

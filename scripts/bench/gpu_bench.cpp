@@ -73,11 +73,13 @@ Args parse_args(int argc, char** argv) {
       a.max_positions = std::stoll(value());
     else if (k == "--quick")
       a.quick = true;
+    else if (k == "--config")
+      a.config = value();
     else
       throw std::invalid_argument("unknown argument " + k +
                                   " (--out DIR --workdir DIR --batches 1,2,4,8,32,64 --context N "
                                   "--steps N --prefill-tokens N --kv-cache-dtype T --skip-model "
-                                  "--max-positions N --quick --checkpoint-only)");
+                                  "--max-positions N --quick --checkpoint-only --config FILE)");
   }
   return a;
 }
@@ -132,7 +134,7 @@ void write_results(const BenchReport& report, const fs::path& out) {
 int main(int argc, char** argv) try {
   const Args args = parse_args(argc, argv);
   if (args.checkpoint_only) {
-    check_sparse_checkpoint(args.workdir);
+    check_sparse_checkpoint(args);
     return 0;
   }
   if (cuda::device_count() == 0) {

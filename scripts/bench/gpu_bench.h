@@ -38,6 +38,7 @@ struct Args {
   // decode timed by default and without batch invariance only, no stage breakdown.
   std::int64_t max_positions = 0;
   bool quick = false;
+  fs::path config;  // --config FILE: this model's shape (a Hugging Face config.json), not 7B's
 };
 
 using Clock = std::chrono::steady_clock;
@@ -181,7 +182,7 @@ struct BenchReport {
 // --- steps ---------------------------------------------------------------------------------------
 
 // --checkpoint-only: writes the sparse checkpoint and validates it (no GPU); prints where it is.
-void check_sparse_checkpoint(const fs::path& workdir);
+void check_sparse_checkpoint(const Args& args);
 
 // Builds the model from the sparse checkpoint in args.workdir (removed afterwards) and times
 // prefill, decode at each batch size and the batch-1 stages; prints each result as it comes.

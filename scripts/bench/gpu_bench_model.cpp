@@ -33,11 +33,20 @@ constexpr const char* kFalcon7bConfig = R"({
   "vocab_size": 65024, "max_position_embeddings": 2048
 })";
 
-// `max_positions` > 0: the same shape with a longer context (newer Falcon configs have one).
-FalconConfig falcon7b_config(std::int64_t max_positions = 0) {
-  json j = json::parse(kFalcon7bConfig);
-  if (max_positions > 0) j["max_position_embeddings"] = max_positions;
-  return parse_config(j, "falcon-7b config");
+// The model's config.json: --config FILE (e.g. ../shared/models/falcon-40b/config.json), else
+// Falcon-7B's; `max_positions` > 0: the same shape with a longer context (newer Falcon configs
+// have one).
+json model_config_json(const Args& args) {
+  json j;
+  if (args.config.empty()) {
+    j = json::parse(kFalcon7bConfig);
+  } else {
+    std::ifstream in(args.config);
+    if (!in) throw std::runtime_error("cannot read --config " + args.config.string());
+    j = json::parse(in);
+  }
+  if (args.max_positions > 0) j["max_position_embeddings"] = args.max_positions;
+  return j;
 }
 
 // Writes the safetensors file of a sparse checkpoint: the header, the LayerNorm weights (`ones`:
@@ -63,9 +72,9 @@ void write_sparse_file(const fs::path& file, const std::string& header, std::uin
 
 // A safetensors file with every tensor the config expects, in bf16, as a sparse file: only the
 // header and the LayerNorm weights (ones) are written; everything else reads as zeros.
-void write_sparse_checkpoint(const fs::path& dir, const FalconConfig& c) {
+void write_sparse_checkpoint(const fs::path& dir, const json& config_json, const FalconConfig& c) {
   fs::create_directories(dir);
-  std::ofstream(dir / "config.json") << kFalcon7bConfig;
+  std::ofstream(dir / "config.json") << config_json.dump(2);
   const auto tensors = expected_tensors(c, false);
   json header = json::object();
   std::uint64_t offset = 0;
@@ -291,16 +300,19 @@ DecodeRow StepBench::decode(std::int64_t batch, double floor_s) {
 
 }  // namespace
 
-void check_sparse_checkpoint(const fs::path& workdir) {
-  const FalconConfig config = falcon7b_config();
-  write_sparse_checkpoint(workdir, config);
+void check_sparse_checkpoint(const Args& args) {
+  const fs::path& workdir = args.workdir;
+  const json j = model_config_json(args);
+  const FalconConfig config = parse_config(j, "config.json");
+  write_sparse_checkpoint(workdir, j, config);
   Checkpoint::open(workdir).validate(expected_tensors(config, false));
   std::cout << "sparse checkpoint in " << workdir.string() << " is valid\n";
 }
 
 ModelReport run_model_bench(const Args& args, double read_gbs, double tflops) {
-  const FalconConfig config = falcon7b_config(args.max_positions);
-  write_sparse_checkpoint(args.workdir, config);
+  const json config_json = model_config_json(args);
+  const FalconConfig config = parse_config(config_json, "config.json");
+  write_sparse_checkpoint(args.workdir, config_json, config);
   const Checkpoint ck = Checkpoint::open(args.workdir);
   cuda::CudaOptions opt;
   const cuda::CudaOptions defaults;
