@@ -1,5 +1,7 @@
 #include "kernels/cpu/linear.h"
 
+#include "kernels/quantize.h"
+
 // GCC 12's AVX-512 conversion intrinsics start from a self-initialised "undefined" vector and
 // warn about it at every use (GCC bug 105593); nothing here reads an uninitialised value.
 #if defined(__GNUC__) && !defined(__clang__)
@@ -13,6 +15,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace saker::cpu {
 namespace {
@@ -388,6 +391,7 @@ void pack_panels(const Weight& host, DType dtype, void* dst, float* scales,
   const std::int64_t K = host.cols, N = host.rows, panels = panel_count(N);
   const std::size_t in_es = dtype_size(host.dtype), out_es = dtype_size(dtype);
   const auto* src = static_cast<const std::byte*>(host.data);
+  std::vector<std::uint8_t> codes;  // one row's, quantized
   for (std::int64_t g = group_begin; g < group_end; ++g) {
     const std::int64_t gn = std::min(kGroupPanels, panels - g * kGroupPanels);
     auto* group =
@@ -408,31 +412,13 @@ void pack_panels(const Weight& host, DType dtype, void* dst, float* scales,
         }
         continue;
       }
-      const bool fp8 = dtype == DType::F8E4M3;
-      // NaN counts as non-finite too (std::max would pass over it).
-      float amax = 0.0f;
-      bool finite = true;
-      for (std::int64_t k = 0; r < N && k < K; ++k) {
-        const float v = std::fabs(element(host.dtype, row, k));
-        finite = finite && std::isfinite(v);
-        amax = std::max(amax, v);
-      }
-      if (!finite)
-        throw std::runtime_error("row " + std::to_string(r) +
-                                 " holds a non-finite value and cannot be quantized to " +
-                                 (fp8 ? "fp8" : "int8"));
-      // The row's largest magnitude maps to the code's: 127, or e4m3's 448.
-      const float scale = amax / (fp8 ? kE4m3Max : 127.0f);
-      scales[r] = scale;
-      for (std::int64_t k = 0; k < K; ++k) {
-        std::byte* to = lane + static_cast<std::size_t>(k) * k_step;
-        const float x = r < N && scale > 0.0f ? element(host.dtype, row, k) / scale : 0.0f;
-        if (fp8)
-          *reinterpret_cast<std::uint8_t*>(to) = f32_to_e4m3(x);  // nearest even, saturating
-        else
-          *reinterpret_cast<std::int8_t*>(to) =
-              static_cast<std::int8_t>(std::clamp(std::nearbyint(x), -127.0f, 127.0f));
-      }
+      // The shared quantizer (kernels/quantize.h), so every backend holds the same codes; a
+      // padding row is all zero, with scale 0.
+      codes.assign(static_cast<std::size_t>(K), 0);
+      scales[r] = r < N ? quantize_row(host.dtype, row, K, dtype, r, codes.data()) : 0.0f;
+      for (std::int64_t k = 0; k < K; ++k)
+        std::memcpy(lane + static_cast<std::size_t>(k) * k_step,
+                    &codes[static_cast<std::size_t>(k)], 1);
     }
   }
 }

@@ -4,8 +4,10 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "kernels/cuda/cuda_backend_impl.h"
+#include "kernels/quantize.h"
 
 namespace saker::cuda {
 namespace {
@@ -91,11 +93,7 @@ std::unique_ptr<Buffer> CudaBackend::upload(std::span<const float> host) {
 }
 
 Weight CudaBackend::upload_weight(const Weight& host, WeightQuant quant) {
-  if (quant != WeightQuant::kNone)
-    throw std::invalid_argument(
-        std::string("--dtype ") + (quant == WeightQuant::kInt8 ? "int8" : "fp8") +
-        " is supported by the CPU backend only for now; the CUDA backend runs the checkpoint's "
-        "own precision");
+  if (quant != WeightQuant::kNone) return upload_quantized(host, quant);
   const std::int64_t count = host.rows * host.cols;
   const std::size_t bytes = static_cast<std::size_t>(count) * dtype_size(host.dtype);
   DeviceMemory mem(bytes);
@@ -113,6 +111,36 @@ Weight CudaBackend::upload_weight(const Weight& host, WeightQuant quant) {
   }
   const Weight w{host.dtype, mem.get(), host.rows, host.cols};
   impl_->weights.push_back(std::move(mem));
+  impl_->after_kernel = false;
+  return w;
+}
+
+// --dtype int8|fp8: quantized on the host by the CPU backend's quantizer (kernels/quantize.h: the
+// same codes and scales), then the codes (row-major, a byte each) and the scales copied over.
+Weight CudaBackend::upload_quantized(const Weight& host, WeightQuant quant) {
+  if (impl_->options.synthetic_weights)
+    throw std::invalid_argument("random weights (benchmarks) are not made for --dtype int8|fp8");
+  const DType code = quant == WeightQuant::kInt8 ? DType::I8 : DType::F8E4M3;
+  const auto rows = static_cast<std::size_t>(host.rows), cols = static_cast<std::size_t>(host.cols);
+  std::vector<std::uint8_t> codes(rows * cols);
+  std::vector<float> scales(rows);
+  const auto* src = static_cast<const std::byte*>(host.data);
+  for (std::size_t r = 0; r < rows; ++r)
+    scales[r] = quantize_row(host.dtype, src + r * cols * dtype_size(host.dtype), host.cols, code,
+                             static_cast<std::int64_t>(r), codes.data() + r * cols);
+  DeviceMemory mem(codes.size()), scale_mem(scales.size() * sizeof(float));
+  cudaStream_t s = impl_->stream.get();
+  if (!codes.empty())
+    SAKER_CUDA_CHECK(
+        cudaMemcpyAsync(mem.get(), codes.data(), codes.size(), cudaMemcpyHostToDevice, s));
+  if (!scales.empty())
+    SAKER_CUDA_CHECK(cudaMemcpyAsync(scale_mem.get(), scales.data(), scales.size() * sizeof(float),
+                                     cudaMemcpyHostToDevice, s));
+  SAKER_CUDA_CHECK(cudaStreamSynchronize(s));  // the host vectors go out of scope
+  Weight w{code, mem.get(), host.rows, host.cols};
+  w.scales = scale_mem.as<float>();
+  impl_->weights.push_back(std::move(mem));
+  impl_->weights.push_back(std::move(scale_mem));
   impl_->after_kernel = false;
   return w;
 }

@@ -173,6 +173,7 @@ class CudaBackend final : public Backend {
   struct Impl;
   void linear_impl(const float* x, std::int64_t n, const Weight& w, const float* bias, bool gelu,
                    const float* add, float* residual, float* y);
+  Weight upload_quantized(const Weight& host, WeightQuant quant);
   // linear_impl on a resolved path (kGemv, kMma or kLt; one the call can take).
   void linear_on(LinearPath path, const float* x, std::int64_t n, const Weight& w,
                  const float* bias, bool gelu, const float* add, float* residual, float* y);

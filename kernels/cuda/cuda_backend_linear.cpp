@@ -47,7 +47,12 @@ bool mma_takes(const Weight& w, const float* x, std::int64_t n) {
 
 // The path without measurements: tensor cores where they take the call, else GEMV for a few
 // tokens and cuBLASLt for more.
+bool eight_bit(const Weight& w) {
+  return w.dtype == DType::I8 || w.dtype == DType::F8E4M3;
+}
+
 LinearPath rule(const Weight& w, const float* x, std::int64_t n) {
+  if (eight_bit(w)) return LinearPath::kGemv;  // codes and scales: the GEMV takes them alone
   if (mma_takes(w, x, n)) return LinearPath::kMma;
   return n <= kGemvMaxTokens ? LinearPath::kGemv : LinearPath::kLt;
 }
@@ -65,7 +70,7 @@ LinearPath CudaBackend::choose_linear(const float* x, std::int64_t n, const Weig
     case LinearPath::kAuto:
       break;
   }
-  if (m.options.batch_invariant || n > kMmaMaxTokens) return rule(w, x, n);
+  if (m.options.batch_invariant || n > kMmaMaxTokens || eight_bit(w)) return rule(w, x, n);
   const auto key = std::make_tuple(static_cast<int>(w.dtype), w.rows, w.cols, n);
   if (const auto it = m.tuned.find(key); it != m.tuned.end()) return m.choices[it->second].path;
   // Timing needs the host to wait for the stream: never inside a capture (nor when only staging).
@@ -91,9 +96,9 @@ LinearPath CudaBackend::tune_linear(const float* x, std::int64_t n, const Weight
              linear_on(p, x, n, w, nullptr, false, nullptr, nullptr, out);
            });
   };
-  if (n <= kGemvMaxTokens) c.us_gemv = time(LinearPath::kGemv);
+  if (n <= kGemvMaxTokens || eight_bit(w)) c.us_gemv = time(LinearPath::kGemv);
   if (mma_takes(w, x, n)) c.us_mma = time(LinearPath::kMma);
-  if (n > 1) c.us_lt = time(LinearPath::kLt);  // one token: never faster than a GEMV
+  if (n > 1 && !eight_bit(w)) c.us_lt = time(LinearPath::kLt);  // one token: never faster
   m.in_step = in_step;
   m.after_kernel = false;
   double best = std::numeric_limits<double>::infinity();
@@ -141,7 +146,7 @@ void CudaBackend::linear_on(LinearPath path, const float* x, std::int64_t n, con
     if (m.launching()) launch_skinny_mma(x, n, w, {bias, gelu, add, residual}, y, m.next_kernel(n));
     return;
   }
-  if (path != LinearPath::kLt) {
+  if (path != LinearPath::kLt || eight_bit(w)) {
     if (m.launching()) gemv_chunks();
     return;
   }

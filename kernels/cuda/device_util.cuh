@@ -3,6 +3,7 @@
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -20,12 +21,23 @@ __device__ __forceinline__ float bf16_bits_to_float(std::uint32_t bits16) {
   return __uint_as_float(bits16 << 16);
 }
 
+// An fp8 e4m3 code → fp32, exactly (through the hardware's fp8 → half conversion).
+__device__ __forceinline__ float e4m3_code_to_float(std::uint8_t c) {
+  return __half2float(__half(__nv_cvt_fp8_to_halfraw(c, __NV_E4M3)));
+}
+
+// Element i as fp32; for the 8-bit weight codes (I8, F8E4M3) the code's value, before the row's
+// scale.
 template <DType D>
 __device__ __forceinline__ float load_element(const void* base, std::int64_t i) {
   if constexpr (D == DType::F32) {
     return static_cast<const float*>(base)[i];
   } else if constexpr (D == DType::BF16) {
     return bf16_bits_to_float(static_cast<const std::uint16_t*>(base)[i]);
+  } else if constexpr (D == DType::I8) {
+    return static_cast<float>(static_cast<const std::int8_t*>(base)[i]);
+  } else if constexpr (D == DType::F8E4M3) {
+    return e4m3_code_to_float(static_cast<const std::uint8_t*>(base)[i]);
   } else {
     return __half2float(__ushort_as_half(static_cast<const std::uint16_t*>(base)[i]));
   }
@@ -38,6 +50,10 @@ __device__ __forceinline__ float load_element(DType d, const void* base, std::in
       return load_element<DType::F32>(base, i);
     case DType::BF16:
       return load_element<DType::BF16>(base, i);
+    case DType::I8:
+      return load_element<DType::I8>(base, i);
+    case DType::F8E4M3:
+      return load_element<DType::F8E4M3>(base, i);
     default:
       return load_element<DType::F16>(base, i);
   }

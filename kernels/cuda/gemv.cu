@@ -24,7 +24,7 @@ constexpr int kGemvThreads = 256;  // rows longer than kGemvSmallK, and the vari
 constexpr int kGemvWarps = kGemvThreads / 32;
 
 template <DType D>
-constexpr int kVecElems = D == DType::F32 ? 4 : 8;  // elements in 16 bytes
+constexpr int kVecElems = static_cast<int>(16 / dtype_size(D));  // elements in 16 bytes
 
 // 16 bytes of weights → kVecElems<D> floats.
 template <DType D>
@@ -38,6 +38,15 @@ __device__ __forceinline__ void unpack16(const uint4 raw, float* out) {
     for (int i = 0; i < 4; ++i) {  // little endian: the low half is the earlier element
       out[2 * i] = __uint_as_float(words[i] << 16);
       out[2 * i + 1] = __uint_as_float(words[i] & 0xffff0000u);
+    }
+  } else if constexpr (D == DType::I8 || D == DType::F8E4M3) {  // 8-bit weight codes
+#pragma unroll
+    for (int i = 0; i < 16; ++i) {
+      const auto c = static_cast<std::uint8_t>(words[i / 4] >> (8 * (i % 4)));
+      if constexpr (D == DType::I8)
+        out[i] = static_cast<float>(static_cast<std::int8_t>(c));
+      else
+        out[i] = e4m3_code_to_float(c);
     }
   } else {
 #pragma unroll
@@ -163,9 +172,10 @@ __global__ void __launch_bounds__(W * 32)
 // T: threads per block (the summation order depends on it, so it is chosen by the shape alone).
 template <DType D, int NT, int R, int U, bool VEC, int T = kGemvThreads>
 __global__ void __launch_bounds__(T)
-    gemv_kernel(const float* __restrict__ x, int n, const void* __restrict__ w, std::int64_t N,
-                std::int64_t K, const float* __restrict__ bias, bool gelu,
-                const float* __restrict__ add, float* residual, float* __restrict__ y) {
+    gemv_kernel(const float* __restrict__ x, int n, const void* __restrict__ w,
+                const float* __restrict__ scales, std::int64_t N, std::int64_t K,
+                const float* __restrict__ bias, bool gelu, const float* __restrict__ add,
+                float* residual, float* __restrict__ y) {
   constexpr int V = VEC ? kVecElems<D> : 1;
   constexpr std::int64_t kSize = dtype_size(D);
   constexpr std::int64_t kStep = static_cast<std::int64_t>(T) * V;  // one round
@@ -256,6 +266,7 @@ __global__ void __launch_bounds__(T)
       float s = 0.0f;
       for (int i = 0; i < T / 32; ++i) s += partial[i][threadIdx.x];
       const std::int64_t o = t * N + row;
+      if (scales) s = __fmul_rn(s, scales[row]);  // 8-bit weights: the row's scale, once
       if (bias) s = __fadd_rn(s, bias[row]);
       if (gelu) s = gelu_erf(s);
       if (add) s = __fadd_rn(s, add[o]);
@@ -284,8 +295,8 @@ void gemv_launch(const float* x, std::int64_t n, const Weight& w, const Epilogue
   const bool vec = w.cols % kVecElems<D> == 0 && reinterpret_cast<std::uintptr_t>(x) % 16 == 0 &&
                    reinterpret_cast<std::uintptr_t>(w.data) % 16 == 0;
   auto kernel = vec ? gemv_kernel<D, NT, R, U, true, T> : gemv_kernel<D, NT, R, 1, false, T>;
-  enqueue(q, blocks, T, 0, kernel, "gemv_kernel", x, static_cast<int>(n), w.data, w.rows, w.cols,
-          e.bias, e.gelu, e.add, e.residual, y);
+  enqueue(q, blocks, T, 0, kernel, "gemv_kernel", x, static_cast<int>(n), w.data, w.scales, w.rows,
+          w.cols, e.bias, e.gelu, e.add, e.residual, y);
 }
 
 template <DType D, int NT>
@@ -327,7 +338,8 @@ template <int NT, int R, int U = 1>
 void block_variant(const float* x, std::int64_t n, const Weight& w, float* y, cudaStream_t stream) {
   gemv_kernel<DType::BF16, NT, R, U, true>
       <<<static_cast<unsigned>((w.rows + R - 1) / R), kGemvThreads, 0, stream>>>(
-          x, static_cast<int>(n), w.data, w.rows, w.cols, nullptr, false, nullptr, nullptr, y);
+          x, static_cast<int>(n), w.data, nullptr, w.rows, w.cols, nullptr, false, nullptr, nullptr,
+          y);
 }
 
 struct Variant {
@@ -394,10 +406,11 @@ void launch_gemv(const float* x, std::int64_t n, const Weight& w, const float* b
     case DType::F16:
       return gemv_tokens<DType::F16>(x, n, w, e, y, threads, q);
     case DType::I8:
+      return gemv_tokens<DType::I8>(x, n, w, e, y, threads, q);
     case DType::F8E4M3:
-      break;
+      return gemv_tokens<DType::F8E4M3>(x, n, w, e, y, threads, q);
   }
-  throw std::invalid_argument("launch_gemv: int8 weights are not supported on CUDA");
+  throw std::invalid_argument("launch_gemv: unknown weight dtype");
 }
 
 }  // namespace saker::cuda

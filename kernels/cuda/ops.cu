@@ -12,15 +12,19 @@ namespace saker::cuda {
 namespace {
 
 __global__ void embedding_kernel(const std::int32_t* ids, DType dtype, const void* table,
-                                 std::int64_t rows, std::int64_t cols, std::int64_t first_id,
-                                 float* y) {
+                                 const float* scales, std::int64_t rows, std::int64_t cols,
+                                 std::int64_t first_id, float* y) {
   pdl_enter();
   const std::int64_t t = blockIdx.x;
   const std::int64_t id = static_cast<std::int64_t>(ids[t]) - first_id;
   float* out = y + t * cols;
   const bool held = id >= 0 && id < rows;
-  for (std::int64_t i = threadIdx.x; i < cols; i += blockDim.x)
-    out[i] = held ? load_element(dtype, table, id * cols + i) : 0.0f;
+  // 8-bit tables (a tied lm_head quantized by --dtype): code times the row's scale, as the CPU.
+  const float scale = held && scales ? scales[id] : 1.0f;
+  for (std::int64_t i = threadIdx.x; i < cols; i += blockDim.x) {
+    const float v = held ? load_element(dtype, table, id * cols + i) : 0.0f;
+    out[i] = scales ? __fmul_rn(v, scale) : v;
+  }
 }
 
 // One block of kNormThreads per row: at decode (a few rows) the row's three passes are spread
@@ -187,7 +191,7 @@ void launch_embedding(const std::int32_t* ids, std::int64_t n, const Weight& tab
                       std::int64_t first_id, float* y, const Enqueue& q) {
   if (n == 0) return;
   enqueue(q, static_cast<unsigned>(n), kThreads, 0, embedding_kernel, "embedding_kernel", ids,
-          table.dtype, table.data, table.rows, table.cols, first_id, y);
+          table.dtype, table.data, table.scales, table.rows, table.cols, first_id, y);
 }
 
 void launch_layer_norm(const float* x, const float* residual, float* x_sum, std::int64_t n,

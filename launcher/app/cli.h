@@ -47,7 +47,7 @@ std::vector<std::int32_t> parse_token_ids(const std::string& text, std::int64_t 
 // precision by name (bf16, fp16, fp32); anything else is a UsageError naming both.
 inline constexpr const char* kDtypeHelp =
     "weights: auto (the checkpoint's precision), int8 or fp8 (e4m3; weight-only, a scale per "
-    "output row; CPU backend for now), or bf16, fp16, fp32 when the checkpoint stores that";
+    "output row), or bf16, fp16, fp32 when the checkpoint stores that";
 
 inline constexpr const char* kCommHelp =
     "tensor parallelism on CUDA: nccl, mpi (collectives staged through host memory: ranks that "

@@ -8,8 +8,9 @@
 #
 #   scripts/bench/gpu40b.sh --prebuilt DIR [--out DIR]     (DIR: scripts/bench/gpu_pack.sh's)
 #
-# Prepared here without a GPU (docs/gpu-runs.md); the fp8 CUDA path is not built yet, so the
-# 40B shape runs in bf16 only (tp 1 needs the memory; on an 80 GB card it is skipped and said so).
+# Prepared here without a GPU (docs/gpu-runs.md). First the GPU tests of --dtype int8|fp8 on the
+# CUDA backend. The 40B shape runs in bf16 only (random weights are made for stored dtypes; tp 1
+# needs the memory: on an 80 GB card it is skipped and said so).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 root=$(pwd)
@@ -34,6 +35,11 @@ echo "== saker issue-23 GPU run, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
 mem_mib=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits 2>/dev/null | head -1)
 status=0
+
+echo "== GPU tests of --dtype int8 and fp8 (the CPU backend's codes, scales and logits)"
+SAKER_FIXTURES_DIR=$root/tests/fixtures timeout 200 "$bin/saker_gpu_tests" \
+  "cuda int8 and fp8 weights*" "cuda model: --dtype int8 and fp8*" 2>&1 | tail -20 | tee "$out/int8_fp8_tests.log"
+[ "${PIPESTATUS[0]}" = 0 ] || status=1
 
 echo "== tp 2 and 4 on one card (--comm mpi) against tp 1, greedy tokens"
 for fx in mqa7-bf16 gqa8x4-bf16-sharded rw-alibi-fp32; do

@@ -183,6 +183,46 @@ TEST_CASE("cuda linear without batch invariance times each path once and keeps t
   }
 }
 
+TEST_CASE("cuda int8 and fp8 weights give the CPU backend's products and embeddings",
+          "[gpu][kernels]") {
+  // The same quantizer on both backends (kernels/quantize.h): the same codes and scales, so the
+  // products differ only in fp32 summation order.
+  for (const WeightQuant quant : {WeightQuant::kInt8, WeightQuant::kFp8})
+    for (const DType dtype : {DType::BF16, DType::F16, DType::F32})
+      for (const auto& [N, K] :
+           std::vector<std::pair<std::int64_t, std::int64_t>>{{37, 45}, {130, 272}, {3, 4544}})
+        for (const std::int64_t n : {1, 3, 8, 9, 40}) {
+          const auto seed = static_cast<std::uint32_t>(N * 7 + K + n);
+          const HostWeight w =
+              random_weight(dtype, N, K, seed, 1.0f / std::sqrt(static_cast<float>(K)));
+          const auto x = random_floats(static_cast<std::size_t>(n * K), seed + 1);
+          const auto bias = random_floats(static_cast<std::size_t>(N), seed + 2);
+          const Weight cw = ref_cpu().upload_weight(w.view(), quant);
+          std::vector<float> want(static_cast<std::size_t>(n * N));
+          ref_cpu().linear_gelu(x.data(), n, cw, bias.data(), want.data());
+          const Weight dw = dev().upload_weight(w.view(), quant);
+          REQUIRE(dw.scales != nullptr);
+          auto dx = dev().upload(x), db = dev().upload(bias);
+          auto dy = dev().allocate(want.size());
+          poison(dev(), dy->data(), want.size());
+          dev().linear_gelu(dx->data(), n, dw, db->data(), dy->data());
+          const Diff d = compare(download(dev(), dy->data(), want.size()), want);
+          INFO((quant == WeightQuant::kInt8 ? "int8 " : "fp8 ")
+               << dtype_name(dtype) << " N=" << N << " K=" << K << " n=" << n << ": "
+               << describe(d));
+          CHECK(d.nans == 0);
+          CHECK(d.rel() <= 2e-5);
+          // A quantized table (a tied lm_head) looks up the CPU's dequantized rows exactly.
+          const std::vector<std::int32_t> ids{0, static_cast<std::int32_t>(N - 1),
+                                              static_cast<std::int32_t>(1 % N)};
+          std::vector<float> e_want(ids.size() * static_cast<std::size_t>(K));
+          ref_cpu().embedding(ids, cw, 0, e_want.data());
+          auto de = dev().allocate(e_want.size());
+          dev().embedding(ids, dw, 0, de->data());
+          CHECK(download(dev(), de->data(), e_want.size()) == e_want);
+        }
+}
+
 TEST_CASE("cuda linear_add matches the CPU backend; fused equals separate kernels bit for bit",
           "[gpu][kernels]") {
   cuda::CudaBackend plain(plain_options());

@@ -40,8 +40,8 @@ struct Fixture {
     return ref["cases"][c][key].get<std::vector<std::int32_t>>();
   }
   std::size_t cases() const { return ref["cases"].size(); }
-  FalconModel model(Backend& b) const {
-    return FalconModel(config, ck, b, ModelOptions{128, 128, kContext});
+  FalconModel model(Backend& b, WeightQuant quant = WeightQuant::kNone) const {
+    return FalconModel(config, ck, b, ModelOptions{128, 128, kContext, quant});
   }
 };
 
@@ -147,6 +147,29 @@ TEST_CASE("cuda model: greedy tokens equal the CPU backend's and transformers'",
       }
     }
   }
+}
+
+TEST_CASE("cuda model: --dtype int8 and fp8 give the CPU backend's logits", "[gpu][model]") {
+  for (const auto& dir : fixture_dirs())
+    for (const WeightQuant quant : {WeightQuant::kInt8, WeightQuant::kFp8}) {
+      DYNAMIC_SECTION(dir.filename().string() << (quant == WeightQuant::kInt8 ? " int8" : " fp8")) {
+        const Fixture f(dir);
+        CpuBackend cpu(2, f.config.max_positions, 1);
+        cuda::CudaBackend gpu;
+        auto on_cpu = f.model(cpu, quant), on_gpu = f.model(gpu, quant);
+        double worst = 0;
+        for (std::size_t c = 0; c < f.cases(); ++c) {
+          const auto prompt = f.ids(c, "prompt_ids");
+          worst =
+              std::max(worst, worst_row_error(prefill_logits(on_gpu, gpu, f.config, prompt),
+                                              prefill_logits(on_cpu, cpu, f.config, prompt), f.V));
+        }
+        std::cout << dir.filename().string() << (quant == WeightQuant::kInt8 ? " int8" : " fp8")
+                  << ": prefill logits, worst relative L2 error vs the CPU at the same dtype "
+                  << worst << "\n";
+        CHECK(worst < 1e-4);  // the same codes and scales: only the summation order differs
+      }
+    }
 }
 
 TEST_CASE("cuda model: chunked prefill and decode agree with one whole pass", "[gpu][model]") {
