@@ -17,8 +17,8 @@
 
 namespace saker::cuda {
 
-// Linear layers on at most this many tokens run as weight-streaming GEMV kernels (decode); more
-// tokens go to cuBLASLt.
+// The weight-streaming GEMV kernel takes at most this many tokens a launch (more run in chunks);
+// which linear layers it runs: cuda_backend_linear.cpp (fp32 and 8-bit weights, or as timed).
 constexpr std::int64_t kGemvMaxTokens = 8;
 constexpr std::int64_t kGemvSmallK = 8192;
 // The skinny tensor-core kernel (mma_gemm.cu) takes linear layers of at most this many tokens.

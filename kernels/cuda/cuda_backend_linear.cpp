@@ -45,12 +45,12 @@ bool mma_takes(const Weight& w, const float* x, std::int64_t n) {
   return n <= kMmaMaxTokens && mma_supported(w, x);
 }
 
-// The path without measurements: tensor cores where they take the call, else GEMV for a few
-// tokens and cuBLASLt for more.
 bool eight_bit(const Weight& w) {
   return w.dtype == DType::I8 || w.dtype == DType::F8E4M3;
 }
 
+// The path without measurements: tensor cores where they take the call, else GEMV for a few
+// tokens and cuBLASLt for more.
 LinearPath rule(const Weight& w, const float* x, std::int64_t n) {
   if (eight_bit(w)) return LinearPath::kGemv;  // codes and scales: the GEMV takes them alone
   if (mma_takes(w, x, n)) return LinearPath::kMma;

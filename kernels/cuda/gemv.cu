@@ -1,11 +1,13 @@
 // Weight-streaming products for decode steps (a few tokens): y[t, r] = dot(w[r, :], x[t, :]).
 //
-// Decode uses gemv_kernel (below): a block per 4 rows striding over K with 16-byte evict-first
-// loads, 128 threads on rows of at most kGemvSmallK (CudaOptions::gemv_threads), 256 on longer
-// ones; each output is summed in the same fixed order for any number of tokens (batch invariance
-// within the GEMV path). The epilogue adds the bias, GELU, and the parallel block's residual adds.
-// gemv_warp_kernel (one warp per R rows, U loads per row in flight per lane) is kept for the
-// benchmark's variant table only: on the H200 it was slower on every Falcon-7B shape (e.g.
+// gemv_kernel (below) runs decode on fp32 and 8-bit weights (codes times the row's scale), and on
+// half-precision ones where batch invariance is off and it was timed fastest (the tensor-core
+// kernel, mma_gemm.cu, takes them by default): a block per 4 rows striding over K with 16-byte
+// evict-first loads, 128 threads on rows of at most kGemvSmallK (CudaOptions::gemv_threads), 256 on
+// longer ones; each output is summed in the same fixed order for any number of tokens (batch
+// invariance within the GEMV path). The epilogue adds the bias, GELU, and the parallel block's
+// residual adds. gemv_warp_kernel (one warp per R rows, U loads per row in flight per lane) is kept
+// for the benchmark's variant table only: on the H200 it was slower on every Falcon-7B shape (e.g.
 // 4672x4544 at batch 1: 20 us against 14 us).
 #include <cuda_fp16.h>
 

@@ -12,23 +12,9 @@
 # CUDA backend. The 40B shape runs in bf16 only (random weights are made for stored dtypes; tp 1
 # needs the memory: on an 80 GB card it is skipped and said so).
 set -uo pipefail
-cd "$(dirname "$0")/../.."
-root=$(pwd)
-prebuilt="" out="gpu-40b"
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --prebuilt) prebuilt=$(cd "$2" && pwd); shift 2 ;;
-    --out) out=$2; shift 2 ;;
-    *) echo "usage: $0 --prebuilt DIR [--out DIR]" >&2; exit 2 ;;
-  esac
-done
-[ -n "$prebuilt" ] || { echo "usage: $0 --prebuilt DIR [--out DIR]" >&2; exit 2; }
-mkdir -p "$out"; out=$(cd "$out" && pwd)
-bin=$prebuilt/bin
-libdirs=("$prebuilt/lib")
-for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do [ -d "$d" ] && libdirs+=("$d"); done
-for d in /opt/torch/.venv/lib/python3*/site-packages/nvidia/*/lib; do [ -d "$d" ] && libdirs+=("$d"); done
-export LD_LIBRARY_PATH=$(IFS=:; echo "${libdirs[*]}")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+out="gpu-40b"
+# shellcheck source=scripts/bench/gpu_prebuilt.sh
+source "$(dirname "$0")/gpu_prebuilt.sh"
 mpi=(mpirun --allow-run-as-root --oversubscribe)
 command -v mpirun >/dev/null || { echo "gpu40b.sh: mpirun is needed (tp on one card)" >&2; exit 1; }
 echo "== saker issue-23 GPU run, $(date -u +%Y-%m-%dT%H:%M:%SZ)"

@@ -7,23 +7,9 @@
 #
 #   scripts/bench/gpu_multi.sh --prebuilt DIR [--out DIR]     (DIR: scripts/bench/gpu_pack.sh's)
 set -uo pipefail
-cd "$(dirname "$0")/../.."
-root=$(pwd)
-prebuilt="" out="gpu-multi"
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --prebuilt) prebuilt=$(cd "$2" && pwd); shift 2 ;;
-    --out) out=$2; shift 2 ;;
-    *) echo "usage: $0 --prebuilt DIR [--out DIR]" >&2; exit 2 ;;
-  esac
-done
-[ -n "$prebuilt" ] || { echo "usage: $0 --prebuilt DIR [--out DIR]" >&2; exit 2; }
-mkdir -p "$out"; out=$(cd "$out" && pwd)
-bin=$prebuilt/bin
-libdirs=("$prebuilt/lib")
-for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do [ -d "$d" ] && libdirs+=("$d"); done
-for d in /opt/torch/.venv/lib/python3*/site-packages/nvidia/*/lib; do [ -d "$d" ] && libdirs+=("$d"); done
-export LD_LIBRARY_PATH=$(IFS=:; echo "${libdirs[*]}")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+out="gpu-multi"
+# shellcheck source=scripts/bench/gpu_prebuilt.sh
+source "$(dirname "$0")/gpu_prebuilt.sh"
 gpus=$(nvidia-smi --list-gpus 2>/dev/null | wc -l)
 [ "$gpus" -ge 2 ] || { echo "gpu_multi.sh: $gpus GPU(s) visible; this run needs 2 or more" >&2; exit 1; }
 mpi=(mpirun --allow-run-as-root --oversubscribe)
