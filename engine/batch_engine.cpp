@@ -254,6 +254,7 @@ bool BatchEngine::step() {
   steps_.clear();
   std::int64_t tokens = 0;
   const double started = clock_();
+  stats_.schedule_seconds += started - t0;
   for (const ScheduledSequence& r : sched.run) {
     const SequenceState& s = scheduler_.sequence(r.id);
     if (!r.padding) {
@@ -331,6 +332,8 @@ bool BatchEngine::step() {
     finished_[i] = live.result.finish != FinishReason::kNone;
   }
   settle_speculation(sched);
+  const double sampled = clock_();
+  stats_.sample_seconds += sampled - t;
   if (controller_) {
     // Measured: decode-only iterations, whole (draft steps and rejected proposals included).
     bool decode_only = true;
@@ -345,7 +348,9 @@ bool BatchEngine::step() {
     ++stats_.finished;
     if (controller_) controller_->forget(done.id);
   }
-  stats_.step_seconds += clock_() - t0;
+  const double end = clock_();
+  stats_.complete_seconds += end - sampled;
+  stats_.step_seconds += end - t0;
   return true;
 }
 

@@ -36,6 +36,9 @@ struct EngineStats {
   std::uint64_t finished = 0, cancelled = 0;
   double step_seconds = 0;     // inside step(): scheduling, the model, sampling, detokenizing
   double forward_seconds = 0;  // of which the model's forward pass (all ranks, rank 0's view)
+  // The rest of step() by stage: scheduling (and proposals), sampling (penalties, constraints,
+  // detokenizing, stop strings, the events), and completing (the scheduler's bookkeeping).
+  double schedule_seconds = 0, sample_seconds = 0, complete_seconds = 0;
   std::uint64_t summary_iterations = 0;  // iterations served from logit summaries, not full rows
   // Speculative decoding (vLLM's spec_decode counters): sequences that ran proposals, the
   // proposed tokens, and those the target's own choice confirmed.

@@ -109,6 +109,7 @@ SpeculationConfig speculation(const EngineOptions& o) {
 WeightQuant weight_quant(const std::string& d, const Checkpoint& ck) {
   if (d == "auto") return WeightQuant::kNone;
   if (d == "int8") return WeightQuant::kInt8;
+  if (d == "w8a8") return WeightQuant::kW8A8;
   if (d == "fp8" || d == "fp8_e4m3") return WeightQuant::kFp8;
   const std::optional<DType> weights = ck.weight_dtype();
   const std::string stored = weights ? std::string(dtype_name(*weights)) : "?";
@@ -118,7 +119,7 @@ WeightQuant weight_quant(const std::string& d, const Checkpoint& ck) {
                                                            : "";
   if (want.empty())
     throw OptionError("dtype",
-                      "dtype must be auto, int8, fp8, bf16, fp16 or fp32, got '" + d + "'");
+                      "dtype must be auto, int8, w8a8, fp8, bf16, fp16 or fp32, got '" + d + "'");
   if (want != stored)
     throw OptionError("dtype", "dtype " + d + ": the checkpoint stores " + stored +
                                    " weights, and saker runs them as stored (auto), as int8 or as "
@@ -240,8 +241,14 @@ void Engine::load(const EngineOptions& o, Communicator& comm) {
   }
   const WeightQuant quant = weight_quant(o.dtype, p.checkpoint);
   threads_ = o.threads ? o.threads : usable_cpus();
-  p.backend = make_backend(o.device, threads_, p.shape.max_positions,
-                           DeviceOptions{o.batch_invariant, o.random_weights});
+  try {
+    p.backend = make_backend(o.device, threads_, p.shape.max_positions,
+                             DeviceOptions{o.batch_invariant, o.random_weights, o.cpu_matmul});
+  } catch (const std::invalid_argument& e) {
+    if (std::string_view(e.what()).starts_with("cpu_matmul"))
+      throw OptionError("cpu_matmul", e.what());
+    throw;
+  }
   backend_ = p.backend.get();
   p.kv_dtype = resolve_kv_dtype(o.kv_cache_dtype, p.checkpoint, *p.backend, o.device);
   try {

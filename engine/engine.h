@@ -59,6 +59,9 @@ struct EngineOptions {
   // CUDA, tensor parallelism: the model's collectives over NCCL, or MPI staged through the host
   // (ranks sharing a GPU), or auto (NCCL unless a node runs more ranks than it has GPUs).
   std::string comm = "auto";
+  // CPU, bf16 weights: matmul inputs fp32 (exact fp32 FMA chains), bf16 (rounded once per call,
+  // AVX512_BF16 dot products at twice the FMA rate), or auto (bf16 where the CPU has them).
+  std::string cpu_matmul = "auto";
   // Benchmarks, CUDA: every weight matrix filled with random values on the device; the
   // checkpoint's tensor bytes are never read, so a sparse file of the right header will do.
   bool random_weights = false;

@@ -9,6 +9,7 @@
 #include <memory>
 #include <optional>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "kernels/dtype.h"
@@ -20,6 +21,8 @@ namespace saker {
 enum class WeightLayout : std::uint8_t {
   kRowMajor,  // [rows, cols], as a checkpoint stores it
   kPanels16,  // the CPU backend's packed form: panels of 16 rows, each [cols][16] (cpu/linear.h)
+  kPanels16Pairs,  // the same for bf16 dot products: each [cols / 2][16][2] (cpu/linear.h)
+  kPanels16Quads,  // the same for int8 dot products (w8a8): each [cols / 4][16][4] (cpu/linear.h)
 };
 
 // What a backend should make of a checkpoint weight.
@@ -27,6 +30,9 @@ enum class WeightQuant : std::uint8_t {
   kNone,  // keep the stored precision
   kInt8,  // weight-only int8, one scale per output row (`--dtype int8`)
   kFp8,   // weight-only fp8 e4m3, one scale per output row (`--dtype fp8`)
+  // int8 weights as kInt8, and activations quantized to int8 per token at every linear layer:
+  // integer dot products (`--dtype w8a8`, CPU backend)
+  kW8A8,
 };
 
 // A [rows, cols] matrix (e.g. a Linear weight [out, in]) in its stored precision, or in a form a
@@ -76,6 +82,13 @@ struct AttentionShape {
   std::int64_t kv_heads = 0;
   std::int64_t head_dim = 0;
   const float* alibi_slopes = nullptr;  // [heads], bf16-rounded; null for rotary models
+};
+
+// Wall-clock time a backend spent in one kind of operation (`saker bench`'s per-stage profile).
+struct OpTime {
+  std::string name;  // e.g. "attention", "linear 65024x2048" (rows x cols)
+  double seconds = 0;
+  std::uint64_t calls = 0;
 };
 
 class Buffer {
@@ -194,6 +207,9 @@ class Backend {
     (void)key;
     body();
   }
+  // Time spent in each kind of operation since the backend was made, in the order first used;
+  // empty where the backend does not keep it (a device backend's calls only enqueue work).
+  virtual std::vector<OpTime> op_times() const { return {}; }
 };
 
 }  // namespace saker

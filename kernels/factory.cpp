@@ -57,7 +57,19 @@ std::unique_ptr<Backend> make_backend(const std::string& device, unsigned thread
 #endif
   if (d.random_weights)
     throw std::invalid_argument("random weights are made on a CUDA device only (--device cuda)");
-  return std::make_unique<CpuBackend>(threads, max_context);
+  if (d.cpu_matmul != "auto" && d.cpu_matmul != "fp32" && d.cpu_matmul != "bf16")
+    throw std::invalid_argument("cpu_matmul must be auto, fp32 or bf16, not '" + d.cpu_matmul +
+                                "'");
+  // The dot-product kernels run on AVX-512 with AVX512_BF16 (SAKER_CPU_ISA may cap below it).
+  const bool dot = cpu::has_avx512_bf16() && cpu::detect_isa() == cpu::Isa::kAvx512;
+  if (d.cpu_matmul == "bf16" && !dot)
+    throw std::invalid_argument("cpu_matmul bf16 needs a CPU with AVX512_BF16 (this one runs " +
+                                std::string(cpu::isa_name(cpu::detect_isa())) +
+                                "); use fp32 or auto");
+  auto cpu = std::make_unique<CpuBackend>(threads, max_context);
+  cpu->set_bf16_dot(d.cpu_matmul == "bf16" || (d.cpu_matmul == "auto" && dot));
+  cpu->set_batch_invariant(d.batch_invariant);
+  return cpu;
 }
 
 int local_size() {
@@ -102,6 +114,14 @@ std::optional<double> backend_fma_peak(Backend& backend, int repeats) {
   if (auto* cpu = dynamic_cast<CpuBackend*>(&backend))
     return cpu::measure_fma_peak(cpu->pool(), repeats);
   return std::nullopt;
+}
+
+std::optional<double> backend_dot_peak(Backend& backend, int repeats) {
+  auto* cpu = dynamic_cast<CpuBackend*>(&backend);
+  if (!cpu || *cpu->dot_product() == '\0') return std::nullopt;
+  return std::string(cpu->dot_product()) == "bf16"
+             ? cpu::measure_bf16_dot_peak(cpu->pool(), repeats)
+             : cpu::measure_int8_dot_peak(cpu->pool(), repeats);
 }
 
 std::optional<double> backend_fma_rate(Backend& backend, double flops) {

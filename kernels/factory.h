@@ -18,11 +18,14 @@ class Communicator;
 // else cpu. std::invalid_argument naming the device otherwise; std::runtime_error when cuda is
 // asked for and there is none. CUDA: the GPU of this process's local rank (modulo the visible
 // GPUs). CPU: `threads` threads, attention scratch for max_context positions.
-// What the CUDA backend takes beyond the device (CudaOptions); the CPU backend is batch-invariant
-// always and has no random weights.
+// What the backends take beyond the device: batch invariance (CudaOptions::batch_invariant; on
+// the CPU, off lets bf16 dot products of 16 tokens or more take AMX tiles), random weights (CUDA
+// only) and the CPU's matmul inputs.
 struct DeviceOptions {
-  bool batch_invariant = true;  // CudaOptions::batch_invariant
+  bool batch_invariant = true;  // CudaOptions::batch_invariant, CpuBackend::set_batch_invariant
   bool random_weights = false;  // CudaOptions::synthetic_weights (benchmarks)
+  // CPU: "fp32", "bf16" or "auto" (CpuBackend::set_bf16_dot; `--cpu-matmul`).
+  std::string cpu_matmul = "auto";
 };
 std::unique_ptr<Backend> make_backend(const std::string& device, unsigned threads,
                                       std::int64_t max_context, const DeviceOptions& d = {});
@@ -50,6 +53,10 @@ std::optional<double> backend_fma_peak(Backend& backend, int repeats = 5);
 // FMA rate (FLOP/s) of the CPU backend's threads over chains worth `flops` (cpu::fma_pass);
 // nullopt for a device.
 std::optional<double> backend_fma_rate(Backend& backend, double flops);
+// Peak (FLOP/s) of the dot-product instruction the CPU backend's weights take (vdpbf16ps for
+// `--cpu-matmul bf16`, vpdpbusd for `--dtype w8a8`), best of `repeats`; nullopt when they take
+// fp32 FMAs, or for a device.
+std::optional<double> backend_dot_peak(Backend& backend, int repeats = 5);
 // Bandwidth (bytes per second) of a plain read of the weights the CPU backend holds, on their own
 // pages: what a decode step's streaming is measured against. nullopt for a device.
 std::optional<double> backend_weight_read_bandwidth(Backend& backend);

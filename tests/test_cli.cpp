@@ -74,10 +74,11 @@ TEST_CASE("saker generate prints transformers' greedy continuation", "[cli]") {
     for (const auto& cs : ref["cases"]) {
       const auto prompt = cs["prompt_ids"].get<std::vector<int>>();
       const auto want = cs["greedy_ids"].get<std::vector<int>>();
-      // transformers' fp32 continuation needs an fp32 KV cache (auto is bf16 for the bf16 one).
+      // transformers' fp32 continuation needs an fp32 KV cache and fp32 matmul inputs (auto is
+      // bf16 for both on the bf16 fixture, where the CPU has AVX512_BF16).
       const Run r = saker("generate --model '" + dir.string() + "' --prompt-ids '" + join(prompt) +
                           "' --max-new-tokens " + std::to_string(want.size()) +
-                          " --ignore-eos --kv-cache-dtype fp32");
+                          " --ignore-eos --kv-cache-dtype fp32 --cpu-matmul fp32");
       INFO(name << ": " << r.err);
       REQUIRE(r.code == 0);
       CHECK(r.out == join(want) + "\n");
@@ -177,8 +178,8 @@ TEST_CASE("saker generate --dtype: int8 halves the bytes read, other names must 
   CHECK_THAT(r.err, Catch::Contains("--dtype fp32: the checkpoint stores BF16 weights"));
   r = saker("generate " + model + "--prompt-ids 1 --dtype int4");
   CHECK(r.code == 2);
-  CHECK_THAT(r.err,
-             Catch::Contains("--dtype must be auto, int8, fp8, bf16, fp16 or fp32, got 'int4'"));
+  CHECK_THAT(r.err, Catch::Contains(
+                        "--dtype must be auto, int8, w8a8, fp8, bf16, fp16 or fp32, got 'int4'"));
 }
 
 TEST_CASE("saker generate samples reproducibly from the seed", "[cli][sampler]") {

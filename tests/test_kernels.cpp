@@ -1,6 +1,7 @@
 // Every CPU kernel against its scalar reference (tests/kernel_reference.h), on random shapes
 // with ragged tails, plus the invariances the scheduler relies on.
 #include <atomic>
+#include <bit>
 #include <cmath>
 #include <numeric>
 #include <random>
@@ -12,8 +13,10 @@
 #include "kernel_reference.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/linear.h"
+#include "kernels/cpu/linear_amx.h"
 #include "kernels/cpu/membw.h"
 #include "kernels/cpu/ops.h"
+#include "kernels/quantize.h"
 
 using namespace saker;
 
@@ -115,7 +118,10 @@ TestWeight quantization_rows(std::mt19937& rng) {
 }
 
 const char* quant_name(WeightQuant q) {
-  return q == WeightQuant::kInt8 ? " int8" : q == WeightQuant::kFp8 ? " fp8" : "";
+  return q == WeightQuant::kInt8   ? " int8"
+         : q == WeightQuant::kFp8  ? " fp8"
+         : q == WeightQuant::kW8A8 ? " w8a8"
+                                   : "";
 }
 
 }  // namespace
@@ -184,6 +190,149 @@ TEST_CASE("linear matches the scalar reference for every dtype, int8, fp8 and ra
   backend.force_isa(cpu::detect_isa());
 }
 
+namespace {
+
+// The plainest reading of vdpbf16ps over a row (cpu/linear.h): inputs rounded to bf16, then for
+// each pair of columns the odd one's product and then the even one's, each by fused
+// multiply-add; subnormal inputs read as zero and subnormal sums flushed.
+float bf16_dot_row(const float* x, const std::uint16_t* w, std::int64_t cols, float bias) {
+  const auto value = [](std::uint16_t b) {
+    return (b & 0x7f80) == 0 ? 0.0f * bf16_to_f32(b) : bf16_to_f32(b);
+  };
+  const auto flush = [](float v) { return std::fabs(v) < 0x1p-126f ? 0.0f * v : v; };
+  float acc = 0.0f;
+  for (std::int64_t k = 0; k < cols; k += 2) {
+    if (k + 1 < cols) acc = flush(std::fma(value(w[k + 1]), value(f32_to_bf16(x[k + 1])), acc));
+    acc = flush(std::fma(value(w[k]), value(f32_to_bf16(x[k])), acc));
+  }
+  return acc + bias;
+}
+
+}  // namespace
+
+TEST_CASE("bf16 dot products match the scalar reading of vdpbf16ps on ragged shapes", "[kernels]") {
+  std::mt19937 rng(13);
+  CpuBackend backend(2, 16, 1);
+  backend.set_bf16_dot(true);
+  INFO("AVX512_BF16 here: " << cpu::has_avx512_bf16());
+  for (std::int64_t rows : {1, 3, 16, 17, 37, 70, 130})
+    for (std::int64_t cols : {1, 2, 15, 17, 100, 301})
+      for (std::int64_t n : {1, 3, 5, 13, 30}) {
+        INFO("rows " << rows << " cols " << cols << " n " << n);
+        TestWeight tw(DType::BF16, rows, cols, rng);
+        // Subnormal weights and inputs, and products whose sums underflow: the flushes.
+        if (rows > 16) {
+          tw.half[0] = 0x0005;
+          for (std::int64_t k = 0; k < cols; ++k)
+            tw.half[static_cast<std::size_t>(cols + k)] = 0x0180;
+        }
+        const Weight packed = backend.upload_weight(tw.w, WeightQuant::kNone);
+        REQUIRE(packed.layout == WeightLayout::kPanels16Pairs);
+        for (std::int64_t r = 0; r < rows; ++r)
+          for (std::int64_t k = 0; k < cols; ++k) {
+            const std::uint16_t b = tw.half[static_cast<std::size_t>(r * cols + k)];
+            REQUIRE(cpu::weight_element(packed, r, k) ==
+                    ((b & 0x7f80) == 0 ? 0.0f * bf16_to_f32(b) : bf16_to_f32(b)));
+          }
+        auto x = random_floats(static_cast<std::size_t>(n * cols), rng);
+        if (n > 1) x[static_cast<std::size_t>(cols)] = 1e-39f;
+        if (rows > 16 && n > 2)
+          for (std::int64_t k = 0; k < cols; ++k)
+            x[static_cast<std::size_t>(2 * cols + k)] = 1e-30f;
+        const auto bias = random_floats(static_cast<std::size_t>(rows), rng);
+        for (cpu::Isa isa : cpu::supported_isas()) {
+          INFO("isa " << cpu::isa_name(isa));
+          backend.force_isa(isa);
+          std::vector<float> y(static_cast<std::size_t>(n * rows));
+          backend.linear(x.data(), n, packed, bias.data(), y.data());
+          for (std::int64_t t = 0; t < n; ++t)
+            for (std::int64_t r = 0; r < rows; ++r)
+              REQUIRE(std::bit_cast<std::uint32_t>(y[t * rows + r]) ==
+                      std::bit_cast<std::uint32_t>(bf16_dot_row(
+                          x.data() + t * cols, tw.half.data() + r * cols, cols, bias[r])));
+        }
+      }
+  backend.force_isa(cpu::detect_isa());
+}
+
+TEST_CASE("int8 dot products (w8a8) match the integer reference on ragged shapes", "[kernels]") {
+  std::mt19937 rng(17);
+  CpuBackend backend(2, 16, 1);
+  for (std::int64_t rows : {1, 3, 16, 17, 37, 70, 130})
+    for (std::int64_t cols : {1, 3, 4, 15, 17, 100, 301})
+      for (std::int64_t n : {1, 3, 5, 13, 30}) {
+        INFO("rows " << rows << " cols " << cols << " n " << n);
+        TestWeight tw(DType::BF16, rows, cols, rng);
+        const Weight packed = backend.upload_weight(tw.w, WeightQuant::kW8A8);
+        REQUIRE(packed.layout == WeightLayout::kPanels16Quads);
+        REQUIRE(packed.dtype == DType::I8);
+        // The weight codes and scales of the shared quantizer (kernels/quantize.h).
+        std::vector<std::uint8_t> wq(static_cast<std::size_t>(rows * cols));
+        std::vector<float> ws(static_cast<std::size_t>(rows));
+        for (std::int64_t r = 0; r < rows; ++r) {
+          ws[r] = quantize_row(DType::BF16, tw.half.data() + r * cols, cols, DType::I8, r,
+                               wq.data() + r * cols);
+          for (std::int64_t k = 0; k < cols; ++k)
+            REQUIRE(cpu::weight_element(packed, r, k) ==
+                    static_cast<float>(static_cast<std::int8_t>(wq[r * cols + k])) * ws[r]);
+        }
+        auto x = random_floats(static_cast<std::size_t>(n * cols), rng);
+        if (n > 1) std::fill_n(x.begin() + cols, cols, 0.0f);  // an all-zero token: scale 0
+        const auto bias = random_floats(static_cast<std::size_t>(rows), rng);
+        for (cpu::Isa isa : cpu::supported_isas()) {
+          INFO("isa " << cpu::isa_name(isa) << ", VNNI here: " << cpu::has_avx512_vnni());
+          backend.force_isa(isa);
+          std::vector<float> y(static_cast<std::size_t>(n * rows));
+          backend.linear(x.data(), n, packed, bias.data(), y.data());
+          for (std::int64_t t = 0; t < n; ++t) {
+            // Per token: scale max |x| / 127, codes nearest even of x * 127 / max.
+            const float* xt = x.data() + t * cols;
+            float max = 0.0f;
+            for (std::int64_t k = 0; k < cols; ++k) max = std::max(max, std::fabs(xt[k]));
+            const float inv = max > 0 ? 127.0f / max : 0.0f;
+            for (std::int64_t r = 0; r < rows; ++r) {
+              std::int32_t sum = 0;
+              for (std::int64_t k = 0; k < cols; ++k)
+                sum += static_cast<std::int32_t>(std::nearbyint(xt[k] * inv)) *
+                       static_cast<std::int8_t>(wq[r * cols + k]);
+              const float want = static_cast<float>(sum) * (max / 127.0f * ws[r]) + bias[r];
+              REQUIRE(y[t * rows + r] == want);
+            }
+          }
+        }
+      }
+  backend.force_isa(cpu::detect_isa());
+}
+
+TEST_CASE("AMX bf16 tiles match the reference where the CPU has them", "[kernels]") {
+  // Off batch invariance only (cpu/linear_amx.h): the sums are the tiles' own order, so held to
+  // the rounding bound of an fp32 sum against the double reference of the bf16-rounded inputs.
+  if (!cpu::amx_available()) {
+    WARN("no AMX-BF16 here: the AMX path is compile-tested only");
+    CHECK_FALSE(cpu::amx_available());
+    return;
+  }
+  std::mt19937 rng(19);
+  CpuBackend backend(2, 16, 1, /*bf16_dot=*/true);
+  backend.set_batch_invariant(false);
+  for (std::int64_t rows : {1, 17, 70, 130})
+    for (std::int64_t cols : {1, 31, 32, 33, 301})
+      for (std::int64_t n : {16, 17, 40}) {
+        INFO("rows " << rows << " cols " << cols << " n " << n);
+        TestWeight tw(DType::BF16, rows, cols, rng);
+        const Weight packed = backend.upload_weight(tw.w, WeightQuant::kNone);
+        auto x = random_floats(static_cast<std::size_t>(n * cols), rng);
+        for (float& v : x) v = round_to_bf16(v);
+        const auto bias = random_floats(static_cast<std::size_t>(rows), rng);
+        std::vector<double> want, mag;
+        ref::linear(x.data(), n, tw.w, bias.data(), want, mag);
+        std::vector<float> y(static_cast<std::size_t>(n * rows));
+        backend.linear(x.data(), n, packed, bias.data(), y.data());
+        for (std::size_t i = 0; i < y.size(); ++i)
+          REQUIRE(std::fabs(y[i] - want[i]) <= 2 * dot_error_bound(cols + 1, mag[i]));
+      }
+}
+
 TEST_CASE("int8 quantization keeps one scale per row and zero rows exact", "[kernels]") {
   std::mt19937 rng(3);
   CpuBackend backend(1, 16);
@@ -228,15 +377,20 @@ TEST_CASE("fp8 quantization maps each row's largest magnitude to 448, codes as e
 TEST_CASE("linear output does not depend on batch size or thread count", "[kernels]") {
   std::mt19937 rng(11);
   CpuBackend one(1, 16), two(2, 16, 1);
-  for (WeightQuant quant : {WeightQuant::kNone, WeightQuant::kInt8, WeightQuant::kFp8})
+  for (int mode = 0; mode < 5; ++mode)  // kNone, int8, fp8, bf16 dot products, w8a8
     for (cpu::Isa isa : cpu::supported_isas()) {
-      INFO("isa " << cpu::isa_name(isa) << quant_name(quant));
+      const WeightQuant quant = mode == 1   ? WeightQuant::kInt8
+                                : mode == 2 ? WeightQuant::kFp8
+                                : mode == 4 ? WeightQuant::kW8A8
+                                            : WeightQuant::kNone;
+      INFO("isa " << cpu::isa_name(isa) << quant_name(quant) << (mode == 3 ? " bf16 dot" : ""));
       one.force_isa(isa);
       two.force_isa(isa);
+      one.set_bf16_dot(mode == 3);
+      two.set_bf16_dot(mode == 3);
       TestWeight tw(DType::BF16, 67, 531, rng);
       const Weight w1 = one.upload_weight(tw.w, quant), w2 = two.upload_weight(tw.w, quant);
-      const std::int64_t n =
-          29;  // token blocks of 12, 12, 4 and 1 on AVX-512, 6 x 4 + 4 + 1 on AVX2
+      const std::int64_t n = 29;  // token blocks of 6 x 4, 4 and 1 (AVX-512 and AVX2)
       const auto x = random_floats(static_cast<std::size_t>(n * 531), rng);
       std::vector<float> batched(static_cast<std::size_t>(n * 67));
       two.linear(x.data(), n, w2, nullptr, batched.data());

@@ -2,6 +2,7 @@
 // mpirun command (--dry-run), and a real 2-rank server started from a properties file.
 #include <sys/wait.h>
 
+#include <cctype>
 #include <chrono>
 #include <csignal>
 #include <filesystem>
@@ -92,7 +93,7 @@ TEST_CASE("every key is checked for type and range, with the key and value named
       {{{"option.rolling_batch", "sometimes"}}, "option.rolling_batch=sometimes: must be auto"},
       {{{"option.max_rolling_batch_size", "-1"}}, "option.max_rolling_batch_size=-1: must be >= 1"},
       {{{"option.max_rolling_batch_prefill_tokens", "1.5"}}, "must be an integer"},
-      {{{"option.dtype", "fp4"}}, "option.dtype=fp4: must be fp16, bf16, fp32, int8 or fp8"},
+      {{{"option.dtype", "fp4"}}, "option.dtype=fp4: must be fp16, bf16, fp32, int8, w8a8 or fp8"},
       {{{"option.max_input_len", "0"}}, "option.max_input_len=0: must be >= 1"},
       {{{"option.max_output_len", "x"}}, "option.max_output_len=x: must be an integer"},
       {{{"option.output_formatter", "xml"}},
@@ -106,6 +107,7 @@ TEST_CASE("every key is checked for type and range, with the key and value named
       {{{"option.batch_invariant", "1"}}, "option.batch_invariant=1: must be true or false"},
       {{{"option.kv_cache_dtype", "fp64"}},
        "option.kv_cache_dtype=fp64: must be auto, fp32, bf16, fp16, fp8_e4m3 or int8"},
+      {{{"option.cpu_matmul", "fp16"}}, "option.cpu_matmul=fp16: must be auto, fp32 or bf16"},
       {{{"option.speculative_draft_model", "/nonexistent"}},
        "option.speculative_draft_model=/nonexistent: must be a local model directory"},
       {{{"option.speculative_length", "3"}},
@@ -170,6 +172,19 @@ TEST_CASE("every key is checked for type and range, with the key and value named
     CHECK(*(flag + 1) == name);
   }
   CHECK(std::find(bf16.begin(), bf16.end(), "--kv-cache-dtype") == bf16.end());
+  // option.cpu_matmul and option.dtype=w8a8: serve flags; unset, none (auto).
+  for (const auto& [key, value, flag] : {std::tuple{"option.cpu_matmul", "FP32", "--cpu-matmul"},
+                                         std::tuple{"option.cpu_matmul", "bf16", "--cpu-matmul"},
+                                         std::tuple{"option.dtype", "W8A8", "--dtype"}}) {
+    const auto c = mpirun_command(validate_properties({{"option.model_id", dir}, {key, value}}), t);
+    const auto at = std::find(c.begin(), c.end(), flag);
+    REQUIRE(at != c.end());
+    std::string lowered = value;
+    std::transform(lowered.begin(), lowered.end(), lowered.begin(),
+                   [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+    CHECK(*(at + 1) == lowered);
+  }
+  CHECK(std::find(bf16.begin(), bf16.end(), "--cpu-matmul") == bf16.end());
   // DJL LMI's speculative decoding keys: the draft model and K, as serve flags.
   const auto spec = mpirun_command(validate_properties({{"option.model_id", dir},
                                                         {"option.speculative_draft_model", dir},

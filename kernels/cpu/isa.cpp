@@ -38,6 +38,16 @@ std::vector<Isa> supported_isas() {
   return out;
 }
 
+bool has_avx512_bf16() {
+  __builtin_cpu_init();
+  return hardware_isa() == Isa::kAvx512 && __builtin_cpu_supports("avx512bf16");
+}
+
+bool has_avx512_vnni() {
+  __builtin_cpu_init();
+  return hardware_isa() == Isa::kAvx512 && __builtin_cpu_supports("avx512vnni");
+}
+
 std::string_view isa_name(Isa isa) {
   switch (isa) {
     case Isa::kPortable:

@@ -19,4 +19,9 @@ std::vector<Isa> supported_isas();
 
 std::string_view isa_name(Isa isa);
 
+// Whether the processor has AVX512_BF16 (vdpbf16ps: the kPanels16Pairs kernels, cpu/linear.h).
+bool has_avx512_bf16();
+// Whether the processor has AVX512_VNNI (vpdpbusd: the kPanels16Quads kernels, `--dtype w8a8`).
+bool has_avx512_vnni();
+
 }  // namespace saker::cpu

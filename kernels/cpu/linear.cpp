@@ -1,26 +1,21 @@
 #include "kernels/cpu/linear.h"
 
-#include "kernels/quantize.h"
-
-// GCC 12's AVX-512 conversion intrinsics start from a self-initialised "undefined" vector and
-// warn about it at every use (GCC bug 105593); nothing here reads an uninitialised value.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-#include <immintrin.h>
-
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "kernels/cpu/linear_tile.h"
+#include "kernels/quantize.h"
+
 namespace saker::cpu {
 namespace {
 
-constexpr std::int64_t P = kPanelRows;
+using namespace detail;
 
 // Cache blocking of k for many tokens: a tile's kc x 16 NP weights and MR x kc inputs stay in L1
 // while it runs. Partial sums wait in y between blocks, which changes no rounding (fp32 either
@@ -28,19 +23,6 @@ constexpr std::int64_t P = kPanelRows;
 constexpr std::int64_t kKBlock = 256;
 // Inputs copied k-major per pass (96 KiB, on the stack): 96 tokens x kKBlock, or 12 x 2048.
 constexpr std::int64_t kXpackFloats = 96 * kKBlock;
-// Without huge pages weights are fetched this far ahead of use: the hardware prefetchers stop
-// at every 4 KiB page boundary. On 2 MiB pages they keep up with a group's stream by themselves,
-// and software prefetches there only compete with them (measured: 0.67-0.80 of the read
-// bandwidth instead of 0.85-0.89 when the host's bandwidth peaks).
-constexpr std::int64_t kPrefetchBytes = 2048;
-
-// How a tile's panels are stored (bf16 only; other types are always kNatural). bf16 panels go
-// in pairs, interleaved element by element: the 32-bit lane i of a pair's k-row holds row i of
-// its first panel in the low half and row i of the second in the high half. A shift left by 16
-// then gives the first panel as fp32 and a mask of the high half the second: two single-cycle
-// integer operations per 32 weights instead of two zero-extending shuffles and two shifts. A
-// group's last panel is alone (natural order) when the group has an odd number of panels.
-enum class Pairing { kNatural, kPairs, kLow, kHigh };
 
 // Position of row j of a group of `gn` panels within one k-row of the group.
 inline std::int64_t lane_in_group(DType d, std::int64_t gn, std::int64_t j) {
@@ -64,25 +46,6 @@ inline float element(DType d, const void* base, std::int64_t i) {
   }
   return 0.0f;
 }
-
-// One tile: MR tokens x NP panels over k in [k0, k1).
-struct TileArgs {
-  // x[t, k] of the tile is x[t * ldx + (k - k0) * ldk]: a token's row of the input (ldk 1), or
-  // the block packed k-major (ldx 1, ldk MR), whose MR inputs of one k share a cache line.
-  const float* x;
-  std::int64_t ldx, ldk;
-  const std::byte* w;               // the tile's first panel at k = 0
-  std::int64_t panel_step, k_step;  // bytes to the next panel at the same k, and to the next k
-  std::int64_t k0, k1;
-  float* y;  // token 0, output row `row0`; row stride ldy
-  std::int64_t ldy;
-  std::int64_t valid;   // rows of the tile that exist (the rest are padding)
-  bool first, last;     // first: start from zero; last: apply the epilogue
-  const float* scales;  // at row0 (padded to whole panels), or null
-  const float* bias;    // at row0, or null
-  Pairing pairing;      // kLow / kHigh: w is the pair's start, the tile is one of its panels
-  bool prefetch;        // software prefetch (weights on 4 KiB pages)
-};
 
 // --- portable: the reference arithmetic
 // -----------------------------------------------------------
@@ -120,8 +83,6 @@ void tile_portable(DType d, const TileArgs& a, int mr, int np) {
 // --- AVX-512
 // ---------------------------------------------------------------------------------------
 
-#define SAKER_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
-
 template <DType D>
 SAKER_AVX512 inline __m512 widen16(const std::byte* p) {
   if constexpr (D == DType::F32) {
@@ -149,15 +110,9 @@ SAKER_AVX512 inline __m512 widen16(const std::byte* p) {
 template <DType D, int MR, int NP>
 SAKER_AVX512 void tile_avx512(const TileArgs& a) {
   __mmask16 mask[NP];
-  for (int p = 0; p < NP; ++p) {
-    const std::int64_t v = std::clamp<std::int64_t>(a.valid - p * P, 0, P);
-    mask[p] = static_cast<__mmask16>((1u << v) - 1u);
-  }
+  tile_masks<NP>(a, mask);
   __m512 acc[MR][NP];
-  for (int t = 0; t < MR; ++t)
-    for (int p = 0; p < NP; ++p)
-      acc[t][p] =
-          a.first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(mask[p], a.y + t * a.ldy + p * P);
+  tile_load<MR, NP>(a, mask, acc);
   constexpr std::int64_t kPanel = P * static_cast<std::int64_t>(dtype_size(D));
   const std::byte* w[NP];
   for (int p = 0; p < NP; ++p) w[p] = a.w + p * kPanel;
@@ -174,6 +129,7 @@ SAKER_AVX512 void tile_avx512(const TileArgs& a) {
     if (a.prefetch)
       for (std::int64_t b = 0; b < NP * kPanel; b += 64)
         _mm_prefetch(reinterpret_cast<const char*>(w[0] + off + b + kPrefetchBytes), _MM_HINT_T0);
+    fetch_ahead(a, off, NP * kPanel);
     __m512 wv[NP];
     if constexpr (kPaired) {
       for (int p = 0; p < NP; p += 2) {
@@ -192,18 +148,7 @@ SAKER_AVX512 void tile_avx512(const TileArgs& a) {
       for (int p = 0; p < NP; ++p) acc[t][p] = _mm512_fmadd_ps(wv[p], xb, acc[t][p]);
     }
   }
-  for (int p = 0; p < NP; ++p) {
-    if (a.last) {
-      const __m512 sc = a.scales ? _mm512_loadu_ps(a.scales + p * P) : _mm512_setzero_ps();
-      const __m512 b =
-          a.bias ? _mm512_maskz_loadu_ps(mask[p], a.bias + p * P) : _mm512_setzero_ps();
-      for (int t = 0; t < MR; ++t) {
-        if (a.scales) acc[t][p] = _mm512_mul_ps(acc[t][p], sc);
-        if (a.bias) acc[t][p] = _mm512_add_ps(acc[t][p], b);
-      }
-    }
-    for (int t = 0; t < MR; ++t) _mm512_mask_storeu_ps(a.y + t * a.ldy + p * P, mask[p], acc[t][p]);
-  }
+  tile_store<MR, NP>(a, mask, acc);
 }
 
 // --- AVX2: the same 16 lanes as two 8-wide halves
@@ -315,7 +260,7 @@ using TileFn = void (*)(const TileArgs&);
 // takes at once: MR x NP accumulators must fit the vector registers (32 zmm, 16 ymm). A block
 // that takes the whole group (4 panels) reads it as one stream; a block of 12 reads it as two
 // half-lines passes, which costs nothing when the weights come from L1 (prefill's k blocks).
-constexpr std::array<int, 5> kMrAvx512{12, 6, 4, 2, 1};
+constexpr std::array<int, 4> kMrAvx512{6, 4, 2, 1};
 constexpr std::array<int, 4> kMrAvx2{6, 4, 2, 1};
 constexpr int max_np(Isa isa, int mr) {
   if (isa == Isa::kAvx512) return mr <= 6 ? 4 : 2;
@@ -423,30 +368,103 @@ void pack_panels(const Weight& host, DType dtype, void* dst, float* scales,
   }
 }
 
-void linear_panels(Isa isa, const float* x, std::int64_t n, const Weight& w, const float* bias,
-                   float* y, std::int64_t group_begin, std::int64_t group_end, bool prefetch) {
-  const std::int64_t K = w.cols, N = w.rows, panels = panel_count(N);
-  const auto es = static_cast<std::int64_t>(dtype_size(w.dtype));
-  const auto* base = static_cast<const std::byte*>(w.data);
+namespace {
+
+// How linear_panels blocks a call: k units, the tiles' ISA, k blocks and token passes.
+struct Blocking {
+  bool pairs, quads, units32;
+  std::int64_t K;  // units of k: columns, or pairs / quads of them
+  bool fast;       // the CPU has the dot-product instruction (else the scalar tiles)
+  Isa tiles;
+  bool packed_x;  // more than 4 tokens: inputs copied k-major
+  std::int64_t kc, tokens_per_pass;
+};
+
+Blocking blocking(Isa isa, const Weight& w, std::int64_t n) {
+  Blocking b{};
+  // kPanels16Pairs / Quads: a k unit is 2 bf16 or 4 int8 columns, 4 bytes of each row, and each
+  // float of x holds that many inputs.
+  b.pairs = w.layout == WeightLayout::kPanels16Pairs;
+  b.quads = w.layout == WeightLayout::kPanels16Quads;
+  b.units32 = b.pairs || b.quads;
+  b.K = b.pairs ? pair_count(w.cols) : b.quads ? quad_count(w.cols) : w.cols;
+  b.fast = isa == Isa::kAvx512 && (b.pairs   ? has_avx512_bf16()
+                                   : b.quads ? has_avx512_vnni()
+                                             : true);
+  b.tiles = b.units32 && !b.fast ? Isa::kPortable : isa;
   // Up to 4 tokens (decode) stream each panel once over all of k, reading x in place. More
   // tokens copy their inputs k-major first, a block of k at a time, and reuse each loaded weight
   // from L1 for every token block: rows of x lie cols * 4 bytes apart, which for power-of-two
-  // widths puts a dozen of them in one L1 set, so reading them in place thrashes. The copy is
-  // made once per block and shared by all the slice's panels, so it costs little.
-  const bool packed_x = n > 4;
-  const std::int64_t kc = !packed_x ? std::max<std::int64_t>(K, 1) : n <= 12 ? 2048 : kKBlock;
-  const std::int64_t tokens_per_pass = !packed_x ? n : n <= 12 ? n : kXpackFloats / kKBlock;
+  // widths puts a dozen of them in one L1 set, so reading them in place thrashes.
+  // Blocks of k keep the same bytes of weights whatever a unit holds (pairs: half the units).
+  b.packed_x = n > 4;
+  const std::int64_t kblock = b.units32 ? kKBlock / 2 : kKBlock;
+  b.kc = !b.packed_x ? std::max<std::int64_t>(b.K, 1) : n <= 12 ? kXpackFloats / 12 : kblock;
+  b.tokens_per_pass = !b.packed_x ? n : n <= 12 ? n : kXpackFloats / kblock;
+  return b;
+}
+
+// Tokens in the next register tile, of `left`. int8 tiles take at most 4 (16 accumulators):
+// with 6 x 4, GCC 12 keeps vpdpbusd's accumulators on the stack (measured from L1: 190 against
+// 360 G int8 multiply-adds per second per core).
+int block_for(const Blocking& b, std::int64_t left) {
+  return block_tokens(b.tiles, b.quads && b.fast ? std::min<std::int64_t>(left, 4) : left);
+}
+
+// Token block [t0, t0 + mr) of the pass [s0, s1) of k block [k0, k1), k-major, at `dst`.
+void copy_block(const float* x, std::int64_t K, std::int64_t t0, int mr, std::int64_t k0,
+                std::int64_t k1, float* dst) {
+  for (std::int64_t k = k0; k < k1; ++k)
+    for (int t = 0; t < mr; ++t) dst[(k - k0) * mr + t] = x[(t0 + t) * K + k];
+}
+
+}  // namespace
+
+std::int64_t input_blocks(Isa isa, const Weight& w, std::int64_t n) {
+  const Blocking b = blocking(isa, w, n);
+  return b.packed_x ? (b.K + b.kc - 1) / b.kc : 0;
+}
+
+void pack_inputs(Isa isa, const Weight& w, const float* x, std::int64_t n, float* out,
+                 std::int64_t block_begin, std::int64_t block_end) {
+  const Blocking b = blocking(isa, w, n);
+  for (std::int64_t kb = block_begin; kb < block_end; ++kb) {
+    const std::int64_t k0 = kb * b.kc, k1 = std::min(b.K, k0 + b.kc);
+    for (std::int64_t s0 = 0; s0 < n; s0 += b.tokens_per_pass) {
+      const std::int64_t s1 = std::min(n, s0 + b.tokens_per_pass);
+      for (std::int64_t t0 = s0; t0 < s1;) {
+        const int mr = block_for(b, s1 - t0);
+        copy_block(x, b.K, t0, mr, k0, k1, out + k0 * n + t0 * (k1 - k0));
+        t0 += mr;
+      }
+    }
+  }
+}
+
+void linear_panels(Isa isa, const float* x, std::int64_t n, const Weight& w, const float* bias,
+                   float* y, std::int64_t group_begin, std::int64_t group_end, bool prefetch,
+                   const float* x_scales, const float* x_packed) {
+  const Blocking bl = blocking(isa, w, n);
+  const bool pairs = bl.pairs, quads = bl.quads, fast = bl.fast;
+  const std::int64_t K = bl.K, N = w.rows, panels = panel_count(N);
+  const auto es = bl.units32 ? 4 : static_cast<std::int64_t>(dtype_size(w.dtype));
+  const auto* base = static_cast<const std::byte*>(w.data);
+  const Isa tiles = bl.tiles;
+  // Row sums of the codes follow the scales (pack_int8_quads).
+  const auto* row_sums =
+      quads ? reinterpret_cast<const std::int32_t*>(w.scales + panels * P) : nullptr;
+  const bool packed_x = bl.packed_x;
+  const std::int64_t kc = bl.kc, tokens_per_pass = bl.tokens_per_pass;
+  // Inputs packed here, a pass at a time, unless the caller packed them all once (pack_inputs).
   alignas(64) float xp[kXpackFloats];
   for (std::int64_t k0 = 0; k0 < K || k0 == 0; k0 += kc) {
     const std::int64_t k1 = std::min(K, k0 + kc);
     for (std::int64_t s0 = 0; s0 < n; s0 += tokens_per_pass) {
       const std::int64_t s1 = std::min(n, s0 + tokens_per_pass);
-      if (packed_x) {  // token block b of the pass: [k1 - k0][mr] at xp + its first token * kc
+      if (packed_x && !x_packed) {  // token block of the pass: [k1 - k0][mr] at xp + t0 * kc
         for (std::int64_t t0 = s0; t0 < s1;) {
-          const int mr = block_tokens(isa, s1 - t0);
-          float* dst = xp + (t0 - s0) * kc;
-          for (std::int64_t k = k0; k < k1; ++k)
-            for (int t = 0; t < mr; ++t) dst[(k - k0) * mr + t] = x[(t0 + t) * K + k];
+          const int mr = block_for(bl, s1 - t0);
+          copy_block(x, K, t0, mr, k0, k1, xp + (t0 - s0) * kc);
           t0 += mr;
         }
       }
@@ -454,19 +472,21 @@ void linear_panels(Isa isa, const float* x, std::int64_t n, const Weight& w, con
         const std::int64_t gn = std::min(kGroupPanels, panels - g * kGroupPanels);
         const std::byte* group = base + g * kGroupPanels * P * K * es;
         for (std::int64_t t0 = s0; t0 < s1;) {
-          const int mr = block_tokens(isa, s1 - t0);
-          const float* xt = packed_x ? xp + (t0 - s0) * kc : x + t0 * K + k0;
+          const int mr = block_for(bl, s1 - t0);
+          const float* xt = x_packed   ? x_packed + k0 * n + t0 * (k1 - k0)
+                            : packed_x ? xp + (t0 - s0) * kc
+                                       : x + t0 * K + k0;
           for (std::int64_t q = 0; q < gn;) {  // panel q of the group
-            int np = isa == Isa::kPortable
+            int np = tiles == Isa::kPortable
                          ? 1
-                         : std::min<int>(max_np(isa, mr), static_cast<int>(gn - q));
+                         : std::min<int>(max_np(tiles, mr), static_cast<int>(gn - q));
             np = np >= 4 ? 4 : np >= 2 ? 2 : 1;
             const std::int64_t p = g * kGroupPanels + q;
             const std::int64_t row0 = p * P;
             // Tiles start on pairs (q is even whenever np >= 2); a single panel with a partner
             // is read as one half of the pair.
             Pairing pairing = Pairing::kNatural;
-            if (w.dtype == DType::BF16 && (q | 1) < gn)
+            if (!pairs && w.dtype == DType::BF16 && (q | 1) < gn)
               pairing = np >= 2 ? Pairing::kPairs : q % 2 ? Pairing::kHigh : Pairing::kLow;
             const TileArgs a{xt,
                              packed_x ? 1 : K,
@@ -482,10 +502,19 @@ void linear_panels(Isa isa, const float* x, std::int64_t n, const Weight& w, con
                              k0 == 0,
                              k1 == K,
                              w.scales ? w.scales + row0 : nullptr,
+                             x_scales ? x_scales + t0 : nullptr,
+                             row_sums ? row_sums + row0 : nullptr,
                              bias ? bias + row0 : nullptr,
                              pairing,
-                             prefetch};
-            if (isa == Isa::kPortable)
+                             prefetch,
+                             packed_x && n <= 64 && t0 == s0 && g + 1 < group_end
+                                 ? kGroupPanels * P * K * es
+                                 : 0};
+            if (pairs)
+              fast ? pick_dot<Dot::kBf16>(mr, np)(a) : tile_bf16_dot_portable(a, mr, np);
+            else if (quads)
+              fast ? pick_dot<Dot::kInt8>(mr, np)(a) : tile_int8_dot_portable(a, mr, np);
+            else if (isa == Isa::kPortable)
               tile_portable(w.dtype, a, mr, np);
             else
               pick(isa, w.dtype, mr, np)(a);
@@ -514,7 +543,15 @@ void linear_rows_scalar(const float* x, std::int64_t n, const Weight& w, const f
 
 float weight_element(const Weight& w, std::int64_t r, std::int64_t k) {
   std::int64_t i = r * w.cols + k;
-  if (w.layout == WeightLayout::kPanels16) {
+  if (w.layout == WeightLayout::kPanels16Pairs) {
+    const std::int64_t g = r / kGroupRows, j = r % kGroupRows;
+    const std::int64_t gn = std::min(kGroupPanels, panel_count(w.rows) - g * kGroupPanels);
+    i = g * kGroupRows * 2 * pair_count(w.cols) + ((k / 2) * gn * P + j) * 2 + k % 2;
+  } else if (w.layout == WeightLayout::kPanels16Quads) {
+    const std::int64_t g = r / kGroupRows, j = r % kGroupRows;
+    const std::int64_t gn = std::min(kGroupPanels, panel_count(w.rows) - g * kGroupPanels);
+    i = g * kGroupRows * 4 * quad_count(w.cols) + ((k / 4) * gn * P + j) * 4 + k % 4;
+  } else if (w.layout == WeightLayout::kPanels16) {
     const std::int64_t g = r / kGroupRows, j = r % kGroupRows;
     const std::int64_t gn = std::min(kGroupPanels, panel_count(w.rows) - g * kGroupPanels);
     i = g * kGroupRows * w.cols + k * gn * P + lane_in_group(w.dtype, gn, j);

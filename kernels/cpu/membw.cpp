@@ -90,6 +90,60 @@ double run_fma_chains(ThreadPool& pool, std::int64_t iters) {
 
 }  // namespace
 
+// kChains independent chains of one dot-product instruction, in assembly: with intrinsics GCC 12
+// broke the chains (it reloaded each accumulator's first value every iteration), which timed
+// the instruction's throughput without its latency, twice the real rate for vpdpbusd.
+#define SAKER_DOT_CHAINS(name, insn, isa)                                                          \
+  __attribute__((target(isa))) float name(std::int64_t iters) {                                    \
+    asm volatile(                                                                                  \
+        "vpternlogd $0xff, %%zmm30, %%zmm30, %%zmm30\n\t"                                          \
+        "vpsrld $2, %%zmm30, %%zmm31\n\t"                                                          \
+        "1:\n\t" insn " %%zmm30, %%zmm31, %%zmm0\n\t" insn " %%zmm30, %%zmm31, %%zmm1\n\t" insn    \
+        " %%zmm30, %%zmm31, %%zmm2\n\t" insn " %%zmm30, %%zmm31, %%zmm3\n\t" insn                  \
+        " %%zmm30, %%zmm31, %%zmm4\n\t" insn " %%zmm30, %%zmm31, %%zmm5\n\t" insn                  \
+        " %%zmm30, %%zmm31, %%zmm6\n\t" insn " %%zmm30, %%zmm31, %%zmm7\n\t" insn                  \
+        " %%zmm30, %%zmm31, %%zmm8\n\t" insn " %%zmm30, %%zmm31, %%zmm9\n\t" insn                  \
+        " %%zmm30, %%zmm31, %%zmm10\n\t" insn                                                      \
+        " %%zmm30, %%zmm31, %%zmm11\n\t"                                                           \
+        "dec %0\n\t"                                                                               \
+        "jnz 1b"                                                                                   \
+        : "+r"(iters)                                                                              \
+        :                                                                                          \
+        : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", \
+          "xmm11", "xmm30", "xmm31", "cc");                                                        \
+    return 0.0f;                                                                                   \
+  }
+static_assert(kChains == 12, "the assembly below runs 12 chains");
+SAKER_DOT_CHAINS(dot_chains, "vdpbf16ps", "avx512f,avx512bf16")
+SAKER_DOT_CHAINS(int8_chains, "vpdpbusd", "avx512f,avx512vnni")
+#undef SAKER_DOT_CHAINS
+
+// Best of `repeats` runs of `chains` (iters x kChains instructions of `flops` each) per thread.
+double chain_peak(ThreadPool& pool, int repeats, float (*chains)(std::int64_t), double flops) {
+  const std::int64_t iters = 20'000'000;
+  double best = 0;
+  for (int r = 0; r < repeats; ++r) {
+    float sink[256] = {};
+    const auto t0 = std::chrono::steady_clock::now();
+    pool.parallel_for(pool.size(), [&](std::int64_t, std::int64_t, unsigned w) {
+      sink[w % 256] += chains(iters);
+    });
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    volatile float keep = sink[0];
+    (void)keep;
+    best = std::max(best, flops * kChains * static_cast<double>(iters) * pool.size() / s);
+  }
+  return best;
+}
+
+double measure_bf16_dot_peak(ThreadPool& pool, int repeats) {
+  return has_avx512_bf16() ? chain_peak(pool, repeats, dot_chains, 64.0) : 0.0;
+}
+
+double measure_int8_dot_peak(ThreadPool& pool, int repeats) {
+  return has_avx512_vnni() ? chain_peak(pool, repeats, int8_chains, 128.0) : 0.0;
+}
+
 double measure_fma_peak(ThreadPool& pool, int repeats) {
   const Isa isa = detect_isa();
   const std::int64_t iters = isa == Isa::kPortable ? 2'000'000 : 20'000'000 / fma_lanes(isa) * 8;

@@ -27,6 +27,13 @@ float read_pass(ThreadPool& pool, std::span<const std::span<const float>> buffer
 // with the widest vectors the processor has (cpu/isa.h).
 double measure_fma_peak(ThreadPool& pool, int repeats = 5);
 
+// The same with vdpbf16ps chains (2 multiply-adds per fp32 lane): the limit of the bf16
+// dot-product kernels (`--cpu-matmul bf16`); 0 without AVX512_BF16.
+double measure_bf16_dot_peak(ThreadPool& pool, int repeats = 5);
+// And with vpdpbusd chains (4 multiply-adds per 32-bit lane): the w8a8 kernels' limit; 0 without
+// AVX512_VNNI.
+double measure_int8_dot_peak(ThreadPool& pool, int repeats = 5);
+
 // One run of those chains worth about `flops` in all, shared by the pool's threads; returns the
 // FLOPs done (the reference run that benchmarks interleave with an arithmetic-bound kernel).
 double fma_pass(ThreadPool& pool, double flops);

@@ -120,6 +120,8 @@ Weight CudaBackend::upload_weight(const Weight& host, WeightQuant quant) {
 Weight CudaBackend::upload_quantized(const Weight& host, WeightQuant quant) {
   if (impl_->options.synthetic_weights)
     throw std::invalid_argument("random weights (benchmarks) are not made for --dtype int8|fp8");
+  if (quant == WeightQuant::kW8A8)
+    throw std::invalid_argument("--dtype w8a8 (int8 activations) runs on the CPU backend only");
   const DType code = quant == WeightQuant::kInt8 ? DType::I8 : DType::F8E4M3;
   const auto rows = static_cast<std::size_t>(host.rows), cols = static_cast<std::size_t>(host.cols);
   std::vector<std::uint8_t> codes(rows * cols);

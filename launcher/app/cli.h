@@ -47,8 +47,13 @@ std::vector<std::int32_t> parse_token_ids(const std::string& text, std::int64_t 
 // precision by name (bf16, fp16, fp32); anything else is a UsageError naming both.
 inline constexpr const char* kDtypeHelp =
     "weights: auto (the checkpoint's precision), int8 or fp8 (e4m3; weight-only, a scale per "
-    "output row), or bf16, fp16, fp32 when the checkpoint stores that";
+    "output row), w8a8 (CPU: int8 weights and int8 activations, a scale per token; VNNI dot "
+    "products), or bf16, fp16, fp32 when the checkpoint stores that";
 
+inline constexpr const char* kCpuMatmulHelp =
+    "CPU, bf16 weights: fp32 (inputs kept in fp32, exact FMA chains), bf16 (inputs rounded to "
+    "bf16, AVX512_BF16 dot products: twice the FMA rate), or auto (bf16 where the CPU has "
+    "AVX512_BF16; docs/numerics.md)";
 inline constexpr const char* kCommHelp =
     "tensor parallelism on CUDA: nccl, mpi (collectives staged through host memory: ranks that "
     "share a GPU), or auto (nccl unless a node runs more ranks than it has GPUs)";

@@ -44,7 +44,7 @@ struct GenerateFlags {
   std::string model_dir;
   std::int64_t max_new = 32, chunk = 256, block_size = 16;
   int threads = 0;
-  std::string device, dtype = "auto", kv_cache_dtype = "auto", comm = "auto";
+  std::string device, dtype = "auto", kv_cache_dtype = "auto", comm = "auto", cpu_matmul = "auto";
   SamplingParams sampling = greedy_sampling();
 };
 
@@ -61,6 +61,7 @@ po::options_description generate_options(GenerateFlags& f) {
       "CPU threads per rank (0: OMP_NUM_THREADS, else its share of the cores)")(
       "device", po::value(&f.device)->default_value(""), kDeviceHelp)(
       "comm", po::value(&f.comm)->default_value(f.comm), kCommHelp)(
+      "cpu-matmul", po::value(&f.cpu_matmul)->default_value(f.cpu_matmul), kCpuMatmulHelp)(
       "dtype", po::value(&f.dtype)->default_value(f.dtype), kDtypeHelp)(
       "kv-cache-dtype", po::value(&f.kv_cache_dtype)->default_value(f.kv_cache_dtype),
       kKvCacheDtypeHelp)("prefill-chunk", po::value(&f.chunk)->default_value(256),
@@ -126,6 +127,7 @@ EngineOptions one_sequence(const GenerateFlags& f, std::int64_t total) {
   o.kv_cache_tokens = total;
   o.kv_cache_dtype = f.kv_cache_dtype;
   o.comm = f.comm;
+  o.cpu_matmul = f.cpu_matmul;
   o.text = false;  // the prompt's tokenizer is read here, on rank 0 only
   return o;
 }

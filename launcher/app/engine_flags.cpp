@@ -79,13 +79,14 @@ po::options_description engine_options(EngineFlags& o) {
       "reuse the KV blocks of prompt prefixes computed before (the default)")(
       "no-enable-prefix-caching", po::bool_switch(&o.no_enable_prefix_caching),
       "compute every prompt in full")("comm", po::value(&o.comm)->default_value(o.comm), kCommHelp)(
+      "cpu-matmul", po::value(&o.cpu_matmul)->default_value(o.cpu_matmul), kCpuMatmulHelp)(
       "batch-invariant", po::bool_switch(&o.batch_invariant),
-      "CUDA: a sequence's outputs do not depend on the others in its decode step (the default; "
-      "docs/cuda.md)")("no-batch-invariant", po::bool_switch(&o.no_batch_invariant),
-                       "CUDA: each linear layer takes its fastest kernel per token count, timed "
-                       "at start")("kv-cache-dtype",
-                                   po::value(&o.kv_cache_dtype)->default_value(o.kv_cache_dtype),
-                                   kKvCacheDtypeHelp)(
+      "a sequence's outputs do not depend on the others in its step (the default; docs/cuda.md)")(
+      "no-batch-invariant", po::bool_switch(&o.no_batch_invariant),
+      "CUDA: each linear layer takes its fastest kernel per token count, timed at start; CPU: "
+      "bf16 dot products of 16 tokens or more take AMX tiles where the CPU has them")(
+      "kv-cache-dtype", po::value(&o.kv_cache_dtype)->default_value(o.kv_cache_dtype),
+      kKvCacheDtypeHelp)(
       "speculative-method", po::value(&o.speculative_method),
       "ngram: speculative decoding by prompt lookup; draft: by --speculative-model")(
       "speculative-model", po::value(&o.speculative_model),
@@ -143,6 +144,7 @@ EngineOptions finish_engine_options(const po::variables_map& vm, EngineFlags& f)
   if (f.comm != "auto" && f.comm != "nccl" && f.comm != "mpi")
     throw UsageError("--comm must be auto, nccl or mpi, not '" + f.comm + "'");
   o.comm = f.comm;
+  o.cpu_matmul = f.cpu_matmul;
   o.kv_cache_dtype = f.kv_cache_dtype;
   o.speculative_method = f.speculative_method;
   o.num_speculative_tokens = f.num_speculative_tokens;
@@ -191,6 +193,7 @@ std::string flag_of(const std::string& field) {
       {"heartbeat_interval_s", "--heartbeat-interval"},
       {"kv_cache_dtype", "--kv-cache-dtype"},
       {"comm", "--comm"},
+      {"cpu_matmul", "--cpu-matmul"},
       {"speculative_method", "--speculative-method"},
       {"speculative_model", "--speculative-model"},
       {"num_speculative_tokens", "--num-speculative-tokens"},
@@ -222,7 +225,7 @@ std::unique_ptr<Engine> make_engine(const EngineOptions& o, Communicator& comm,
     for (const char* field :
          {"kv_cache_bytes", "block_size", "max_batch_size", "max_batch_tokens", "kv_cache_fraction",
           "max_batch_delay_s", "collective_timeout_s", "peer_timeout_s", "heartbeat_interval_s",
-          "dtype", "device", "kv_cache_dtype", "comm"})
+          "dtype", "device", "kv_cache_dtype", "comm", "cpu_matmul"})
       named |= replace_word(msg, field, flag_of(field));
     throw UsageError(named ? msg : msg + " (" + flag_of(e.field()) + ")");
   }

@@ -32,6 +32,7 @@ struct EngineFlags {
   bool batch_invariant = false, no_batch_invariant = false;
   std::string kv_cache_dtype = "auto";  // option.kv_cache_dtype
   std::string comm = "auto";            // --comm: auto, nccl or mpi
+  std::string cpu_matmul = "auto";      // --cpu-matmul: auto, fp32 or bf16
   std::string speculative_method;       // ngram, draft, or empty: as --speculative-model says
   std::string speculative_model;        // a draft model directory
   std::int32_t num_speculative_tokens = 3;

@@ -52,16 +52,21 @@ struct Figures {
   LatencyMetrics lat;
   double duration = 0, iters = 1;
   std::int64_t in_tokens = 0, out_tokens = 0;
-  double bw = 0, fma_peak = 0, step_bytes = 0, tpot_floor_ms = 0;
+  double bw = 0, fma_peak = 0, dot_peak = 0, step_bytes = 0, tpot_floor_ms = 0;
   Spread decode_paired, prefill_paired, bw_paired, peak_paired;
   double prefill_tps = 0, prefill_flops = 0, prefill_fraction = 0;
   double decode_flops = 0, decode_batch = 0, step_floor_ms = 0;
+  std::vector<OpTime> ops;
+  // Decode-only steps: their time (p10/p50/p90, ms), mean batch, and floors at that batch.
+  Spread decode_ms;
+  double decode_only_batch = 0, decode_only_floor_ms = 0, decode_only_dot_floor_ms = 0;
 };
 
 Figures compute(const FlopShape& shape, const std::vector<BenchRequest>& reqs, const BenchRun& run,
                 double step_bytes) {
   Figures f;
   f.stats = run.engine.totals;
+  f.ops = run.ops;
   f.preemptions = run.engine.preemptions;
   f.prefix_queries = run.engine.prefix_cache_queries;
   f.prefix_hits = run.engine.prefix_cache_hits;
@@ -72,6 +77,7 @@ Figures compute(const FlopShape& shape, const std::vector<BenchRequest>& reqs, c
   // The best of the readings before and after the run (a busy neighbour halves some of them).
   f.bw = std::max(run.before.bandwidth, run.after.bandwidth);
   f.fma_peak = std::max(run.before.fma_peak, run.after.fma_peak);
+  f.dot_peak = std::max(run.before.dot_peak, run.after.dot_peak);
   f.decode_paired = spread(run.paired.decode);
   f.prefill_paired = spread(run.paired.prefill);
   // The readings themselves, to compare with the whole-run ones (the same read, the same peak).
@@ -102,6 +108,21 @@ Figures compute(const FlopShape& shape, const std::vector<BenchRequest>& reqs, c
   const double mean_ctx = mean_prompt + out_sum / static_cast<double>(reqs.size()) / 2;
   f.decode_flops = decode_flops_per_token(shape, mean_ctx);
   f.decode_batch = static_cast<double>(f.stats.batch_sequences) / f.iters;
+  {
+    std::vector<double> ms;
+    double seqs = 0;
+    for (std::size_t i = 0; i < run.decode_steps.seconds.size(); ++i) {
+      ms.push_back(run.decode_steps.seconds[i] * 1e3);
+      seqs += run.decode_steps.sequences[i];
+    }
+    f.decode_ms = spread(ms);
+    f.decode_only_batch = ms.empty() ? 0.0 : seqs / static_cast<double>(ms.size());
+    const double flops = f.decode_only_batch * f.decode_flops;
+    f.decode_only_floor_ms =
+        std::max(f.tpot_floor_ms, f.fma_peak > 0 ? flops / f.fma_peak * 1e3 : 0.0);
+    f.decode_only_dot_floor_ms =
+        f.dot_peak > 0 ? std::max(f.tpot_floor_ms, flops / f.dot_peak * 1e3) : 0.0;
+  }
   f.step_floor_ms = std::max(
       f.tpot_floor_ms, f.fma_peak > 0 ? f.decode_batch * f.decode_flops / f.fma_peak * 1e3 : 0.0);
   return f;
@@ -109,6 +130,37 @@ Figures compute(const FlopShape& shape, const std::vector<BenchRequest>& reqs, c
 
 double of_p50(double floor_ms, const Distribution& d) {
   return d.p50 > 0 ? floor_ms / d.p50 : 0.0;
+}
+
+// Where rank 0's step time went, per iteration: the host's stages around the forward pass, and
+// inside it each backend operation (linear layers by shape) and the rest (plans, collectives,
+// the logits' hand-off). Stages over 0.1 % of the step, largest first.
+nlohmann::json profile(const Figures& f) {
+  const double it = std::max<double>(1.0, static_cast<double>(f.stats.iterations));
+  const EngineStats& s = f.stats;
+  std::vector<std::pair<std::string, double>> stages{
+      {"host: scheduling", s.schedule_seconds},
+      {"host: sampling, detokenizing, events", s.sample_seconds},
+      {"host: completing", s.complete_seconds},
+      {"host: other", s.step_seconds - s.forward_seconds - s.schedule_seconds - s.sample_seconds -
+                          s.complete_seconds}};
+  double in_ops = 0;
+  for (const OpTime& op : f.ops) {
+    stages.emplace_back("forward: " + op.name, op.seconds);
+    in_ops += op.seconds;
+  }
+  if (!f.ops.empty())
+    stages.emplace_back("forward: other (plans, collectives, logits hand-off)",
+                        s.forward_seconds - in_ops);
+  std::stable_sort(stages.begin(), stages.end(),
+                   [](const auto& a, const auto& b) { return a.second > b.second; });
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& [name, seconds] : stages)
+    if (s.step_seconds > 0 && seconds > 1e-3 * s.step_seconds)
+      out.push_back({{"stage", name},
+                     {"ms_per_iteration", seconds / it * 1e3},
+                     {"share_of_step", seconds / s.step_seconds}});
+  return out;
 }
 
 nlohmann::json to_json(const BenchSettings& s, const Figures& f) {
@@ -141,6 +193,7 @@ nlohmann::json to_json(const BenchSettings& s, const Figures& f) {
           {"step_ms_per_iteration", f.stats.step_seconds / it * 1e3},
           {"forward_ms_per_iteration", f.stats.forward_seconds / it * 1e3},
           {"host_ms_per_iteration", (f.stats.step_seconds - f.stats.forward_seconds) / it * 1e3},
+          {"profile", profile(f)},
           {"host_fraction_of_step",
            f.stats.step_seconds > 0
                ? (f.stats.step_seconds - f.stats.forward_seconds) / f.stats.step_seconds
@@ -186,7 +239,31 @@ nlohmann::json to_json(const BenchSettings& s, const Figures& f) {
           {"prefill_tokens_per_s", f.prefill_tps},
           {"prefill_flops_per_token", f.prefill_flops},
           {"fma_peak_gflops", f.fma_peak / 1e9},
-          {"prefill_fraction_of_fma_peak", f.prefill_fraction}};
+          {"prefill_fraction_of_fma_peak", f.prefill_fraction},
+          // The kernels' own limit when they take dot products (bf16 or int8): prefill against
+          // it, and the decode step's floor at it (bandwidth, or the batch's FLOPs at that peak).
+          {"dot_peak_gflops", f.dot_peak / 1e9},
+          // Decode-only iterations (no prompt chunk in them): time, batch, and their floor (the
+          // weights at the bandwidth, or the batch's FLOPs at the FMA / dot-product peak).
+          {"decode_only_steps", f.decode_ms.count},
+          {"decode_only_step_ms", f.decode_ms.to_json()},
+          {"decode_only_batch", f.decode_only_batch},
+          {"decode_only_step_floor_ms", f.decode_only_floor_ms},
+          {"decode_only_fraction_of_floor",
+           f.decode_ms.p50 > 0 ? f.decode_only_floor_ms / f.decode_ms.p50 : 0.0},
+          {"decode_only_fraction_of_dot_floor",
+           f.decode_ms.p50 > 0 ? f.decode_only_dot_floor_ms / f.decode_ms.p50 : 0.0},
+          {"prefill_fraction_of_dot_peak",
+           f.dot_peak > 0 ? f.prefill_tps * f.prefill_flops / f.dot_peak : 0.0},
+          {"decode_step_floor_at_dot_peak_ms",
+           f.dot_peak > 0
+               ? std::max(f.tpot_floor_ms, f.decode_batch * f.decode_flops / f.dot_peak * 1e3)
+               : 0.0},
+          {"tpot_fraction_of_dot_step_floor",
+           f.dot_peak > 0 ? of_p50(std::max(f.tpot_floor_ms,
+                                            f.decode_batch * f.decode_flops / f.dot_peak * 1e3),
+                                   f.lat.tpot_ms)
+                          : 0.0}};
 }
 
 std::string percents(const Spread& sp) {
@@ -229,8 +306,12 @@ void print_floors(std::ostream& out, const Figures& f, const nlohmann::json& j) 
       << " ms per iteration, of which the forward pass "
       << j["forward_ms_per_iteration"].get<double>() << " ms and the host (scheduling, sampling, "
       << "detokenizing, hand-off) " << j["host_ms_per_iteration"].get<double>() << " ms ("
-      << 100 * j["host_fraction_of_step"].get<double>() << " %)\n"
-      << "KV usage                mean " << 100 * j["kv_usage_mean"].get<double>() << " %, max "
+      << 100 * j["host_fraction_of_step"].get<double>() << " %)\n";
+  for (const auto& stage : j["profile"])
+    out << "  " << std::left << std::setw(58) << stage["stage"].get<std::string>() << std::right
+        << std::setw(9) << stage["ms_per_iteration"].get<double>() << " ms " << std::setw(6)
+        << 100 * stage["share_of_step"].get<double>() << " %\n";
+  out << "KV usage                mean " << 100 * j["kv_usage_mean"].get<double>() << " %, max "
       << 100 * j["kv_usage_max"].get<double>() << " % of " << f.pool_blocks << " blocks; "
       << f.preemptions << " preemptions\n"
       << "speculative decoding    " << f.stats.spec_accepted_tokens << " of "
@@ -269,6 +350,23 @@ void print_floors(std::ostream& out, const Figures& f, const nlohmann::json& j) 
     out << "decode step floor       " << f.step_floor_ms << " ms (bandwidth, or " << f.decode_batch
         << " tokens' FLOPs at the FMA peak); p50 TPOT is "
         << 100 * j["tpot_fraction_of_step_floor"].get<double>() << " % of it\n";
+  if (f.decode_ms.count > 0) {
+    out << "decode-only steps       " << f.decode_ms.count << ", avg batch " << f.decode_only_batch
+        << ": p50 " << f.decode_ms.p50 << " ms (p10 " << f.decode_ms.p10 << ", p90 "
+        << f.decode_ms.p90 << "); floor " << f.decode_only_floor_ms << " ms (bandwidth, or "
+        << "FLOPs at the FMA peak): p50 at "
+        << 100 * j["decode_only_fraction_of_floor"].get<double>() << " %";
+    if (f.dot_peak > 0)
+      out << "; at the dot-product peak " << f.decode_only_dot_floor_ms
+          << " ms: " << 100 * j["decode_only_fraction_of_dot_floor"].get<double>() << " %";
+    out << "\n";
+  }
+  if (f.dot_peak > 0)
+    out << "dot-product peak        " << f.dot_peak / 1e9
+        << " GFLOP/s (the kernels' instruction): prefill at "
+        << 100 * j["prefill_fraction_of_dot_peak"].get<double>() << " % of it; decode step floor "
+        << j["decode_step_floor_at_dot_peak_ms"].get<double>() << " ms at it, p50 TPOT at "
+        << 100 * j["tpot_fraction_of_dot_step_floor"].get<double>() << " % of that\n";
 }
 
 }  // namespace

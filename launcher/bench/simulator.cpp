@@ -68,17 +68,28 @@ MachineFloors measure_floors(Engine& engine, Communicator& comm) {
   comm.barrier();
   auto peak = static_cast<float>(backend_fma_peak(engine.backend()).value_or(0.0));
   comm.all_reduce_sum(&peak, 1);
+  comm.barrier();
+  auto dot = static_cast<float>(backend_dot_peak(engine.backend()).value_or(0.0));
+  comm.all_reduce_sum(&dot, 1);
   f.bandwidth = bw;
   f.fma_peak = peak;
+  f.dot_peak = dot;
   return f;
 }
 
 namespace {
 
-// Pairs each step with a measurement of its own floor taken right after it.
-std::function<void(const IterationStats&)> pair_steps(Engine& engine, PairedFloors& out,
-                                                      double prompt_flops, double step_bytes) {
-  return [&engine, &out, prompt_flops, step_bytes](const IterationStats& it) {
+// Records decode-only steps, and when `paired` pairs each step with a measurement of its own
+// floor taken right after it.
+std::function<void(const IterationStats&)> watch_steps(Engine& engine, bool paired,
+                                                       PairedFloors& out, DecodeSteps& decode,
+                                                       double prompt_flops, double step_bytes) {
+  return [&engine, paired, &out, &decode, prompt_flops, step_bytes](const IterationStats& it) {
+    if (it.tokens == it.sequences) {
+      decode.seconds.push_back(it.seconds);
+      decode.sequences.push_back(static_cast<double>(it.sequences));
+    }
+    if (!paired) return;
     const auto tokens = static_cast<double>(it.tokens);
     if (it.tokens == it.sequences) {  // decode: one token per sequence
       const double bw_now = backend_weight_read_bandwidth(engine.backend()).value();
@@ -115,10 +126,18 @@ BenchRun run_bench_phases(Engine& engine, Communicator& comm, const std::vector<
   run.before = measure_floors(engine, comm);
   if (engine.is_driver()) {
     engine.reset_stats();
-    run.results = drive(engine, reqs, concurrency,
-                        paired ? pair_steps(engine, run.paired, prompt_flops, step_bytes)
-                               : std::function<void(const IterationStats&)>());
+    const std::vector<OpTime> ops_before = engine.backend().op_times();
+    run.results =
+        drive(engine, reqs, concurrency,
+              watch_steps(engine, paired, run.paired, run.decode_steps, prompt_flops, step_bytes));
     run.engine = engine.stats();
+    run.ops = engine.backend().op_times();
+    for (OpTime& op : run.ops)
+      for (const OpTime& b : ops_before)
+        if (b.name == op.name) {
+          op.seconds -= b.seconds;
+          op.calls -= b.calls;
+        }
   } else {
     engine.run();
   }

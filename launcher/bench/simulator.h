@@ -25,6 +25,7 @@ std::vector<BatchResult> drive(Engine& engine, const std::vector<BenchRequest>& 
 struct MachineFloors {
   double bandwidth = 0;  // bytes/s, all ranks reading together
   double fma_peak = 0;   // FLOP/s, all ranks together (0 on a device)
+  double dot_peak = 0;   // FLOP/s of the weights' dot-product instruction (backend_dot_peak), or 0
 };
 MachineFloors measure_floors(Engine& engine, Communicator& comm);
 
@@ -36,12 +37,20 @@ struct PairedFloors {
   std::vector<double> bandwidth_gbps, peak_gflops;  // the readings themselves
 };
 
+// Every decode-only iteration (one token per sequence) of a run: its time and batch, whatever the
+// concurrency (mixed iterations, with prompt chunks, are left out).
+struct DecodeSteps {
+  std::vector<double> seconds, sequences;
+};
+
 // What one bench run measured: the results, the engine's counters and the floors.
 struct BenchRun {
   std::vector<BatchResult> results;
   EngineSnapshot engine;
   MachineFloors before, after;
   PairedFloors paired;
+  DecodeSteps decode_steps;
+  std::vector<OpTime> ops;  // rank 0's backend time per operation over the run (op_times)
 };
 
 // Warm-up (one short request, not counted), floors, the run, floors again; every rank calls it.

@@ -156,6 +156,7 @@ LaunchSettings validate_properties(const Properties& p) {
                                               "option.enable_prefix_caching",
                                               "option.batch_invariant",
                                               "option.kv_cache_dtype",
+                                              "option.cpu_matmul",
                                               "option.speculative_draft_model",
                                               "option.speculative_length",
                                               "option.api_key",
@@ -204,9 +205,9 @@ LaunchSettings validate_properties(const Properties& p) {
     s.max_rolling_batch_prefill_tokens = integer(p, "option.max_rolling_batch_prefill_tokens", 1);
   if (has("option.dtype")) {
     const std::string d = lower(p.at("option.dtype"));
-    if (d != "int8" && d != "fp8" && d != "fp16" && d != "bf16" && d != "fp32" && d != "float16" &&
-        d != "bfloat16" && d != "float32")
-      bad("option.dtype", p.at("option.dtype"), "must be fp16, bf16, fp32, int8 or fp8");
+    if (d != "int8" && d != "w8a8" && d != "fp8" && d != "fp16" && d != "bf16" && d != "fp32" &&
+        d != "float16" && d != "bfloat16" && d != "float32")
+      bad("option.dtype", p.at("option.dtype"), "must be fp16, bf16, fp32, int8, w8a8 or fp8");
     s.dtype = d;
   }
   if (has("option.max_input_len")) s.max_input_len = integer(p, "option.max_input_len", 1);
@@ -238,6 +239,12 @@ LaunchSettings validate_properties(const Properties& p) {
       bad("option.kv_cache_dtype", p.at("option.kv_cache_dtype"),
           "must be auto, fp32, bf16, fp16, fp8_e4m3 or int8");
     s.kv_cache_dtype = name;
+  }
+  if (has("option.cpu_matmul")) {
+    const std::string v = lower(p.at("option.cpu_matmul"));
+    if (v != "auto" && v != "fp32" && v != "bf16")
+      bad("option.cpu_matmul", p.at("option.cpu_matmul"), "must be auto, fp32 or bf16");
+    s.cpu_matmul = v;
   }
   speculative_settings(p, s);
   if (has("option.api_key")) {
@@ -276,7 +283,8 @@ std::vector<std::string> mpirun_command(const LaunchSettings& s, const LaunchTar
     opt("--max-rolling-batch-size", s.max_rolling_batch_size);
   }
   opt("--max-rolling-batch-prefill-tokens", s.max_rolling_batch_prefill_tokens);
-  if (s.dtype == "int8" || s.dtype == "fp8") c.insert(c.end(), {"--dtype", *s.dtype});
+  if (s.dtype == "int8" || s.dtype == "w8a8" || s.dtype == "fp8")
+    c.insert(c.end(), {"--dtype", *s.dtype});
   opt("--max-input-len", s.max_input_len);
   opt("--max-output-len", s.max_output_len);
   opt("--job-queue-size", s.job_queue_size);
@@ -286,6 +294,7 @@ std::vector<std::string> mpirun_command(const LaunchSettings& s, const LaunchTar
   if (s.batch_invariant)
     c.push_back(*s.batch_invariant ? "--batch-invariant" : "--no-batch-invariant");
   if (s.kv_cache_dtype) c.insert(c.end(), {"--kv-cache-dtype", *s.kv_cache_dtype});
+  if (s.cpu_matmul) c.insert(c.end(), {"--cpu-matmul", *s.cpu_matmul});
   if (s.speculative_draft_model)
     c.insert(c.end(), {"--speculative-model", *s.speculative_draft_model});
   opt("--num-speculative-tokens", s.speculative_length);

@@ -42,6 +42,7 @@ struct LaunchSettings {
   std::optional<std::int64_t> speculative_length;
   std::optional<std::string>
       kv_cache_dtype;  // option.kv_cache_dtype: auto, fp32, bf16, fp16, fp8_e4m3, int8
+  std::optional<std::string> cpu_matmul;  // option.cpu_matmul: auto, fp32 or bf16
   // option.api_key: passed to rank 0 as SAKER_API_KEY in the environment, never on a command line.
   std::optional<std::string> api_key;
   std::vector<std::string> unknown_keys;  // warned about once

@@ -1,8 +1,9 @@
-// How far `--dtype int8` (or `fp8`) moves a model from its stored precision: loads one checkpoint
-// twice (as stored, and quantized with a scale per output row) and compares them on seeded
-// random prompts.
+// How far `--dtype int8` (or `fp8`, or `w8a8`: int8 activations too, or `bf16`: `--cpu-matmul
+// bf16`'s bf16 matmul inputs) moves a model from its stored precision computed with fp32 inputs:
+// loads one checkpoint twice (as stored, and as asked) and compares them on seeded random
+// prompts.
 //
-//   saker_int8_accuracy --model DIR [--dtype int8|fp8] [--prompts 8] [--prompt-len 16]
+//   saker_int8_accuracy --model DIR [--dtype int8|fp8|w8a8|bf16] [--prompts 8] [--prompt-len 16]
 //                       [--new-tokens 32]
 //
 // Teacher-forced: the stored model's greedy continuation is fed to both; at every position the
@@ -38,10 +39,10 @@ struct Loaded {
   Checkpoint checkpoint;
   CpuBackend backend;
   FalconModel model;
-  Loaded(const fs::path& dir, WeightQuant quant, std::int64_t max_tokens)
+  Loaded(const fs::path& dir, WeightQuant quant, std::int64_t max_tokens, bool bf16_dot = false)
       : config(load_config(dir)),
         checkpoint(Checkpoint::open(dir)),
-        backend(0, config.max_positions),
+        backend(0, config.max_positions, 1 << 16, bf16_dot),
         model(config, checkpoint, backend,
               ModelOptions{max_tokens, max_tokens, config.max_positions, quant}) {}
 
@@ -68,7 +69,9 @@ std::vector<std::vector<std::int32_t>> greedy(const fs::path& dir, const std::st
                                               std::int64_t n) {
   EngineOptions o;
   o.model_dir = dir.string();
-  o.dtype = dtype;
+  // bf16: the stored weights with bf16 matmul inputs; every other run keeps them in fp32.
+  o.dtype = dtype == "bf16" ? "auto" : dtype;
+  o.cpu_matmul = dtype == "bf16" ? "bf16" : "fp32";
   o.text = false;
   o.max_batch_size = 1;  // one at a time: each continuation alone, as in the teacher-forced pass
   o.kv_cache_tokens = 0;
@@ -198,9 +201,10 @@ struct Stats {
 int main(int argc, char** argv) try {
   const fs::path dir = value_of(argc, argv, "--model", "");
   if (dir.empty()) {
-    std::fprintf(stderr,
-                 "usage: saker_int8_accuracy --model DIR [--dtype int8|fp8] [--prompts N] "
-                 "[--prompt-len L] [--new-tokens T]\n");
+    std::fprintf(
+        stderr,
+        "usage: saker_int8_accuracy --model DIR [--dtype int8|fp8|w8a8|bf16] [--prompts N] "
+        "[--prompt-len L] [--new-tokens T]\n");
     return 2;
   }
   const int prompts = std::stoi(value_of(argc, argv, "--prompts", "8"));
@@ -208,10 +212,16 @@ int main(int argc, char** argv) try {
   const int new_tokens = std::stoi(value_of(argc, argv, "--new-tokens", "32"));
   const std::int64_t max_tokens = prompt_len + new_tokens;
   const std::string dtype = value_of(argc, argv, "--dtype", "int8");
-  if (dtype != "int8" && dtype != "fp8") throw std::invalid_argument("--dtype must be int8 or fp8");
+  if (dtype != "int8" && dtype != "fp8" && dtype != "w8a8" && dtype != "bf16")
+    throw std::invalid_argument("--dtype must be int8, fp8, w8a8 or bf16 (bf16 matmul inputs)");
 
   Loaded stored(dir, WeightQuant::kNone, max_tokens);
-  Loaded int8(dir, dtype == "fp8" ? WeightQuant::kFp8 : WeightQuant::kInt8, max_tokens);
+  Loaded int8(dir,
+              dtype == "fp8"    ? WeightQuant::kFp8
+              : dtype == "w8a8" ? WeightQuant::kW8A8
+              : dtype == "bf16" ? WeightQuant::kNone
+                                : WeightQuant::kInt8,
+              max_tokens, dtype == "bf16");
   const auto V = static_cast<std::size_t>(stored.config.vocab_size);
   std::printf("model %s: %s, weights streamed per step %.1f MB as stored, %.1f MB %s\n",
               dir.string().c_str(), stored.config.variant().c_str(),
@@ -221,7 +231,7 @@ int main(int argc, char** argv) try {
   const Cases cases = load_cases(dir, prompts, prompt_len, V);
   const bool with_hf = !cases.hf_logits.empty();
   // Free-running greedy, each model on its own.
-  const auto free_stored = greedy(dir, "auto", cases.prompts, new_tokens);
+  const auto free_stored = greedy(dir, "auto", cases.prompts, new_tokens);  // fp32 inputs
   const auto free_int8 = greedy(dir, dtype, cases.prompts, new_tokens);
   Stats stats;
   for (std::size_t c = 0; c < cases.prompts.size(); ++c)

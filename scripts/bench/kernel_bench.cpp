@@ -67,33 +67,54 @@ struct PackedCopies {
   std::vector<Weight> weights;
   std::size_t bytes_each = 0;
 
-  PackedCopies(DType dtype, std::int64_t rows, std::int64_t cols, std::size_t min_bytes) {
+  // pairs: the bf16 dot-product form (kPanels16Pairs) of a bf16 weight; quads: the w8a8 form
+  // (kPanels16Quads, dtype I8).
+  PackedCopies(DType dtype, bool pairs, bool quads, std::int64_t rows, std::int64_t cols,
+               std::size_t min_bytes) {
     std::vector<std::uint16_t> host(static_cast<std::size_t>(rows * cols));
     std::mt19937 rng(1);
     for (auto& v : host) v = saker::f32_to_bf16(std::normal_distribution<float>(0, 0.02f)(rng));
     const Weight src{DType::BF16, host.data(), rows, cols};
     const std::int64_t panels = saker::cpu::panel_count(rows);
-    bytes_each = saker::cpu::packed_bytes(dtype, rows, cols);
+    bytes_each = saker::cpu::packed_bytes(dtype, rows,
+                                          pairs   ? 2 * saker::cpu::pair_count(cols)
+                                          : quads ? 4 * saker::cpu::quad_count(cols)
+                                                  : cols);
     const std::size_t copies = std::max<std::size_t>(1, (min_bytes + bytes_each - 1) / bytes_each);
     for (std::size_t c = 0; c < copies; ++c) {
       data.emplace_back(bytes_each);
-      scales.emplace_back(dtype == DType::I8 ? panels * saker::cpu::kPanelRows : 0);
+      // w8a8: each row's sum of codes after the scales.
+      scales.emplace_back(dtype == DType::I8 ? panels * saker::cpu::kPanelRows * (quads ? 2 : 1)
+                                             : 0);
       float* sc = dtype == DType::I8 ? scales.back().data() : nullptr;
       const std::int64_t groups = saker::cpu::group_count(rows);
       backend().pool().parallel_for(groups, [&](std::int64_t b, std::int64_t e, unsigned) {
-        saker::cpu::pack_panels(src, dtype, data.back().data(), sc, b, e);
+        if (pairs)
+          saker::cpu::pack_bf16_pairs(src, data.back().data(), b, e);
+        else if (quads)
+          saker::cpu::pack_int8_quads(
+              src, data.back().data(), sc,
+              reinterpret_cast<std::int32_t*>(sc + panels * saker::cpu::kPanelRows), b, e);
+        else
+          saker::cpu::pack_panels(src, dtype, data.back().data(), sc, b, e);
       });
-      weights.push_back({dtype, data.back().data(), rows, cols, WeightLayout::kPanels16, sc});
+      weights.push_back({dtype, data.back().data(), rows, cols,
+                         pairs   ? WeightLayout::kPanels16Pairs
+                         : quads ? WeightLayout::kPanels16Quads
+                                 : WeightLayout::kPanels16,
+                         sc});
     }
   }
 };
 
-// Linear [rows, cols] for `tokens` tokens (args: rows, cols, tokens, 1 for int8 else bf16).
+// Linear [rows, cols] for `tokens` tokens (args: rows, cols, tokens, kind: 0 bf16 with fp32
+// FMAs, 1 int8, 2 bf16 dot products, 3 w8a8).
 void BM_Linear(benchmark::State& state) {
   const auto rows = state.range(0), cols = state.range(1), tokens = state.range(2);
-  const DType dtype = state.range(3) ? DType::I8 : DType::BF16;
+  const bool pairs = state.range(3) == 2, quads = state.range(3) == 3;
+  const DType dtype = state.range(3) == 1 || quads ? DType::I8 : DType::BF16;
   // 256 MiB of copies: eight times the L3, so each pass streams from DRAM.
-  const PackedCopies w(dtype, rows, cols, std::size_t{256} << 20);
+  const PackedCopies w(dtype, pairs, quads, rows, cols, std::size_t{256} << 20);
   std::vector<float> x(static_cast<std::size_t>(tokens * cols), 0.5f),
       y(static_cast<std::size_t>(tokens * rows));
   // This host's bandwidth drifts (a shared machine), so every call of the kernel is followed by
@@ -139,7 +160,7 @@ void BM_Linear(benchmark::State& state) {
     state.counters["of_bandwidth"] = t_ref / t_kernel;
     state.counters["of_fma_peak"] = flops / per_call / fma_peak();
   }
-  state.SetLabel(dtype == DType::I8 ? "int8" : "bf16");
+  state.SetLabel(quads ? "w8a8" : dtype == DType::I8 ? "int8" : pairs ? "bf16 dot" : "bf16");
 }
 
 void BM_ReadBandwidth(benchmark::State& state) {
@@ -156,9 +177,10 @@ void BM_FmaPeak(benchmark::State& state) {
 BENCHMARK(BM_ReadBandwidth)->Iterations(1);
 BENCHMARK(BM_FmaPeak)->Iterations(1);
 // The ~1B benchmark model: qkv [3072, 2048], dense [2048, 2048], MLP [8192, 2048] and
-// [2048, 8192], lm_head [65024, 2048]. Decode at batch 1, 8 and 32; prefill chunks of 256 tokens.
+// [2048, 8192], lm_head [65024, 2048]. Decode at batch 1, 8, 16 and 32; prefill chunks of 256
+// tokens; kind 2 the same with bf16 dot products.
 BENCHMARK(BM_Linear)
-    ->ArgNames({"rows", "cols", "tokens", "int8"})
+    ->ArgNames({"rows", "cols", "tokens", "kind"})
     ->Args({3072, 2048, 1, 0})
     ->Args({2048, 2048, 1, 0})
     ->Args({8192, 2048, 1, 0})
@@ -170,6 +192,17 @@ BENCHMARK(BM_Linear)
     ->Args({8192, 2048, 8, 1})
     ->Args({8192, 2048, 32, 0})
     ->Args({8192, 2048, 32, 1})
+    ->Args({8192, 2048, 16, 0})
+    ->Args({8192, 2048, 1, 2})
+    ->Args({65024, 2048, 1, 2})
+    ->Args({8192, 2048, 8, 2})
+    ->Args({8192, 2048, 16, 2})
+    ->Args({8192, 2048, 32, 2})
+    ->Args({8192, 2048, 256, 2})
+    ->Args({2048, 8192, 256, 2})
+    ->Args({8192, 2048, 1, 3})
+    ->Args({8192, 2048, 16, 3})
+    ->Args({8192, 2048, 256, 3})
     ->Args({8192, 2048, 256, 0})
     ->Args({2048, 8192, 256, 0})
     ->Args({8192, 2048, 256, 1})
