@@ -121,7 +121,8 @@ Weight CpuBackend::upload_weight(const Weight& host, WeightQuant quant) {
                                       : WeightLayout::kPanels16;
   const Weight shape{dtype, raw, host.rows, host.cols, layout, scales};
   if (pairs || quads) dot_ = pairs ? "bf16" : "int8";
-  auto* row_sums = reinterpret_cast<std::int32_t*>(scales + panels * cpu::kPanelRows);
+  auto* row_sums =
+      quads ? reinterpret_cast<std::int32_t*>(scales + panels * cpu::kPanelRows) : nullptr;
   for_weight_slices(1, shape, [&](std::int64_t b, std::int64_t e) {
     if (pairs)
       cpu::pack_bf16_pairs(host, raw, b, e);
