@@ -152,7 +152,7 @@ LaunchSettings settings_of(const Properties& p) {
     std::cerr << "saker launch: option.tensor_parallel_degree=max: " << s.tensor_parallel
               << (gpus ? " visible GPU(s)" : " rank (no GPU visible)") << "\n";
   }
-  if (s.dtype && *s.dtype != "int8")
+  if (s.dtype && *s.dtype != "int8" && *s.dtype != "fp8" && *s.dtype != "w8a8")
     std::cerr << "saker launch: note: option.dtype=" << *s.dtype
               << ": weights are used in the checkpoint's stored precision\n";
   return s;
